@@ -1,0 +1,18 @@
+"""Generation: one decoding loop (engine), sampling, and the tasks expressed for it."""
+
+from .engine import UNKNOWN, generate_codes
+from .sampling import SamplingParams, guide, sample_next
+from .tasks import EDIT_WINDOW_FRAMES, EditTask, continuation_task, edit_task, text_task
+
+__all__ = [
+    "EDIT_WINDOW_FRAMES",
+    "UNKNOWN",
+    "EditTask",
+    "SamplingParams",
+    "continuation_task",
+    "edit_task",
+    "generate_codes",
+    "guide",
+    "sample_next",
+    "text_task",
+]

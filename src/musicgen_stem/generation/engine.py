@@ -1,0 +1,83 @@
+"""One decoding loop for every task.
+
+Every task is expressed in frame space as `known: [B, K, T]`, the tokens fixed in advance
+(a prompt, a masked-stem prefix, the forced streams of kept stems) with -1 wherever the
+model must choose. The loop lays `known` out by the delay pattern, prefills the steps before
+the first unknown token, then decodes one step at a time with a static KV cache, writing
+model tokens only into unknown positions. Forcing therefore happens before the delay pattern,
+so delayed streams stay aligned, and known tokens come out bit-identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..lm.model import StemLM
+from ..lm.pattern import build_sequence, revert_sequence
+from .sampling import SamplingParams, guide, sample_next
+
+UNKNOWN = -1
+ProgressCallback = Callable[[int, int], None]
+
+
+@torch.inference_mode()
+def generate_codes(
+    lm: StemLM,
+    known: torch.Tensor,
+    memory: torch.Tensor,
+    null_memory: torch.Tensor | None,
+    params: SamplingParams,
+    generator: torch.Generator | None = None,
+    callback: ProgressCallback | None = None,
+) -> torch.Tensor:
+    """Fill the unknown (-1) tokens of `known`.
+
+    Args:
+        known: [B, K, T] frame tokens, -1 where the model chooses.
+        memory: [B, L, D] conditioning memory (text).
+        null_memory: [B, L, D] null condition for classifier-free guidance, or None for none.
+            Guidance is skipped when cfg_coef == 1 (it would change nothing).
+        callback: called as callback(steps_done, steps_total) after each step.
+    Returns:
+        codes [B, K, T]: `known` with every -1 replaced by a model token (< card).
+    """
+    layout = lm.layout
+    params.validate(layout.card)
+    B, K, T = known.shape
+    if K != layout.num_streams:
+        raise ValueError(f"known tokens have {K} streams, the model has {layout.num_streams}")
+    if memory.shape[0] != B:
+        raise ValueError(f"memory batch {memory.shape[0]} does not match tokens batch {B}")
+    known = known.to(lm.device)
+    seq, valid = build_sequence(known, layout.delays, layout.special_token)  # [B, K, S], [K, S]
+    S = seq.shape[-1]
+    todo = (seq == UNKNOWN).any(dim=0).any(dim=0).nonzero()  # steps holding an unknown token
+    if todo.numel() == 0:
+        return known.clone()
+    start = int(todo[0])
+
+    use_cfg = null_memory is not None and params.cfg_coef != 1.0
+    mem = torch.cat([memory, null_memory], dim=0) if use_cfg else memory
+    state = lm.new_state(mem.to(lm.device), max_steps=S - 1)
+
+    prev = 0
+    total = S - start
+    for step in range(start, S):
+        inp = seq[..., prev:step]  # the prefill first, then one step at a time
+        logits = lm(torch.cat([inp, inp]) if use_cfg else inp, state=state, last_only=True)[:, 0]
+        logits = logits.float()  # [B or 2B, K, card]
+        if use_cfg:
+            logits = guide(logits[:B], logits[B:], params.cfg_coef)
+        token = sample_next(logits, params, generator)  # [B, K]
+        token = torch.where(valid[None, :, step], token, layout.special_token)
+        col = seq[..., step]
+        seq[..., step] = torch.where(col == UNKNOWN, token, col)
+        prev = step
+        if callback is not None:
+            callback(step - start + 1, total)
+
+    codes = revert_sequence(seq, layout.delays, T)
+    assert not (codes == UNKNOWN).any(), "generation left unknown tokens"
+    return codes

@@ -1,0 +1,66 @@
+"""Sampling parameters and next-token selection (greedy, temperature, top-k, top-p, CFG)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from ..errors import GenerationError
+
+
+@dataclass
+class SamplingParams:
+    """How tokens are chosen. `use_sampling=False` is greedy (argmax)."""
+
+    use_sampling: bool = True
+    temperature: float = 1.0
+    top_k: int = 250
+    top_p: float = 0.0
+    cfg_coef: float = 3.0
+
+    def validate(self, card: int) -> None:
+        if not self.temperature >= 0:
+            raise GenerationError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 <= self.top_k <= card:
+            raise GenerationError(f"top-k must be between 0 (off) and {card}, got {self.top_k}")
+        if not 0.0 <= self.top_p <= 1.0:
+            raise GenerationError(f"top-p must be between 0 (off) and 1, got {self.top_p}")
+        if not self.cfg_coef >= 0:
+            raise GenerationError(f"the guidance coefficient (--cfg) must be >= 0, got {self.cfg_coef}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def guide(cond: torch.Tensor, null: torch.Tensor, coef: float) -> torch.Tensor:
+    """Classifier-free guidance: null + coef * (cond - null)."""
+    return null + (cond - null) * coef
+
+
+def _multinomial(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One draw per row of probs [..., card] -> [...]."""
+    flat = probs.reshape(-1, probs.shape[-1])
+    return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+
+
+def sample_next(
+    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Choose tokens from logits [B, K, card] -> [B, K]."""
+    if not params.use_sampling or params.temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+    if params.top_p > 0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        outside = sorted_p.cumsum(dim=-1) - sorted_p > params.top_p
+        sorted_p = sorted_p.masked_fill(outside, 0.0)
+        sorted_p = sorted_p / sorted_p.sum(dim=-1, keepdim=True)
+        picked = _multinomial(sorted_p, generator)
+        return order.gather(-1, picked[..., None])[..., 0]
+    if params.top_k > 0:
+        kth = probs.topk(params.top_k, dim=-1).values[..., -1:]
+        probs = probs * (probs >= kth).float()
+        probs = probs / probs.sum(dim=-1, keepdim=True)
+    return _multinomial(probs, generator)

@@ -1,0 +1,97 @@
+"""Every generation task as a `known` frame tensor for the one decoding loop.
+
+- text -> stems: nothing known;
+- continuation: the prompt frames known;
+- edit (regenerate some stems, keep the others): the masked-stem prefix of method.md §3
+  (every 5th frame of the first 25 s, regenerated streams masked, one all-special transition
+  step), then the main region with the kept streams forced to their codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import GenerationError
+from ..layout import StemLayout
+from .engine import UNKNOWN
+
+#: The prefix samples one frame in PREFIX_STRIDE (50 Hz -> 10 Hz).
+PREFIX_STRIDE = 5
+#: Prefix steps: 25 s at 10 Hz, as in training.
+PREFIX_STEPS = 250
+#: Frames of the main region an edit window covers (25 s at 50 Hz).
+EDIT_WINDOW_FRAMES = PREFIX_STEPS * PREFIX_STRIDE
+
+
+def text_task(batch: int, layout: StemLayout, num_frames: int) -> torch.Tensor:
+    """Nothing known: [B, K, T] of -1."""
+    return torch.full((batch, layout.num_streams, num_frames), UNKNOWN, dtype=torch.long)
+
+
+def continuation_task(prompt: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Prompt codes [B, K, P] followed by unknown frames up to num_frames in total."""
+    B, K, P = prompt.shape
+    if P >= num_frames:
+        raise GenerationError(
+            f"the prompt ({P} frames) is as long as the requested output ({num_frames} frames): "
+            "ask for a longer duration"
+        )
+    known = torch.full((B, K, num_frames), UNKNOWN, dtype=torch.long)
+    known[..., :P] = prompt
+    return known
+
+
+@dataclass(frozen=True)
+class EditTask:
+    """An edit laid out in frame space. The first `prefix_len` frames are the prefix."""
+
+    known: torch.Tensor  # [B, K, prefix_len + num_frames]
+    prefix_len: int
+    regenerate: tuple[str, ...]
+
+
+def edit_task(
+    layout: StemLayout,
+    codes: torch.Tensor,
+    regenerate: list[str] | tuple[str, ...],
+    num_frames: int,
+    silence_tokens: list[int] | tuple[int, ...],
+) -> EditTask:
+    """Regenerate the streams of `regenerate`, forcing every other stream to `codes`.
+
+    Args:
+        codes: [B, K, T] codes of the material to keep (the streams being regenerated are
+            ignored). If T < num_frames the kept streams are forced for the first T frames and
+            generated freely after that.
+        num_frames: frames to produce (at most EDIT_WINDOW_FRAMES).
+        silence_tokens: K tokens of digital silence, used to pad the prefix of a window
+            shorter than 25 s, as the model saw in training.
+    """
+    regenerate = tuple(layout.check_stems(list(regenerate)))
+    if not regenerate:
+        raise GenerationError("choose at least one stem to regenerate")
+    B, K, T = codes.shape
+    if K != layout.num_streams:
+        raise GenerationError(f"codes have {K} streams but the model expects {layout.num_streams}")
+    if not 0 < num_frames <= EDIT_WINDOW_FRAMES:
+        raise GenerationError(
+            f"an edit window holds 1 to {EDIT_WINDOW_FRAMES} frames (25 s), {num_frames} were asked"
+        )
+    if len(silence_tokens) != K:
+        raise GenerationError(f"{len(silence_tokens)} silence tokens given for {K} streams")
+    codes = codes.long().cpu()
+    special = layout.special_token
+    regen_streams = layout.streams_of_stems(regenerate)
+    kept_streams = [k for k in range(K) if k not in regen_streams]
+
+    prefix = codes[..., :EDIT_WINDOW_FRAMES:PREFIX_STRIDE]  # [B, K, <=250]
+    pad = torch.tensor(list(silence_tokens), dtype=torch.long)[None, :, None].expand(B, K, PREFIX_STEPS - prefix.shape[-1])
+    prefix = torch.cat([prefix, pad, torch.full((B, K, 1), special, dtype=torch.long)], dim=-1)
+    prefix[:, regen_streams] = special
+
+    main = torch.full((B, K, num_frames), UNKNOWN, dtype=torch.long)
+    n = min(T, num_frames)
+    main[:, kept_streams, :n] = codes[:, kept_streams, :n]
+    return EditTask(torch.cat([prefix, main], dim=-1), prefix.shape[-1], regenerate)

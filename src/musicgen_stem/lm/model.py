@@ -1,0 +1,269 @@
+"""The multi-stream transformer LM, readable top to bottom.
+
+K token streams -> summed embeddings + sinusoidal positions -> pre-norm blocks
+(self-attention, cross-attention to the text memory, feed-forward) -> output norm -> K heads.
+Incremental decoding uses a static, preallocated KV cache (no per-step concatenation).
+Module names follow the released checkpoints (`emb.k`, `transformer.layers.i.self_attn.in_proj_weight`,
+`linears.k`, ...), so their weights map one to one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layout import StemLayout
+
+
+@dataclass
+class LMConfig:
+    """Transformer sizes. Defaults are the released "medium" model."""
+
+    dim: int = 1536
+    num_heads: int = 24
+    num_layers: int = 48
+    ff_dim: int = 6144
+    max_period: float = 10000.0
+    positional_scale: float = 1.0
+    norm_eps: float = 1e-5
+    bias_attn: bool = False
+    bias_ff: bool = False
+    bias_proj: bool = False
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        if self.dim % 2:
+            raise ValueError("dim must be even for sinusoidal positions")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LMConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown LM config fields {sorted(unknown)}")
+        return cls(**d)
+
+
+def sin_embedding(positions: torch.Tensor, dim: int, max_period: float) -> torch.Tensor:
+    """Sinusoidal positions, cat[cos, sin]. positions: [T] -> [T, dim]."""
+    half = dim // 2
+    freqs = torch.arange(half, device=positions.device, dtype=torch.float32)
+    phase = positions.float()[:, None] / (max_period ** (freqs / (half - 1)))[None, :]
+    return torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
+
+
+class KVCache:
+    """Static self-attention cache for all layers: k, v [L, B, H, S_max, Dh]."""
+
+    def __init__(self, cfg: LMConfig, batch: int, max_steps: int, device: torch.device, dtype: torch.dtype):
+        shape = (cfg.num_layers, batch, cfg.num_heads, max_steps, cfg.dim // cfg.num_heads)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.max_steps = max_steps
+
+    def update(self, layer: int, pos: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v [B, H, T, Dh] at steps [pos, pos + T); return all keys/values so far."""
+        end = pos + k.shape[2]
+        if end > self.max_steps:
+            raise RuntimeError(f"KV cache holds {self.max_steps} steps, step {end} requested")
+        self.k[layer, :, :, pos:end] = k
+        self.v[layer, :, :, pos:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
+@dataclass
+class DecodeState:
+    """Everything incremental decoding carries between steps."""
+
+    cache: KVCache
+    cross_kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: k, v [B, H, L, Dh]
+    pos: int = 0
+
+
+class Attention(nn.Module):
+    """Multi-head attention with a packed q/k/v projection (`in_proj_weight` [3D, D])."""
+
+    def __init__(self, dim: int, num_heads: int, bias: bool, dropout: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim)) if bias else None
+        self.out_proj = nn.Linear(dim, dim, bias=bias)
+        self.dropout = dropout
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, D] -> [B, H, T, Dh]
+        B, T, D = x.shape
+        return x.view(B, T, self.num_heads, D // self.num_heads).transpose(1, 2)
+
+    def _proj(self, x: torch.Tensor, part: slice) -> torch.Tensor:
+        bias = None if self.in_proj_bias is None else self.in_proj_bias[part]
+        return F.linear(x, self.in_proj_weight[part], bias)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw: Any) -> torch.Tensor:
+        p = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, **kw)  # [B, H, T, Dh]
+        B, H, T, Dh = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(B, T, H * Dh))
+
+    def self_attend(self, x: torch.Tensor, cache: KVCache | None, layer: int, pos: int) -> torch.Tensor:
+        """Causal self-attention over x [B, T, D] placed at steps [pos, pos + T)."""
+        T = x.shape[1]
+        q, k, v = (self._heads(t) for t in F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, -1))
+        if cache is not None:
+            k, v = cache.update(layer, pos, k, v)
+        if T == 1:
+            return self._attend(q, k, v)
+        if k.shape[2] == T:
+            return self._attend(q, k, v, is_causal=True)
+        q_pos = torch.arange(pos, pos + T, device=x.device)[:, None]
+        allowed = torch.arange(k.shape[2], device=x.device)[None, :] <= q_pos  # [T, S]
+        return self._attend(q, k, v, attn_mask=allowed)
+
+    def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the cross-attention memory [B, L, D] -> 2 x [B, H, L, Dh]."""
+        D = memory.shape[-1]
+        return self._heads(self._proj(memory, slice(D, 2 * D))), self._heads(self._proj(memory, slice(2 * D, None)))
+
+    def cross_attend(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Attention from x [B, T, D] to precomputed memory keys/values (no mask: padding is zeroed)."""
+        q = self._heads(self._proj(x, slice(0, x.shape[-1])))
+        return self._attend(q, *kv)
+
+
+class Block(nn.Module):
+    """x += self_attn(norm1(x)); x += cross_attention(norm_cross(x)); x += ff(norm2(x))."""
+
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+        self.self_attn = Attention(cfg.dim, cfg.num_heads, cfg.bias_attn, cfg.dropout)
+        self.norm_cross = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+        self.cross_attention = Attention(cfg.dim, cfg.num_heads, cfg.bias_attn, cfg.dropout)
+        self.norm2 = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+        self.linear1 = nn.Linear(cfg.dim, cfg.ff_dim, bias=cfg.bias_ff)
+        self.linear2 = nn.Linear(cfg.ff_dim, cfg.dim, bias=cfg.bias_ff)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory_kv: tuple[torch.Tensor, torch.Tensor],
+        cache: KVCache | None,
+        layer: int,
+        pos: int,
+    ) -> torch.Tensor:
+        x = x + self.dropout(self.self_attn.self_attend(self.norm1(x), cache, layer, pos))
+        x = x + self.dropout(self.cross_attention.cross_attend(self.norm_cross(x), memory_kv))
+        return x + self.dropout(self.linear2(self.dropout(F.gelu(self.linear1(self.norm2(x))))))
+
+
+class Transformer(nn.Module):
+    """The stack of blocks (a container so that keys read `transformer.layers.i`)."""
+
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+
+
+class StemLM(nn.Module):
+    """Decoder-only LM over the K parallel streams of a `StemLayout`."""
+
+    def __init__(self, layout: StemLayout, cfg: LMConfig):
+        super().__init__()
+        self.layout = layout
+        self.cfg = cfg
+        K, card = layout.num_streams, layout.card
+        self.emb = nn.ModuleList(nn.Embedding(card + 1, cfg.dim) for _ in range(K))
+        self.transformer = Transformer(cfg)
+        self.out_norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+        self.linears = nn.ModuleList(nn.Linear(cfg.dim, card, bias=cfg.bias_proj) for _ in range(K))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Gaussian init with std 1/sqrt(fan_in), scaled by 1/sqrt(2 * depth) inside block `depth`."""
+
+        def init(weight: torch.Tensor, fan_in: int, depth: int | None = None) -> None:
+            std = 1.0 / math.sqrt(fan_in) / (math.sqrt(2 * depth) if depth else 1.0)
+            nn.init.trunc_normal_(weight, std=std, a=-3 * std, b=3 * std)
+
+        for e in self.emb:
+            init(e.weight, self.cfg.dim)
+        for i, block in enumerate(self.transformer.layers):
+            for m in block.modules():
+                if isinstance(m, Attention):
+                    init(m.in_proj_weight, self.cfg.dim, i + 1)
+                elif isinstance(m, nn.Linear):
+                    init(m.weight, m.in_features, i + 1)
+                if getattr(m, "bias", None) is not None and not isinstance(m, nn.LayerNorm):
+                    nn.init.zeros_(m.bias)
+        for lin in self.linears:
+            init(lin.weight, self.cfg.dim)
+
+    @property
+    def device(self) -> torch.device:
+        return self.out_norm.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.out_norm.weight.dtype
+
+    def memory_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-layer cross-attention keys/values of the conditioning memory [B, L, D]."""
+        return [blk.cross_attention.memory_kv(memory) for blk in self.transformer.layers]
+
+    def new_state(self, memory: torch.Tensor, max_steps: int) -> DecodeState:
+        """A fresh decoding state for a batch whose conditioning memory is [B, L, D]."""
+        cache = KVCache(self.cfg, memory.shape[0], max_steps, memory.device, self.dtype)
+        return DecodeState(cache=cache, cross_kv=self.memory_kv(memory.to(self.dtype)))
+
+    def forward(
+        self,
+        seq: torch.Tensor,
+        memory: torch.Tensor | None = None,
+        state: DecodeState | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """Logits for a delayed sequence.
+
+        Args:
+            seq: [B, K, T] tokens (special token allowed).
+            memory: [B, L, D] conditioning memory; required unless `state` is given.
+            state: incremental decoding state: seq is placed at steps [state.pos, state.pos + T)
+                and state.pos advances by T.
+            last_only: compute the heads on the last step only.
+        Returns:
+            logits [B, T, K, card] (T = 1 when last_only); the output at step s predicts step s + 1.
+        """
+        B, K, T = seq.shape
+        if K != len(self.emb):
+            raise ValueError(f"sequence has {K} streams, the model has {len(self.emb)}")
+        pos = 0 if state is None else state.pos
+        x = sum(self.emb[k](seq[:, k]) for k in range(K))  # [B, T, D]
+        steps = torch.arange(pos, pos + T, device=seq.device)
+        x = x + self.cfg.positional_scale * sin_embedding(steps, self.cfg.dim, self.cfg.max_period).to(x.dtype)
+        if state is None:
+            if memory is None:
+                raise ValueError("memory is required without a decoding state")
+            cross_kv = self.memory_kv(memory.to(x.dtype))
+            cache = None
+        else:
+            cross_kv, cache = state.cross_kv, state.cache
+        for i, block in enumerate(self.transformer.layers):
+            x = block(x, cross_kv[i], cache, i, pos)
+        if state is not None:
+            state.pos += T
+        if last_only:
+            x = x[:, -1:]
+        x = self.out_norm(x)
+        return torch.stack([lin(x) for lin in self.linears], dim=2)  # [B, T, K, card]
