@@ -98,9 +98,7 @@ class StemLayout:
 
     def stream_slices(self) -> dict[str, slice]:
         """stem -> slice into the stream axis."""
-        return {
-            s: slice(o, o + c) for s, o, c in zip(self.stems, self._offsets, self.codebooks, strict=True)
-        }
+        return {s: slice(o, o + c) for s, o, c in zip(self.stems, self._offsets, self.codebooks, strict=True)}
 
     def check_stems(self, stems: list[str] | tuple[str, ...]) -> list[str]:
         """Validate a list of stem names; return them de-duplicated in layout order."""

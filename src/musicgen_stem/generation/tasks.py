@@ -87,7 +87,9 @@ def edit_task(
     kept_streams = [k for k in range(K) if k not in regen_streams]
 
     prefix = codes[..., :EDIT_WINDOW_FRAMES:PREFIX_STRIDE]  # [B, K, <=250]
-    pad = torch.tensor(list(silence_tokens), dtype=torch.long)[None, :, None].expand(B, K, PREFIX_STEPS - prefix.shape[-1])
+    pad = torch.tensor(list(silence_tokens), dtype=torch.long)[None, :, None].expand(
+        B, K, PREFIX_STEPS - prefix.shape[-1]
+    )
     prefix = torch.cat([prefix, pad, torch.full((B, K, 1), special, dtype=torch.long)], dim=-1)
     prefix[:, regen_streams] = special
 

@@ -71,7 +71,9 @@ class KVCache:
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.max_steps = max_steps
 
-    def update(self, layer: int, pos: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, layer: int, pos: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v [B, H, T, Dh] at steps [pos, pos + T); return all keys/values so far."""
         end = pos + k.shape[2]
         if end > self.max_steps:
@@ -132,7 +134,9 @@ class Attention(nn.Module):
     def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of the cross-attention memory [B, L, D] -> 2 x [B, H, L, Dh]."""
         D = memory.shape[-1]
-        return self._heads(self._proj(memory, slice(D, 2 * D))), self._heads(self._proj(memory, slice(2 * D, None)))
+        return self._heads(self._proj(memory, slice(D, 2 * D))), self._heads(
+            self._proj(memory, slice(2 * D, None))
+        )
 
     def cross_attend(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Attention from x [B, T, D] to precomputed memory keys/values (no mask: padding is zeroed)."""
@@ -251,7 +255,9 @@ class StemLM(nn.Module):
         pos = 0 if state is None else state.pos
         x = sum(self.emb[k](seq[:, k]) for k in range(K))  # [B, T, D]
         steps = torch.arange(pos, pos + T, device=seq.device)
-        x = x + self.cfg.positional_scale * sin_embedding(steps, self.cfg.dim, self.cfg.max_period).to(x.dtype)
+        x = x + self.cfg.positional_scale * sin_embedding(steps, self.cfg.dim, self.cfg.max_period).to(
+            x.dtype
+        )
         if state is None:
             if memory is None:
                 raise ValueError("memory is required without a decoding state")

@@ -54,7 +54,9 @@ def revert_sequence(seq: torch.Tensor, delays: tuple[int, ...] | list[int], num_
     B, K, S = seq.shape
     d = torch.as_tensor(list(delays), device=seq.device)
     if S < num_steps(num_frames, delays):
-        raise ValueError(f"a sequence of {S} steps cannot hold {num_frames} frames with delays {list(delays)}")
+        raise ValueError(
+            f"a sequence of {S} steps cannot hold {num_frames} frames with delays {list(delays)}"
+        )
     steps = torch.arange(num_frames, device=seq.device)[None, :] + 1 + d[:, None]  # [K, T]
     return torch.gather(seq, 2, steps[None].expand(B, K, num_frames))
 
