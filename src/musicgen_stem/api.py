@@ -1,0 +1,457 @@
+"""The Python API: `MusicGenStem`, with audiocraft-compatible method names.
+
+```python
+model = MusicGenStem.get_pretrained("path/to/model")
+model.set_generation_params(duration=8)
+out = model.generate(["funky drums and slap bass"], seed=1)  # out["bass"]: [B, C, T]; out.mix
+new = model.regenerate_from_codes(out.codes, ["bass"], ["a walking bass"], seed=2)
+```
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .audio import convert_audio
+from .errors import GenerationError, ModelError
+from .generation import (
+    EDIT_WINDOW_FRAMES,
+    SamplingParams,
+    continuation_task,
+    edit_task,
+    generate_codes,
+    text_task,
+)
+from .modeldir import ModelConfig, ModelParts, build_parts, is_model_dir, load_model, save_model
+from .presets import preset
+
+Progress = bool | Callable[[int, int], None]
+Texts = Sequence[str | None]
+
+
+@dataclass
+class StemAudio(Mapping[str, torch.Tensor]):
+    """Generated stems: `out[stem]` is [B, C, T] at `sample_rate`; `.mix` is their plain sum.
+
+    `codes` [B, K, F] are the model's frame tokens of this audio, `seed` the seed that made them.
+    """
+
+    stems: dict[str, torch.Tensor]
+    sample_rate: int
+    codes: torch.Tensor
+    seed: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, stem: str) -> torch.Tensor:
+        return self.stems[stem]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.stems)
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    @property
+    def mix(self) -> torch.Tensor:
+        """[B, C, T] sum of the stems."""
+        return torch.stack(list(self.stems.values())).sum(0)
+
+    @property
+    def duration(self) -> float:
+        return next(iter(self.stems.values())).shape[-1] / self.sample_rate
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class MusicGenStem:
+    """A multi-stem model: text conditioner, LM and one codec per stem."""
+
+    def __init__(self, parts: ModelParts, device: str | torch.device | None = None, name: str | None = None):
+        self.device = torch.device(device) if device is not None else _default_device()
+        self.config: ModelConfig = parts.config
+        self.lm = parts.lm.to(self.device).eval()
+        self.text = parts.text.to(self.device).eval()
+        self.codec = parts.codec.to(self.device).eval()
+        self.name = name or parts.config.name
+        self.layout = parts.config.layout
+        self.params = SamplingParams()
+        self.duration = min(10.0, self.max_duration)
+        self._silence: list[int] | None = parts.config.silence_tokens
+
+    # --- construction ----------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike[str], device: str | None = None) -> MusicGenStem:
+        """Load a model folder (ours) or a hub repository holding one."""
+        path = Path(name_or_path)
+        if path.is_dir():
+            if not is_model_dir(path):
+                raise ModelError(
+                    f"'{path}' is not a musicgen-stem model folder (no config.json); "
+                    "create one with `musicgen-stem init`"
+                )
+            return cls(load_model(path), device=device, name=str(name_or_path))
+        if path.exists():
+            raise ModelError(f"'{path}' is a file, not a model folder")
+        return cls(load_model(_download(str(name_or_path))), device=device, name=str(name_or_path))
+
+    get_pretrained = from_pretrained
+
+    @classmethod
+    def from_config(cls, config: ModelConfig | str, seed: int = 0, device: str | None = None) -> MusicGenStem:
+        """A freshly initialised (random) model from a config or a preset name."""
+        cfg = preset(config) if isinstance(config, str) else config
+        torch.manual_seed(seed)
+        return cls(build_parts(cfg), device=device)
+
+    def save(self, path: str | os.PathLike[str], force: bool = False) -> Path:
+        """Write this model as a model folder."""
+        return save_model(ModelParts(self.config, self.lm, self.text, self.codec), path, force=force)
+
+    # --- facts -----------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return int(self.codec.sample_rate)
+
+    @property
+    def frame_rate(self) -> float:
+        return float(self.codec.frame_rate)
+
+    @property
+    def max_duration(self) -> float:
+        return float(self.config.max_duration)
+
+    @property
+    def max_edit_duration(self) -> float:
+        return EDIT_WINDOW_FRAMES / self.frame_rate
+
+    @property
+    def stems(self) -> tuple[str, ...]:
+        return self.layout.stems
+
+    # --- parameters ------------------------------------------------------------------------
+    def set_generation_params(
+        self,
+        use_sampling: bool = True,
+        top_k: int = 250,
+        top_p: float = 0.0,
+        temperature: float = 1.0,
+        duration: float | None = None,
+        cfg_coef: float = 3.0,
+    ) -> None:
+        """Defaults for the following calls (as in audiocraft)."""
+        params = SamplingParams(use_sampling, temperature, int(top_k), float(top_p), float(cfg_coef))
+        params.validate(self.layout.card)
+        self.params = params
+        if duration is not None:
+            self.duration = self._check_duration(duration, self.max_duration)
+
+    def _check_duration(self, duration: float, limit: float) -> float:
+        d = float(duration)
+        if not math.isfinite(d) or d <= 0:
+            raise GenerationError(f"duration must be a positive number of seconds, got {duration}")
+        if d * self.frame_rate < 1:
+            raise GenerationError(f"duration {d} s is shorter than one frame ({1 / self.frame_rate:.3f} s)")
+        if d > limit + 1e-6:
+            raise GenerationError(
+                f"duration {d:g} s is longer than this model's window: ask for {limit:g} s or less"
+            )
+        return d
+
+    def _frames(self, duration: float | None, limit: float) -> int:
+        d = self.duration if duration is None else self._check_duration(duration, limit)
+        return max(1, round(min(d, limit) * self.frame_rate))
+
+    # --- building blocks -------------------------------------------------------------------
+    def _memories(self, texts: Texts) -> tuple[torch.Tensor, torch.Tensor]:
+        """Memory of the texts and of the null condition, encoded as one batch: 2 x [B, L, D]."""
+        B = len(texts)
+        with torch.inference_mode():
+            mem, _ = self.text(list(texts) + [None] * B)
+        return mem[:B], mem[B:]
+
+    def _run(
+        self, known: torch.Tensor, texts: Texts, seed: int | None, progress: Progress
+    ) -> tuple[torch.Tensor, int]:
+        if len(texts) != known.shape[0]:
+            raise GenerationError(f"{len(texts)} descriptions for a batch of {known.shape[0]}")
+        seed = secrets.randbelow(2**31) if seed is None else int(seed)
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        mem, null = self._memories(texts)
+        callback, bar = _progress(progress)
+        try:
+            codes = generate_codes(self.lm, known, mem, null, self.params, gen, callback)
+        finally:
+            if bar is not None:
+                bar.close()
+        return codes, seed
+
+    def decode(self, codes: torch.Tensor, seed: int | None = None) -> StemAudio:
+        """Frame tokens [B, K, F] -> StemAudio."""
+        if codes.dim() == 2:
+            codes = codes[None]
+        with torch.inference_mode():
+            stems = self.codec.decode_stems(codes.to(self.device))
+        return StemAudio(
+            {s: w.float().cpu() for s, w in stems.items()},
+            self.sample_rate,
+            codes.cpu(),
+            seed,
+            {**self.params.to_dict(), "model": self.name, "version": __version__},
+        )
+
+    def encode_stems(
+        self, stems: Mapping[str, torch.Tensor], sample_rate: int, num_samples: int | None = None
+    ) -> torch.Tensor:
+        """Stem audio {stem: [C, T] or [B, C, T]} at `sample_rate` -> codes [B, K, F].
+
+        Stems not given are digital silence. All stems are padded to the longest.
+        """
+        unknown = [s for s in stems if s not in self.layout.stems]
+        if unknown:
+            raise GenerationError(
+                f"unknown stem(s) {unknown}: this model's stems are {', '.join(self.stems)}"
+            )
+        if not stems:
+            raise GenerationError("no stems given to encode")
+        wavs = {}
+        for s, w in stems.items():
+            w = w if w.dim() == 3 else w[None]
+            wavs[s] = convert_audio(w.float(), sample_rate, self.sample_rate, self.codec.channels)
+        B = max(w.shape[0] for w in wavs.values())
+        T = num_samples or max(w.shape[-1] for w in wavs.values())
+        C = self.codec.channels
+        batch = torch.zeros(B, self.layout.num_stems, C, T)
+        for s, w in wavs.items():
+            n = min(T, w.shape[-1])
+            batch[:, self.layout.stem_index(s), :, :n] = w[..., :n]
+        with torch.inference_mode():
+            return self.codec.encode(batch.to(self.device)).cpu()
+
+    def silence_tokens(self) -> list[int]:
+        """Codes of digital silence per stream (from the config, else measured on the codecs)."""
+        if self._silence is None:
+            silent = {s: torch.zeros(1, self.codec.channels, self.sample_rate) for s in self.stems}
+            codes = self.encode_stems(silent, self.sample_rate)[0]  # [K, F]
+            self._silence = [int(torch.mode(c).values) for c in codes]
+        return list(self._silence)
+
+    # --- tasks -----------------------------------------------------------------------------
+    def generate(
+        self,
+        descriptions: Texts,
+        progress: Progress = False,
+        return_tokens: bool = False,
+        *,
+        seed: int | None = None,
+        duration: float | None = None,
+    ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
+        """Text -> all stems, one item per description (None: unconditional)."""
+        descriptions = _texts(descriptions)
+        known = text_task(len(descriptions), self.layout, self._frames(duration, self.max_duration))
+        codes, seed = self._run(known, descriptions, seed, progress)
+        return self._result(codes, seed, return_tokens)
+
+    def generate_continuation_from_codes(
+        self,
+        codes: torch.Tensor,
+        descriptions: Texts | None = None,
+        progress: Progress = False,
+        return_tokens: bool = False,
+        *,
+        seed: int | None = None,
+        duration: float | None = None,
+    ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
+        """Continue prompt codes [B, K, P] up to `duration` seconds in total."""
+        codes = self._check_codes(codes)
+        descriptions = _texts(descriptions, len(codes))
+        codes = codes.expand(len(descriptions), -1, -1) if len(codes) == 1 else codes
+        known = continuation_task(codes, self._frames(duration, self.max_duration))
+        out, seed = self._run(known, descriptions, seed, progress)
+        return self._result(out, seed, return_tokens)
+
+    def generate_continuation(
+        self,
+        stems: Mapping[str, torch.Tensor],
+        sample_rate: int,
+        descriptions: Texts | None = None,
+        progress: Progress = False,
+        return_tokens: bool = False,
+        *,
+        seed: int | None = None,
+        duration: float | None = None,
+    ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
+        """Continue stem audio {stem: [C, T]} (missing stems are silence)."""
+        codes = self.encode_stems(stems, sample_rate)
+        return self.generate_continuation_from_codes(
+            codes, descriptions, progress, return_tokens, seed=seed, duration=duration
+        )
+
+    def regenerate_from_codes(
+        self,
+        codes: torch.Tensor,
+        which_instruments_regenerate: Sequence[str],
+        descriptions: Texts | None = None,
+        progress: Progress = False,
+        return_tokens: bool = False,
+        *,
+        seed: int | None = None,
+        duration: float | None = None,
+    ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
+        """Regenerate some stems under the others, which come out bit-identical to `codes`.
+
+        codes: [B, K, F] or [K, F]. The output has `duration` seconds (default: as long as
+        `codes`, at most 25 s); past the end of `codes` every stream is generated.
+        Regenerating every stem is plain text -> stems.
+        """
+        codes = self._check_codes(codes)
+        descriptions = _texts(descriptions, len(codes))
+        regen = self.layout.check_stems(list(which_instruments_regenerate))
+        if not regen:
+            raise GenerationError(f"choose at least one stem to regenerate among {', '.join(self.stems)}")
+        if duration is None:
+            if codes.shape[-1] > EDIT_WINDOW_FRAMES:
+                raise GenerationError(
+                    f"the kept material lasts {codes.shape[-1] / self.frame_rate:.1f} s, more than the "
+                    f"{self.max_edit_duration:g} s an edit window holds; pass a duration of at most "
+                    f"{self.max_edit_duration:g} s"
+                )
+            duration = codes.shape[-1] / self.frame_rate
+        num_frames = self._frames(duration, self.max_edit_duration)
+        if len(regen) == len(self.stems):
+            return self.generate(descriptions, progress, return_tokens, seed=seed, duration=duration)
+        codes = codes.expand(len(descriptions), -1, -1) if len(codes) == 1 else codes
+        task = edit_task(self.layout, codes, regen, num_frames, self.silence_tokens())
+        out, seed = self._run(task.known, descriptions, seed, progress)
+        return self._result(out[..., task.prefix_len :], seed, return_tokens)
+
+    def regenerate_instruments_from_stems(
+        self,
+        stems: Mapping[str, torch.Tensor],
+        stems_sample_rate: int,
+        which_instruments_regenerate: Sequence[str],
+        descriptions: Texts | None = None,
+        progress: Progress = False,
+        return_tokens: bool = False,
+        *,
+        seed: int | None = None,
+        duration: float | None = None,
+    ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
+        """Regenerate some stems under given stem audio {stem: [C, T]} at any sample rate.
+
+        Stems neither given nor regenerated are kept as silence.
+        """
+        both = sorted(set(stems) & set(which_instruments_regenerate))
+        if both:
+            raise GenerationError(f"stem(s) {both} are both given to keep and asked to be regenerated")
+        codes = self.encode_stems(stems, stems_sample_rate)
+        return self.regenerate_from_codes(
+            codes,
+            which_instruments_regenerate,
+            descriptions,
+            progress,
+            return_tokens,
+            seed=seed,
+            duration=duration,
+        )
+
+    def compose(
+        self,
+        descriptions: Texts,
+        order: Sequence[str] = ("drums", "bass", "other"),
+        progress: Progress = False,
+        *,
+        seed: int | None = None,
+        duration: float | None = None,
+    ) -> list[StemAudio]:
+        """Iterative composition: one stem at a time, each generated under the ones before
+        (stems not yet composed are kept silent). Returns the result after every stage."""
+        order = list(order)
+        if sorted(order) != sorted(self.layout.check_stems(order)) or len(set(order)) != len(order):
+            raise GenerationError(f"order must list distinct stems of {', '.join(self.stems)}")
+        descriptions = _texts(descriptions)
+        frames = self._frames(duration, self.max_edit_duration)
+        silence = torch.tensor(self.silence_tokens())[None, :, None]
+        codes = silence.expand(len(descriptions), -1, frames).clone()
+        seed = secrets.randbelow(2**31) if seed is None else int(seed)
+        stages = []
+        for i, stem in enumerate(order):
+            out = self.regenerate_from_codes(
+                codes, [stem], descriptions, progress, seed=seed + i, duration=frames / self.frame_rate
+            )
+            assert isinstance(out, StemAudio)
+            codes = out.codes
+            stages.append(out)
+        return stages
+
+    # --- helpers ---------------------------------------------------------------------------
+    def _check_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        codes = torch.as_tensor(codes)
+        if codes.dim() == 2:
+            codes = codes[None]
+        if codes.dim() != 3 or codes.shape[1] != self.layout.num_streams:
+            raise GenerationError(
+                f"codes must be [B, {self.layout.num_streams}, T] for this model, got {list(codes.shape)}"
+            )
+        if codes.is_floating_point() or codes.min() < 0 or codes.max() >= self.layout.card:
+            raise GenerationError(f"codes must be integers in [0, {self.layout.card})")
+        return codes.long()
+
+    def _result(
+        self, codes: torch.Tensor, seed: int, return_tokens: bool
+    ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
+        audio = self.decode(codes, seed)
+        return (audio, audio.codes) if return_tokens else audio
+
+
+def _texts(descriptions: Texts | str | None, batch: int = 1) -> list[str | None]:
+    if descriptions is None:
+        return [None] * batch
+    if isinstance(descriptions, str):
+        return [descriptions]
+    out = list(descriptions)
+    if not out:
+        raise GenerationError("give at least one description (None for unconditional)")
+    return out
+
+
+def _progress(progress: Progress) -> tuple[Callable[[int, int], None] | None, Any]:
+    if callable(progress):
+        return progress, None
+    if not progress:
+        return None, None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=None, unit="step", desc="generating", leave=False, disable=None)
+
+    def update(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.reset(total=total)
+        bar.update(done - bar.n)
+
+    return update, bar
+
+
+def _download(repo_id: str) -> Path:
+    """Fetch a model folder from the Hugging Face hub (cached)."""
+    if repo_id.count("/") != 1 or repo_id.startswith((".", "/", "~")):
+        raise ModelError(f"model '{repo_id}' is neither an existing folder nor a hub id (owner/name)")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, allow_patterns=["config.json", "*.safetensors"]))
+    except Exception as e:  # network, auth, missing repo: all user-fixable
+        raise ModelError(
+            f"cannot fetch model '{repo_id}' from the Hugging Face hub ({type(e).__name__}); "
+            "check the id and your network, or download it and pass its folder with --model"
+        ) from None

@@ -1,0 +1,315 @@
+"""The `musicgen-stem` command line: generate, edit, init, info.
+
+User mistakes print one line `musicgen-stem: error: ...` and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import MusicGenStemError
+
+FORMATTER = argparse.ArgumentDefaultsHelpFormatter
+
+
+class UsageError(MusicGenStemError):
+    """Bad command-line arguments."""
+
+
+# --------------------------------------------------------------------------------------- options
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "-m", required=True, help="model folder (see `musicgen-stem init`) or hub id")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+
+
+def _add_sampling(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sampling")
+    g.add_argument(
+        "--seed", type=int, default=None, help="random seed (default: drawn at random, saved in meta.json)"
+    )
+    g.add_argument("--top-k", type=int, default=250, help="sample among the k most likely tokens (0: off)")
+    g.add_argument(
+        "--top-p", type=float, default=0.0, help="nucleus sampling threshold (0: off; overrides top-k)"
+    )
+    g.add_argument("--temperature", type=float, default=1.0, help="softmax temperature")
+    g.add_argument(
+        "--cfg", type=float, default=3.0, help="classifier-free guidance coefficient (1: no guidance)"
+    )
+    g.add_argument("--greedy", action="store_true", help="always take the most likely token (no sampling)")
+
+
+def _add_output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", "-o", required=True, help="output folder (must not exist or be empty)")
+    p.add_argument("--force", action="store_true", help="replace the files of an existing output folder")
+    p.add_argument(
+        "--bits", choices=["16", "24", "float"], default="16", help="WAV sample format of the written stems"
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="musicgen-stem",
+        description="Generate and edit music as separate stems (bass, drums, other).",
+        formatter_class=FORMATTER,
+    )
+    parser.add_argument("--version", action="version", version=f"musicgen-stem {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "generate",
+        help="text -> stems",
+        description="Generate all stems from a text description. Writes bass.wav, drums.wav, other.wav, "
+        "mix.wav, codes.npy and meta.json into --out (one var_NN subfolder per variation with --batch).",
+        formatter_class=FORMATTER,
+    )
+    p.add_argument("text", help="description of the music, e.g. 'funky drums and slap bass at 110 bpm'")
+    _add_model(p)
+    p.add_argument("--duration", "-d", type=float, default=10.0, help="seconds of audio to generate")
+    p.add_argument("--batch", "-n", type=int, default=1, help="number of variations of the same prompt")
+    _add_sampling(p)
+    _add_output(p)
+
+    p = sub.add_parser(
+        "edit",
+        help="regenerate some stems, keep the others",
+        description="Regenerate the stems named by --regenerate while the other stems are kept exactly. "
+        "Kept stems come from a previous output folder (--from, its codes.npy) or from audio files "
+        "(--stem drums=loop.wav; any format, rate and channel count). Stems neither given nor "
+        "regenerated are kept as silence. Put the description before --regenerate, or use --text.",
+        formatter_class=FORMATTER,
+    )
+    p.add_argument("text_pos", nargs="?", default=None, metavar="TEXT", help="description of the new stems")
+    p.add_argument("--text", "-t", default=None, help="description of the new stems (same as TEXT)")
+    _add_model(p)
+    p.add_argument("--regenerate", "-r", nargs="+", required=True, metavar="STEM", help="stems to regenerate")
+    p.add_argument(
+        "--from",
+        dest="from_dir",
+        default=None,
+        metavar="OUTDIR",
+        help="previous output folder holding codes.npy",
+    )
+    p.add_argument(
+        "--stem",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="audio of a stem to keep (repeatable)",
+    )
+    p.add_argument(
+        "--duration",
+        "-d",
+        type=float,
+        default=None,
+        help="seconds to produce (default: the kept material's length)",
+    )
+    p.add_argument("--batch", "-n", type=int, default=1, help="number of variations")
+    _add_sampling(p)
+    _add_output(p)
+
+    p = sub.add_parser(
+        "init",
+        help="write a freshly initialised model folder",
+        description="Write a model folder with random weights from a preset (for training or tests).",
+        formatter_class=FORMATTER,
+    )
+    p.add_argument("dir", help="model folder to create")
+    p.add_argument("--preset", default="tiny", help="tiny, medium-6cb or medium-7cb")
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed")
+    p.add_argument("--force", action="store_true", help="replace an existing model folder")
+
+    p = sub.add_parser("info", help="describe a model", formatter_class=FORMATTER)
+    _add_model(p)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------- commands
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from .api import MusicGenStem
+
+    return MusicGenStem.from_pretrained(args.model, device=args.device)
+
+
+def _set_params(model: Any, args: argparse.Namespace) -> None:
+    model.set_generation_params(
+        use_sampling=not args.greedy,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        temperature=args.temperature,
+        cfg_coef=args.cfg,
+    )
+
+
+def _check_common(args: argparse.Namespace) -> None:
+    if args.batch < 1 or args.batch > 64:
+        raise UsageError(f"--batch must be between 1 and 64, got {args.batch}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out '{out}' is a file; give a folder path")
+    if out.is_dir() and any(out.iterdir()) and not args.force:
+        raise UsageError(
+            f"output folder '{out}' already exists and is not empty; choose another --out or pass --force"
+        )
+
+
+def _write(args: argparse.Namespace, model: Any, audio: Any, meta: dict[str, Any]) -> Path:
+    from .outputs import write_batch_folders, write_stems_folder
+
+    subtype = {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT"}[args.bits]
+    meta = {
+        **meta,
+        "model": str(args.model),
+        "seed": audio.seed,
+        "params": model.params.to_dict(),
+        "version": __version__,
+    }
+    B = audio.codes.shape[0]
+    items = [({s: audio[s][i] for s in audio}, audio.codes[i], meta) for i in range(B)]
+    if B == 1:
+        return write_stems_folder(
+            args.out, items[0][0], audio.sample_rate, items[0][1], meta, force=args.force, subtype=subtype
+        )
+    write_batch_folders(args.out, items, audio.sample_rate, force=args.force, subtype=subtype)
+    return Path(args.out)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    _check_common(args)
+    if not args.text.strip():
+        raise UsageError("the description is empty; describe the music in a few words")
+    model = _load(args)
+    _set_params(model, args)
+    start = time.time()
+    audio = model.generate(
+        [args.text] * args.batch, progress=not args.quiet, seed=args.seed, duration=args.duration
+    )
+    out = _write(args, model, audio, {"task": "generate", "prompt": args.text})
+    _done(out, audio, start)
+    return 0
+
+
+def _parse_stems(specs: list[str]) -> dict[str, Path]:
+    stems: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--stem expects NAME=FILE (e.g. drums=loop.wav), got '{spec}'")
+        if name in stems:
+            raise UsageError(f"--stem {name} given twice")
+        stems[name] = Path(path)
+    return stems
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    from .audio import convert_audio, load_audio
+    from .outputs import read_stems_folder
+
+    _check_common(args)
+    if args.text and args.text_pos:
+        raise UsageError("give the description once: as TEXT or with --text, not both")
+    text = args.text or args.text_pos
+    if (args.from_dir is None) == (not args.stem):
+        raise UsageError(
+            "give the kept material either with --from OUTDIR or with --stem NAME=FILE, not both"
+        )
+    stem_files = _parse_stems(args.stem)
+    model = _load(args)
+    layout = model.layout
+    for name in list(args.regenerate) + list(stem_files):
+        if name not in layout.stems:
+            hint = "; put the description before --regenerate or pass it with --text" if " " in name else ""
+            raise UsageError(f"unknown stem '{name}': this model's stems are {', '.join(layout.stems)}{hint}")
+    _set_params(model, args)
+    texts = [text] * args.batch
+    start = time.time()
+    meta: dict[str, Any] = {"task": "edit", "prompt": text, "regenerate": layout.check_stems(args.regenerate)}
+    if args.from_dir is not None:
+        import torch
+
+        src = read_stems_folder(args.from_dir)
+        codes = torch.from_numpy(src.codes)
+        meta["kept_from"] = str(args.from_dir)
+        audio = model.regenerate_from_codes(
+            codes, args.regenerate, texts, progress=not args.quiet, seed=args.seed, duration=args.duration
+        )
+    else:
+        # Files may differ in rate and channels: bring each to the model's rate first.
+        sr = model.sample_rate
+        wavs = {}
+        for name, path in stem_files.items():
+            wav, file_sr = load_audio(path)
+            wavs[name] = convert_audio(wav, file_sr, sr, wav.shape[0])
+        meta["kept_from"] = {n: str(p) for n, p in stem_files.items()}
+        audio = model.regenerate_instruments_from_stems(
+            wavs, sr, args.regenerate, texts, progress=not args.quiet, seed=args.seed, duration=args.duration
+        )
+    out = _write(args, model, audio, meta)
+    _done(out, audio, start)
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .api import MusicGenStem
+
+    model = MusicGenStem.from_config(args.preset, seed=args.seed, device="cpu")
+    path = model.save(args.dir, force=args.force)
+    n = sum(p.numel() for p in model.lm.parameters())
+    print(f"wrote {path} (preset {args.preset}, LM {n / 1e6:.1f} M parameters, random weights)")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    model = _load(args)
+    cfg = model.config
+    n = sum(p.numel() for p in model.lm.parameters())
+    print(f"model: {model.name}")
+    stems = (f"{s} ({c} codebooks)" for s, c in zip(cfg.layout.stems, cfg.layout.codebooks, strict=True))
+    print(f"stems: {', '.join(stems)}")
+    print(f"delays: {list(cfg.layout.delays)}  cardinality: {cfg.layout.card}")
+    lm = cfg.lm
+    print(f"LM: {n / 1e6:.1f} M parameters, dim {lm.dim}, {lm.num_layers} layers, {lm.num_heads} heads")
+    print(f"text encoder: {cfg.text.kind} {cfg.text.name or ''}".rstrip())
+    print(f"sample rate: {model.sample_rate} Hz, frame rate: {model.frame_rate:g} Hz")
+    print(f"longest generation: {model.max_duration:g} s, longest edit: {model.max_edit_duration:g} s")
+    return 0
+
+
+def _done(out: Path, audio: Any, start: float) -> None:
+    print(
+        f"wrote {out} ({audio.codes.shape[0]} x {audio.duration:.2f} s, seed {audio.seed}, "
+        f"{time.time() - start:.1f} s)"
+    )
+
+
+COMMANDS = {"generate": cmd_generate, "edit": cmd_edit, "init": cmd_init, "info": cmd_info}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except MusicGenStemError as e:
+        print(f"musicgen-stem: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("musicgen-stem: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""Per-stem neural audio codec (EnCodec-style SEANet + residual VQ) and its multi-stem wrapper."""
+
+from .model import CodecConfig, CodecOutput, MultiStemCodec, StemCodec
+
+__all__ = ["CodecConfig", "CodecOutput", "MultiStemCodec", "StemCodec"]

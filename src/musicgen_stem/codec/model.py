@@ -1,0 +1,355 @@
+"""Per-stem EnCodec-style codec (`StemCodec`) and the multi-stem wrapper (`MultiStemCodec`).
+
+`StemCodec` reproduces the released checkpoints' module tree (`encoder`, `decoder`, `quantizer`),
+so `StemCodec(cfg).load_state_dict(best_state, strict=True)` works on the released files. There is
+no input renormalisation and no quantizer dropout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..layout import StemLayout
+from .quantizer import ResidualVectorQuantizer
+from .seanet import SEANetDecoder, SEANetEncoder
+
+__all__ = ["CodecConfig", "CodecOutput", "StemCodec", "MultiStemCodec"]
+
+
+def _describe(x: object) -> object:
+    """Shape of a tensor (for error messages), else the type name."""
+    return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+
+
+@dataclass
+class CodecConfig:
+    """Hyper-parameters of one stem codec (defaults: the released MusicGen 32 kHz sizes, n_q=4)."""
+
+    sample_rate: int = 32000
+    channels: int = 1
+    # SEANet
+    dimension: int = 128
+    n_filters: int = 64
+    n_residual_layers: int = 1
+    ratios: tuple[int, ...] = (8, 5, 4, 4)  # decoder order; the encoder uses them reversed
+    elu_alpha: float = 1.0
+    kernel_size: int = 7
+    residual_kernel_size: int = 3
+    last_kernel_size: int = 7
+    dilation_base: int = 2
+    causal: bool = False
+    pad_mode: str = "constant"
+    true_skip: bool = True
+    compress: int = 2
+    lstm: int = 2
+    trim_right_ratio: float = 1.0
+    # RVQ
+    n_q: int = 4
+    bins: int = 2048
+    decay: float = 0.99
+    epsilon: float = 1e-5
+    kmeans_init: bool = True
+    kmeans_iters: int = 50
+    threshold_ema_dead_code: float = 2.0
+    commitment_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.ratios = tuple(int(r) for r in self.ratios)
+        positive = {
+            "sample_rate": self.sample_rate, "channels": self.channels, "dimension": self.dimension,
+            "n_filters": self.n_filters, "kernel_size": self.kernel_size,
+            "residual_kernel_size": self.residual_kernel_size, "last_kernel_size": self.last_kernel_size,
+            "dilation_base": self.dilation_base, "compress": self.compress, "n_q": self.n_q,
+        }
+        for name, value in positive.items():
+            if int(value) < 1:
+                raise ValueError(f"CodecConfig.{name} must be >= 1, got {value}")
+        if not self.ratios or any(r < 1 for r in self.ratios):
+            raise ValueError(f"CodecConfig.ratios must be non-empty ints >= 1, got {list(self.ratios)}")
+        if self.bins < 2:
+            raise ValueError(f"CodecConfig.bins must be >= 2, got {self.bins}")
+        if self.n_residual_layers < 0 or self.lstm < 0:
+            raise ValueError("CodecConfig.n_residual_layers and lstm must be >= 0")
+        if self.pad_mode not in ("constant", "reflect", "replicate", "circular"):
+            raise ValueError(
+                f"CodecConfig.pad_mode must be constant/reflect/replicate/circular, got {self.pad_mode!r}"
+            )
+        if not self.causal and self.trim_right_ratio != 1.0:
+            raise ValueError("CodecConfig.trim_right_ratio != 1.0 requires causal=True")
+        if not 0.0 < self.decay < 1.0:
+            raise ValueError(f"CodecConfig.decay must be in (0, 1), got {self.decay}")
+
+    # --- derived -------------------------------------------------------------------------
+    @property
+    def hop_length(self) -> int:
+        """Samples per latent frame (product of the ratios; 640 for the released codecs)."""
+        return math.prod(self.ratios)
+
+    @property
+    def frame_rate(self) -> float:
+        """Latent frames per second (50.0 for the released codecs)."""
+        return self.sample_rate / self.hop_length
+
+    # --- presets -------------------------------------------------------------------------
+    @classmethod
+    def musicgen_32khz(cls, n_q: int = 4) -> CodecConfig:
+        """The released MusicGen(-Stem) 32 kHz codec sizes (n_filters 64, dimension 128)."""
+        return cls(n_q=n_q)
+
+    @classmethod
+    def tiny(cls, n_q: int = 1) -> CodecConfig:
+        """Tiny sizes (n_filters 4, dimension 16) of the `ref6cb_tiny` test fixture."""
+        return cls(n_q=n_q, n_filters=4, dimension=16)
+
+    # --- serialisation -------------------------------------------------------------------
+    @classmethod
+    def _field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls) if f.init]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of every field (tuples become lists)."""
+        out: dict[str, Any] = {}
+        for name in self._field_names():
+            value = getattr(self, name)
+            out[name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CodecConfig:
+        """Inverse of `to_dict`; missing fields take their defaults, unknown ones are rejected."""
+        known = set(cls._field_names())
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown CodecConfig fields {unknown}; known fields are {sorted(known)}")
+        kwargs = dict(d)
+        if "ratios" in kwargs:
+            kwargs["ratios"] = tuple(kwargs["ratios"])
+        return cls(**kwargs)
+
+
+@dataclass
+class CodecOutput:
+    """Result of `StemCodec.forward` (training).
+
+    recon: [B, C, T] reconstruction trimmed to the input length; codes: [B, n_q, F];
+    commit_loss: [] mean commitment loss over codebooks (0 in eval mode);
+    latent: [B, D, F] encoder output before quantization; quantized: [B, D, F] quantized latent
+    (straight-through gradient to `latent` in training mode).
+    """
+
+    recon: torch.Tensor
+    codes: torch.Tensor
+    commit_loss: torch.Tensor
+    latent: torch.Tensor
+    quantized: torch.Tensor
+
+
+class StemCodec(nn.Module):
+    """EnCodec-style codec for one stem: SEANet encoder, residual VQ, SEANet decoder."""
+
+    def __init__(self, cfg: CodecConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        seanet = {
+            "channels": cfg.channels, "dimension": cfg.dimension, "n_filters": cfg.n_filters,
+            "n_residual_layers": cfg.n_residual_layers, "ratios": cfg.ratios, "alpha": cfg.elu_alpha,
+            "kernel_size": cfg.kernel_size, "last_kernel_size": cfg.last_kernel_size,
+            "residual_kernel_size": cfg.residual_kernel_size, "dilation_base": cfg.dilation_base,
+            "causal": cfg.causal, "pad_mode": cfg.pad_mode, "true_skip": cfg.true_skip,
+            "compress": cfg.compress, "lstm": cfg.lstm,
+        }
+        self.encoder = SEANetEncoder(**seanet)
+        self.decoder = SEANetDecoder(**seanet, trim_right_ratio=cfg.trim_right_ratio)
+        self.quantizer = ResidualVectorQuantizer(
+            dimension=cfg.dimension, n_q=cfg.n_q, bins=cfg.bins, decay=cfg.decay, epsilon=cfg.epsilon,
+            kmeans_init=cfg.kmeans_init, kmeans_iters=cfg.kmeans_iters,
+            threshold_ema_dead_code=cfg.threshold_ema_dead_code, commitment_weight=cfg.commitment_weight,
+        )
+
+    # --- facts -----------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self.cfg.sample_rate
+
+    @property
+    def channels(self) -> int:
+        return self.cfg.channels
+
+    @property
+    def hop_length(self) -> int:
+        return self.cfg.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        return self.cfg.frame_rate
+
+    @property
+    def n_q(self) -> int:
+        """Number of codebooks (token streams) of this codec."""
+        return self.cfg.n_q
+
+    @property
+    def card(self) -> int:
+        """Codebook size (token cardinality)."""
+        return self.cfg.bins
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames produced by `encode` for `num_samples` samples: ceil(T / hop_length)."""
+        return -(-num_samples // self.hop_length)
+
+    # --- checks ----------------------------------------------------------------------------
+    def _check_wav(self, wav: torch.Tensor) -> None:
+        if not isinstance(wav, torch.Tensor) or wav.dim() != 3 or wav.shape[1] != self.channels:
+            shape = _describe(wav)
+            raise ValueError(f"expected a waveform of shape [B, {self.channels}, T] (B, C, T), got {shape}")
+        if wav.shape[-1] < 1:
+            raise ValueError("cannot encode an empty waveform (T = 0)")
+        if not wav.is_floating_point():
+            raise ValueError(f"expected a floating-point waveform, got dtype {wav.dtype}")
+
+    def _check_codes(self, codes: torch.Tensor) -> None:
+        if not isinstance(codes, torch.Tensor) or codes.dim() != 3 or codes.shape[1] != self.n_q:
+            shape = _describe(codes)
+            raise ValueError(f"expected codes of shape [B, {self.n_q}, F] (B, n_q, F), got {shape}")
+        if codes.is_floating_point() or codes.is_complex():
+            raise ValueError(f"codes must be integers, got dtype {codes.dtype}")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.card):
+            raise ValueError(
+                f"codes must lie in [0, {self.card}), got values in [{int(codes.min())}, {int(codes.max())}]"
+            )
+
+    # --- inference -------------------------------------------------------------------------
+    def encode_latent(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav: [B, C, T] -> latent [B, D, F] before quantization."""
+        self._check_wav(wav)
+        return self.encoder(wav)
+
+    def quantize(self, latent: torch.Tensor) -> torch.Tensor:
+        """latent: [B, D, F] -> codes [B, n_q, F] (int64); never changes buffers."""
+        return self.quantizer.encode(latent)
+
+    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav: [B, C, T] -> codes [B, n_q, F] int64, F = ceil(T / hop_length)."""
+        return self.quantize(self.encode_latent(wav))
+
+    def decode_latent(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes: [B, n_q, F] -> quantized latent [B, D, F]."""
+        self._check_codes(codes)
+        return self.quantizer.decode(codes.long())
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes: [B, n_q, F] -> wav [B, C, F * hop_length]."""
+        return self.decoder(self.decode_latent(codes))
+
+    # --- training --------------------------------------------------------------------------
+    def forward(self, wav: torch.Tensor) -> CodecOutput:
+        """Full pass for training: wav [B, C, T] -> CodecOutput (recon trimmed to T).
+
+        In training mode the quantizer initialises (k-means) and updates its codebooks.
+        """
+        self._check_wav(wav)
+        length = wav.shape[-1]
+        latent = self.encoder(wav)
+        quantized, codes, commit_loss = self.quantizer(latent)
+        recon = self.decoder(quantized)[..., :length]
+        return CodecOutput(
+            recon=recon, codes=codes, commit_loss=commit_loss, latent=latent, quantized=quantized
+        )
+
+
+class MultiStemCodec(nn.Module):
+    """One `StemCodec` per stem of a `StemLayout`; token streams concatenated in stem order."""
+
+    def __init__(self, layout: StemLayout, configs: dict[str, CodecConfig]) -> None:
+        super().__init__()
+        missing = [s for s in layout.stems if s not in configs]
+        extra = sorted(set(configs) - set(layout.stems))
+        if missing or extra:
+            raise ValueError(
+                f"codec configs must match the layout's stems {list(layout.stems)}: "
+                f"missing {missing}, unexpected {extra}"
+            )
+        first = configs[layout.stems[0]]
+        for stem, n_cb in zip(layout.stems, layout.codebooks, strict=True):
+            cfg = configs[stem]
+            if cfg.n_q != n_cb:
+                raise ValueError(
+                    f"codec for stem '{stem}' has n_q={cfg.n_q} but the layout gives it {n_cb} codebook(s)"
+                )
+            if cfg.bins != layout.card:
+                raise ValueError(
+                    f"codec for stem '{stem}' has bins={cfg.bins} but the layout's card is {layout.card}"
+                )
+            for attr in ("sample_rate", "hop_length", "channels"):
+                if getattr(cfg, attr) != getattr(first, attr):
+                    raise ValueError(
+                        f"all stem codecs must share {attr}: '{stem}' has {getattr(cfg, attr)}, "
+                        f"'{layout.stems[0]}' has {getattr(first, attr)}"
+                    )
+        self._layout = layout
+        self.codecs = nn.ModuleDict({stem: StemCodec(configs[stem]) for stem in layout.stems})
+
+    @property
+    def layout(self) -> StemLayout:
+        return self._layout
+
+    @property
+    def _first(self) -> StemCodec:
+        return self.codecs[self._layout.stems[0]]  # type: ignore[return-value]
+
+    @property
+    def sample_rate(self) -> int:
+        return self._first.sample_rate
+
+    @property
+    def channels(self) -> int:
+        return self._first.channels
+
+    @property
+    def hop_length(self) -> int:
+        return self._first.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        return self._first.frame_rate
+
+    def codec(self, stem: str) -> StemCodec:
+        """The codec of `stem` (clear error for unknown stems)."""
+        self._layout.stem_index(stem)
+        return self.codecs[stem]  # type: ignore[return-value]
+
+    def encode_stem(self, stem: str, wav: torch.Tensor) -> torch.Tensor:
+        """wav: [B, C, T] -> codes [B, K_s, F] for one stem."""
+        return self.codec(stem).encode(wav)
+
+    def encode(self, stems_wav: torch.Tensor) -> torch.Tensor:
+        """stems_wav: [B, S, C, T] (S in layout order) -> codes [B, K, F], streams in stem order."""
+        n_stems = len(self._layout.stems)
+        if not isinstance(stems_wav, torch.Tensor) or stems_wav.dim() != 4 or stems_wav.shape[1] != n_stems:
+            shape = _describe(stems_wav)
+            raise ValueError(
+                f"expected stems of shape [B, {n_stems}, {self.channels}, T] (B, S, C, T) with stems "
+                f"{list(self._layout.stems)}, got {shape}"
+            )
+        codes = [self.encode_stem(stem, stems_wav[:, i]) for i, stem in enumerate(self._layout.stems)]
+        return torch.cat(codes, dim=1)
+
+    def decode_stems(self, codes: torch.Tensor) -> dict[str, torch.Tensor]:
+        """codes: [B, K, F] -> {stem: wav [B, C, F * hop_length]} in layout order."""
+        k = self._layout.num_streams
+        if not isinstance(codes, torch.Tensor) or codes.dim() != 3 or codes.shape[1] != k:
+            shape = _describe(codes)
+            raise ValueError(f"expected codes of shape [B, {k}, F] (B, K, F), got {shape}")
+        return {
+            stem: self.codec(stem).decode(codes[:, sl]) for stem, sl in self._layout.stream_slices().items()
+        }
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes: [B, K, F] -> wav [B, S, C, F * hop_length] (stems in layout order)."""
+        return torch.stack(list(self.decode_stems(codes).values()), dim=1)

@@ -1,0 +1,220 @@
+"""Our model folder format: `config.json` plus one safetensors file per component.
+
+```
+MODEL_DIR/
+  config.json                  format, layout, LM, text encoder and codec configs, defaults
+  lm.safetensors               the transformer LM
+  text_conditioner.safetensors the text projection (and the look-up table of a LUT encoder)
+  codec_<stem>.safetensors     one codec per stem
+```
+Frozen pretrained text encoders (T5, MiniLM) are not stored: the config names them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .codec import CodecConfig, MultiStemCodec
+from .conditioning import TextConditioner, TextEncoderConfig
+from .errors import ModelError, OutputExistsError
+from .layout import StemLayout
+from .lm import LMConfig, StemLM
+
+FORMAT = "musicgen-stem"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+LM_FILE = "lm.safetensors"
+TEXT_FILE = "text_conditioner.safetensors"
+
+
+def codec_file(stem: str) -> str:
+    return f"codec_{stem}.safetensors"
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to build a model before its weights are loaded."""
+
+    layout: StemLayout
+    lm: LMConfig
+    text: TextEncoderConfig
+    codecs: dict[str, CodecConfig]
+    name: str = "custom"
+    #: Longest text -> stems generation in one window, seconds (the training crop).
+    max_duration: float = 30.0
+    #: Codes of digital silence per stream, to pad an edit prefix; computed from the codecs if None.
+    silence_tokens: list[int] | None = None
+    #: Free-form facts shown to users (licence, training data...).
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = [s for s in self.layout.stems if s not in self.codecs]
+        if missing:
+            raise ModelError(f"model config has no codec for stem(s) {missing}")
+        if self.silence_tokens is not None and len(self.silence_tokens) != self.layout.num_streams:
+            raise ModelError(
+                f"silence_tokens has {len(self.silence_tokens)} entries for {self.layout.num_streams} streams"
+            )
+
+    @property
+    def file_names(self) -> list[str]:
+        return [CONFIG_FILE, LM_FILE, TEXT_FILE] + [codec_file(s) for s in self.layout.stems]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "layout": self.layout.to_dict(),
+            "lm": self.lm.to_dict(),
+            "text_encoder": self.text.to_dict(),
+            "codecs": {s: self.codecs[s].to_dict() for s in self.layout.stems},
+            "max_duration": self.max_duration,
+            "silence_tokens": self.silence_tokens,
+            "info": self.info,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        if d.get("format") != FORMAT:
+            raise ModelError(f"config.json is not a {FORMAT} model config (format={d.get('format')!r})")
+        if int(d.get("format_version", 0)) > FORMAT_VERSION:
+            raise ModelError(
+                f"model format version {d['format_version']} is newer than this package supports "
+                f"({FORMAT_VERSION}): upgrade musicgen-stem"
+            )
+        try:
+            return cls(
+                layout=StemLayout.from_dict(d["layout"]),
+                lm=LMConfig.from_dict(d["lm"]),
+                text=TextEncoderConfig.from_dict(d["text_encoder"]),
+                codecs={s: CodecConfig.from_dict(c) for s, c in d["codecs"].items()},
+                name=str(d.get("name", "custom")),
+                max_duration=float(d.get("max_duration", 30.0)),
+                silence_tokens=d.get("silence_tokens"),
+                info=dict(d.get("info", {})),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelError(f"config.json is malformed: {type(e).__name__}: {e}") from None
+
+
+@dataclass
+class ModelParts:
+    """The modules of a model, built from a `ModelConfig`."""
+
+    config: ModelConfig
+    lm: StemLM
+    text: TextConditioner
+    codec: MultiStemCodec
+
+
+def build_parts(config: ModelConfig, device: str | torch.device = "cpu", empty: bool = False) -> ModelParts:
+    """Build freshly initialised modules; with `empty`, the LM and codecs are allocated on the
+    meta device so that loading weights into them (with assign) keeps a single copy in memory."""
+    text = TextConditioner(config.text, config.lm.dim).to(device)
+    ctx = torch.device("meta") if empty else torch.device(device)
+    with ctx:
+        lm = StemLM(config.layout, config.lm)
+        codec = MultiStemCodec(config.layout, config.codecs)
+    return ModelParts(config, lm.eval(), text.eval(), codec.eval())
+
+
+def _atomic_dir(target: Path, force: bool) -> Path:
+    """A temporary sibling directory to write into before it replaces `target`."""
+    if target.exists() and not target.is_dir():
+        raise OutputExistsError(f"'{target}' exists and is not a folder; choose another path")
+    if target.is_dir() and any(target.iterdir()) and not force:
+        raise OutputExistsError(
+            f"'{target}' already exists and is not empty; choose another path or pass --force"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+
+
+def _contiguous_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+
+
+def save_model(parts: ModelParts, path: str | os.PathLike[str], force: bool = False) -> Path:
+    """Write a model folder atomically (a temporary folder renamed into place)."""
+    target = Path(path)
+    tmp = _atomic_dir(target, force)
+    try:
+        cfg = parts.config
+        (tmp / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
+        save_file(_contiguous_state(parts.lm), str(tmp / LM_FILE), metadata={"format": "pt"})
+        save_file(_contiguous_state(parts.text), str(tmp / TEXT_FILE), metadata={"format": "pt"})
+        for stem in cfg.layout.stems:
+            codec = parts.codec.codecs[stem]
+            save_file(_contiguous_state(codec), str(tmp / codec_file(stem)), metadata={"format": "pt"})
+        if target.is_dir():
+            for name in cfg.file_names:
+                (target / name).unlink(missing_ok=True)
+            for f in tmp.iterdir():
+                f.replace(target / f.name)
+            tmp.rmdir()
+        else:
+            tmp.replace(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def is_model_dir(path: str | os.PathLike[str]) -> bool:
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def read_config(path: str | os.PathLike[str]) -> ModelConfig:
+    p = Path(path) / CONFIG_FILE
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"'{path}' is not a musicgen-stem model folder: {CONFIG_FILE} is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"cannot read '{p}': {e}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"'{p}' does not hold a JSON object")
+    return ModelConfig.from_dict(data)
+
+
+def _load_into(module: nn.Module, file: Path, dtype: torch.dtype = torch.float32) -> None:
+    if not file.is_file():
+        raise ModelError(f"model folder is incomplete: '{file}' is missing")
+    try:
+        state = load_file(str(file))
+    except (SafetensorError, OSError) as e:
+        raise ModelError(f"cannot read weights '{file}': {e}") from None
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    try:
+        module.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise ModelError(f"weights in '{file}' do not fit the config: {' '.join(first[:2])[:300]}") from None
+
+
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> ModelParts:
+    """Load a model folder written by `save_model` (weights as float32 on `device`)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelError(f"model folder '{path}' does not exist")
+    config = read_config(path)
+    parts = build_parts(config, device="cpu", empty=True)
+    _load_into(parts.lm, path / LM_FILE)
+    _load_into(parts.text, path / TEXT_FILE)
+    for stem in config.layout.stems:
+        _load_into(parts.codec.codecs[stem], path / codec_file(stem))
+    for module in (parts.lm, parts.text, parts.codec):
+        module.to(device).eval()
+    return parts
