@@ -1,0 +1,88 @@
+"""LM decoding speed: steps/s for a preset (random weights), batch 1 with CFG, greedy and sampled.
+
+    python benchmarks/decode.py --preset tiny medium-6cb --threads 2 --steps 30
+
+Also prints the memory-bandwidth bound: every decoding step reads all LM weights once, so
+steps/s <= bandwidth / weight bytes (bandwidth measured here by summing a large tensor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from musicgen_stem.generation import SamplingParams, generate_codes, text_task
+from musicgen_stem.lm import StemLM
+from musicgen_stem.presets import preset
+
+
+def measure_bandwidth(gib: float = 2.0, repeats: int = 5) -> float:
+    """Read bandwidth in bytes/s (best of `repeats` sums over a `gib` GiB float32 tensor)."""
+    x = torch.ones(int(gib * 2**30 / 4))
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        x.sum()
+        best = min(best, time.perf_counter() - t)
+    return x.numel() * 4 / best
+
+
+def build_lm(name: str) -> StemLM:
+    """The preset's LM with random weights, allocated once (no init pass over 7 GB)."""
+    cfg = preset(name)
+    with torch.device("meta"):
+        lm = StemLM(cfg.layout, cfg.lm)
+    lm = lm.to_empty(device="cpu")
+    with torch.no_grad():
+        for p in lm.parameters():
+            p.normal_(0, 0.02)
+    return lm.eval()
+
+
+def steps_per_second(lm: StemLM, steps: int, params: SamplingParams, text_len: int = 12) -> float:
+    """Steady-state decoding rate over `steps` steps (the first step, the prefill, is excluded)."""
+    memory = torch.randn(1, text_len, lm.cfg.dim)
+    null = torch.zeros_like(memory)
+    frames = steps + 1  # + delays, the loop runs a few more steps than frames
+    stamps: list[float] = []
+    generate_codes(
+        lm,
+        text_task(1, lm.layout, frames),
+        memory,
+        null,
+        params,
+        torch.Generator().manual_seed(0),
+        callback=lambda done, total: stamps.append(time.perf_counter()),
+    )
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", nargs="+", default=["tiny", "medium-6cb"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=30, help="decoding steps to time per run")
+    parser.add_argument("--cfg", type=float, default=3.0)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    bandwidth = measure_bandwidth()
+    print(f"threads: {args.threads}   measured read bandwidth: {bandwidth / 1e9:.1f} GB/s")
+    for name in args.preset:
+        lm = build_lm(name)
+        n_bytes = sum(p.numel() * p.element_size() for p in lm.parameters())
+        bound = bandwidth / n_bytes
+        steps = args.steps if n_bytes > 1e9 else max(args.steps, 200)
+        greedy = steps_per_second(lm, steps, SamplingParams(use_sampling=False, cfg_coef=args.cfg))
+        sampled = steps_per_second(lm, steps, SamplingParams(use_sampling=True, top_k=250, cfg_coef=args.cfg))
+        print(
+            f"{name:>12}: {n_bytes / 1e9:6.2f} GB of fp32 weights | greedy {greedy:8.2f} steps/s | "
+            f"top-k 250 {sampled:8.2f} steps/s | bandwidth bound {bound:8.2f} steps/s "
+            f"({100 * greedy / bound:.0f}% of bound, batch 1 + CFG)"
+        )
+        del lm
+
+
+if __name__ == "__main__":
+    main()
