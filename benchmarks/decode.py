@@ -60,7 +60,9 @@ def steps_per_second(lm: StemLM, steps: int, params: SamplingParams, text_len: i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", nargs="+", default=["tiny", "medium-6cb"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=30, help="decoding steps to time per run")
