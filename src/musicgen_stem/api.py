@@ -91,19 +91,36 @@ class MusicGenStem:
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike[str], device: str | None = None) -> MusicGenStem:
-        """Load a model folder (ours) or a hub repository holding one."""
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike[str], device: str | None = None, text_encoder: str | None = None
+    ) -> MusicGenStem:
+        """Load a model: a folder of ours, a folder in the released (reference) format, or a hub id
+        of either (e.g. `facebook/musicgen-stem-6cb`).
+
+        text_encoder: for T5-conditioned models, a local T5 folder (or hub id) to use instead of
+        the one named in the model's config.
+        """
+        from . import reference
+
         path = Path(name_or_path)
         if path.is_dir():
-            if not is_model_dir(path):
-                raise ModelError(
-                    f"'{path}' is not a musicgen-stem model folder (no config.json); "
-                    "create one with `musicgen-stem init`"
+            if is_model_dir(path):
+                return cls(load_model(path, text_encoder=text_encoder), device=device, name=str(name_or_path))
+            if reference.is_reference_dir(path):
+                return cls(
+                    reference.load_reference(path, text_encoder), device=device, name=str(name_or_path)
                 )
-            return cls(load_model(path), device=device, name=str(name_or_path))
+            raise ModelError(
+                f"'{path}' is not a model folder (no config.json, no state_dict.bin); "
+                "create one with `musicgen-stem init` or `musicgen-stem convert`"
+            )
         if path.exists():
             raise ModelError(f"'{path}' is a file, not a model folder")
-        return cls(load_model(_download(str(name_or_path))), device=device, name=str(name_or_path))
+        name = str(name_or_path)
+        ours = _download(name)
+        if ours is not None:
+            return cls(load_model(ours, text_encoder=text_encoder), device=device, name=name)
+        return cls(reference.load_reference(name, text_encoder), device=device, name=name)
 
     get_pretrained = from_pretrained
 
@@ -237,6 +254,15 @@ class MusicGenStem:
             batch[:, self.layout.stem_index(s), :, :n] = w[..., :n]
         with torch.inference_mode():
             return self.codec.encode(batch.to(self.device)).cpu()
+
+    def compute_logits(self, codes: torch.Tensor, descriptions: Texts) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced logits [B, K, T, card] for codes [B, K, T] (NaN where the delay pattern
+        gives no prediction) and the mask [K, T] of valid positions."""
+        codes = self._check_codes(codes)
+        with torch.inference_mode():
+            memory, _ = self.text(_texts(descriptions, len(codes)))
+            logits, mask = self.lm.frame_logits(codes.to(self.device), memory)
+        return logits.float().cpu(), mask.cpu()
 
     def silence_tokens(self) -> list[int]:
         """Codes of digital silence per stream (from the config, else measured on the codecs)."""
@@ -442,16 +468,21 @@ def _progress(progress: Progress) -> tuple[Callable[[int, int], None] | None, An
     return update, bar
 
 
-def _download(repo_id: str) -> Path:
-    """Fetch a model folder from the Hugging Face hub (cached)."""
+def _download(repo_id: str) -> Path | None:
+    """Fetch a model folder of ours from the Hugging Face hub (cached); None when the repo holds
+    no config.json (then it may be in the reference format)."""
     if repo_id.count("/") != 1 or repo_id.startswith((".", "/", "~")):
         raise ModelError(f"model '{repo_id}' is neither an existing folder nor a hub id (owner/name)")
-    try:
-        from huggingface_hub import snapshot_download
+    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub.errors import EntryNotFoundError
 
+    try:
+        hf_hub_download(repo_id, "config.json")
         return Path(snapshot_download(repo_id, allow_patterns=["config.json", "*.safetensors"]))
+    except EntryNotFoundError:
+        return None
     except Exception as e:  # network, auth, missing repo: all user-fixable
         raise ModelError(
-            f"cannot fetch model '{repo_id}' from the Hugging Face hub ({type(e).__name__}); "
-            "check the id and your network, or download it and pass its folder with --model"
+            f"cannot fetch model '{repo_id}' from the Hugging Face hub ({type(e).__name__}); check the id "
+            "and your network, or download the repo's files into a folder and pass that folder"
         ) from None

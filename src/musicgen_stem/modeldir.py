@@ -130,14 +130,19 @@ def build_parts(config: ModelConfig, device: str | torch.device = "cpu", empty: 
     return ModelParts(config, lm.eval(), text.eval(), codec.eval())
 
 
-def _atomic_dir(target: Path, force: bool) -> Path:
-    """A temporary sibling directory to write into before it replaces `target`."""
+def check_target(target: Path, force: bool) -> None:
+    """Refuse to write a model over a file, or over a non-empty folder without `force`."""
     if target.exists() and not target.is_dir():
         raise OutputExistsError(f"'{target}' exists and is not a folder; choose another path")
     if target.is_dir() and any(target.iterdir()) and not force:
         raise OutputExistsError(
             f"'{target}' already exists and is not empty; choose another path or pass --force"
         )
+
+
+def _atomic_dir(target: Path, force: bool) -> Path:
+    """A temporary sibling directory to write into before it replaces `target`."""
+    check_target(target, force)
     target.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
 
@@ -204,12 +209,21 @@ def _load_into(module: nn.Module, file: Path, dtype: torch.dtype = torch.float32
         raise ModelError(f"weights in '{file}' do not fit the config: {' '.join(first[:2])[:300]}") from None
 
 
-def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> ModelParts:
-    """Load a model folder written by `save_model` (weights as float32 on `device`)."""
+def load_model(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu", text_encoder: str | None = None
+) -> ModelParts:
+    """Load a model folder written by `save_model` (weights as float32 on `device`).
+
+    text_encoder: another location (local folder or hub id) for a T5 text encoder.
+    """
     path = Path(path)
     if not path.is_dir():
         raise ModelError(f"model folder '{path}' does not exist")
     config = read_config(path)
+    if text_encoder is not None:
+        if config.text.kind != "t5":
+            raise ModelError(f"--text-encoder applies to T5 models; this one uses {config.text.kind}")
+        config.text = TextEncoderConfig.from_dict({**config.text.to_dict(), "name": str(text_encoder)})
     parts = build_parts(config, device="cpu", empty=True)
     _load_into(parts.lm, path / LM_FILE)
     _load_into(parts.text, path / TEXT_FILE)

@@ -62,10 +62,16 @@ class CodecConfig:
     def __post_init__(self) -> None:
         self.ratios = tuple(int(r) for r in self.ratios)
         positive = {
-            "sample_rate": self.sample_rate, "channels": self.channels, "dimension": self.dimension,
-            "n_filters": self.n_filters, "kernel_size": self.kernel_size,
-            "residual_kernel_size": self.residual_kernel_size, "last_kernel_size": self.last_kernel_size,
-            "dilation_base": self.dilation_base, "compress": self.compress, "n_q": self.n_q,
+            "sample_rate": self.sample_rate,
+            "channels": self.channels,
+            "dimension": self.dimension,
+            "n_filters": self.n_filters,
+            "kernel_size": self.kernel_size,
+            "residual_kernel_size": self.residual_kernel_size,
+            "last_kernel_size": self.last_kernel_size,
+            "dilation_base": self.dilation_base,
+            "compress": self.compress,
+            "n_q": self.n_q,
         }
         for name, value in positive.items():
             if int(value) < 1:
@@ -157,19 +163,34 @@ class StemCodec(nn.Module):
         super().__init__()
         self.cfg = cfg
         seanet = {
-            "channels": cfg.channels, "dimension": cfg.dimension, "n_filters": cfg.n_filters,
-            "n_residual_layers": cfg.n_residual_layers, "ratios": cfg.ratios, "alpha": cfg.elu_alpha,
-            "kernel_size": cfg.kernel_size, "last_kernel_size": cfg.last_kernel_size,
-            "residual_kernel_size": cfg.residual_kernel_size, "dilation_base": cfg.dilation_base,
-            "causal": cfg.causal, "pad_mode": cfg.pad_mode, "true_skip": cfg.true_skip,
-            "compress": cfg.compress, "lstm": cfg.lstm,
+            "channels": cfg.channels,
+            "dimension": cfg.dimension,
+            "n_filters": cfg.n_filters,
+            "n_residual_layers": cfg.n_residual_layers,
+            "ratios": cfg.ratios,
+            "alpha": cfg.elu_alpha,
+            "kernel_size": cfg.kernel_size,
+            "last_kernel_size": cfg.last_kernel_size,
+            "residual_kernel_size": cfg.residual_kernel_size,
+            "dilation_base": cfg.dilation_base,
+            "causal": cfg.causal,
+            "pad_mode": cfg.pad_mode,
+            "true_skip": cfg.true_skip,
+            "compress": cfg.compress,
+            "lstm": cfg.lstm,
         }
         self.encoder = SEANetEncoder(**seanet)
         self.decoder = SEANetDecoder(**seanet, trim_right_ratio=cfg.trim_right_ratio)
         self.quantizer = ResidualVectorQuantizer(
-            dimension=cfg.dimension, n_q=cfg.n_q, bins=cfg.bins, decay=cfg.decay, epsilon=cfg.epsilon,
-            kmeans_init=cfg.kmeans_init, kmeans_iters=cfg.kmeans_iters,
-            threshold_ema_dead_code=cfg.threshold_ema_dead_code, commitment_weight=cfg.commitment_weight,
+            dimension=cfg.dimension,
+            n_q=cfg.n_q,
+            bins=cfg.bins,
+            decay=cfg.decay,
+            epsilon=cfg.epsilon,
+            kmeans_init=cfg.kmeans_init,
+            kmeans_iters=cfg.kmeans_iters,
+            threshold_ema_dead_code=cfg.threshold_ema_dead_code,
+            commitment_weight=cfg.commitment_weight,
         )
 
     # --- facts -----------------------------------------------------------------------------

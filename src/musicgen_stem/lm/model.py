@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layout import StemLayout
+from .pattern import build_sequence, revert_logits
 
 
 @dataclass
@@ -273,3 +274,10 @@ class StemLM(nn.Module):
             x = x[:, -1:]
         x = self.out_norm(x)
         return torch.stack([lin(x) for lin in self.linears], dim=2)  # [B, T, K, card]
+
+    def frame_logits(self, codes: torch.Tensor, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher forcing: logits [B, K, T, card] where [:, k, t] predicts codes[:, k, t], and the
+        mask [K, T] of positions that have a prediction (the last delays[k] frames of stream k do not)."""
+        T = codes.shape[-1]
+        seq, _ = build_sequence(codes, self.layout.delays, self.layout.special_token, valid_steps_only=True)
+        return revert_logits(self(seq, memory), self.layout.delays, T)
