@@ -24,7 +24,7 @@ from . import __version__
 from .audio import convert_audio
 from .errors import GenerationError, ModelError
 from .generation import (
-    EDIT_WINDOW_FRAMES,
+    PREFIX_STRIDE,
     SamplingParams,
     continuation_task,
     edit_task,
@@ -149,8 +149,14 @@ class MusicGenStem:
         return float(self.config.max_duration)
 
     @property
+    def edit_window_frames(self) -> int:
+        """Frames of one edit window (a multiple of the prefix stride)."""
+        frames = round(self.config.edit_window * self.frame_rate)
+        return frames - frames % PREFIX_STRIDE
+
+    @property
     def max_edit_duration(self) -> float:
-        return EDIT_WINDOW_FRAMES / self.frame_rate
+        return self.edit_window_frames / self.frame_rate
 
     @property
     def stems(self) -> tuple[str, ...]:
@@ -346,7 +352,7 @@ class MusicGenStem:
         if not regen:
             raise GenerationError(f"choose at least one stem to regenerate among {', '.join(self.stems)}")
         if duration is None:
-            if codes.shape[-1] > EDIT_WINDOW_FRAMES:
+            if codes.shape[-1] > self.edit_window_frames:
                 raise GenerationError(
                     f"the kept material lasts {codes.shape[-1] / self.frame_rate:.1f} s, more than the "
                     f"{self.max_edit_duration:g} s an edit window holds; pass a duration of at most "
@@ -357,7 +363,9 @@ class MusicGenStem:
         if len(regen) == len(self.stems):
             return self.generate(descriptions, progress, return_tokens, seed=seed, duration=duration)
         codes = codes.expand(len(descriptions), -1, -1) if len(codes) == 1 else codes
-        task = edit_task(self.layout, codes, regen, num_frames, self.silence_tokens())
+        task = edit_task(
+            self.layout, codes, regen, num_frames, self.silence_tokens(), self.edit_window_frames
+        )
         out, seed = self._run(task.known, descriptions, seed, progress)
         return self._result(out[..., task.prefix_len :], seed, return_tokens)
 

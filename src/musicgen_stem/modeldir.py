@@ -53,6 +53,8 @@ class ModelConfig:
     name: str = "custom"
     #: Longest text -> stems generation in one window, seconds (the training crop).
     max_duration: float = 30.0
+    #: Longest edit in one window, seconds (the main region after the masked-stem prefix).
+    edit_window: float = 25.0
     #: Codes of digital silence per stream, to pad an edit prefix; computed from the codecs if None.
     silence_tokens: list[int] | None = None
     #: Free-form facts shown to users (licence, training data...).
@@ -81,6 +83,7 @@ class ModelConfig:
             "text_encoder": self.text.to_dict(),
             "codecs": {s: self.codecs[s].to_dict() for s in self.layout.stems},
             "max_duration": self.max_duration,
+            "edit_window": self.edit_window,
             "silence_tokens": self.silence_tokens,
             "info": self.info,
         }
@@ -102,6 +105,7 @@ class ModelConfig:
                 codecs={s: CodecConfig.from_dict(c) for s, c in d["codecs"].items()},
                 name=str(d.get("name", "custom")),
                 max_duration=float(d.get("max_duration", 30.0)),
+                edit_window=float(d.get("edit_window", 25.0)),
                 silence_tokens=d.get("silence_tokens"),
                 info=dict(d.get("info", {})),
             )

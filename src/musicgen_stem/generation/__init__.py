@@ -2,10 +2,11 @@
 
 from .engine import UNKNOWN, generate_codes
 from .sampling import SamplingParams, guide, sample_next
-from .tasks import EDIT_WINDOW_FRAMES, EditTask, continuation_task, edit_task, text_task
+from .tasks import EDIT_WINDOW_FRAMES, PREFIX_STRIDE, EditTask, continuation_task, edit_task, text_task
 
 __all__ = [
     "EDIT_WINDOW_FRAMES",
+    "PREFIX_STRIDE",
     "UNKNOWN",
     "EditTask",
     "SamplingParams",

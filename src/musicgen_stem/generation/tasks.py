@@ -19,10 +19,9 @@ from .engine import UNKNOWN
 
 #: The prefix samples one frame in PREFIX_STRIDE (50 Hz -> 10 Hz).
 PREFIX_STRIDE = 5
-#: Prefix steps: 25 s at 10 Hz, as in training.
-PREFIX_STEPS = 250
-#: Frames of the main region an edit window covers (25 s at 50 Hz).
-EDIT_WINDOW_FRAMES = PREFIX_STEPS * PREFIX_STRIDE
+#: Frames of the main region an edit window covers in the released models (25 s at 50 Hz); the
+#: prefix then has EDIT_WINDOW_FRAMES / PREFIX_STRIDE = 250 steps. Models may use another window.
+EDIT_WINDOW_FRAMES = 1250
 
 
 def text_task(batch: int, layout: StemLayout, num_frames: int) -> torch.Tensor:
@@ -58,6 +57,7 @@ def edit_task(
     regenerate: list[str] | tuple[str, ...],
     num_frames: int,
     silence_tokens: list[int] | tuple[int, ...],
+    window_frames: int = EDIT_WINDOW_FRAMES,
 ) -> EditTask:
     """Regenerate the streams of `regenerate`, forcing every other stream to `codes`.
 
@@ -65,9 +65,11 @@ def edit_task(
         codes: [B, K, T] codes of the material to keep (the streams being regenerated are
             ignored). If T < num_frames the kept streams are forced for the first T frames and
             generated freely after that.
-        num_frames: frames to produce (at most EDIT_WINDOW_FRAMES).
+        num_frames: frames to produce (at most window_frames).
         silence_tokens: K tokens of digital silence, used to pad the prefix of a window
-            shorter than 25 s, as the model saw in training.
+            shorter than the model's, as the model saw in training.
+        window_frames: the model's edit window (a multiple of PREFIX_STRIDE); the prefix has
+            window_frames / PREFIX_STRIDE steps plus the transition step.
     """
     regenerate = tuple(layout.check_stems(list(regenerate)))
     if not regenerate:
@@ -75,10 +77,12 @@ def edit_task(
     B, K, T = codes.shape
     if K != layout.num_streams:
         raise GenerationError(f"codes have {K} streams but the model expects {layout.num_streams}")
-    if not 0 < num_frames <= EDIT_WINDOW_FRAMES:
+    if window_frames % PREFIX_STRIDE or window_frames <= 0:
         raise GenerationError(
-            f"an edit window holds 1 to {EDIT_WINDOW_FRAMES} frames (25 s), {num_frames} were asked"
+            f"the edit window ({window_frames} frames) must be a multiple of {PREFIX_STRIDE}"
         )
+    if not 0 < num_frames <= window_frames:
+        raise GenerationError(f"an edit window holds 1 to {window_frames} frames, {num_frames} were asked")
     if len(silence_tokens) != K:
         raise GenerationError(f"{len(silence_tokens)} silence tokens given for {K} streams")
     codes = codes.long().cpu()
@@ -86,9 +90,10 @@ def edit_task(
     regen_streams = layout.streams_of_stems(regenerate)
     kept_streams = [k for k in range(K) if k not in regen_streams]
 
-    prefix = codes[..., :EDIT_WINDOW_FRAMES:PREFIX_STRIDE]  # [B, K, <=250]
+    prefix_steps = window_frames // PREFIX_STRIDE
+    prefix = codes[..., :window_frames:PREFIX_STRIDE]  # [B, K, <= prefix_steps]
     pad = torch.tensor(list(silence_tokens), dtype=torch.long)[None, :, None].expand(
-        B, K, PREFIX_STEPS - prefix.shape[-1]
+        B, K, prefix_steps - prefix.shape[-1]
     )
     prefix = torch.cat([prefix, pad, torch.full((B, K, 1), special, dtype=torch.long)], dim=-1)
     prefix[:, regen_streams] = special
