@@ -1,0 +1,1 @@
+"""Training: shared pieces (checkpoints, optimisation, distributed set-up) and the codec/LM trainers."""
