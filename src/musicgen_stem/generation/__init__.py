@@ -2,7 +2,15 @@
 
 from .engine import UNKNOWN, generate_codes
 from .sampling import SamplingParams, guide, sample_next
-from .tasks import EDIT_WINDOW_FRAMES, PREFIX_STRIDE, EditTask, continuation_task, edit_task, text_task
+from .tasks import (
+    EDIT_WINDOW_FRAMES,
+    PREFIX_STRIDE,
+    EditTask,
+    continuation_task,
+    edit_task,
+    masked_prefix,
+    text_task,
+)
 
 __all__ = [
     "EDIT_WINDOW_FRAMES",
@@ -14,6 +22,7 @@ __all__ = [
     "edit_task",
     "generate_codes",
     "guide",
+    "masked_prefix",
     "sample_next",
     "text_task",
 ]

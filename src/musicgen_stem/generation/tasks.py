@@ -42,6 +42,34 @@ def continuation_task(prompt: torch.Tensor, num_frames: int) -> torch.Tensor:
     return known
 
 
+def masked_prefix(
+    codes: torch.Tensor,
+    masked: torch.Tensor,
+    special: int,
+    window_frames: int,
+    silence_tokens: list[int] | tuple[int, ...] | torch.Tensor,
+) -> torch.Tensor:
+    """The masked-stem prefix shared by training and editing (method.md §3).
+
+    Args:
+        codes: [B, K, T] codes of the window (only the first window_frames are read).
+        masked: [B, K] bool, True for the streams of the stems to (re)generate.
+        silence_tokens: [K] codes of silence that pad the prefix of a window shorter than
+            window_frames.
+    Returns:
+        [B, K, window_frames / PREFIX_STRIDE + 1]: every PREFIX_STRIDE-th frame, padded with
+        silence, masked streams set to `special`, then one all-special transition step.
+    """
+    B, K, _ = codes.shape
+    steps = window_frames // PREFIX_STRIDE
+    prefix = codes[..., :window_frames:PREFIX_STRIDE].long()  # [B, K, <= steps]
+    silence = torch.as_tensor(silence_tokens, dtype=torch.long, device=codes.device)
+    pad = silence[None, :, None].expand(B, K, steps - prefix.shape[-1])
+    transition = torch.full((B, K, 1), special, dtype=torch.long, device=codes.device)
+    prefix = torch.cat([prefix, pad, transition], dim=-1)
+    return prefix.masked_fill(masked.to(codes.device)[:, :, None], special)
+
+
 @dataclass(frozen=True)
 class EditTask:
     """An edit laid out in frame space. The first `prefix_len` frames are the prefix."""
@@ -86,17 +114,12 @@ def edit_task(
     if len(silence_tokens) != K:
         raise GenerationError(f"{len(silence_tokens)} silence tokens given for {K} streams")
     codes = codes.long().cpu()
-    special = layout.special_token
     regen_streams = layout.streams_of_stems(regenerate)
     kept_streams = [k for k in range(K) if k not in regen_streams]
 
-    prefix_steps = window_frames // PREFIX_STRIDE
-    prefix = codes[..., :window_frames:PREFIX_STRIDE]  # [B, K, <= prefix_steps]
-    pad = torch.tensor(list(silence_tokens), dtype=torch.long)[None, :, None].expand(
-        B, K, prefix_steps - prefix.shape[-1]
-    )
-    prefix = torch.cat([prefix, pad, torch.full((B, K, 1), special, dtype=torch.long)], dim=-1)
-    prefix[:, regen_streams] = special
+    masked = torch.zeros(B, K, dtype=torch.bool)
+    masked[:, regen_streams] = True
+    prefix = masked_prefix(codes, masked, layout.special_token, window_frames, silence_tokens)
 
     main = torch.full((B, K, num_frames), UNKNOWN, dtype=torch.long)
     n = min(T, num_frames)
