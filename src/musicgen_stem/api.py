@@ -208,7 +208,7 @@ class MusicGenStem:
     ) -> tuple[torch.Tensor, int]:
         if len(texts) != known.shape[0]:
             raise GenerationError(f"{len(texts)} descriptions for a batch of {known.shape[0]}")
-        seed = secrets.randbelow(2**31) if seed is None else int(seed)
+        seed = _check_seed(seed)
         gen = torch.Generator(device=self.device).manual_seed(seed)
         mem, null = self._memories(texts)
         callback, bar = _progress(progress)
@@ -411,13 +411,15 @@ class MusicGenStem:
         """Iterative composition: one stem at a time, each generated under the ones before
         (stems not yet composed are kept silent). Returns the result after every stage."""
         order = list(order)
+        if not order:
+            raise GenerationError(f"order must list at least one stem of {', '.join(self.stems)}")
         if sorted(order) != sorted(self.layout.check_stems(order)) or len(set(order)) != len(order):
             raise GenerationError(f"order must list distinct stems of {', '.join(self.stems)}")
         descriptions = _texts(descriptions)
         frames = self._frames(duration, self.max_edit_duration)
         silence = torch.tensor(self.silence_tokens())[None, :, None]
         codes = silence.expand(len(descriptions), -1, frames).clone()
-        seed = secrets.randbelow(2**31) if seed is None else int(seed)
+        seed = _check_seed(seed)
         stages = []
         for i, stem in enumerate(order):
             out = self.regenerate_from_codes(
@@ -437,6 +439,8 @@ class MusicGenStem:
             raise GenerationError(
                 f"codes must be [B, {self.layout.num_streams}, T] for this model, got {list(codes.shape)}"
             )
+        if codes.shape[-1] == 0:
+            raise GenerationError("codes hold no frames; give at least one frame")
         if codes.is_floating_point() or codes.min() < 0 or codes.max() >= self.layout.card:
             raise GenerationError(f"codes must be integers in [0, {self.layout.card})")
         return codes.long()
@@ -446,6 +450,15 @@ class MusicGenStem:
     ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
         audio = self.decode(codes, seed)
         return (audio, audio.codes) if return_tokens else audio
+
+
+def _check_seed(seed: int | None) -> int:
+    """A seed for torch's generator: drawn at random when None; must fit in 63 bits."""
+    if seed is None:
+        return secrets.randbelow(2**31)
+    if not 0 <= int(seed) < 2**63:
+        raise GenerationError(f"seed must be between 0 and 2**63 - 1, got {seed}")
+    return int(seed)
 
 
 def _texts(descriptions: Texts | str | None, batch: int = 1) -> list[str | None]:

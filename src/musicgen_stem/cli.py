@@ -176,6 +176,8 @@ def _set_params(model: Any, args: argparse.Namespace) -> None:
 
 
 def _check_common(args: argparse.Namespace) -> None:
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise UsageError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
     if args.batch < 1 or args.batch > 64:
         raise UsageError(f"--batch must be between 1 and 64, got {args.batch}")
     out = Path(args.out)
@@ -243,9 +245,13 @@ def cmd_edit(args: argparse.Namespace) -> int:
     if args.text and args.text_pos:
         raise UsageError("give the description once: as TEXT or with --text, not both")
     text = args.text or args.text_pos
-    if (args.from_dir is None) == (not args.stem):
+    if args.from_dir is not None and args.stem:
         raise UsageError(
             "give the kept material either with --from OUTDIR or with --stem NAME=FILE, not both"
+        )
+    if args.from_dir is None and not args.stem:
+        raise UsageError(
+            "nothing to keep: give a previous output with --from OUTDIR or stems with --stem NAME=FILE"
         )
     stem_files = _parse_stems(args.stem)
     model = _load(args)

@@ -1,0 +1,282 @@
+"""The Python API (api.py) on the tiny random model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from musicgen_stem.api import StemAudio
+from musicgen_stem.errors import GenerationError, MusicGenStemError
+
+SR = 32000
+FPS = 50
+
+
+@pytest.fixture()
+def model(tiny_model):
+    """The session's tiny model with default parameters (restored afterwards)."""
+    tiny_model.set_generation_params(duration=1.0)
+    yield tiny_model
+    tiny_model.set_generation_params(duration=1.0)
+
+
+def _codes(T: int, B: int = 1, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 2048, (B, 6, T), generator=torch.Generator().manual_seed(seed))
+
+
+def test_generate_shapes_and_mix(model):
+    out = model.generate(["funky slap bass"], seed=1, duration=0.5)
+    assert isinstance(out, StemAudio)
+    assert list(out) == ["bass", "drums", "other"] and len(out) == 3
+    assert out.sample_rate == SR == model.sample_rate
+    for s in out:
+        assert out[s].shape == (1, 1, SR // 2)
+        assert out[s].dtype == torch.float32
+        assert torch.isfinite(out[s]).all()
+    torch.testing.assert_close(out.mix, out["bass"] + out["drums"] + out["other"])
+    assert out.codes.shape == (1, 6, 25) and out.codes.dtype == torch.long
+    assert ((out.codes >= 0) & (out.codes < 2048)).all()
+    assert out.seed == 1
+    assert out.duration == pytest.approx(0.5)
+    assert out.params["model"] == model.name and "version" in out.params
+
+
+def test_default_duration_and_return_tokens(model):
+    audio, tokens = model.generate("a", seed=0, return_tokens=True)
+    assert tokens.shape == (1, 6, 50)  # set_generation_params(duration=1.0)
+    assert torch.equal(tokens, audio.codes)
+    assert audio["drums"].shape == (1, 1, SR)
+
+
+def test_batch_of_descriptions_and_none(model):
+    out = model.generate(["rock", "jazz", None], seed=3, duration=0.2)
+    assert out.codes.shape == (3, 6, 10)
+    for s in out:
+        assert out[s].shape == (3, 1, int(0.2 * SR))
+    # unconditional alone works too
+    out2 = model.generate([None], seed=3, duration=0.2)
+    assert out2.codes.shape == (1, 6, 10)
+    with pytest.raises(GenerationError):
+        model.generate([], seed=0, duration=0.2)
+
+
+def test_seeds(model):
+    a = model.generate(["x"], seed=5, duration=0.4)
+    b = model.generate(["x"], seed=5, duration=0.4)
+    c = model.generate(["x"], seed=6, duration=0.4)
+    assert torch.equal(a.codes, b.codes) and torch.equal(a["bass"], b["bass"])
+    assert not torch.equal(a.codes, c.codes)
+    d = model.generate(["x"], duration=0.2)  # no seed: one is drawn and reported
+    assert isinstance(d.seed, int)
+    e = model.generate(["x"], seed=d.seed, duration=0.2)
+    assert torch.equal(d.codes, e.codes)
+
+
+def test_greedy_ignores_seed(model):
+    model.set_generation_params(use_sampling=False)
+    a = model.generate(["x"], seed=1, duration=0.2)
+    b = model.generate(["x"], seed=2, duration=0.2)
+    assert torch.equal(a.codes, b.codes)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), -float("inf"), 31.0, 1e9, 0.001])
+def test_duration_errors(model, bad):
+    with pytest.raises(GenerationError) as err:
+        model.generate(["x"], seed=0, duration=bad)
+    msg = str(err.value)
+    assert "duration" in msg and "\n" not in msg
+    if isinstance(bad, float) and math.isfinite(bad) and bad > 30:
+        assert "30" in msg  # names the limit
+    with pytest.raises(GenerationError, match="duration"):
+        model.set_generation_params(duration=bad)
+    assert model.duration == 1.0  # unchanged
+
+
+def test_set_generation_params_validates(model):
+    with pytest.raises(GenerationError, match="top-k"):
+        model.set_generation_params(top_k=5000)
+    with pytest.raises(GenerationError, match="temperature"):
+        model.set_generation_params(temperature=-1)
+    assert model.params.top_k == 250  # nothing was changed by the failed calls
+
+
+def test_regenerate_bass_keeps_others(model):
+    src = model.generate(["x"], seed=1, duration=0.6)
+    out = model.regenerate_from_codes(src.codes, ["bass"], ["new bass"], seed=2)
+    assert out.codes.shape == src.codes.shape
+    assert torch.equal(out.codes[:, 1:], src.codes[:, 1:])
+    assert not torch.equal(out.codes[:, 0], src.codes[:, 0])
+    # 2-D codes work too
+    out2 = model.regenerate_from_codes(src.codes[0], ["bass"], ["new bass"], seed=2)
+    assert torch.equal(out2.codes, out.codes)
+
+
+def test_regenerate_two_stems(model):
+    src = model.generate(["x"], seed=1, duration=0.6)
+    out = model.regenerate_from_codes(src.codes, ["drums", "bass"], ["y"], seed=4)
+    assert torch.equal(out.codes[:, 2:], src.codes[:, 2:])
+    assert not torch.equal(out.codes[:, :2], src.codes[:, :2])
+
+
+def test_regenerate_duration(model):
+    codes = _codes(40)
+    short = model.regenerate_from_codes(codes, ["other"], ["y"], seed=0, duration=0.3)
+    assert short.codes.shape == (1, 6, 15)
+    assert torch.equal(short.codes[:, :2], codes[:, :2, :15])
+    longer = model.regenerate_from_codes(codes, ["other"], ["y"], seed=0, duration=1.0)
+    assert longer.codes.shape == (1, 6, 50)
+    assert torch.equal(longer.codes[:, :2, :40], codes[:, :2])
+    assert longer["bass"].shape[-1] == SR
+    with pytest.raises(GenerationError, match="25"):
+        model.regenerate_from_codes(_codes(1300), ["bass"], ["y"], seed=0)
+    with pytest.raises(GenerationError, match="duration"):
+        model.regenerate_from_codes(codes, ["bass"], ["y"], seed=0, duration=26.0)
+
+
+def test_regenerate_batch_and_description_count(model):
+    codes = _codes(10)
+    out = model.regenerate_from_codes(codes, ["bass"], ["a", "b"], seed=0)
+    assert out.codes.shape == (2, 6, 10)
+    assert torch.equal(out.codes[:, 1:], codes[:, 1:].expand(2, -1, -1))
+    with pytest.raises(GenerationError):
+        model.regenerate_from_codes(_codes(10, B=2), ["bass"], ["a", "b", "c"], seed=0)
+
+
+def test_regenerate_all_stems_is_text_to_stems(model):
+    codes = _codes(20)
+    a = model.regenerate_from_codes(codes, ["other", "bass", "drums"], ["z"], seed=9)
+    b = model.generate(["z"], seed=9, duration=20 / FPS)
+    assert torch.equal(a.codes, b.codes)
+
+
+def test_regenerate_errors(model):
+    codes = _codes(10)
+    with pytest.raises(MusicGenStemError, match="piano"):
+        model.regenerate_from_codes(codes, ["piano"], ["z"], seed=0)
+    with pytest.raises(GenerationError, match="at least one"):
+        model.regenerate_from_codes(codes, [], ["z"], seed=0)
+
+
+@pytest.mark.parametrize(
+    "codes",
+    [
+        torch.zeros(1, 5, 10, dtype=torch.long),
+        torch.zeros(6, dtype=torch.long),
+        torch.full((1, 6, 10), -1),
+        torch.full((1, 6, 10), 2048),
+        torch.zeros(1, 6, 10),
+    ],
+    ids=["wrong-K", "1-D", "negative", "too-large", "float"],
+)
+def test_codes_validation(model, codes):
+    with pytest.raises(GenerationError, match="codes"):
+        model.regenerate_from_codes(codes, ["bass"], ["z"], seed=0)
+    with pytest.raises(GenerationError, match="codes"):
+        model.generate_continuation_from_codes(codes, ["z"], seed=0, duration=1.0)
+
+
+def test_regenerate_from_stems_keeps_encoded_drums(model):
+    t = torch.arange(22050) / 44100
+    drums = torch.stack([torch.sin(2 * math.pi * 200 * t), 0.5 * torch.sin(2 * math.pi * 300 * t)]) * 0.3
+    expected = model.encode_stems({"drums": drums}, 44100)
+    assert expected.shape == (1, 6, 25)
+    out = model.regenerate_instruments_from_stems({"drums": drums}, 44100, ["bass", "other"], ["y"], seed=1)
+    assert out.codes.shape == (1, 6, 25)
+    assert torch.equal(out.codes[:, 1], expected[:, 1])
+    with pytest.raises(GenerationError, match="both"):
+        model.regenerate_instruments_from_stems({"drums": drums}, 44100, ["drums"], ["y"], seed=1)
+    with pytest.raises(GenerationError, match="piano"):
+        model.regenerate_instruments_from_stems({"piano": drums}, 44100, ["bass"], ["y"], seed=1)
+
+
+def test_regenerate_from_stems_missing_stems_are_silence(model):
+    wav = torch.randn(1, 16000, generator=torch.Generator().manual_seed(0)) * 0.1
+    out = model.regenerate_instruments_from_stems({"bass": wav}, SR, ["drums"], ["y"], seed=1)
+    sil = torch.tensor(model.silence_tokens())
+    # "other" was neither given nor regenerated: kept as the codes of silence
+    enc_other = model.encode_stems({"bass": wav}, SR)[:, 2:]
+    assert torch.equal(out.codes[:, 2:], enc_other)
+    assert out.codes.shape == (1, 6, 25)
+    assert (enc_other == sil[2:, None]).float().mean() > 0.5
+
+
+def test_silence_tokens(model):
+    tokens = model.silence_tokens()
+    assert len(tokens) == 6 and all(isinstance(t, int) and 0 <= t < 2048 for t in tokens)
+    assert model.silence_tokens() == tokens
+    tokens.append(1)  # a copy: mutating it changes nothing
+    assert len(model.silence_tokens()) == 6
+
+
+def test_compose_stages(model):
+    stages = model.compose(["a"], order=("drums", "bass", "other"), seed=3, duration=0.4)
+    assert len(stages) == 3
+    sil = torch.tensor(model.silence_tokens())[None, :, None]
+    first, second, third = (s.codes for s in stages)
+    for c in (first, second, third):
+        assert c.shape == (1, 6, 20)
+    # stage 1: only drums composed; bass and other still silence
+    assert torch.equal(first[:, [0, 2, 3, 4, 5]], sil[:, [0, 2, 3, 4, 5]].expand(1, 5, 20))
+    # each stage keeps what was composed before it
+    assert torch.equal(second[:, 1], first[:, 1])
+    assert torch.equal(third[:, :2], second[:, :2])
+    assert not torch.equal(third[:, 2:], second[:, 2:])
+    with pytest.raises(GenerationError):
+        model.compose(["a"], order=("drums", "drums", "bass"), seed=0, duration=0.2)
+    with pytest.raises(MusicGenStemError):
+        model.compose(["a"], order=("drums", "piano"), seed=0, duration=0.2)
+
+
+def test_continuation_keeps_prompt(model):
+    prompt = _codes(15)
+    out = model.generate_continuation_from_codes(prompt, ["go on"], seed=1, duration=0.6)
+    assert out.codes.shape == (1, 6, 30)
+    assert torch.equal(out.codes[..., :15], prompt)
+    batch = model.generate_continuation_from_codes(prompt, ["a", "b"], seed=1, duration=0.6)
+    assert batch.codes.shape == (2, 6, 30)
+    assert torch.equal(batch.codes[..., :15], prompt.expand(2, -1, -1))
+    with pytest.raises(GenerationError, match="prompt"):
+        model.generate_continuation_from_codes(prompt, ["a"], seed=1, duration=0.3)
+
+
+def test_continuation_from_audio(model):
+    wav = torch.randn(1, 8000, generator=torch.Generator().manual_seed(1)) * 0.1
+    prompt = model.encode_stems({"drums": wav}, SR)
+    out = model.generate_continuation({"drums": wav}, SR, ["x"], seed=0, duration=0.5)
+    assert torch.equal(out.codes[..., : prompt.shape[-1]], prompt)
+
+
+def test_progress_callback(model):
+    calls = []
+    model.generate(["x"], seed=0, duration=0.2, progress=lambda d, t: calls.append((d, t)))
+    assert calls
+    total = calls[-1][1]
+    assert calls[-1] == (total, total)
+    assert [d for d, _ in calls] == list(range(1, total + 1))
+    assert all(t == total for _, t in calls)
+
+
+def test_decode_matches_generate(model):
+    out = model.generate(["x"], seed=2, duration=0.2)
+    again = model.decode(out.codes[0])
+    for s in out:
+        torch.testing.assert_close(again[s], out[s])
+
+
+def test_encode_stems_errors(model):
+    with pytest.raises(GenerationError, match="piano"):
+        model.encode_stems({"piano": torch.zeros(1, 100)}, SR)
+    with pytest.raises(GenerationError):
+        model.encode_stems({}, SR)
+
+
+@pytest.mark.parametrize("call", ["regenerate", "continuation"])
+def test_empty_codes_are_a_generation_error(model, call):
+    empty = torch.zeros(1, 6, 0, dtype=torch.long)
+    with pytest.raises(GenerationError, match="codes"):
+        if call == "regenerate":
+            model.regenerate_from_codes(empty, ["bass"], ["z"], seed=0)
+        else:
+            model.generate_continuation_from_codes(empty, ["z"], seed=0, duration=0.2)
