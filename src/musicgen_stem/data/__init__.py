@@ -1,0 +1,35 @@
+"""Datasets: synthetic multi-stem songs rendered with FluidSynth (see :mod:`musicgen_stem.data.synth`)."""
+
+from .synth import (
+    GENRES,
+    SAMPLE_RATE,
+    STEMS,
+    ChordSpan,
+    Note,
+    PartSpec,
+    SongSpec,
+    find_fluidsynth,
+    find_soundfont,
+    make_song_spec,
+    render_song,
+    song_midi,
+    song_seed,
+    synth_dataset,
+)
+
+__all__ = [
+    "GENRES",
+    "SAMPLE_RATE",
+    "STEMS",
+    "ChordSpan",
+    "Note",
+    "PartSpec",
+    "SongSpec",
+    "find_fluidsynth",
+    "find_soundfont",
+    "make_song_spec",
+    "render_song",
+    "song_midi",
+    "song_seed",
+    "synth_dataset",
+]
