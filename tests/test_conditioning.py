@@ -30,9 +30,11 @@ PREFIX = "condition_provider.conditioners.description."
 
 
 def test_config_roundtrip_and_errors() -> None:
-    for cfg in (TextEncoderConfig(kind="lut", n_bins=32, dim=8),
-                TextEncoderConfig(kind="t5", name="t5-base", word_dropout=0.3),
-                TextEncoderConfig(kind="minilm", max_length=64)):
+    for cfg in (
+        TextEncoderConfig(kind="lut", n_bins=32, dim=8),
+        TextEncoderConfig(kind="t5", name="t5-base", word_dropout=0.3),
+        TextEncoderConfig(kind="minilm", max_length=64),
+    ):
         assert TextEncoderConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(TextConfigError, match="unknown text encoder kind"):
         TextEncoderConfig(kind="clap")
@@ -41,8 +43,10 @@ def test_config_roundtrip_and_errors() -> None:
     with pytest.raises(ModelError, match="n_bins"):
         TextEncoderConfig(kind="lut", dim=8)
     ref = TextEncoderConfig.from_audiocraft(
-        {"model": "t5", "t5": {"name": "t5-base", "finetune": False, "word_dropout": 0.3,
-                               "normalize_text": False}}
+        {
+            "model": "t5",
+            "t5": {"name": "t5-base", "finetune": False, "word_dropout": 0.3, "normalize_text": False},
+        }
     )
     assert ref == TextEncoderConfig(kind="t5", name="t5-base", word_dropout=0.3)
 
@@ -68,7 +72,7 @@ def test_lut_parity_with_reference_fixture() -> None:
     meta = json.loads((FIXTURE / "golden_meta.json").read_text())
     golden = np.load(FIXTURE / "golden.npz")
     best = torch.load(FIXTURE / "state_dict.bin", map_location="cpu", weights_only=True)["best_state"]
-    sd = {k[len(PREFIX):]: v.float() for k, v in best.items() if k.startswith(PREFIX)}
+    sd = {k[len(PREFIX) :]: v.float() for k, v in best.items() if k.startswith(PREFIX)}
     cfg_text = (FIXTURE / "xp_cfg_lm.yaml").read_text()
     assert "model: lut" in cfg_text and "n_bins: 32" in cfg_text and "dim: 32" in cfg_text
     lm_dim = golden["cond_embeds"].shape[-1]
@@ -142,10 +146,19 @@ def _make_tiny_t5(folder: Path) -> None:
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     tok_cls = getattr(transformers, "T5TokenizerFast", None) or transformers.T5Tokenizer
-    tok_cls(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
-            extra_ids=0).save_pretrained(folder)
-    config = transformers.T5Config(vocab_size=len(vocab), d_model=16, d_kv=4, d_ff=32, num_layers=1,
-                                   num_heads=2, relative_attention_num_buckets=8, dropout_rate=0.0)
+    tok_cls(
+        tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>", extra_ids=0
+    ).save_pretrained(folder)
+    config = transformers.T5Config(
+        vocab_size=len(vocab),
+        d_model=16,
+        d_kv=4,
+        d_ff=32,
+        num_layers=1,
+        num_heads=2,
+        relative_attention_num_buckets=8,
+        dropout_rate=0.0,
+    )
     torch.manual_seed(0)
     transformers.T5EncoderModel(config).save_pretrained(folder)
 
