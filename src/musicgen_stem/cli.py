@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="render a synthetic multi-stem dataset",
         description="Generate songs procedurally (genres, tempi, keys, chord progressions, grooves, "
         "bass lines, GM instruments) and render each stem with FluidSynth and a General MIDI soundfont "
-        "(Debian packages fluidsynth and timgm6mb-soundfont). Each song folder holds bass, drums, other, mix.wav, "
+        "(Debian packages fluidsynth and timgm6mb-soundfont). Each song folder holds the stem WAVs, mix.wav, "
         "song.mid and meta.json (captions, beat grid, chords); metadata.jsonl lists them. "
         "Deterministic by seed; resumable.",
         formatter_class=FORMATTER,
