@@ -125,6 +125,16 @@ class MusicGenStem:
     get_pretrained = from_pretrained
 
     @classmethod
+    def default(cls, device: str | None = None) -> MusicGenStem:
+        """The small model shipped with the package (`mini`), which works offline."""
+        path = default_model_path()
+        if not is_model_dir(path):
+            raise ModelError(
+                f"the default model is not installed ({path} is missing); pass a model folder with --model"
+            )
+        return cls(load_model(path), device=device, name="mini")
+
+    @classmethod
     def from_config(cls, config: ModelConfig | str, seed: int = 0, device: str | None = None) -> MusicGenStem:
         """A freshly initialised (random) model from a config or a preset name."""
         cfg = preset(config) if isinstance(config, str) else config
@@ -450,6 +460,11 @@ class MusicGenStem:
     ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
         audio = self.decode(codes, seed)
         return (audio, audio.codes) if return_tokens else audio
+
+
+def default_model_path() -> Path:
+    """Where the shipped default model lives (inside the package)."""
+    return Path(__file__).resolve().parent / "models" / "mini"
 
 
 def _check_seed(seed: int | None) -> int:

@@ -26,7 +26,12 @@ class UsageError(MusicGenStemError):
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", "-m", required=True, help="model folder (see `musicgen-stem init`) or hub id")
+    p.add_argument(
+        "--model",
+        "-m",
+        default=None,
+        help="model folder, hub id or released checkpoint (default: the shipped model)",
+    )
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument(
         "--text-encoder",
@@ -182,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _load(args: argparse.Namespace) -> Any:
     from .api import MusicGenStem
 
+    if args.model is None:
+        return MusicGenStem.default(device=args.device)
     return MusicGenStem.from_pretrained(args.model, device=args.device, text_encoder=args.text_encoder)
 
 
@@ -215,7 +222,7 @@ def _write(args: argparse.Namespace, model: Any, audio: Any, meta: dict[str, Any
     subtype = {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT"}[args.bits]
     meta = {
         **meta,
-        "model": str(args.model),
+        "model": model.name if args.model is None else str(args.model),
         "seed": audio.seed,
         "params": model.params.to_dict(),
         "version": __version__,

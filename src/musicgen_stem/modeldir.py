@@ -151,19 +151,31 @@ def _atomic_dir(target: Path, force: bool) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
 
 
-def _contiguous_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+def _contiguous_state(module: nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in module.state_dict().items():
+        v = v.detach().cpu()
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
+        out[k] = v.contiguous()
+    return out
 
 
-def save_model(parts: ModelParts, path: str | os.PathLike[str], force: bool = False) -> Path:
-    """Write a model folder atomically (a temporary folder renamed into place)."""
+def save_model(
+    parts: ModelParts, path: str | os.PathLike[str], force: bool = False, lm_dtype: torch.dtype | None = None
+) -> Path:
+    """Write a model folder atomically (a temporary folder renamed into place).
+
+    lm_dtype: store the LM and text projection in this dtype (e.g. float16 to halve a shipped
+    model); loading always upcasts to float32. Codecs are stored as they are.
+    """
     target = Path(path)
     tmp = _atomic_dir(target, force)
     try:
         cfg = parts.config
         (tmp / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
-        save_file(_contiguous_state(parts.lm), str(tmp / LM_FILE), metadata={"format": "pt"})
-        save_file(_contiguous_state(parts.text), str(tmp / TEXT_FILE), metadata={"format": "pt"})
+        save_file(_contiguous_state(parts.lm, lm_dtype), str(tmp / LM_FILE), metadata={"format": "pt"})
+        save_file(_contiguous_state(parts.text, lm_dtype), str(tmp / TEXT_FILE), metadata={"format": "pt"})
         for stem in cfg.layout.stems:
             codec = parts.codec.codecs[stem]
             save_file(_contiguous_state(codec), str(tmp / codec_file(stem)), metadata={"format": "pt"})
