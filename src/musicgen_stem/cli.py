@@ -176,9 +176,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="songs rendered in parallel")
     p.add_argument("--force", action="store_true", help="re-render songs that are already complete")
 
+    for name, (module, summary) in _module_commands().items():
+        p = sub.add_parser(name, help=summary, description=module.__doc__, formatter_class=FORMATTER)
+        module.add_arguments(p)
+
     p = sub.add_parser("info", help="describe a model", formatter_class=FORMATTER)
     _add_model(p)
     return parser
+
+
+def _module_commands() -> dict[str, tuple[Any, str]]:
+    """Commands whose options and code live in their own module (`add_arguments`, `run`)."""
+    from . import separation
+    from .data import prepare
+
+    return {
+        "separate": (separation, "split songs into bass, drums, other and vocals (Demucs)"),
+        "prepare": (prepare, "songs or multitracks -> cached stems -> LM token dataset"),
+    }
 
 
 # ---------------------------------------------------------------------------------------- commands
@@ -398,8 +413,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    modules = {name: module.run for name, (module, _) in _module_commands().items()}
     try:
-        return COMMANDS[args.command](args)
+        return {**COMMANDS, **modules}[args.command](args)
     except MusicGenStemError as e:
         print(f"musicgen-stem: error: {e}", file=sys.stderr)
         return 2
