@@ -18,6 +18,10 @@ from .errors import MusicGenStemError
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
 
+class ModuleFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown, and a module docstring used as description kept as written."""
+
+
 class UsageError(MusicGenStemError):
     """Bad command-line arguments."""
 
@@ -177,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-render songs that are already complete")
 
     for name, (module, summary) in _module_commands().items():
-        p = sub.add_parser(name, help=summary, description=module.__doc__, formatter_class=FORMATTER)
+        p = sub.add_parser(name, help=summary, description=module.__doc__, formatter_class=ModuleFormatter)
         module.add_arguments(p)
 
     p = sub.add_parser("info", help="describe a model", formatter_class=FORMATTER)
@@ -189,10 +193,12 @@ def _module_commands() -> dict[str, tuple[Any, str]]:
     """Commands whose options and code live in their own module (`add_arguments`, `run`)."""
     from . import separation
     from .data import prepare
+    from .training import lm as train_lm
 
     return {
         "separate": (separation, "split songs into bass, drums, other and vocals (Demucs)"),
         "prepare": (prepare, "songs or multitracks -> cached stems -> LM token dataset"),
+        "train-lm": (train_lm, "train or fine-tune the LM (text-to-stems + masked-stem editing)"),
     }
 
 
