@@ -193,11 +193,13 @@ def _module_commands() -> dict[str, tuple[Any, str]]:
     """Commands whose options and code live in their own module (`add_arguments`, `run`)."""
     from . import separation
     from .data import prepare
+    from .training import codec as train_codec
     from .training import lm as train_lm
 
     return {
         "separate": (separation, "split songs into bass, drums, other and vocals (Demucs)"),
         "prepare": (prepare, "songs or multitracks -> cached stems -> LM token dataset"),
+        "train-codec": (train_codec, "train one stem's codec (reconstruction, commitment, optional GAN)"),
         "train-lm": (train_lm, "train or fine-tune the LM (text-to-stems + masked-stem editing)"),
     }
 

@@ -1,0 +1,286 @@
+"""Per-stem codec training: losses, one step, resume == uninterrupted, export, torchrun DDP, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from musicgen_stem.codec.model import CodecConfig, StemCodec
+from musicgen_stem.errors import MusicGenStemError
+from musicgen_stem.training.codec import (
+    CodecTrainConfig,
+    StemSegments,
+    add_arguments,
+    codec_loss,
+    codec_preset,
+    find_songs,
+    run,
+    split_songs,
+    train_codec,
+)
+from musicgen_stem.training.losses import (
+    MelSpectrogram,
+    MultiScaleMelLoss,
+    MultiScaleSTFTDiscriminator,
+    feature_matching_loss,
+    hinge_discriminator_loss,
+    hinge_generator_loss,
+    l1_loss,
+    mel_distance,
+    mel_filterbank,
+    multiscale_mel_loss,
+    multiscale_stft_loss,
+    si_snr,
+)
+
+SR = 32000
+
+
+def _write_songs(root: Path, n: int = 4, seconds: float = 1.0, sr: int = SR, channels: int = 1) -> Path:
+    """Song folders with bass (sine), drums (gated noise) and other (sine) stems."""
+    rng = np.random.default_rng(0)
+    t = np.arange(int(sr * seconds)) / sr
+    for i in range(n):
+        d = root / f"song{i:02d}"
+        d.mkdir(parents=True)
+        stems = {
+            "bass": 0.3 * np.sin(2 * np.pi * 55 * (i + 1) * t),
+            "drums": 0.2 * rng.standard_normal(t.size) * (np.sin(2 * np.pi * 4 * t) > 0),
+            "other": 0.2 * np.sin(2 * np.pi * 440 * t),
+        }
+        for name, x in stems.items():
+            data = np.stack([x] * channels, axis=1) if channels > 1 else x
+            sf.write(d / f"{name}.wav", data.astype(np.float32), sr)
+    return root
+
+
+@pytest.fixture(scope="module")
+def songs(tmp_path_factory) -> Path:
+    return _write_songs(tmp_path_factory.mktemp("songs"))
+
+
+def _cfg(songs: Path, out: Path, **kw) -> CodecTrainConfig:
+    base = dict(
+        data=[str(songs)],
+        stem="bass",
+        out=str(out),
+        codec="tiny",
+        segment=0.25,
+        batch_size=2,
+        steps=4,
+        warmup=1,
+        log_every=2,
+        checkpoint_every=2,
+        val_every=4,
+        val_batches=1,
+        mel_scales=(64, 256),
+        device="cpu",
+    )
+    base.update(kw)
+    return CodecTrainConfig(**base)
+
+
+# ------------------------------------------------------------------------------------ losses
+def test_mel_filterbank_shape_and_positivity():
+    for scale in ("htk", "slaney"):
+        fb = mel_filterbank(SR, 1024, 64, mel_scale=scale)
+        assert fb.shape == (64, 513)
+        assert (fb >= 0).all()
+        assert (fb.sum(dim=1) > 0).all()  # no empty filter at this resolution
+    mel = MelSpectrogram(SR, 512, n_mels=32)
+    assert set(dict(mel.named_buffers())) == {"window", "fb"}
+    assert mel.state_dict() == {}  # buffers are not persistent
+    out = mel(torch.randn(2, 1, 4000))
+    assert out.shape[:2] == (2, 32) and (out >= 0).all()
+
+
+def test_losses_zero_on_identical_inputs_and_gradients_flow():
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 4000) * 0.1
+    assert float(l1_loss(x, x)) == 0.0
+    assert float(multiscale_mel_loss(x, x, SR, scales=(32, 256, 1024))) == 0.0
+    assert float(multiscale_stft_loss(x, x, fft_sizes=(256, 512))) == pytest.approx(0.0, abs=1e-6)
+    assert torch.allclose(mel_distance(x, x, SR), torch.zeros(2))
+
+    y = (x + 0.05 * torch.randn_like(x)).requires_grad_(True)
+    msspec = MultiScaleMelLoss(SR, scales=(32, 256, 1024))
+    loss = msspec(y, x) + multiscale_stft_loss(y, x, fft_sizes=(256,)) + l1_loss(y, x)
+    assert float(loss.detach()) > 0
+    loss.backward()
+    assert y.grad is not None and torch.isfinite(y.grad).all() and y.grad.abs().sum() > 0
+
+
+def test_si_snr_scaled_copy_high_noise_low():
+    torch.manual_seed(0)
+    y = torch.randn(3, 2, 8000)
+    high = si_snr(0.5 * y, y)
+    low = si_snr(torch.randn_like(y), y)
+    assert high.shape == (3,) and (high > 60).all()
+    assert (low < 0).all()
+    assert (mel_distance(torch.randn_like(y), y, SR) > mel_distance(y * 0.9, y, SR)).all()
+
+
+def test_discriminator_and_adversarial_losses():
+    torch.manual_seed(0)
+    disc = MultiScaleSTFTDiscriminator(channels=1, filters=4, n_ffts=(256, 128))
+    real, fake = torch.randn(2, 1, 4000), torch.randn(2, 1, 4000, requires_grad=True)
+    lr, fr = disc(real)
+    lf, ff = disc(fake)
+    assert len(lr) == 2 and lr[0].shape[:2] == (2, 1)
+    d = hinge_discriminator_loss(lr, [x.detach() for x in lf])
+    g = hinge_generator_loss(lf) + feature_matching_loss(fr, ff)
+    assert torch.isfinite(d) and torch.isfinite(g)
+    g.backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------------ data
+def test_dataset_converts_rate_and_channels(tmp_path):
+    root = _write_songs(tmp_path / "s", n=2, seconds=0.5, sr=16000, channels=2)
+    files = find_songs([root], "drums")
+    assert [f.parent.name for f in files] == ["song00", "song01"]
+    train, val = split_songs(files, 0.5)
+    assert [f.parent.name for f in val] == ["song01"] and len(train) == 1
+    for cap in (1e9, 0.0):  # in memory / read from disk
+        data = StemSegments(files, SR, 1, 4000, memory_cap_bytes=cap)
+        assert data.in_memory == (cap > 0)
+        assert data.lengths[0] == 16000  # 0.5 s at 32 kHz
+        a = data.batch(torch.Generator().manual_seed(3), 3)
+        b = data.batch(torch.Generator().manual_seed(3), 3)
+        assert a.shape == (3, 1, 4000) and torch.equal(a, b)
+        assert (a.pow(2).mean(dim=(1, 2)) > 1e-5).all()  # silent gaps of the gated noise are skipped
+
+
+# ------------------------------------------------------------------------------------ training
+def test_codec_steps_decrease_loss_on_fixed_batch(songs):
+    torch.manual_seed(0)
+    cfg = _cfg(songs, songs / "unused")
+    model = StemCodec(CodecConfig.tiny())
+    data = StemSegments(find_songs([songs], "bass"), SR, 1, 8000)
+    wav = data.batch(torch.Generator().manual_seed(0), 2)  # [2, 1, 8000]
+    msspec = MultiScaleMelLoss(SR, cfg.mel_scales)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=cfg.betas)
+    losses = []
+    for _ in range(8):
+        out = model(wav)
+        loss, terms = codec_loss(out.recon, wav, out.commit_loss, msspec, cfg)
+        assert set(terms) == {"l1", "msspec", "commit"}
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert model.quantizer.vq.layers[0]._codebook.is_inited  # k-means ran on the real batch
+    assert losses[-1] < losses[0]
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    return torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+
+
+def test_resume_equals_uninterrupted_and_export_loads(songs, tmp_path):
+    full = tmp_path / "full"
+    path = train_codec(_cfg(songs, full))
+    half = tmp_path / "half"
+    train_codec(_cfg(songs, half, steps=2))
+    assert torch.load(half / "checkpoint.pt", weights_only=True)["step"] == 2
+    train_codec(_cfg(songs, half))  # a fresh call continues from step 2 to 4
+    a, b = _weights(full), _weights(half)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6, rtol=0), k
+    ea = torch.load(full / "checkpoint.pt", weights_only=True)["ema"]
+    eb = torch.load(half / "checkpoint.pt", weights_only=True)["ema"]
+    for k in ea:
+        assert torch.allclose(ea[k], eb[k], atol=1e-6, rtol=0), k
+
+    # logs: one line per logged step, validation entries present
+    records = [json.loads(line) for line in (full / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [2, 4]
+    assert any("val_si_snr" in r and "val_mel_distance" in r for r in records)
+
+    # export: weights + config load back strictly
+    assert path == full / "codec_bass.safetensors" and path.is_file()
+    from safetensors.torch import load_file
+
+    cfg = CodecConfig.from_dict(json.loads((full / "codec_bass.json").read_text()))
+    assert cfg == CodecConfig.tiny(1)
+    model = StemCodec(cfg)
+    model.load_state_dict(load_file(str(path)), strict=True)
+    assert model.quantizer.vq.layers[0]._codebook.is_inited
+    codes = model.encode(torch.randn(1, 1, 3200))
+    assert codes.shape == (1, 1, 5)
+
+    # a finished run says so and exits
+    assert train_codec(_cfg(songs, full)) == path
+
+
+def test_codec_presets_and_cli_arguments(songs, tmp_path):
+    import argparse
+
+    mini = codec_preset("mini", 4)
+    assert (mini.n_filters, mini.dimension, mini.lstm, mini.bins, mini.n_q) == (8, 64, 1, 1024, 4)
+    assert codec_preset("musicgen_32khz").n_filters == 64
+    assert _cfg(songs, tmp_path, codec="mini", stem="other").codec_config().n_q == 4
+    assert _cfg(songs, tmp_path, codec="mini", stem="bass", n_q=2).codec_config().n_q == 2
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(
+        [str(songs), "--stem", "bass", "--out", str(tmp_path / "cli"), "--codec", "tiny", "--steps", "1",
+         "--batch-size", "1", "--segment", "0.1", "--log-every", "1", "--device", "cpu"]
+    )  # fmt: skip
+    assert run(args) == 0
+    assert (tmp_path / "cli" / "codec_bass.json").is_file()
+
+
+def test_bad_input_errors(songs, tmp_path):
+    with pytest.raises(MusicGenStemError, match="steps must be > 0"):
+        _cfg(songs, tmp_path, steps=0)
+    with pytest.raises(MusicGenStemError, match="not found"):
+        train_codec(_cfg(tmp_path / "nope", tmp_path / "o"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(MusicGenStemError, match="no song folders"):
+        train_codec(_cfg(empty, tmp_path / "o"))
+    with pytest.raises(MusicGenStemError, match="stem 'vocals' is missing"):
+        train_codec(_cfg(songs, tmp_path / "o", stem="vocals"))
+    with pytest.raises(MusicGenStemError, match="unknown codec preset"):
+        _cfg(songs, tmp_path, codec="huge").codec_config()
+    # resuming with another codec config is refused
+    out = tmp_path / "run"
+    train_codec(_cfg(songs, out, steps=1))
+    with pytest.raises(MusicGenStemError, match="different codec config"):
+        train_codec(_cfg(songs, out, steps=2, n_q=2))
+
+
+# ------------------------------------------------------------------------------------ torchrun
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_ddp_two_processes_gloo(songs, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+        "-m", "musicgen_stem.training.codec", str(songs), "--stem", "drums", "--out", str(out),
+        "--codec", "tiny", "--steps", "2", "--batch-size", "2", "--segment", "0.25", "--log-every", "1",
+        "--device", "cpu", "--threads", "1",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert (out / "checkpoint.pt").is_file()
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
+    assert (out / "codec_drums.safetensors").is_file()
+    assert proc.stdout.count("step 2 | commit") == 1  # rank 0 logs only
