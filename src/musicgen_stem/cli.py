@@ -138,7 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=FORMATTER,
     )
     p.add_argument("dir", help="model folder to create")
-    p.add_argument("--preset", default="tiny", help="tiny, medium-6cb or medium-7cb")
+    p.add_argument("--preset", default="tiny", help="tiny, mini, medium-6cb or medium-7cb")
+    p.add_argument(
+        "--codec",
+        action="append",
+        default=[],
+        metavar="STEM=FILE",
+        help="use a trained codec (codec_<stem>.safetensors from train-codec, .json beside it); repeatable",
+    )
     p.add_argument("--seed", type=int, default=0, help="initialisation seed")
     p.add_argument("--force", action="store_true", help="replace an existing model folder")
 
@@ -275,14 +282,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_stems(specs: list[str]) -> dict[str, Path]:
+def _parse_stems(specs: list[str], option: str = "--stem") -> dict[str, Path]:
     stems: dict[str, Path] = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
-            raise UsageError(f"--stem expects NAME=FILE (e.g. drums=loop.wav), got '{spec}'")
+            raise UsageError(f"{option} expects NAME=FILE (e.g. drums=loop.wav), got '{spec}'")
         if name in stems:
-            raise UsageError(f"--stem {name} given twice")
+            raise UsageError(f"{option} {name} given twice")
         stems[name] = Path(path)
     return stems
 
@@ -341,11 +348,29 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from .api import MusicGenStem
+    from .modeldir import check_target, read_codec_export
+    from .presets import preset
 
-    model = MusicGenStem.from_config(args.preset, seed=args.seed, device="cpu")
+    check_target(Path(args.dir), args.force)
+    config = preset(args.preset)
+    trained = {}
+    for stem, file in _parse_stems(args.codec, "--codec").items():
+        config.layout.stem_index(stem)
+        codec_cfg, state = read_codec_export(file)
+        if codec_cfg.n_q != config.layout.codebooks[config.layout.stem_index(stem)]:
+            raise UsageError(
+                f"codec {file} has {codec_cfg.n_q} codebooks; the {args.preset} layout wants "
+                f"{config.layout.codebooks[config.layout.stem_index(stem)]} for {stem}"
+            )
+        config.codecs[stem] = codec_cfg
+        trained[stem] = state
+    model = MusicGenStem.from_config(config, seed=args.seed, device="cpu")
+    for stem, state in trained.items():
+        model.codec.codecs[stem].load_state_dict(state, strict=True)
     path = model.save(args.dir, force=args.force)
     n = sum(p.numel() for p in model.lm.parameters())
-    print(f"wrote {path} (preset {args.preset}, LM {n / 1e6:.1f} M parameters, random weights)")
+    codecs = f"trained codecs for {', '.join(trained)}" if trained else "random codecs"
+    print(f"wrote {path} (preset {args.preset}, LM {n / 1e6:.1f} M parameters, random LM, {codecs})")
     return 0
 
 

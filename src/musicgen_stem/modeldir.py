@@ -248,3 +248,17 @@ def load_model(
     for module in (parts.lm, parts.text, parts.codec):
         module.to(device).eval()
     return parts
+
+
+def read_codec_export(file: str | os.PathLike[str]) -> tuple[CodecConfig, dict[str, torch.Tensor]]:
+    """A trained codec as exported by `train-codec`: `codec_<stem>.safetensors` + the `.json` beside it."""
+    file = Path(file)
+    cfg_file = file.with_suffix(".json")
+    if not file.is_file() or not cfg_file.is_file():
+        raise ModelError(f"codec export '{file}' needs both the .safetensors file and its .json config")
+    try:
+        cfg = CodecConfig.from_dict(json.loads(cfg_file.read_text(encoding="utf-8")))
+        state = load_file(str(file))
+    except (ValueError, OSError, SafetensorError) as e:
+        raise ModelError(f"cannot read codec export '{file}': {e}") from None
+    return cfg, state

@@ -27,6 +27,24 @@ def tiny() -> ModelConfig:
     )
 
 
+#: The shipped default model's layout: bass 1, drums 1, other 2 codebooks of 1024 entries.
+LAYOUT_MINI = StemLayout(("bass", "drums", "other"), (1, 1, 2), (0, 0, 0, 1), 1024)
+
+
+def mini() -> ModelConfig:
+    """The small model trained on CPU and shipped with the package: MiniLM text encoder (offline),
+    6-layer LM of width 192, small codecs, 10 s generation, 8 s edit window."""
+    return ModelConfig(
+        layout=LAYOUT_MINI,
+        lm=LMConfig(dim=192, num_heads=6, num_layers=6, ff_dim=768),
+        text=TextEncoderConfig(kind="minilm"),
+        codecs=_codecs(LAYOUT_MINI, CodecConfig.mini),
+        name="mini",
+        max_duration=10.0,
+        edit_window=8.0,
+    )
+
+
 def _medium(layout: StemLayout, name: str) -> ModelConfig:
     return ModelConfig(
         layout=layout,
@@ -49,6 +67,7 @@ def medium_7cb() -> ModelConfig:
 
 PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "tiny": tiny,
+    "mini": mini,
     "medium-6cb": medium_6cb,
     "medium-7cb": medium_7cb,
 }

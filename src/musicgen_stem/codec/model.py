@@ -109,6 +109,12 @@ class CodecConfig:
         return cls(n_q=n_q)
 
     @classmethod
+    def mini(cls, n_q: int = 1) -> CodecConfig:
+        """The shipped CPU-trained model's codec: 32 kHz, hop 640 (50 Hz), n_filters 8, dimension 64,
+        1 LSTM layer, 1024 bins (0.7 M parameters)."""
+        return cls(n_q=n_q, n_filters=8, dimension=64, lstm=1, bins=1024)
+
+    @classmethod
     def tiny(cls, n_q: int = 1) -> CodecConfig:
         """Tiny sizes (n_filters 4, dimension 16) of the `ref6cb_tiny` test fixture."""
         return cls(n_q=n_q, n_filters=4, dimension=16)

@@ -74,14 +74,8 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
 # --------------------------------------------------------------------------------------------
 # Codec presets
 # --------------------------------------------------------------------------------------------
-def _mini(n_q: int = 1) -> CodecConfig:
-    """Small codec for the shipped CPU-trained model: 32 kHz, hop 640 (50 Hz), n_filters 8,
-    dimension 64, 1 LSTM layer, 1024 bins."""
-    return CodecConfig(n_q=n_q, n_filters=8, dimension=64, lstm=1, bins=1024)
-
-
 CODEC_PRESETS = {
-    "mini": _mini,
+    "mini": CodecConfig.mini,  # the shipped CPU-trained model's codec
     "tiny": CodecConfig.tiny,  # n_filters 4, dimension 16, 2048 bins (test fixture sizes)
     "musicgen_32khz": CodecConfig.musicgen_32khz,  # released sizes: n_filters 64, dimension 128
 }
