@@ -81,14 +81,14 @@ def test_greedy_ignores_seed(model):
     assert torch.equal(a.codes, b.codes)
 
 
-@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), -float("inf"), 31.0, 1e9, 0.001])
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), -float("inf"), 601.0, 1e9, 0.001])
 def test_duration_errors(model, bad):
     with pytest.raises(GenerationError) as err:
         model.generate(["x"], seed=0, duration=bad)
     msg = str(err.value)
     assert "duration" in msg and "\n" not in msg
-    if isinstance(bad, float) and math.isfinite(bad) and bad > 30:
-        assert "30" in msg  # names the limit
+    if isinstance(bad, float) and math.isfinite(bad) and bad > 600:
+        assert "600" in msg  # names the limit
     with pytest.raises(GenerationError, match="duration"):
         model.set_generation_params(duration=bad)
     assert model.duration == 1.0  # unchanged
@@ -129,10 +129,8 @@ def test_regenerate_duration(model):
     assert longer.codes.shape == (1, 6, 50)
     assert torch.equal(longer.codes[:, :2, :40], codes[:, :2])
     assert longer["bass"].shape[-1] == SR
-    with pytest.raises(GenerationError, match="25"):
-        model.regenerate_from_codes(_codes(1300), ["bass"], ["y"], seed=0)
-    with pytest.raises(GenerationError, match="duration"):
-        model.regenerate_from_codes(codes, ["bass"], ["y"], seed=0, duration=26.0)
+    with pytest.raises(GenerationError, match="600"):
+        model.regenerate_from_codes(codes, ["bass"], ["y"], seed=0, duration=601.0)
 
 
 def test_regenerate_batch_and_description_count(model):

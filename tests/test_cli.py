@@ -404,7 +404,7 @@ def test_user_mistakes(capsys, tiny_model_dir, gen_out, bad_files, tmp_path, cas
             "--regenerate",
             "bass",
             "--duration",
-            "26",
+            "601",
         ],
         "not-a-model": ["generate", TEXT, "--model", f["not_model"], "--duration", "0.2"],
         "model-nonexistent": ["generate", TEXT, "--model", tmp_path / "not_here", "--duration", "0.2"],

@@ -23,18 +23,14 @@ import torch
 from . import __version__
 from .audio import convert_audio
 from .errors import GenerationError, ModelError
-from .generation import (
-    PREFIX_STRIDE,
-    SamplingParams,
-    continuation_task,
-    edit_task,
-    generate_codes,
-    text_task,
-)
+from .generation import PREFIX_STRIDE, SamplingParams, generate_codes
+from .generation.windows import fill_windows
 from .modeldir import ModelConfig, ModelParts, build_parts, is_model_dir, load_model, save_model
 from .presets import preset
 
 Progress = bool | Callable[[int, int], None]
+#: Longest generation or edit, seconds (windows slide beyond the model's own window).
+MAX_SECONDS = 600.0
 Texts = Sequence[str | None]
 
 
@@ -87,6 +83,7 @@ class MusicGenStem:
         self.layout = parts.config.layout
         self.params = SamplingParams()
         self.duration = min(10.0, self.max_duration)
+        self.extend_stride = 0.6 * self.max_duration
         self._silence: list[int] | None = parts.config.silence_tokens
 
     # --- construction ----------------------------------------------------------------------
@@ -181,13 +178,24 @@ class MusicGenStem:
         temperature: float = 1.0,
         duration: float | None = None,
         cfg_coef: float = 3.0,
+        extend_stride: float | None = None,
     ) -> None:
-        """Defaults for the following calls (as in audiocraft)."""
+        """Defaults for the following calls (as in audiocraft).
+
+        extend_stride: seconds each new window adds when generating beyond one window (default
+        60 % of the window, so 40 % of each window is context from the previous one).
+        """
         params = SamplingParams(use_sampling, temperature, int(top_k), float(top_p), float(cfg_coef))
         params.validate(self.layout.card)
+        if extend_stride is not None and not 0 < extend_stride < self.max_duration:
+            raise GenerationError(
+                f"extend_stride must be in (0, {self.max_duration:g}) seconds, got {extend_stride}"
+            )
         self.params = params
+        if extend_stride is not None:
+            self.extend_stride = float(extend_stride)
         if duration is not None:
-            self.duration = self._check_duration(duration, self.max_duration)
+            self.duration = self._check_duration(duration, MAX_SECONDS)
 
     def _check_duration(self, duration: float, limit: float) -> float:
         d = float(duration)
@@ -196,14 +204,23 @@ class MusicGenStem:
         if d * self.frame_rate < 1:
             raise GenerationError(f"duration {d} s is shorter than one frame ({1 / self.frame_rate:.3f} s)")
         if d > limit + 1e-6:
-            raise GenerationError(
-                f"duration {d:g} s is longer than this model's window: ask for {limit:g} s or less"
-            )
+            raise GenerationError(f"duration {d:g} s is too long: ask for {limit:g} s or less")
         return d
 
-    def _frames(self, duration: float | None, limit: float) -> int:
-        d = self.duration if duration is None else self._check_duration(duration, limit)
-        return max(1, round(min(d, limit) * self.frame_rate))
+    def _frames(self, duration: float | None) -> int:
+        d = self.duration if duration is None else self._check_duration(duration, MAX_SECONDS)
+        return max(1, round(d * self.frame_rate))
+
+    def _windows(self, regenerate: Sequence[str]) -> tuple[int, int]:
+        """Window and overlap (frames): the edit window when some stems are kept, else the
+        generation window; consecutive windows share 40 % (or window - extend_stride)."""
+        if len(regenerate) < self.layout.num_stems:
+            window = self.edit_window_frames
+            stride = round(0.6 * window)
+        else:
+            window = round(self.max_duration * self.frame_rate)
+            stride = min(window - 1, round(self.extend_stride * self.frame_rate))
+        return window, window - max(1, stride)
 
     # --- building blocks -------------------------------------------------------------------
     def _memories(self, texts: Texts) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,21 +230,38 @@ class MusicGenStem:
             mem, _ = self.text(list(texts) + [None] * B)
         return mem[:B], mem[B:]
 
-    def _run(
-        self, known: torch.Tensor, texts: Texts, seed: int | None, progress: Progress
+    def _fill(
+        self,
+        codes: torch.Tensor,
+        free: torch.Tensor,
+        regenerate: Sequence[str],
+        texts: Texts,
+        seed: int | None,
+        progress: Progress,
     ) -> tuple[torch.Tensor, int]:
-        if len(texts) != known.shape[0]:
-            raise GenerationError(f"{len(texts)} descriptions for a batch of {known.shape[0]}")
+        """Generate the `free` [K, T] positions of `codes` [B, K, T], window by window."""
+        if len(texts) != codes.shape[0]:
+            raise GenerationError(f"{len(texts)} descriptions for a batch of {codes.shape[0]}")
         seed = _check_seed(seed)
         gen = torch.Generator(device=self.device).manual_seed(seed)
         mem, null = self._memories(texts)
         callback, bar = _progress(progress)
+        window, overlap = self._windows(regenerate)
+        silence = self.silence_tokens() if len(regenerate) < self.layout.num_stems else None
+
+        def run(known: torch.Tensor) -> torch.Tensor:
+            return generate_codes(self.lm, known, mem, null, self.params, gen, callback)
+
+        def on_window(i: int, n: int) -> None:
+            if bar is not None and n > 1:
+                bar.set_description(f"generating window {i + 1}/{n}")
+
         try:
-            codes = generate_codes(self.lm, known, mem, null, self.params, gen, callback)
+            out = fill_windows(run, self.layout, codes, free, regenerate, window, overlap, silence, on_window)
         finally:
             if bar is not None:
                 bar.close()
-        return codes, seed
+        return out, seed
 
     def decode(self, codes: torch.Tensor, seed: int | None = None) -> StemAudio:
         """Frame tokens [B, K, F] -> StemAudio."""
@@ -298,11 +332,14 @@ class MusicGenStem:
         seed: int | None = None,
         duration: float | None = None,
     ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
-        """Text -> all stems, one item per description (None: unconditional)."""
+        """Text -> all stems, one item per description (None: unconditional). Longer than the
+        model's window, windows slide on with `extend_stride` seconds each."""
         descriptions = _texts(descriptions)
-        known = text_task(len(descriptions), self.layout, self._frames(duration, self.max_duration))
-        codes, seed = self._run(known, descriptions, seed, progress)
-        return self._result(codes, seed, return_tokens)
+        frames = self._frames(duration)
+        codes = torch.zeros(len(descriptions), self.layout.num_streams, frames, dtype=torch.long)
+        free = torch.ones(self.layout.num_streams, frames, dtype=torch.bool)
+        out, seed = self._fill(codes, free, self.stems, descriptions, seed, progress)
+        return self._result(out, seed, return_tokens)
 
     def generate_continuation_from_codes(
         self,
@@ -318,8 +355,15 @@ class MusicGenStem:
         codes = self._check_codes(codes)
         descriptions = _texts(descriptions, len(codes))
         codes = codes.expand(len(descriptions), -1, -1) if len(codes) == 1 else codes
-        known = continuation_task(codes, self._frames(duration, self.max_duration))
-        out, seed = self._run(known, descriptions, seed, progress)
+        frames, P = self._frames(duration), codes.shape[-1]
+        if P >= frames:
+            raise GenerationError(
+                f"the prompt ({P / self.frame_rate:.2f} s) is as long as the requested duration: ask for more"
+            )
+        full = torch.cat([codes, codes.new_zeros(*codes.shape[:2], frames - P)], dim=-1)
+        free = torch.zeros(self.layout.num_streams, frames, dtype=torch.bool)
+        free[:, P:] = True
+        out, seed = self._fill(full, free, self.stems, descriptions, seed, progress)
         return self._result(out, seed, return_tokens)
 
     def generate_continuation(
@@ -352,32 +396,73 @@ class MusicGenStem:
     ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
         """Regenerate some stems under the others, which come out bit-identical to `codes`.
 
-        codes: [B, K, F] or [K, F]. The output has `duration` seconds (default: as long as
-        `codes`, at most 25 s); past the end of `codes` every stream is generated.
+        codes: [B, K, F] or [K, F], any length (windows of the model's edit window slide over
+        longer material, each with its own masked-stem prefix). The output has `duration`
+        seconds (default: as long as `codes`); past the end of `codes` every stream is generated.
         Regenerating every stem is plain text -> stems.
         """
+        return self.regenerate_range(
+            codes,
+            which_instruments_regenerate,
+            descriptions,
+            progress,
+            return_tokens,
+            seed=seed,
+            duration=duration,
+        )
+
+    def regenerate_range(
+        self,
+        codes: torch.Tensor,
+        which_instruments_regenerate: Sequence[str],
+        descriptions: Texts | None = None,
+        progress: Progress = False,
+        return_tokens: bool = False,
+        *,
+        start: float | None = None,
+        end: float | None = None,
+        seed: int | None = None,
+        duration: float | None = None,
+    ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
+        """Regenerate stems only between `start` and `end` seconds (default: everywhere); every
+        token outside that range, and of every other stem, is kept bit-exact."""
         codes = self._check_codes(codes)
         descriptions = _texts(descriptions, len(codes))
         regen = self.layout.check_stems(list(which_instruments_regenerate))
         if not regen:
             raise GenerationError(f"choose at least one stem to regenerate among {', '.join(self.stems)}")
-        if duration is None:
-            if codes.shape[-1] > self.edit_window_frames:
-                raise GenerationError(
-                    f"the kept material lasts {codes.shape[-1] / self.frame_rate:.1f} s, more than the "
-                    f"{self.max_edit_duration:g} s an edit window holds; pass a duration of at most "
-                    f"{self.max_edit_duration:g} s"
-                )
-            duration = codes.shape[-1] / self.frame_rate
-        num_frames = self._frames(duration, self.max_edit_duration)
-        if len(regen) == len(self.stems):
-            return self.generate(descriptions, progress, return_tokens, seed=seed, duration=duration)
         codes = codes.expand(len(descriptions), -1, -1) if len(codes) == 1 else codes
-        task = edit_task(
-            self.layout, codes, regen, num_frames, self.silence_tokens(), self.edit_window_frames
+        kept = codes.shape[-1]
+        frames = kept if duration is None else self._frames(duration)
+        if frames > MAX_SECONDS * self.frame_rate:
+            raise GenerationError(
+                f"the material lasts {frames / self.frame_rate:.0f} s; edits hold {MAX_SECONDS} s at most"
+            )
+        a, b = self._range(start, end, frames)
+        if frames > kept:  # generated past the kept material: pad with silence as in training
+            pad = torch.tensor(self.silence_tokens())[None, :, None].expand(len(codes), -1, frames - kept)
+            codes = torch.cat([codes, pad], dim=-1)
+        codes = codes[..., :frames]
+        free = torch.zeros(self.layout.num_streams, frames, dtype=torch.bool)
+        free[self.layout.streams_of_stems(regen), a:b] = True
+        free[:, kept:] = True
+        out, seed = self._fill(codes, free, regen, descriptions, seed, progress)
+        return self._result(out, seed, return_tokens)
+
+    def _range(self, start: float | None, end: float | None, frames: int) -> tuple[int, int]:
+        """Frames [a, b) of a time range in seconds, checked against the material's length."""
+        total = frames / self.frame_rate
+        s = 0.0 if start is None else float(start)
+        e = total if end is None else float(end)
+        if not (math.isfinite(s) and math.isfinite(e)) or s < 0 or e <= s:
+            raise GenerationError(f"the range must satisfy 0 <= start < end, got start={start}, end={end}")
+        if s >= total:
+            raise GenerationError(
+                f"the range starts at {s:g} s, after the end of the material ({total:.2f} s)"
+            )
+        return round(s * self.frame_rate), min(
+            frames, max(round(e * self.frame_rate), round(s * self.frame_rate) + 1)
         )
-        out, seed = self._run(task.known, descriptions, seed, progress)
-        return self._result(out[..., task.prefix_len :], seed, return_tokens)
 
     def regenerate_instruments_from_stems(
         self,
@@ -426,7 +511,7 @@ class MusicGenStem:
         if sorted(order) != sorted(self.layout.check_stems(order)) or len(set(order)) != len(order):
             raise GenerationError(f"order must list distinct stems of {', '.join(self.stems)}")
         descriptions = _texts(descriptions)
-        frames = self._frames(duration, self.max_edit_duration)
+        frames = self._frames(duration)
         silence = torch.tensor(self.silence_tokens())[None, :, None]
         codes = silence.expand(len(descriptions), -1, frames).clone()
         seed = _check_seed(seed)

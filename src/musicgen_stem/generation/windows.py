@@ -1,0 +1,103 @@
+"""Generation longer than one model window, and edits of a time range, by sliding windows.
+
+Everything is expressed with `codes: [B, K, T]` (original or already-known tokens) and
+`free: [K, T]` (True where the model must choose). Windows of `window` frames slide over the
+span of free positions with `overlap` frames in common: each window's first frames are then
+known for every stream (original or generated in the previous window), so joins are seamless
+in token space, and tokens outside `free` are never changed (bit-exact).
+
+When only some stems are regenerated, every window gets its own masked-stem prefix (method.md §3)
+built from that window's codes, with the regenerated stems masked, so a new stem stays locked to
+the kept ones from the first to the last window; when every stem is regenerated the windows are
+plain continuations (text -> stems).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..errors import GenerationError
+from ..layout import StemLayout
+from .engine import UNKNOWN
+from .tasks import PREFIX_STRIDE, masked_prefix
+
+#: Runs one window: known [B, K, T'] (-1 where the model chooses) -> codes [B, K, T'].
+RunWindow = Callable[[torch.Tensor], torch.Tensor]
+
+
+def plan_windows(free_cols: torch.Tensor, total: int, window: int, overlap: int) -> list[tuple[int, int]]:
+    """Windows [start, end) covering every column where `free_cols` [T] is True.
+
+    A span that fits in one window is centred in it (context on both sides); a longer span is
+    covered from its start with windows that share `overlap` frames (the last window shares more,
+    so that every window is full).
+    """
+    if not 0 <= overlap < window:
+        raise GenerationError(f"window overlap must be in [0, {window}), got {overlap}")
+    cols = free_cols.nonzero().flatten()
+    if cols.numel() == 0:
+        return []
+    first, last = int(cols[0]), int(cols[-1]) + 1
+    if last - first <= window:
+        start = min(max(0, (first + last - window) // 2), max(0, total - window))
+        return [(start, min(total, start + window))]
+    windows, start = [], max(0, min(first, total - window))
+    while True:
+        end = min(total, start + window)
+        windows.append((start, end))
+        if end >= last:
+            return windows
+        start = min(end - overlap, max(0, total - window))  # the last window is full, with more context
+
+
+def fill_windows(
+    run: RunWindow,
+    layout: StemLayout,
+    codes: torch.Tensor,
+    free: torch.Tensor,
+    regenerate: list[str] | tuple[str, ...],
+    window: int,
+    overlap: int,
+    silence_tokens: list[int] | None,
+    on_window: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Generate every `free` [K, T] position of `codes` [B, K, T] window by window.
+
+    Args:
+        regenerate: the stems being regenerated (masked in each window's prefix); all stems
+            means no prefix (text -> stems / continuation).
+        window: frames per window (the edit window with a prefix, else the generation window).
+        silence_tokens: K codes of silence, to pad the prefix of a window shorter than `window`
+            (needed only with a prefix).
+        on_window: called as on_window(index, count) before each window runs.
+    Returns:
+        codes with the free positions filled; every other position unchanged.
+    """
+    B, K, T = codes.shape
+    if free.shape != (K, T):
+        raise ValueError(f"free must be [K, T] = [{K}, {T}], got {list(free.shape)}")
+    regenerate = layout.check_stems(list(regenerate))
+    use_prefix = len(regenerate) < layout.num_stems
+    if use_prefix and (silence_tokens is None or window % PREFIX_STRIDE):
+        raise GenerationError(f"edit windows need silence tokens and a multiple of {PREFIX_STRIDE} frames")
+    masked = torch.zeros(B, K, dtype=torch.bool)
+    masked[:, layout.streams_of_stems(regenerate)] = True
+    codes = codes.clone().long()
+    todo = free.clone().bool()
+    plan = plan_windows(todo.any(dim=0), T, window, overlap)
+    for i, (a, b) in enumerate(plan):
+        if on_window is not None:
+            on_window(i, len(plan))
+        sub = todo[:, a:b]  # [K, W]: still to generate in this window
+        main = codes[..., a:b].clone()
+        main[:, sub] = UNKNOWN
+        known = main
+        if use_prefix:
+            prefix = masked_prefix(codes[..., a:b], masked, layout.special_token, window, silence_tokens)
+            known = torch.cat([prefix, main], dim=-1)
+        out = run(known)[..., -(b - a) :].cpu()
+        codes[..., a:b] = torch.where(sub[None], out, codes[..., a:b])
+        todo[:, a:b] = False
+    return codes
