@@ -198,12 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _module_commands() -> dict[str, tuple[Any, str]]:
     """Commands whose options and code live in their own module (`add_arguments`, `run`)."""
-    from . import separation
+    from . import export, separation
     from .data import prepare
     from .training import codec as train_codec
     from .training import lm as train_lm
 
     return {
+        "export": (
+            export,
+            "output folder -> DAW-ready stem pack (WAV/FLAC/MP3, 44.1/48 kHz, zip, .stem.mp4)",
+        ),
         "separate": (separation, "split songs into bass, drums, other and vocals (Demucs)"),
         "prepare": (prepare, "songs or multitracks -> cached stems -> LM token dataset"),
         "train-codec": (train_codec, "train one stem's codec (reconstruction, commitment, optional GAN)"),
