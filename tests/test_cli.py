@@ -297,12 +297,16 @@ def test_edit_with_stem_file(capsys, tiny_model, tiny_model_dir, tmp_path):
     assert codes.shape == (6, 25)
     wav, sr = load_audio(loop)
     assert sr == 44100 and wav.shape[0] == 2
-    expected = tiny_model.encode_stems({"drums": convert_audio(wav, sr, 32000, 2)}, 32000)[0].numpy()
+    expected = tiny_model.encode_stems({"drums": wav}, sr)[0].numpy()
     assert np.array_equal(codes[1], expected[1])
     meta = json.loads((out / "meta.json").read_text())
     assert meta["kept_from"] == {"drums": str(loop)}
-    data, sr_out = sf.read(str(out / "drums.wav"))
-    assert sr_out == 32000 and len(data) == 16000
+    # every stem at the input's rate and channels; the kept drums untouched (up to 16-bit rounding)
+    data, sr_out = sf.read(str(out / "drums.wav"), always_2d=True)
+    assert sr_out == 44100 and data.shape == (wav.shape[1], 2)
+    assert np.abs(data.T - wav.numpy()).max() <= 1.0 / 32767 * meta["gain"] + 1e-4
+    bass, _ = sf.read(str(out / "bass.wav"), always_2d=True)
+    assert bass.shape == data.shape
 
 
 # ------------------------------------------------------------------------------ user mistakes
@@ -354,7 +358,7 @@ def _edit_stem(model, files, stem_spec, *extra):
         ("model-nonexistent", "not_here"),
         ("from-without-codes", "codes.npy"),
         ("from-nonexistent", "not found"),
-        ("from-and-stem", "not both"),
+        ("from-and-stem", "one way only"),
         ("neither-from-nor-stem", "--from"),
         ("batch-0", "--batch"),
         ("empty-text", "description"),

@@ -118,8 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=FILE",
-        help="audio of a stem to keep (repeatable)",
+        help="audio of a stem to keep, untouched in the output (repeatable; vocals=FILE passes through)",
     )
+    p.add_argument("--song", default=None, help="a song to edit: separated with Demucs, every stem returned")
+    p.add_argument(
+        "--separator", default="htdemucs", help="Demucs model name or local weights file (.th) for --song"
+    )
+    g = p.add_argument_group("time range (default: the whole input)")
+    g.add_argument("--start", type=float, default=None, help="regenerate from this time (seconds)")
+    g.add_argument("--end", type=float, default=None, help="regenerate until this time (seconds)")
+    g.add_argument("--bars", default=None, metavar="A-B", help="regenerate bars A to B (1-based), with --bpm")
+    g.add_argument("--bpm", type=float, default=None, help="tempo for --bars")
+    g.add_argument("--beats-per-bar", type=int, default=4, help="beats per bar for --bars")
     p.add_argument(
         "--duration",
         "-d",
@@ -298,55 +308,155 @@ def _parse_stems(specs: list[str], option: str = "--stem") -> dict[str, Path]:
     return stems
 
 
-def cmd_edit(args: argparse.Namespace) -> int:
+def _edit_range(args: argparse.Namespace) -> tuple[float | None, float | None]:
+    """--start/--end seconds, or --bars A-B at --bpm (1-based, inclusive bars)."""
+    if args.bars is None:
+        return args.start, args.end
+    if args.start is not None or args.end is not None:
+        raise UsageError("give the range either with --start/--end or with --bars, not both")
+    if args.bpm is None or not 20 <= args.bpm <= 400:
+        raise UsageError("--bars needs the tempo: pass --bpm (between 20 and 400)")
+    first, sep, last = args.bars.partition("-")
+    try:
+        a, b = int(first), int(last if sep else first)
+    except ValueError:
+        raise UsageError(f"--bars expects A-B (e.g. 9-16), got '{args.bars}'") from None
+    if not 1 <= a <= b:
+        raise UsageError(f"--bars expects 1 <= A <= B, got '{args.bars}'")
+    bar = args.beats_per_bar * 60.0 / args.bpm
+    return (a - 1) * bar, b * bar
+
+
+def _load_stem_files(files: dict[str, Path]) -> tuple[dict[str, Any], int]:
+    """Audio of the given stems at one rate (the highest) and channel count (the most), equal lengths."""
+    import torch
+
     from .audio import convert_audio, load_audio
+
+    loaded = {name: load_audio(path) for name, path in files.items()}
+    sr = max(r for _, r in loaded.values())
+    channels = max(w.shape[0] for w, _ in loaded.values())
+    wavs = {name: convert_audio(w, r, sr, channels) for name, (w, r) in loaded.items()}
+    length = max(w.shape[-1] for w in wavs.values())
+    return {n: torch.nn.functional.pad(w, (0, length - w.shape[-1])) for n, w in wavs.items()}, sr
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
     from .outputs import read_stems_folder
 
     _check_common(args)
     if args.text and args.text_pos:
         raise UsageError("give the description once: as TEXT or with --text, not both")
     text = args.text or args.text_pos
-    if args.from_dir is not None and args.stem:
+    given = [
+        name for name, v in (("--from", args.from_dir), ("--stem", args.stem), ("--song", args.song)) if v
+    ]
+    if len(given) > 1:
+        raise UsageError(f"give the kept material one way only, not with {' and '.join(given)}")
+    if not given:
         raise UsageError(
-            "give the kept material either with --from OUTDIR or with --stem NAME=FILE, not both"
+            "nothing to keep: give --song SONG, --stem NAME=FILE or a previous output with --from"
         )
-    if args.from_dir is None and not args.stem:
-        raise UsageError(
-            "nothing to keep: give a previous output with --from OUTDIR or stems with --stem NAME=FILE"
-        )
+    if args.song is not None and Path(args.out).resolve() == Path(args.song).resolve():
+        raise UsageError("--out must be a new folder, not the song itself")
+    start_s, end_s = _edit_range(args)
     stem_files = _parse_stems(args.stem)
     model = _load(args)
     layout = model.layout
-    for name in list(args.regenerate) + list(stem_files):
+    for name in list(args.regenerate) + [n for n in stem_files if n != "vocals"]:
         if name not in layout.stems:
             hint = "; put the description before --regenerate or pass it with --text" if " " in name else ""
             raise UsageError(f"unknown stem '{name}': this model's stems are {', '.join(layout.stems)}{hint}")
+    both = sorted(set(stem_files) & set(args.regenerate))
+    if both:
+        raise UsageError(f"stem(s) {both} are both given with --stem and asked to be regenerated")
     _set_params(model, args)
-    texts = [text] * args.batch
-    start = time.time()
-    meta: dict[str, Any] = {"task": "edit", "prompt": text, "regenerate": layout.check_stems(args.regenerate)}
-    if args.from_dir is not None:
-        import torch
+    began = time.time()
+    meta: dict[str, Any] = {
+        "task": "edit",
+        "prompt": text,
+        "regenerate": layout.check_stems(args.regenerate),
+        "range": [start_s, end_s],
+    }
+    if args.from_dir is None:
+        if args.duration is not None:
+            raise UsageError(
+                "--duration applies to --from edits; song and stem edits keep the input's length"
+            )
+        return _edit_audio(args, model, text, stem_files, start_s, end_s, meta, began)
+    import torch
 
-        src = read_stems_folder(args.from_dir)
-        codes = torch.from_numpy(src.codes)
-        meta["kept_from"] = str(args.from_dir)
-        audio = model.regenerate_from_codes(
-            codes, args.regenerate, texts, progress=not args.quiet, seed=args.seed, duration=args.duration
+    codes = torch.from_numpy(read_stems_folder(args.from_dir).codes)
+    meta["kept_from"] = str(args.from_dir)
+    audio = model.regenerate_range(
+        codes,
+        args.regenerate,
+        [text] * args.batch,
+        progress=not args.quiet,
+        start=start_s,
+        end=end_s,
+        seed=args.seed,
+        duration=args.duration,
+    )
+    out = _write(args, model, audio, meta)
+    _done(out, audio, began)
+    return 0
+
+
+def _edit_audio(
+    args: argparse.Namespace,
+    model: Any,
+    text: str | None,
+    stem_files: dict[str, Path],
+    start_s: float | None,
+    end_s: float | None,
+    meta: dict[str, Any],
+    began: float,
+) -> int:
+    """Edits of real audio (a song, or stem files): kept stems and vocals come back untouched."""
+    from .export import file_sha256
+    from .outputs import write_batch_folders, write_stems_folder
+    from .song import edit_stems
+
+    if args.song is not None:
+        from .audio import load_audio
+        from .separation import load_separator, separate
+
+        wav, sr = load_audio(args.song)
+        separator = load_separator(args.separator, device=args.device)
+        sources = separate(separator, wav, sr, progress=not args.quiet)
+        meta.update(song=str(args.song), song_sha256=file_sha256(args.song), separator=str(args.separator))
+    else:
+        sources, sr = _load_stem_files(stem_files)
+        meta["kept_from"] = {n: str(p) for n, p in stem_files.items()}
+    edits = []
+    for i in range(args.batch):
+        seed = None if args.seed is None else args.seed + i
+        edits.append(
+            edit_stems(
+                model,
+                sources,
+                sr,
+                args.regenerate,
+                [text],
+                start=start_s,
+                end=end_s,
+                seed=seed,
+                progress=not args.quiet,
+            )
+        )
+    subtype = {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT"}[args.bits]
+    common = {**meta, "model": model.name, "params": model.params.to_dict(), "version": __version__}
+    items = [(e.stems, e.codes, {**common, "seed": e.seed}) for e in edits]
+    if len(items) == 1:
+        out = write_stems_folder(
+            args.out, items[0][0], sr, items[0][1], items[0][2], force=args.force, subtype=subtype
         )
     else:
-        # Files may differ in rate and channels: bring each to the model's rate first.
-        sr = model.sample_rate
-        wavs = {}
-        for name, path in stem_files.items():
-            wav, file_sr = load_audio(path)
-            wavs[name] = convert_audio(wav, file_sr, sr, wav.shape[0])
-        meta["kept_from"] = {n: str(p) for n, p in stem_files.items()}
-        audio = model.regenerate_instruments_from_stems(
-            wavs, sr, args.regenerate, texts, progress=not args.quiet, seed=args.seed, duration=args.duration
-        )
-    out = _write(args, model, audio, meta)
-    _done(out, audio, start)
+        write_batch_folders(args.out, items, sr, force=args.force, subtype=subtype)
+        out = Path(args.out)
+    length = next(iter(edits[0].stems.values())).shape[-1] / sr
+    print(f"wrote {out} ({len(edits)} x {length:.2f} s, seed {edits[0].seed}, {time.time() - began:.1f} s)")
     return 0
 
 

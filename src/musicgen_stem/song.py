@@ -1,0 +1,144 @@
+"""Editing a real song: separate it, regenerate some stems, give every stem back.
+
+The regenerated stems come from the model (upsampled to the song's rate, dual-mono if the song is
+stereo); the kept stems are the separated audio, untouched (not a codec round trip); the vocals,
+which the model does not handle, come back as separated. All stems have the song's rate, channel
+count and length, and the mix is their sum. An edit limited to a time range keeps every stem
+sample for sample outside the range and crossfades the new part in at its borders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .audio import convert_audio
+from .errors import AudioError, GenerationError
+
+if TYPE_CHECKING:
+    from .api import MusicGenStem
+
+#: Length of the raised-cosine crossfades at the borders of a time-range edit, seconds.
+CROSSFADE = 0.02
+#: Quietest song we edit (peak): below it the input is taken as silence.
+SILENCE_PEAK = 1e-4
+#: Shortest song we edit, seconds.
+MIN_SECONDS = 0.5
+
+
+@dataclass
+class SongEdit:
+    """Every stem of the edited song: {stem: [C, T]} at the song's rate; `.mix` is their sum."""
+
+    stems: dict[str, torch.Tensor]
+    sample_rate: int
+    codes: torch.Tensor  # [K, F] model tokens after the edit
+    seed: int | None
+    regenerated: list[str]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mix(self) -> torch.Tensor:
+        return torch.stack(list(self.stems.values())).sum(0)
+
+
+def crossfade_into(original: torch.Tensor, new: torch.Tensor, a: int, b: int, fade: int) -> torch.Tensor:
+    """`original` [C, T] with [a, b) replaced by `new` [C, T]; raised-cosine fades of `fade`
+    samples inside the range at both borders. Samples outside [a, b) are untouched."""
+    out = original.clone()
+    gain = torch.ones(b - a)
+    n = min(fade, (b - a) // 2)
+    if n > 0:
+        ramp = 0.5 - 0.5 * torch.cos(torch.linspace(0, torch.pi, n + 2)[1:-1])
+        if a > 0:
+            gain[:n] = ramp
+        if b < original.shape[-1]:
+            gain[-n:] = ramp.flip(0)
+    out[..., a:b] = new[..., a:b] * gain + original[..., a:b] * (1 - gain)
+    return out
+
+
+def edit_stems(
+    model: MusicGenStem,
+    sources: Mapping[str, torch.Tensor],
+    sample_rate: int,
+    regenerate: Sequence[str],
+    descriptions: Sequence[str | None],
+    *,
+    start: float | None = None,
+    end: float | None = None,
+    seed: int | None = None,
+    progress: bool = False,
+) -> SongEdit:
+    """Regenerate `regenerate` under the other sources {name: [C, T]} (same rate and length).
+
+    Model stems neither given nor regenerated are silence; names outside the model's stems
+    (e.g. vocals) are passed through untouched.
+    """
+    if len(descriptions) != 1:
+        raise GenerationError("a song edit takes one description")
+    if not sources:
+        raise GenerationError("give the audio of at least one stem")
+    regen = model.layout.check_stems(list(regenerate))
+    shapes = {tuple(w.shape) for w in sources.values()}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        raise AudioError(f"all stems must share one shape [C, T], got {sorted(shapes)}")
+    channels, length = next(iter(shapes))
+    kept_audio = {s: sources[s] for s in model.stems if s in sources and s not in regen}
+    codes = model.encode_stems(
+        kept_audio or {regen[0]: torch.zeros(channels, length)}, sample_rate
+    )  # [1, K, F]
+    out = model.regenerate_range(codes, regen, list(descriptions), progress, start=start, end=end, seed=seed)
+    assert not isinstance(out, tuple)
+    a = 0 if start is None else round(float(start) * sample_rate)
+    b = length if end is None else min(length, round(float(end) * sample_rate))
+    fade = round(CROSSFADE * sample_rate)
+    stems: dict[str, torch.Tensor] = {}
+    for name in list(model.stems) + [n for n in sources if n not in model.stems]:
+        if name not in regen:
+            stems[name] = sources.get(name, torch.zeros(channels, length))
+            continue
+        new = convert_audio(out[name][0], model.sample_rate, sample_rate, channels)  # [C, ~T]
+        new = torch.nn.functional.pad(new, (0, max(0, length - new.shape[-1])))[..., :length]
+        old = sources.get(name, torch.zeros(channels, length))
+        stems[name] = new if (a == 0 and b == length) else crossfade_into(old, new, a, b, fade)
+    return SongEdit(stems, sample_rate, out.codes[0], out.seed, regen, {"range": [start, end]})
+
+
+def edit_song(
+    model: MusicGenStem,
+    wav: torch.Tensor,
+    sample_rate: int,
+    regenerate: Sequence[str],
+    descriptions: Sequence[str | None],
+    separator: torch.nn.Module,
+    *,
+    start: float | None = None,
+    end: float | None = None,
+    seed: int | None = None,
+    progress: bool = False,
+) -> SongEdit:
+    """Separate a song [C, T] with `separator` (see `separation.load_separator`), then `edit_stems`."""
+    from .separation import separate
+
+    if wav.dim() != 2 or wav.shape[-1] == 0:
+        raise AudioError(f"a song must be audio shaped [C, T] with T > 0, got {tuple(wav.shape)}")
+    if float(wav.abs().max()) < SILENCE_PEAK:
+        raise AudioError("the song is silent: nothing to edit")
+    if wav.shape[-1] < MIN_SECONDS * sample_rate:
+        raise AudioError(f"the song lasts {wav.shape[-1] / sample_rate:.2f} s; give at least {MIN_SECONDS} s")
+    sources = separate(separator, wav, sample_rate, progress=progress)
+    return edit_stems(
+        model,
+        sources,
+        sample_rate,
+        regenerate,
+        descriptions,
+        start=start,
+        end=end,
+        seed=seed,
+        progress=progress,
+    )
