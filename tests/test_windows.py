@@ -142,3 +142,19 @@ def test_api_time_range_edit(small_window_model):
         m.regenerate_range(codes, ["bass"], ["x"], start=2.0, end=1.0)
     with pytest.raises(GenerationError, match="after the end"):
         m.regenerate_range(codes, ["bass"], ["x"], start=5.0, end=6.0)
+
+
+def test_90_second_edit_forces_kept_streams_in_every_window():
+    """90 s at 50 Hz with the released 25 s edit window: every window is forced and prefixed."""
+    T, window = 90 * 50, 1250
+    codes = torch.randint(0, 2048, (1, 6, T))
+    free = torch.zeros(6, T, dtype=torch.bool)
+    free[LAYOUT_6CB.streams_of("bass")] = True
+    run = Recorder()
+    out = fill_windows(run, LAYOUT_6CB, codes, free, ["bass"], window, 500, SILENCE)
+    kept = LAYOUT_6CB.streams_of_stems(["drums", "other"])
+    assert torch.equal(out[:, kept], codes[:, kept]) and (out[:, 0] >= 1000).all()
+    assert len(run.calls) >= 4
+    for known in run.calls:
+        assert known.shape[-1] == window // PREFIX_STRIDE + 1 + window
+        assert (known[:, kept, window // PREFIX_STRIDE + 1 :] != UNKNOWN).all()
