@@ -17,7 +17,7 @@ from torch import nn
 
 from ..layout import StemLayout
 from .quantizer import ResidualVectorQuantizer
-from .seanet import SEANetDecoder, SEANetEncoder
+from .seanet import SEANetDecoder, SEANetEncoder, SkipLSTM, StreamableConv1d, StreamableConvTranspose1d
 
 __all__ = ["CodecConfig", "CodecOutput", "StemCodec", "MultiStemCodec"]
 
@@ -25,6 +25,39 @@ __all__ = ["CodecConfig", "CodecOutput", "StemCodec", "MultiStemCodec"]
 def _describe(x: object) -> object:
     """Shape of a tensor (for error messages), else the type name."""
     return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+
+
+#: Audio longer than this is encoded/decoded in chunks (same result, bounded memory), seconds.
+CHUNK_SECONDS = 30.0
+
+
+def _split_at_lstm(net: nn.Module, after: bool = False) -> tuple[nn.Sequential, nn.Sequential]:
+    """A SEANet encoder/decoder's layers split before its LSTM (or after it, `after=True`)."""
+    layers = list(net.model)
+    idx = next((i for i, m in enumerate(layers) if isinstance(m, SkipLSTM)), None)
+    if idx is None:  # no LSTM: the whole stack is convolutional
+        idx = 0 if after else len(layers)
+    elif after:
+        idx += 1
+    return nn.Sequential(*layers[:idx]), nn.Sequential(*layers[idx:])
+
+
+def _receptive_field(net: nn.Module, upsampling: bool = False) -> int:
+    """Input steps one output step depends on, on either side (an upper bound, in input units).
+
+    Downsampling stacks (the encoder) grow the field by (k - 1) * dilation * stride-so-far input
+    samples per convolution; for upsampling stacks (the decoder) every layer works at a rate at
+    least the input's, so summing the kernel extents bounds the field in input frames.
+    """
+    field, jump = 1, 1
+    for m in net.modules():
+        if isinstance(m, StreamableConv1d):
+            extent = (m.conv.kernel_size - 1) * m.conv.dilation
+            field += extent if upsampling else extent * jump
+            jump *= m.conv.stride
+        elif isinstance(m, StreamableConvTranspose1d):
+            field += m.convtr.kernel_size
+    return field
 
 
 @dataclass
@@ -261,18 +294,56 @@ class StemCodec(nn.Module):
         """latent: [B, D, F] -> codes [B, n_q, F] (int64); never changes buffers."""
         return self.quantizer.encode(latent)
 
-    def encode(self, wav: torch.Tensor) -> torch.Tensor:
-        """wav: [B, C, T] -> codes [B, n_q, F] int64, F = ceil(T / hop_length)."""
-        return self.quantize(self.encode_latent(wav))
+    def encode(self, wav: torch.Tensor, chunk_seconds: float = CHUNK_SECONDS) -> torch.Tensor:
+        """wav: [B, C, T] -> codes [B, n_q, F] int64, F = ceil(T / hop_length).
+
+        Long inputs run the convolutional front end (everything before the LSTM) on chunks of
+        `chunk_seconds` with margins wider than its receptive field, and the LSTM on the joined
+        latent: the codes of encoding at once, in memory bounded by the chunk.
+        """
+        self._check_wav(wav)
+        hop, length = self.hop_length, wav.shape[-1]
+        chunk = max(hop, round(chunk_seconds * self.sample_rate) // hop * hop)
+        if length <= chunk:
+            return self.quantize(self.encoder(wav))
+        front, back = _split_at_lstm(self.encoder)
+        margin = -(-_receptive_field(front) // hop) * hop + hop  # samples, multiple of hop
+        latents = []  # [B, W, frames of each chunk]
+        for start in range(0, length, chunk):
+            end = min(length, start + chunk)
+            lo, hi = max(0, start - margin), min(length, end + margin)
+            lat = front(wav[..., lo:hi])
+            first = (start - lo) // hop
+            latents.append(lat[..., first : first + -(-(end - start) // hop)])
+        return self.quantize(back(torch.cat(latents, dim=-1)))
 
     def decode_latent(self, codes: torch.Tensor) -> torch.Tensor:
         """codes: [B, n_q, F] -> quantized latent [B, D, F]."""
         self._check_codes(codes)
         return self.quantizer.decode(codes.long())
 
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes: [B, n_q, F] -> wav [B, C, F * hop_length]."""
-        return self.decoder(self.decode_latent(codes))
+    def decode(self, codes: torch.Tensor, chunk_seconds: float = CHUNK_SECONDS) -> torch.Tensor:
+        """codes: [B, n_q, F] -> wav [B, C, F * hop_length].
+
+        Long inputs run the LSTM (and what precedes it) at once on the latent, then the upsampling
+        convolutions on chunks of `chunk_seconds` with margins wider than their receptive field:
+        the audio of decoding at once, in memory bounded by the chunk.
+        """
+        latent = self.decode_latent(codes)
+        hop, frames = self.hop_length, latent.shape[-1]
+        chunk = max(1, round(chunk_seconds * self.frame_rate))
+        if frames <= chunk:
+            return self.decoder(latent)
+        front, back = _split_at_lstm(self.decoder, after=True)
+        hidden = front(latent)  # [B, W, F]
+        margin = _receptive_field(back, upsampling=True) + 1  # frames
+        pieces = []
+        for start in range(0, frames, chunk):
+            end = min(frames, start + chunk)
+            lo, hi = max(0, start - margin), min(frames, end + margin)
+            out = back(hidden[..., lo:hi])  # [B, C, (hi - lo) * hop]
+            pieces.append(out[..., (start - lo) * hop : (end - lo) * hop])
+        return torch.cat(pieces, dim=-1)
 
     # --- training --------------------------------------------------------------------------
     def forward(self, wav: torch.Tensor) -> CodecOutput:

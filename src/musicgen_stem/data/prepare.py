@@ -169,48 +169,6 @@ def load_codecs(model_dir: PathLike, device: str | torch.device = "cpu") -> Code
 # --------------------------------------------------------------------------------------------
 # Encoding
 # --------------------------------------------------------------------------------------------
-def _split_encoder(encoder: nn.Module) -> tuple[nn.Sequential, nn.Sequential]:
-    """SEANet encoder layers -> (convolutional front end, LSTM and after)."""
-    from ..codec.seanet import SkipLSTM
-
-    layers = list(encoder.model)
-    cut = next((i for i, m in enumerate(layers) if isinstance(m, SkipLSTM)), len(layers) - 2)
-    return nn.Sequential(*layers[:cut]), nn.Sequential(*layers[cut:])
-
-
-def _receptive_field(front: nn.Module) -> int:
-    """Input samples one output frame of `front` depends on (upper bound, either side)."""
-    from ..codec.seanet import StreamableConv1d
-
-    field, jump = 1, 1
-    for m in front.modules():
-        if isinstance(m, StreamableConv1d):
-            conv = m.conv
-            field += ((conv.kernel_size - 1) * conv.dilation) * jump
-            jump *= conv.stride
-    return field
-
-
-def _encode_stem(stem_codec: nn.Module, wav: torch.Tensor, chunk: int) -> torch.Tensor:
-    """wav [1, C, T] -> codes [1, K_s, ceil(T / hop)], equal to `stem_codec.encode(wav)`."""
-    hop = int(stem_codec.hop_length)
-    length = wav.shape[-1]
-    chunk = max(hop, chunk - chunk % hop)
-    if length <= chunk:
-        return stem_codec.encode(wav)
-    front, back = _split_encoder(stem_codec.encoder)
-    margin = -(-_receptive_field(front) // hop) * hop + hop  # multiple of hop, > receptive field
-    latents = []  # each [1, W, frames of the chunk]
-    for start in range(0, length, chunk):
-        end = min(length, start + chunk)
-        lo, hi = max(0, start - margin), min(length, end + margin)
-        lat = front(wav[..., lo:hi])  # [1, W, ceil((hi - lo) / hop)]
-        first = (start - lo) // hop
-        latents.append(lat[..., first : first + -(-(end - start) // hop)])
-    latent = back(torch.cat(latents, dim=-1))  # [1, D, F]
-    return stem_codec.quantize(latent)
-
-
 def encode_track(
     bundle: CodecBundle,
     stems: dict[str, tuple[torch.Tensor, int]],
@@ -228,14 +186,13 @@ def encode_track(
         for s, (w, sr) in stems.items()
     }
     length = max(w.shape[-1] for w in wavs.values())
-    chunk = int(round(chunk_seconds * codec.sample_rate))
     codes = []
     with torch.inference_mode():
         for stem in bundle.layout.stems:
             wav = torch.zeros(1, codec.channels, length)
             if stem in wavs:
                 wav[..., : wavs[stem].shape[-1]] = wavs[stem]
-            codes.append(_encode_stem(codec.codecs[stem], wav.to(bundle.device), chunk).cpu())
+            codes.append(codec.codecs[stem].encode(wav.to(bundle.device), chunk_seconds).cpu())
     out = torch.cat(codes, dim=1)[0]  # [K, F]
     return out.numpy().astype(np.int16)
 
