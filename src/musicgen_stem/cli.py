@@ -210,6 +210,7 @@ def _module_commands() -> dict[str, tuple[Any, str]]:
     """Commands whose options and code live in their own module (`add_arguments`, `run`)."""
     from . import export, separation
     from .data import prepare
+    from .evaluation import cli as evaluate
     from .training import codec as train_codec
     from .training import lm as train_lm
 

@@ -1,0 +1,47 @@
+"""Evaluation: editing coherence (rhythm, harmony), codec fidelity, distribution metrics, reports.
+
+```python
+from musicgen_stem.evaluation import evaluate_editing, evaluate_codec, write_report
+edit = evaluate_editing(model, "data/heldout", ["bass"], duration=8, seed=0)
+write_report("report", [edit, evaluate_codec(model, "data/heldout")])
+```
+"""
+
+from .distribution import codec_latent_embedding, external_embedders, frechet_distance, logmel_embedding
+from .fidelity import bitrate, codec_fidelity, multiscale_mel_distance
+from .harmony import Key, chord_chroma, chroma, chroma_correlation, estimate_key, key_relation
+from .report import markdown_summary, write_report
+from .rhythm import beat_f_measure, detect_onsets, estimate_tempo, grid_fraction, onset_strength, track_beats
+from .runner import EvaluationResult, evaluate_codec, evaluate_editing, evaluate_generation
+from .songs import Song, find_songs, load_song
+
+__all__ = [
+    "EvaluationResult",
+    "Key",
+    "Song",
+    "beat_f_measure",
+    "bitrate",
+    "chord_chroma",
+    "chroma",
+    "chroma_correlation",
+    "codec_fidelity",
+    "codec_latent_embedding",
+    "detect_onsets",
+    "estimate_key",
+    "estimate_tempo",
+    "evaluate_codec",
+    "evaluate_editing",
+    "evaluate_generation",
+    "external_embedders",
+    "find_songs",
+    "frechet_distance",
+    "grid_fraction",
+    "key_relation",
+    "load_song",
+    "logmel_embedding",
+    "markdown_summary",
+    "multiscale_mel_distance",
+    "onset_strength",
+    "track_beats",
+    "write_report",
+]

@@ -1,0 +1,160 @@
+"""Harmony analysis: STFT chroma, chroma correlation, chord templates, Krumhansl-Schmuckler key estimate.
+
+Audio is [T] or [C, T] (numpy or torch; channels averaged). Chroma is [12, N] (pitch class 0 = C),
+each frame L2-normalised; silent frames are all zero and ignored by the correlations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .rhythm import _mono
+
+__all__ = [
+    "CHORD_INTERVALS",
+    "KEY_SCORES",
+    "Key",
+    "chord_chroma",
+    "chroma",
+    "chroma_correlation",
+    "estimate_key",
+    "key_relation",
+]
+
+NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+#: Chord qualities of the synthetic songs (`data.synth.QUALITIES`): intervals above the root.
+CHORD_INTERVALS: dict[str, tuple[int, ...]] = {
+    "maj": (0, 4, 7),
+    "min": (0, 3, 7),
+    "dim": (0, 3, 6),
+    "aug": (0, 4, 8),
+    "7": (0, 4, 7, 10),
+    "maj7": (0, 4, 7, 11),
+    "min7": (0, 3, 7, 10),
+    "m7b5": (0, 3, 6, 10),
+}
+# Krumhansl-Kessler key profiles (tonic first).
+MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+#: MIREX-style credit per key relation.
+KEY_SCORES: dict[str, float] = {"same": 1.0, "fifth": 0.5, "relative": 0.3, "parallel": 0.2, "other": 0.0}
+
+
+@dataclass(frozen=True)
+class Key:
+    """A key: tonic pitch class (0 = C) and mode ("major" / "minor"); `score` is the profile correlation."""
+
+    tonic: int
+    mode: str
+    score: float = float("nan")
+
+    @property
+    def name(self) -> str:
+        return f"{NOTE_NAMES[self.tonic % 12]} {self.mode}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tonic": self.tonic, "mode": self.mode, "name": self.name, "score": self.score}
+
+
+def _chroma_matrix(sample_rate: int, n_fft: int, f_min: float, f_max: float) -> np.ndarray:
+    """[12, n_fft // 2 + 1]: each STFT bin in [f_min, f_max] split between its two nearest semitones."""
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    fmat = np.zeros((12, len(freqs)))
+    ok = (freqs >= f_min) & (freqs <= min(f_max, sample_rate / 2))
+    midi = 69 + 12 * np.log2(np.where(ok, freqs, 1.0) / 440.0)
+    lo = np.floor(midi)
+    frac = midi - lo
+    for k in np.flatnonzero(ok):
+        fmat[int(lo[k]) % 12, k] += 1 - frac[k]
+        fmat[int(lo[k] + 1) % 12, k] += frac[k]
+    return fmat
+
+
+def chroma(
+    wav: np.ndarray | torch.Tensor,
+    sample_rate: int,
+    hop_seconds: float = 0.1,
+    window_seconds: float = 0.25,
+    f_min: float = 40.0,
+    f_max: float = 5000.0,
+    silence_db: float = -60.0,
+) -> np.ndarray:
+    """Chroma [12, N] of `wav`: power STFT (Hann, ~`window_seconds`, power-of-two size) mapped to pitch
+    classes on a log-frequency (MIDI) axis, L2-normalised per frame; frames more than `silence_db`
+    below the loudest (or digitally silent) are zero. Frame `i` is centred at `i * hop` samples."""
+    x = torch.from_numpy(_mono(wav).astype(np.float32))
+    n_fft = int(2 ** np.ceil(np.log2(window_seconds * sample_rate)))
+    hop = max(1, round(hop_seconds * sample_rate))
+    if x.shape[-1] <= n_fft // 2:
+        x = torch.nn.functional.pad(x, (0, n_fft // 2 + 1 - x.shape[-1]))
+    spec = torch.stft(
+        x, n_fft, hop_length=hop, window=torch.hann_window(n_fft), center=True, return_complex=True
+    )
+    power = spec.abs().pow(2).double().numpy()  # [F, N]
+    c = _chroma_matrix(sample_rate, n_fft, f_min, f_max) @ power  # [12, N]
+    energy = c.sum(axis=0)
+    loud = energy > max(float(energy.max()) * 10 ** (silence_db / 10), 1e-10)
+    norm = np.linalg.norm(c, axis=0)
+    return np.where(loud[None], c / np.maximum(norm, 1e-12)[None], 0.0)
+
+
+def chroma_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean frame-wise cosine similarity of two chromagrams [12, N], [12, M] over their common frames
+    where both are non-silent; NaN when there is none."""
+    n = min(a.shape[1], b.shape[1])
+    a, b = a[:, :n], b[:, :n]
+    na, nb = np.linalg.norm(a, axis=0), np.linalg.norm(b, axis=0)
+    both = (na > 0) & (nb > 0)
+    if not both.any():
+        return float("nan")
+    cos = (a[:, both] * b[:, both]).sum(axis=0) / (na[both] * nb[both])
+    return float(cos.mean())
+
+
+def chord_chroma(chords: Sequence[dict[str, Any]], num_frames: int, hop_seconds: float = 0.1) -> np.ndarray:
+    """Ground-truth chord templates [12, num_frames] (L2-normalised, zero where no chord) from chords
+    given as dicts with `start`, `end` (s), `root_pc` and `quality` (the synthetic songs' meta.json)."""
+    out = np.zeros((12, num_frames))
+    times = np.arange(num_frames) * hop_seconds
+    for ch in chords:
+        intervals = CHORD_INTERVALS.get(str(ch.get("quality", "maj")), (0, 4, 7))
+        template = np.zeros(12)
+        template[[(int(ch["root_pc"]) + i) % 12 for i in intervals]] = 1.0
+        sel = (times >= float(ch["start"])) & (times < float(ch["end"]))
+        out[:, sel] = (template / np.linalg.norm(template))[:, None]
+    return out
+
+
+def estimate_key(chromagram: np.ndarray) -> Key:
+    """Krumhansl-Schmuckler: correlate the mean chroma [12] with the 24 rotated key profiles."""
+    profile = chromagram.mean(axis=1) if chromagram.ndim == 2 else np.asarray(chromagram, float)
+    if not np.any(profile) or np.allclose(profile, profile[0]):
+        return Key(0, "major", float("nan"))
+    best = Key(0, "major", -np.inf)
+    for mode, ref in (("major", MAJOR_PROFILE), ("minor", MINOR_PROFILE)):
+        for tonic in range(12):
+            r = float(np.corrcoef(profile, np.roll(ref, tonic))[0, 1])
+            if r > best.score:
+                best = Key(tonic, mode, r)
+    return best
+
+
+def key_relation(estimated: Key, reference: Key) -> str:
+    """ "same", "fifth" (same mode, tonic a fifth up or down), "relative" (C major <-> A minor),
+    "parallel" (C major <-> C minor) or "other"."""
+    d = (estimated.tonic - reference.tonic) % 12
+    if estimated.mode == reference.mode:
+        return "same" if d == 0 else "fifth" if d in (5, 7) else "other"
+    if d == 0:
+        return "parallel"
+    # estimated minor vs reference major: relative minor is 9 semitones up; and the reverse.
+    return (
+        "relative"
+        if (estimated.mode == "minor" and d == 9) or (estimated.mode == "major" and d == 3)
+        else "other"
+    )
