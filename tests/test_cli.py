@@ -272,7 +272,7 @@ def test_edit_with_text_option_and_duration(capsys, gen_out, tiny_model_dir, tmp
 
 
 def test_edit_with_stem_file(capsys, tiny_model, tiny_model_dir, tmp_path):
-    from musicgen_stem.audio import convert_audio, load_audio
+    from musicgen_stem.audio import load_audio
 
     loop = write_wav(tmp_path / "loop.flac", seconds=0.5, sr=44100, channels=2, fmt="FLAC")
     out = tmp_path / "edit"

@@ -215,6 +215,7 @@ def _module_commands() -> dict[str, tuple[Any, str]]:
     from .training import lm as train_lm
 
     return {
+        "evaluate": (evaluate, "score editing coherence, codec fidelity and generation statistics"),
         "export": (
             export,
             "output folder -> DAW-ready stem pack (WAV/FLAC/MP3, 44.1/48 kHz, zip, .stem.mp4)",
