@@ -208,13 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _module_commands() -> dict[str, tuple[Any, str]]:
     """Commands whose options and code live in their own module (`add_arguments`, `run`)."""
-    from . import export, separation
+    from . import app, export, separation
     from .data import prepare
     from .evaluation import cli as evaluate
     from .training import codec as train_codec
     from .training import lm as train_lm
 
     return {
+        "app": (app, "web app: generate, edit, play (solo/mute) and download stems in the browser"),
         "evaluate": (evaluate, "score editing coherence, codec fidelity and generation statistics"),
         "export": (
             export,

@@ -1,0 +1,257 @@
+"""End-to-end: the web app in headless Chromium (Debian's chromium + chromedriver, driven by Selenium).
+
+Starts `python -m musicgen_stem.app` on a free localhost port with a tiny random model, then
+generates, plays the stems, solos one, edits one stem of the result, downloads the zip and takes a
+screenshot. Also checks that the page fetched nothing from outside this machine (offline use).
+Set MGS_SCREENSHOT_DIR to keep the screenshot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
+
+pytest.importorskip("gradio", reason="the app needs gradio (pip install 'musicgen-stem[app]')")
+pytest.importorskip("selenium", reason="the browser test needs selenium")
+if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
+    pytest.skip(
+        f"chromium/chromedriver not found ({CHROMIUM}, {CHROMEDRIVER}); "
+        "apt-get install chromium chromium-driver",
+        allow_module_level=True,
+    )
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+TIMEOUT = float(os.environ.get("MGS_E2E_TIMEOUT", 180))  # seconds for one job on a busy CI machine
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from musicgen_stem.api import MusicGenStem
+
+    root = tmp_path_factory.mktemp("app")
+    model_dir = root / "tiny"
+    MusicGenStem.from_config("tiny", seed=0, device="cpu").save(model_dir)
+    port = _free_port()
+    env = {
+        **os.environ,
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    log = open(root / "server.log", "w")  # noqa: SIM115
+    cmd = [sys.executable, "-m", "musicgen_stem.app", "--model", str(model_dir), "--port", str(port)]
+    cmd += ["--max-duration", "2", "--output-dir", str(root / "out"), "--queue", "4"]
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the app exited ({proc.returncode}):\n{(root / 'server.log').read_text()}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"the app did not start:\n{(root / 'server.log').read_text()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture()
+def browser(tmp_path: Path) -> Iterator[tuple[webdriver.Chrome, Path]]:
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--autoplay-policy=no-user-gesture-required",
+        "--mute-audio",
+        "--window-size=1280,2000",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
+        opts.add_argument(flag)
+    opts.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
+    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
+    driver.set_page_load_timeout(60)
+    driver.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
+    try:
+        yield driver, downloads
+    finally:
+        driver.quit()
+
+
+def _wait(driver: webdriver.Chrome, cond, what: str, timeout: float = TIMEOUT):  # noqa: ANN001
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.25).until(lambda d: cond(d))
+    except Exception:
+        errors = driver.execute_script(
+            "return Array.from(document.querySelectorAll('[class*=\"toast\"]')).map(e => e.innerText)"
+        )
+        pytest.fail(f"timed out waiting for {what}; messages on the page: {errors}")
+
+
+def _external_requests(driver: webdriver.Chrome) -> list[str]:
+    urls = []
+    for entry in driver.get_log("performance"):
+        msg = json.loads(entry["message"])["message"]
+        if msg.get("method") == "Network.requestWillBeSent":
+            url = msg["params"]["request"]["url"]
+            p = urlparse(url)
+            if p.scheme in ("http", "https", "ws", "wss") and p.hostname not in ("127.0.0.1", "localhost"):
+                urls.append(url)
+    return urls
+
+
+def _distinct_colours(png: Path) -> int:
+    from PIL import Image
+
+    with Image.open(png) as im:
+        return len(im.convert("RGB").resize((320, 500)).getcolors(maxcolors=1 << 24) or [])
+
+
+def test_generate_play_edit_download(server: str, browser: tuple[webdriver.Chrome, Path], tmp_path: Path):
+    driver, downloads = browser
+    driver.get(server)
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#mgs-generate"), "the page", 60)
+    assert "MusicGen-Stem" in driver.find_element(By.TAG_NAME, "h1").text
+    assert "tiny" in driver.find_element(By.ID, "mgs-model-status").text
+
+    # Generate.
+    driver.find_element(By.CSS_SELECTOR, "#mgs-prompt textarea").send_keys("punchy drums and a warm bass")
+    driver.find_element(By.CSS_SELECTOR, "#mgs-generate").click()
+    audios = _wait(
+        driver,
+        lambda d: [a for a in d.find_elements(By.CSS_SELECTOR, "#mgs-mixer audio") if a.get_attribute("src")],
+        "the stem players",
+    )
+    assert len(audios) == 3
+    summary = driver.find_element(By.ID, "mgs-summary").text
+    assert "seed" in summary.lower()
+    seed = int(summary.lower().split("seed")[1].split()[0])
+    assert seed >= 0
+
+    # The stems load and play in sync; solo mutes the other stems.
+    _wait(
+        driver,
+        lambda d: d.execute_script(
+            "return Array.from(document.querySelectorAll('#mgs-mixer audio')).every(a => a.readyState >= 2)"
+        ),
+        "the stems to load",
+        60,
+    )
+    driver.find_element(By.CSS_SELECTOR, "#mgs-mixer [data-mgs-action='play']").click()
+    _wait(
+        driver,
+        lambda d: d.execute_script(
+            "const a = Array.from(document.querySelectorAll('#mgs-mixer audio'));"
+            "return a.every(x => x.currentTime > 0 || x.ended)"
+        ),
+        "playback to advance",
+        30,
+    )
+    driver.find_element(
+        By.CSS_SELECTOR, "#mgs-mixer .mgs-track[data-stem='drums'] [data-mgs-action='solo']"
+    ).click()
+    muted = driver.execute_script(
+        "return Object.fromEntries(Array.from(document.querySelectorAll('#mgs-mixer .mgs-track'))"
+        ".map(r => [r.dataset.stem, r.querySelector('audio').muted]))"
+    )
+    assert muted == {"bass": True, "drums": False, "other": True}
+    mix = driver.find_elements(By.CSS_SELECTOR, "#mgs-mix a[download], #mgs-mix audio[src]")
+    assert mix and "mix.wav" in (mix[0].get_attribute("href") or mix[0].get_attribute("src")), "no mix player"
+
+    # Edit one stem of the last result.
+    tab = [b for b in driver.find_elements(By.CSS_SELECTOR, "button[role='tab']") if b.text.strip() == "Edit"]
+    assert tab, "no Edit tab"
+    tab[0].click()
+    _wait(driver, lambda d: d.find_element(By.ID, "mgs-edit").is_displayed(), "the Edit tab", 30)
+    driver.find_element(By.ID, "mgs-edit").click()
+    _wait(driver, lambda d: "Edited" in d.find_element(By.ID, "mgs-summary").text, "the edit")
+    assert "regenerated: bass" in driver.find_element(By.ID, "mgs-mixer").text
+    _wait(  # the new mixer starts with every stem audible
+        driver,
+        lambda d: d.execute_script(
+            "const a = Array.from(document.querySelectorAll('#mgs-mixer audio'));"
+            "return a.length === 3 && a.every(x => x.readyState >= 1 && !x.muted)"
+        ),
+        "the new mixer to reset solo/mute",
+        30,
+    )
+
+    # Download the zip of the edit.
+    link = _wait(
+        driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#mgs-mixer a.mgs-dl[data-kind='zip']"), "zip"
+    )
+    link[0].click()
+    _wait(
+        driver,
+        lambda d: (
+            [p for p in downloads.iterdir() if p.suffix == ".zip"]
+            and not [p for p in downloads.iterdir() if p.suffix == ".crdownload"]
+        ),
+        "the zip download",
+        60,
+    )
+    zip_path = next(p for p in downloads.iterdir() if p.suffix == ".zip")
+    with zipfile.ZipFile(zip_path) as z:
+        assert {"bass.wav", "drums.wav", "other.wav", "mix.wav", "stems.json"} <= set(z.namelist())
+
+    # Screenshot: the page rendered (many colours), and nothing came from outside this machine.
+    shot = tmp_path / "app.png"
+    driver.save_screenshot(str(shot))
+    keep = os.environ.get("MGS_SCREENSHOT_DIR")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(keep) / "app.png")
+    assert _distinct_colours(shot) > 50
+    assert _external_requests(driver) == []

@@ -1,0 +1,187 @@
+"""The web app's logic (no browser): generate, edit, limits, errors, the Blocks, host warning."""
+
+from __future__ import annotations
+
+import argparse
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from musicgen_stem.errors import AudioError, GenerationError, MusicGenStemError
+
+pytest.importorskip("gradio", reason="the app needs gradio (pip install 'musicgen-stem[app]')")
+
+from musicgen_stem import app  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def holder() -> app.ModelHolder:
+    from musicgen_stem.api import MusicGenStem
+
+    model = MusicGenStem.from_config("tiny", seed=0, device="cpu")
+    model.set_generation_params(duration=0.5)
+    return app.ModelHolder(model=model, name="tiny")
+
+
+@pytest.fixture(scope="module")
+def generated(holder: app.ModelHolder, tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    work = tmp_path_factory.mktemp("work")
+    return app.generate_job(
+        holder, work, "drums", duration=0.5, seed="random", variations=2, sampling=app.sampling_settings()
+    )
+
+
+def test_generate_returns_files_and_seed(generated: list[dict]):
+    assert len(generated) == 2
+    seed = generated[0]["seed"]
+    assert isinstance(seed, int) and seed >= 0 and generated[1]["seed"] == seed
+    for r in generated:
+        assert set(r["stems"]) == {"bass", "drums", "other"}
+        for path in [*r["stems"].values(), r["mix"], r["zip"], r["codes"]]:
+            assert Path(path).is_file()
+        assert abs(sf.info(r["mix"]).duration - 0.5) < 0.01
+        with zipfile.ZipFile(r["zip"]) as z:
+            assert {"bass.wav", "drums.wav", "other.wav", "mix.wav", "stems.json"} <= set(z.namelist())
+        assert r["stem_mp4"] is None or r["stem_mp4"].endswith(".stem.mp4")
+    html = app.mixer_html(generated)
+    assert html.count("<audio") == 6 and "data-mgs-action='solo'" in html and "stems.zip" in html
+    assert app.result_files(generated[0])[0] == generated[0]["zip"]
+    assert f"seed {seed}" in app.result_summary(generated)
+
+
+def test_seed_is_reproducible(holder: app.ModelHolder, generated: list[dict], tmp_path: Path):
+    again = app.generate_job(
+        holder, tmp_path, "drums", duration=0.5, seed=str(generated[0]["seed"]), variations=2
+    )
+    np.testing.assert_array_equal(np.load(again[1]["codes"]), np.load(generated[1]["codes"]))
+
+
+def test_edit_last_keeps_kept_stems(holder: app.ModelHolder, generated: list[dict], tmp_path: Path):
+    last = generated[0]
+    out = app.edit_job(holder, tmp_path, regenerate=["bass"], last=last, seed=7, start=0.1, end=0.3)
+    assert out["kind"] == "edit" and out["seed"] == 7 and out["regenerated"] == ["bass"]
+    layout = holder.get().layout
+    old, new = np.load(last["codes"]), np.load(out["codes"])
+    kept = layout.streams_of_stems(["drums", "other"])
+    np.testing.assert_array_equal(new[kept], old[kept])
+    bass = layout.streams_of_stems(["bass"])
+    fr = holder.get().frame_rate
+    np.testing.assert_array_equal(new[bass][:, : int(0.1 * fr)], old[bass][:, : int(0.1 * fr)])
+    for stem in ("drums", "other"):
+        a, b = sf.read(out["stems"][stem])[0], sf.read(last["stems"][stem])[0]
+        np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+def test_edit_uploaded_stems_keeps_them(holder: app.ModelHolder, tmp_path: Path):
+    sr = 16000
+    t = torch.arange(sr) / sr
+    drums = (0.3 * torch.sin(2 * torch.pi * 220 * t))[None]
+    vocals = (0.2 * torch.sin(2 * torch.pi * 440 * t))[None]
+    sf.write(tmp_path / "drums.wav", drums[0].numpy(), sr, subtype="PCM_16")
+    sf.write(tmp_path / "vocals.wav", vocals[0].numpy(), sr, subtype="PCM_16")
+    stems = {"drums": str(tmp_path / "drums.wav"), "vocals": str(tmp_path / "vocals.wav"), "bass": None}
+    out = app.edit_job(holder, tmp_path / "work", regenerate=["bass", "other"], stems=stems, prompt="funk")
+    assert set(out["stems"]) == {"bass", "drums", "other", "vocals"}
+    got, got_sr = sf.read(out["stems"]["drums"])
+    assert got_sr == sr
+    np.testing.assert_allclose(got, sf.read(tmp_path / "drums.wav")[0], atol=1e-3)
+
+
+def test_limits_give_clear_errors(holder: app.ModelHolder, tmp_path: Path):
+    limits = app.Limits(max_duration=1.0, max_upload_mb=0.01)
+    with pytest.raises(GenerationError, match="1 s at most"):
+        app.generate_job(holder, tmp_path, "x", duration=5, limits=limits)
+    with pytest.raises(GenerationError, match="variations"):
+        app.generate_job(holder, tmp_path, "x", duration=0.5, variations=9)
+    with pytest.raises(GenerationError, match="seed"):
+        app.generate_job(holder, tmp_path, "x", duration=0.5, seed="abc")
+    big = tmp_path / "big.wav"
+    sf.write(big, np.zeros(16000 * 2, dtype=np.float32), 16000)  # 2 s, ~62 kB
+    with pytest.raises(AudioError, match="MB at most"):
+        app.edit_job(holder, tmp_path, regenerate=["bass"], song=str(big), limits=limits)
+    with pytest.raises(GenerationError, match="1 s at most"):
+        app.edit_job(holder, tmp_path, regenerate=["bass"], stems={"drums": str(big)}, limits=app.Limits(1.0))
+    with pytest.raises(GenerationError, match="at least one stem"):
+        app.edit_job(holder, tmp_path, regenerate=[], stems={"drums": str(big)})
+    with pytest.raises(AudioError, match="one source"):
+        app.edit_job(holder, tmp_path, regenerate=["bass"])
+    with pytest.raises(app.Cancelled):
+        app.generate_job(holder, tmp_path, "x", duration=0.5, cancelled=lambda: True)
+
+
+def test_parse_seed_and_sampling():
+    assert app.parse_seed("random") is None and app.parse_seed("") is None and app.parse_seed(None) is None
+    assert app.parse_seed(" 42 ") == 42 and app.parse_seed(42.0) == 42
+    with pytest.raises(GenerationError):
+        app.parse_seed("1.5")
+    s = app.sampling_settings(top_k=0, top_p=0.9, temperature=0.7, cfg=2, greedy=True)
+    assert s == {"use_sampling": False, "top_k": 0, "top_p": 0.9, "temperature": 0.7, "cfg_coef": 2.0}
+
+
+def test_model_holder_errors_are_messages(tmp_path: Path):
+    h = app.ModelHolder()
+    assert "could not load" in h.load(str(tmp_path))  # an empty folder is not a model
+    assert h.model is None
+    with pytest.raises(MusicGenStemError, match="no model is loaded"):
+        h.get()
+    h.loader = lambda name: (_ for _ in ()).throw(RuntimeError("boom\nline 2"))
+    msg = h.load("x")
+    assert "RuntimeError: boom" in msg and "line 2" not in msg
+
+
+def test_separator_unavailable_is_a_message(holder: app.ModelHolder, tmp_path: Path):
+    with pytest.raises(MusicGenStemError, match="Upload stems"):
+        holder.separator(str(tmp_path / "missing.th"))
+
+
+def test_host_warning():
+    assert app.host_warning("127.0.0.1") is None
+    assert app.host_warning("localhost") is None and app.host_warning("::1") is None
+    assert "every network interface" in app.host_warning("0.0.0.0")
+    assert "192.168.1.5" in app.host_warning("192.168.1.5")
+
+
+def test_blocks_build(holder: app.ModelHolder, tmp_path: Path):
+    import gradio as gr
+
+    demo = app.build_app(holder, tmp_path)
+    assert isinstance(demo, gr.Blocks)
+    ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
+    assert {"mgs-generate", "mgs-edit", "mgs-mixer", "mgs-mix", "mgs-files"} <= ids
+    assert "mgsMixer" in app._head()
+
+
+def test_cli_arguments():
+    parser = argparse.ArgumentParser()
+    app.add_arguments(parser)
+    args = parser.parse_args([])
+    assert (args.host, args.port, args.queue) == ("127.0.0.1", 7860, app.DEFAULT_QUEUE)
+    with pytest.raises(MusicGenStemError):
+        app.run(parser.parse_args(["--max-duration", "0"]))
+
+
+def test_edit_song_with_separator(holder: app.ModelHolder, tmp_path: Path):
+    import warnings
+
+    from demucs.htdemucs import HTDemucs
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sep = HTDemucs(
+            sources=["drums", "bass", "other", "vocals"], channels=8, depth=2, t_layers=0, nfft=512, segment=1
+        ).eval()
+    holder._separators["small"] = sep  # a tiny random separator instead of downloaded weights
+    sr = 44100
+    t = torch.arange(sr) / sr
+    song = 0.3 * torch.stack([torch.sin(2 * torch.pi * 110 * t), torch.sin(2 * torch.pi * 330 * t)])
+    sf.write(tmp_path / "song.wav", song.T.numpy(), sr, subtype="PCM_16")
+    out = app.edit_job(
+        holder, tmp_path / "work", regenerate=["drums"], song=str(tmp_path / "song.wav"), separator="small"
+    )
+    assert set(out["stems"]) == {"bass", "drums", "other", "vocals"}
+    assert out["sample_rate"] == sr and sf.info(out["mix"]).channels == 2
