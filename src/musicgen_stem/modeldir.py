@@ -148,7 +148,15 @@ def _atomic_dir(target: Path, force: bool) -> Path:
     """A temporary sibling directory to write into before it replaces `target`."""
     check_target(target, force)
     target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a model folder is as readable as any folder
+    return tmp
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _contiguous_state(module: nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
@@ -179,6 +187,8 @@ def save_model(
         for stem in cfg.layout.stems:
             codec = parts.codec.codecs[stem]
             save_file(_contiguous_state(codec), str(tmp / codec_file(stem)), metadata={"format": "pt"})
+        for f in tmp.iterdir():
+            f.chmod(0o666 & ~_umask())
         if target.is_dir():
             for name in cfg.file_names:
                 (target / name).unlink(missing_ok=True)
