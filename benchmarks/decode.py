@@ -38,7 +38,7 @@ def build_lm(name: str) -> StemLM:
     with torch.no_grad():
         for p in lm.parameters():
             p.normal_(0, 0.02)
-    return lm.eval()
+    return lm.eval().use_decoding_layout()  # as MusicGenStem does on CPU
 
 
 def steps_per_second(lm: StemLM, steps: int, params: SamplingParams, text_len: int = 12) -> float:

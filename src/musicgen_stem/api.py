@@ -77,6 +77,8 @@ class MusicGenStem:
         self.device = torch.device(device) if device is not None else _default_device()
         self.config: ModelConfig = parts.config
         self.lm = parts.lm.to(self.device).eval()
+        if self.device.type == "cpu":
+            self.lm.use_decoding_layout()
         self.text = parts.text.to(self.device).eval()
         self.codec = parts.codec.to(self.device).eval()
         self.name = name or parts.config.name

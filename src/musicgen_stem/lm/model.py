@@ -215,6 +215,21 @@ class StemLM(nn.Module):
         for lin in self.linears:
             init(lin.weight, self.cfg.dim)
 
+    @torch.no_grad()
+    def use_decoding_layout(self) -> StemLM:
+        """Store the projection matrices column-major (same values, `W.t()` contiguous).
+
+        A decoding step multiplies a few rows (batch x CFG) by every matrix; on CPU, MKL reads
+        column-major weights faster for that shape (medium 6cb, 2 threads: 1.16 -> 1.47 steps/s,
+        `benchmarks/decode.py`). Embeddings keep their layout (rows are gathered).
+        """
+        for m in self.modules():
+            for name in ("weight", "in_proj_weight"):
+                p = getattr(m, name, None)
+                if isinstance(p, nn.Parameter) and p.dim() == 2 and not isinstance(m, nn.Embedding):
+                    p.data = p.data.t().contiguous().t()
+        return self
+
     @property
     def device(self) -> torch.device:
         return self.out_norm.weight.device
