@@ -557,6 +557,19 @@ COMMANDS = {
 }
 
 
+def module_main(module: Any, prog: str, argv: Sequence[str] | None = None) -> int:
+    """Run one module command on its own (`python -m musicgen_stem.training.lm`, e.g. under
+    torchrun), with the same options and one-line errors as `musicgen-stem <command>`."""
+    parser = argparse.ArgumentParser(prog=prog, description=module.__doc__, formatter_class=ModuleFormatter)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return module.run(args)
+    except MusicGenStemError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -763,18 +763,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m musicgen_stem.training.codec ...` (e.g. under torchrun)."""
-    parser = argparse.ArgumentParser(
-        prog="musicgen-stem train-codec",
-        description="Train one stem's codec.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except MusicGenStemError as e:
-        print(f"musicgen-stem: error: {e}", file=sys.stderr)
-        return 2
+    from ..cli import module_main
+
+    return module_main(sys.modules[__name__], "musicgen-stem train-codec", argv)
 
 
 if __name__ == "__main__":

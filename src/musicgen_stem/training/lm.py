@@ -738,19 +738,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m musicgen_stem.training.lm` (e.g. under torchrun)."""
-    parser = argparse.ArgumentParser(
-        prog="musicgen-stem train-lm",
-        description="Train the multi-stem LM on a token dataset.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except MusicGenStemError as e:
-        print(f"musicgen-stem train-lm: error: {e}", file=sys.stderr)
-        return 2
+    """`python -m musicgen_stem.training.lm ...` (e.g. under torchrun)."""
+    from ..cli import module_main
+
+    return module_main(sys.modules[__name__], "musicgen-stem train-lm", argv)
 
 
 if __name__ == "__main__":
