@@ -15,6 +15,7 @@ import torch
 
 from musicgen_stem.generation import SamplingParams, generate_codes, text_task
 from musicgen_stem.lm import StemLM
+from musicgen_stem.lm.quantize import quantize_int8
 from musicgen_stem.presets import preset
 
 
@@ -67,20 +68,26 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=30, help="decoding steps to time per run")
     parser.add_argument("--cfg", type=float, default=3.0)
+    parser.add_argument(
+        "--quantize", choices=["none", "int8"], default="none", help="int8: fbgemm dynamic int8"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     bandwidth = measure_bandwidth()
     print(f"threads: {args.threads}   measured read bandwidth: {bandwidth / 1e9:.1f} GB/s")
     for name in args.preset:
         lm = build_lm(name)
-        n_bytes = sum(p.numel() * p.element_size() for p in lm.parameters())
+        n_bytes = sum(p.numel() * p.element_size() for p in lm.parameters())  # fp32 bytes read per step
+        if args.quantize == "int8":
+            lm = quantize_int8(lm)
         bound = bandwidth / n_bytes
         steps = args.steps if n_bytes > 1e9 else max(args.steps, 200)
         greedy = steps_per_second(lm, steps, SamplingParams(use_sampling=False, cfg_coef=args.cfg))
         sampled = steps_per_second(lm, steps, SamplingParams(use_sampling=True, top_k=250, cfg_coef=args.cfg))
         print(
-            f"{name:>12}: {n_bytes / 1e9:6.2f} GB of fp32 weights | greedy {greedy:8.2f} steps/s | "
-            f"top-k 250 {sampled:8.2f} steps/s | bandwidth bound {bound:8.2f} steps/s "
+            f"{name:>12} ({args.quantize}): {n_bytes / 1e9:6.2f} GB of fp32 weights | "
+            f"greedy {greedy:8.2f} steps/s | top-k 250 {sampled:8.2f} steps/s | "
+            f"fp32 bandwidth bound {bound:8.2f} steps/s "
             f"({100 * greedy / bound:.0f}% of bound, batch 1 + CFG)"
         )
         del lm

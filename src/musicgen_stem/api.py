@@ -144,6 +144,20 @@ class MusicGenStem:
         """Write this model as a model folder."""
         return save_model(ModelParts(self.config, self.lm, self.text, self.codec), path, force=force)
 
+    def quantize(self, mode: str = "int8") -> MusicGenStem:
+        """Quantize the LM for faster CPU decoding (`int8`: fbgemm dynamic int8, per-channel
+        weights; inference only). See `benchmarks/decode.py --quantize int8` for its speed."""
+        from .lm.quantize import quantize_int8
+
+        if mode != "int8":
+            raise GenerationError(f"unknown quantization '{mode}': the supported mode is int8")
+        if self.device.type != "cpu":
+            raise GenerationError(
+                "int8 quantization runs on CPU; on a GPU the model runs in bf16/fp16 instead"
+            )
+        self.lm = quantize_int8(self.lm)
+        return self
+
     # --- facts -----------------------------------------------------------------------------
     @property
     def sample_rate(self) -> int:

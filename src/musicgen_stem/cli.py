@@ -38,6 +38,12 @@ def _add_model(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument(
+        "--quantize",
+        choices=["none", "int8"],
+        default="none",
+        help="int8: faster CPU decoding (inference only)",
+    )
+    p.add_argument(
         "--text-encoder",
         default=None,
         metavar="PATH",
@@ -235,8 +241,10 @@ def _load(args: argparse.Namespace) -> Any:
     from .api import MusicGenStem
 
     if args.model is None:
-        return MusicGenStem.default(device=args.device)
-    return MusicGenStem.from_pretrained(args.model, device=args.device, text_encoder=args.text_encoder)
+        model = MusicGenStem.default(device=args.device)
+    else:
+        model = MusicGenStem.from_pretrained(args.model, device=args.device, text_encoder=args.text_encoder)
+    return model.quantize(args.quantize) if getattr(args, "quantize", "none") != "none" else model
 
 
 def _set_params(model: Any, args: argparse.Namespace) -> None:

@@ -103,14 +103,35 @@ class Attention(nn.Module):
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim)) if bias else None
         self.out_proj = nn.Linear(dim, dim, bias=bias)
         self.dropout = dropout
+        self.parts: nn.ModuleList | None = None  # q, k, v as modules (see split_projections)
+
+    def split_projections(self) -> None:
+        """Replace the packed q/k/v matrix by three `nn.Linear` modules (for module-level
+        quantization at inference; the packed form is the checkpoint format)."""
+        D = self.in_proj_weight.shape[1]
+        parts = []
+        for i in range(3):
+            lin = nn.Linear(D, D, bias=self.in_proj_bias is not None, device=self.in_proj_weight.device)
+            lin.weight.data.copy_(self.in_proj_weight.data[i * D : (i + 1) * D])
+            if self.in_proj_bias is not None:
+                lin.bias.data.copy_(self.in_proj_bias.data[i * D : (i + 1) * D])
+            parts.append(lin)
+        self.parts = nn.ModuleList(parts)
+        self.in_proj_weight = None  # type: ignore[assignment]
+        self.in_proj_bias = None
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, D] -> [B, H, T, Dh]
         B, T, D = x.shape
         return x.view(B, T, self.num_heads, D // self.num_heads).transpose(1, 2)
 
-    def _proj(self, x: torch.Tensor, part: slice) -> torch.Tensor:
-        bias = None if self.in_proj_bias is None else self.in_proj_bias[part]
-        return F.linear(x, self.in_proj_weight[part], bias)
+    def _proj(self, x: torch.Tensor, part: int) -> torch.Tensor:
+        """Projection `part` (0: q, 1: k, 2: v) of x [..., D]."""
+        if self.parts is not None:
+            return self.parts[part](x)
+        D = self.in_proj_weight.shape[1]
+        rows = slice(part * D, (part + 1) * D)
+        bias = None if self.in_proj_bias is None else self.in_proj_bias[rows]
+        return F.linear(x, self.in_proj_weight[rows], bias)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw: Any) -> torch.Tensor:
         p = self.dropout if self.training else 0.0
@@ -121,7 +142,11 @@ class Attention(nn.Module):
     def self_attend(self, x: torch.Tensor, cache: KVCache | None, layer: int, pos: int) -> torch.Tensor:
         """Causal self-attention over x [B, T, D] placed at steps [pos, pos + T)."""
         T = x.shape[1]
-        q, k, v = (self._heads(t) for t in F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, -1))
+        if self.parts is None:
+            qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, -1)
+        else:
+            qkv = tuple(self._proj(x, i) for i in range(3))
+        q, k, v = (self._heads(t) for t in qkv)
         if cache is not None:
             k, v = cache.update(layer, pos, k, v)
         if T == 1:
@@ -134,14 +159,11 @@ class Attention(nn.Module):
 
     def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of the cross-attention memory [B, L, D] -> 2 x [B, H, L, Dh]."""
-        D = memory.shape[-1]
-        return self._heads(self._proj(memory, slice(D, 2 * D))), self._heads(
-            self._proj(memory, slice(2 * D, None))
-        )
+        return self._heads(self._proj(memory, 1)), self._heads(self._proj(memory, 2))
 
     def cross_attend(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Attention from x [B, T, D] to precomputed memory keys/values (no mask: padding is zeroed)."""
-        q = self._heads(self._proj(x, slice(0, x.shape[-1])))
+        q = self._heads(self._proj(x, 0))
         return self._attend(q, *kv)
 
 
