@@ -271,25 +271,29 @@ def _check_common(args: argparse.Namespace) -> None:
         )
 
 
-def _write(args: argparse.Namespace, model: Any, audio: Any, meta: dict[str, Any]) -> Path:
+def _run_meta(model: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    """What every output folder records about the run: the task's facts plus model and settings."""
+    return {**meta, "model": model.name, "params": model.params.to_dict(), "version": __version__}
+
+
+def _save(args: argparse.Namespace, items: list[tuple[Any, Any, dict[str, Any]]], sample_rate: int) -> Path:
+    """One output folder, or one var_NN subfolder per item with --batch; (stems, codes, meta) items."""
     from .outputs import write_batch_folders, write_stems_folder
 
     subtype = {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT"}[args.bits]
-    meta = {
-        **meta,
-        "model": model.name if args.model is None else str(args.model),
-        "seed": audio.seed,
-        "params": model.params.to_dict(),
-        "version": __version__,
-    }
-    B = audio.codes.shape[0]
-    items = [({s: audio[s][i] for s in audio}, audio.codes[i], meta) for i in range(B)]
-    if B == 1:
+    if len(items) == 1:
+        stems, codes, meta = items[0]
         return write_stems_folder(
-            args.out, items[0][0], audio.sample_rate, items[0][1], meta, force=args.force, subtype=subtype
+            args.out, stems, sample_rate, codes, meta, force=args.force, subtype=subtype
         )
-    write_batch_folders(args.out, items, audio.sample_rate, force=args.force, subtype=subtype)
+    write_batch_folders(args.out, items, sample_rate, force=args.force, subtype=subtype)
     return Path(args.out)
+
+
+def _write(args: argparse.Namespace, model: Any, audio: Any, meta: dict[str, Any]) -> Path:
+    meta = {**_run_meta(model, meta), "seed": audio.seed}
+    items = [({s: audio[s][i] for s in audio}, audio.codes[i], meta) for i in range(audio.codes.shape[0])]
+    return _save(args, items, audio.sample_rate)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -426,7 +430,6 @@ def _edit_audio(
 ) -> int:
     """Edits of real audio (a song, or stem files): kept stems and vocals come back untouched."""
     from .export import file_sha256
-    from .outputs import write_batch_folders, write_stems_folder
     from .song import edit_stems
 
     if args.song is not None:
@@ -456,16 +459,8 @@ def _edit_audio(
                 progress=not args.quiet,
             )
         )
-    subtype = {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT"}[args.bits]
-    common = {**meta, "model": model.name, "params": model.params.to_dict(), "version": __version__}
-    items = [(e.stems, e.codes, {**common, "seed": e.seed}) for e in edits]
-    if len(items) == 1:
-        out = write_stems_folder(
-            args.out, items[0][0], sr, items[0][1], items[0][2], force=args.force, subtype=subtype
-        )
-    else:
-        write_batch_folders(args.out, items, sr, force=args.force, subtype=subtype)
-        out = Path(args.out)
+    common = _run_meta(model, meta)
+    out = _save(args, [(e.stems, e.codes, {**common, "seed": e.seed}) for e in edits], sr)
     length = next(iter(edits[0].stems.values())).shape[-1] / sr
     print(f"wrote {out} ({len(edits)} x {length:.2f} s, seed {edits[0].seed}, {time.time() - began:.1f} s)")
     return 0
