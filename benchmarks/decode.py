@@ -9,12 +9,15 @@ steps/s <= bandwidth / weight bytes (bandwidth measured here by summing a large 
 from __future__ import annotations
 
 import argparse
+import itertools
+import statistics
 import time
 
 import torch
 
 from musicgen_stem.generation import SamplingParams, generate_codes, text_task
 from musicgen_stem.lm import StemLM
+from musicgen_stem.lm.packing import pack_for_decoding
 from musicgen_stem.lm.quantize import quantize_int8
 from musicgen_stem.presets import preset
 
@@ -39,11 +42,12 @@ def build_lm(name: str) -> StemLM:
     with torch.no_grad():
         for p in lm.parameters():
             p.normal_(0, 0.02)
-    return lm.eval().use_decoding_layout()  # as MusicGenStem does on CPU
+    return pack_for_decoding(lm.eval())  # as MusicGenStem does on CPU
 
 
 def steps_per_second(lm: StemLM, steps: int, params: SamplingParams, text_len: int = 12) -> float:
-    """Steady-state decoding rate over `steps` steps (the first step, the prefill, is excluded)."""
+    """Steady-state decoding rate: 1 / the median time of a step over `steps` steps (the first
+    step, the prefill, is excluded; the median ignores stalls caused by other processes)."""
     memory = torch.randn(1, text_len, lm.cfg.dim)
     null = torch.zeros_like(memory)
     frames = steps + 1  # + delays, the loop runs a few more steps than frames
@@ -57,7 +61,7 @@ def steps_per_second(lm: StemLM, steps: int, params: SamplingParams, text_len: i
         torch.Generator().manual_seed(0),
         callback=lambda done, total: stamps.append(time.perf_counter()),
     )
-    return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    return 1.0 / statistics.median(b - a for a, b in itertools.pairwise(stamps))
 
 
 def main() -> None:

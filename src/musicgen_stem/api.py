@@ -25,6 +25,7 @@ from .audio import convert_audio
 from .errors import GenerationError, ModelError
 from .generation import PREFIX_STRIDE, SamplingParams, generate_codes
 from .generation.windows import fill_windows
+from .lm.packing import pack_for_decoding
 from .modeldir import ModelConfig, ModelParts, build_parts, is_model_dir, load_model, save_model
 from .presets import preset
 
@@ -78,7 +79,7 @@ class MusicGenStem:
         self.config: ModelConfig = parts.config
         self.lm = parts.lm.to(self.device).eval()
         if self.device.type == "cpu":
-            self.lm.use_decoding_layout()
+            pack_for_decoding(self.lm)
         self.text = parts.text.to(self.device).eval()
         self.codec = parts.codec.to(self.device).eval()
         self.name = name or parts.config.name

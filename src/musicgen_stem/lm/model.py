@@ -93,6 +93,12 @@ class DecodeState:
     pos: int = 0
 
 
+#: Rows of the packed q/k/v matrix each kind of attention projects at once when its projections
+#: are modules (self-attention: q, k, v together; cross-attention: q per step, k and v once).
+SELF_GROUPS: tuple[tuple[int, ...], ...] = ((0, 1, 2),)
+CROSS_GROUPS: tuple[tuple[int, ...], ...] = ((0,), (1, 2))
+
+
 class Attention(nn.Module):
     """Multi-head attention with a packed q/k/v projection (`in_proj_weight` [3D, D])."""
 
@@ -103,20 +109,30 @@ class Attention(nn.Module):
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim)) if bias else None
         self.out_proj = nn.Linear(dim, dim, bias=bias)
         self.dropout = dropout
-        self.parts: nn.ModuleList | None = None  # q, k, v as modules (see split_projections)
+        # q/k/v as modules, one per group of parts (see split_projections), or None: the packed matrix
+        self.groups: tuple[tuple[int, ...], ...] = ()
+        self.parts: nn.ModuleList | None = None
+        self._register_state_dict_hook(_join_parts)
+        self._register_load_state_dict_pre_hook(_split_parts, with_module=True)
 
-    def split_projections(self) -> None:
-        """Replace the packed q/k/v matrix by three `nn.Linear` modules (for module-level
-        quantization at inference; the packed form is the checkpoint format)."""
+    def split_projections(self, groups: tuple[tuple[int, ...], ...]) -> None:
+        """Replace the packed q/k/v matrix by one `nn.Linear` per group of parts (0: q, 1: k, 2: v),
+        e.g. SELF_GROUPS or CROSS_GROUPS, so inference can swap modules (packed or int8 weights).
+        `state_dict()` keys stay those of the checkpoint format (`in_proj_weight`)."""
+        if self.parts is not None:
+            raise RuntimeError("projections are already split")
         D = self.in_proj_weight.shape[1]
         parts = []
-        for i in range(3):
-            lin = nn.Linear(D, D, bias=self.in_proj_bias is not None, device=self.in_proj_weight.device)
-            lin.weight.data.copy_(self.in_proj_weight.data[i * D : (i + 1) * D])
+        for group in groups:
+            rows = _rows(group, D)
+            lin = nn.Linear(
+                D, len(group) * D, bias=self.in_proj_bias is not None, device=self.in_proj_weight.device
+            )
+            lin.weight.data.copy_(self.in_proj_weight.data[rows])
             if self.in_proj_bias is not None:
-                lin.bias.data.copy_(self.in_proj_bias.data[i * D : (i + 1) * D])
+                lin.bias.data.copy_(self.in_proj_bias.data[rows])
             parts.append(lin)
-        self.parts = nn.ModuleList(parts)
+        self.groups, self.parts = tuple(groups), nn.ModuleList(parts)
         self.in_proj_weight = None  # type: ignore[assignment]
         self.in_proj_bias = None
 
@@ -124,12 +140,11 @@ class Attention(nn.Module):
         B, T, D = x.shape
         return x.view(B, T, self.num_heads, D // self.num_heads).transpose(1, 2)
 
-    def _proj(self, x: torch.Tensor, part: int) -> torch.Tensor:
-        """Projection `part` (0: q, 1: k, 2: v) of x [..., D]."""
+    def _proj(self, x: torch.Tensor, group: tuple[int, ...]) -> torch.Tensor:
+        """Projections `group` (0: q, 1: k, 2: v; consecutive) of x [..., D] -> [..., len(group) * D]."""
         if self.parts is not None:
-            return self.parts[part](x)
-        D = self.in_proj_weight.shape[1]
-        rows = slice(part * D, (part + 1) * D)
+            return self.parts[self.groups.index(group)](x)
+        rows = _rows(group, self.in_proj_weight.shape[1])
         bias = None if self.in_proj_bias is None else self.in_proj_bias[rows]
         return F.linear(x, self.in_proj_weight[rows], bias)
 
@@ -142,11 +157,7 @@ class Attention(nn.Module):
     def self_attend(self, x: torch.Tensor, cache: KVCache | None, layer: int, pos: int) -> torch.Tensor:
         """Causal self-attention over x [B, T, D] placed at steps [pos, pos + T)."""
         T = x.shape[1]
-        if self.parts is None:
-            qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, -1)
-        else:
-            qkv = tuple(self._proj(x, i) for i in range(3))
-        q, k, v = (self._heads(t) for t in qkv)
+        q, k, v = (self._heads(t) for t in self._proj(x, (0, 1, 2)).chunk(3, -1))
         if cache is not None:
             k, v = cache.update(layer, pos, k, v)
         if T == 1:
@@ -159,12 +170,40 @@ class Attention(nn.Module):
 
     def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of the cross-attention memory [B, L, D] -> 2 x [B, H, L, Dh]."""
-        return self._heads(self._proj(memory, 1)), self._heads(self._proj(memory, 2))
+        k, v = self._proj(memory, (1, 2)).chunk(2, -1)
+        return self._heads(k), self._heads(v)
 
     def cross_attend(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Attention from x [B, T, D] to precomputed memory keys/values (no mask: padding is zeroed)."""
-        q = self._heads(self._proj(x, 0))
+        q = self._heads(self._proj(x, (0,)))
         return self._attend(q, *kv)
+
+
+def _rows(group: tuple[int, ...], dim: int) -> slice:
+    """Rows of the packed q/k/v matrix holding the consecutive parts `group`."""
+    return slice(group[0] * dim, (group[-1] + 1) * dim)
+
+
+def _join_parts(module: Attention, state: dict[str, Any], prefix: str, local: dict[str, Any]) -> None:
+    """state_dict hook: split q/k/v modules are saved as the packed `in_proj_weight`/`in_proj_bias`."""
+    if module.parts is None or f"{prefix}parts.0.weight" not in state:
+        return  # packed already, or parts that have no float weights (int8: not a checkpoint)
+    for name, suffix in (("in_proj_weight", "weight"), ("in_proj_bias", "bias")):
+        keys = [f"{prefix}parts.{i}.{suffix}" for i in range(len(module.groups))]
+        if keys[0] in state:
+            state[prefix + name] = torch.cat([state.pop(k) for k in keys])
+
+
+def _split_parts(module: Attention, state: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+    """load_state_dict pre-hook: the packed matrix of a checkpoint goes to split q/k/v modules."""
+    if module.parts is None:
+        return
+    for name, suffix in (("in_proj_weight", "weight"), ("in_proj_bias", "bias")):
+        if prefix + name in state:
+            packed = state.pop(prefix + name)
+            D = packed.shape[-1] if suffix == "weight" else packed.shape[0] // 3
+            for i, group in enumerate(module.groups):
+                state[f"{prefix}parts.{i}.{suffix}"] = packed[_rows(group, D)]
 
 
 class Block(nn.Module):
@@ -236,21 +275,6 @@ class StemLM(nn.Module):
                     nn.init.zeros_(m.bias)
         for lin in self.linears:
             init(lin.weight, self.cfg.dim)
-
-    @torch.no_grad()
-    def use_decoding_layout(self) -> StemLM:
-        """Store the projection matrices column-major (same values, `W.t()` contiguous).
-
-        A decoding step multiplies a few rows (batch x CFG) by every matrix; on CPU, MKL reads
-        column-major weights faster for that shape (medium 6cb, 2 threads: 1.16 -> 1.47 steps/s,
-        `benchmarks/decode.py`). Embeddings keep their layout (rows are gathered).
-        """
-        for m in self.modules():
-            for name in ("weight", "in_proj_weight"):
-                p = getattr(m, name, None)
-                if isinstance(p, nn.Parameter) and p.dim() == 2 and not isinstance(m, nn.Embedding):
-                    p.data = p.data.t().contiguous().t()
-        return self
 
     @property
     def device(self) -> torch.device:

@@ -12,18 +12,22 @@ import warnings
 import torch
 from torch import nn
 
-from .model import StemLM
+from .model import CROSS_GROUPS, SELF_GROUPS, StemLM
+from .packing import unpack
 
 
 def quantize_int8(lm: StemLM) -> StemLM:
-    """Quantize `lm` in place (CPU): packed q/k/v split into modules, then every `nn.Linear` int8."""
+    """Quantize `lm` in place (CPU): q/k/v split into modules, then every `nn.Linear` int8."""
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     if lm.device.type != "cpu":
         raise ValueError("int8 quantization runs on CPU (fbgemm); on GPU use bf16/fp16")
+    unpack(lm)  # oneDNN-packed layers back to nn.Linear
     for block in lm.transformer.layers:
-        block.self_attn.split_projections()
-        block.cross_attention.split_projections()
+        if block.self_attn.parts is None:
+            block.self_attn.split_projections(SELF_GROUPS)
+        if block.cross_attention.parts is None:
+            block.cross_attention.split_projections(CROSS_GROUPS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
         quantize_dynamic(lm, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
