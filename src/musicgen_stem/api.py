@@ -5,6 +5,8 @@ model = MusicGenStem.get_pretrained("path/to/model")
 model.set_generation_params(duration=8)
 out = model.generate(["funky drums and slap bass"], seed=1)  # out["bass"]: [B, C, T]; out.mix
 new = model.regenerate_from_codes(out.codes, ["bass"], ["a walking bass"], seed=2)
+for chunk in model.generate_stream(["ambient pads"], seed=3):  # audio while it is generated
+    play(chunk.mix)  # chunk.stems["bass"]: [B, C, n] from sample chunk.start
 ```
 """
 
@@ -12,7 +14,10 @@ from __future__ import annotations
 
 import math
 import os
+import queue
 import secrets
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +27,10 @@ import torch
 
 from . import __version__
 from .audio import convert_audio
+from .codec.streaming import MultiStemStreamingDecoder
 from .errors import GenerationError, ModelError
 from .generation import PREFIX_STRIDE, SamplingParams, generate_codes
+from .generation.engine import FramesCallback
 from .generation.windows import fill_windows
 from .lm.packing import pack_for_decoding
 from .modeldir import ModelConfig, ModelParts, build_parts, is_model_dir, load_model, save_model
@@ -33,6 +40,8 @@ Progress = bool | Callable[[int, int], None]
 #: Longest generation or edit, seconds (windows slide beyond the model's own window).
 MAX_SECONDS = 600.0
 Texts = Sequence[str | None]
+#: Default seconds of audio per streamed chunk (`on_audio`, `generate_stream`).
+STREAM_SECONDS = 1.0
 
 
 @dataclass
@@ -65,6 +74,38 @@ class StemAudio(Mapping[str, torch.Tensor]):
     @property
     def duration(self) -> float:
         return next(iter(self.stems.values())).shape[-1] / self.sample_rate
+
+
+@dataclass
+class AudioChunk:
+    """A piece of streamed audio: `stems[stem]` [B, C, n] float CPU at `sample_rate`, starting at
+    sample `start` of the output. Chunks come in order and join without gaps; the one with
+    `last` True ends the output and carries `codes` [B, K, F], the frame tokens of all of it."""
+
+    start: int
+    stems: dict[str, torch.Tensor]
+    sample_rate: int
+    last: bool = False
+    codes: torch.Tensor | None = None
+
+    @property
+    def mix(self) -> torch.Tensor:
+        """[B, C, n] sum of the stems."""
+        return torch.stack(list(self.stems.values())).sum(0)
+
+    @property
+    def num_samples(self) -> int:
+        return next(iter(self.stems.values())).shape[-1]
+
+
+AudioCallback = Callable[[AudioChunk], None]
+#: job(on_audio, stop) of an `AudioStream`: generates, handing chunks to on_audio, and stops
+#: (raising) once stop() is True.
+StreamJob = Callable[[AudioCallback, Callable[[], bool]], None]
+
+
+class _StreamStopped(Exception):
+    """Raised inside generation when the consumer of `generate_stream` stopped iterating."""
 
 
 def _default_device() -> torch.device:
@@ -255,30 +296,70 @@ class MusicGenStem:
         texts: Texts,
         seed: int | None,
         progress: Progress,
+        on_audio: AudioCallback | None = None,
+        stream_seconds: float = STREAM_SECONDS,
+        stop: Callable[[], bool] | None = None,
     ) -> tuple[torch.Tensor, int]:
-        """Generate the `free` [K, T] positions of `codes` [B, K, T], window by window."""
+        """Generate the `free` [K, T] positions of `codes` [B, K, T], window by window.
+
+        on_audio: receives the audio of the final frames while they are generated (`AudioChunk`s
+        of about `stream_seconds`); stop: checked after every step, generation raises
+        `_StreamStopped` once it returns True.
+        """
         if len(texts) != codes.shape[0]:
             raise GenerationError(f"{len(texts)} descriptions for a batch of {codes.shape[0]}")
         seed = _check_seed(seed)
+        frames = codes.shape[-1]
+        on_frames = None if on_audio is None else self._audio_stream(on_audio, stream_seconds, frames)
         gen = torch.Generator(device=self.device).manual_seed(seed)
         mem, null = self._memories(texts)
         callback, bar = _progress(progress)
+        if stop is not None:
+            callback = _stoppable(callback, stop)
         window, overlap = self._windows(regenerate)
         silence = self.silence_tokens() if len(regenerate) < self.layout.num_stems else None
 
-        def run(known: torch.Tensor) -> torch.Tensor:
-            return generate_codes(self.lm, known, mem, null, self.params, gen, callback)
+        def run(known: torch.Tensor, on_frames: FramesCallback | None = None) -> torch.Tensor:
+            return generate_codes(self.lm, known, mem, null, self.params, gen, callback, on_frames)
 
         def on_window(i: int, n: int) -> None:
             if bar is not None and n > 1:
                 bar.set_description(f"generating window {i + 1}/{n}")
 
         try:
-            out = fill_windows(run, self.layout, codes, free, regenerate, window, overlap, silence, on_window)
+            out = fill_windows(
+                run, self.layout, codes, free, regenerate, window, overlap, silence, on_window, on_frames
+            )
         finally:
             if bar is not None:
                 bar.close()
         return out, seed
+
+    def _audio_stream(self, on_audio: AudioCallback, stream_seconds: float, frames: int) -> FramesCallback:
+        """An on_frames callback that decodes the final frames `stream_seconds` at a time (all the
+        rest at the end, final == frames) and hands their audio to `on_audio`."""
+        every = max(1, round(_check_stream_seconds(stream_seconds) * self.frame_rate))
+        decoder = MultiStemStreamingDecoder(self.codec)
+        pushed = start = 0
+
+        def on_frames(codes: torch.Tensor, final: int) -> None:
+            nonlocal pushed, start
+            last = final >= frames
+            if final - pushed < every and not last:
+                return
+            stems = decoder.push(codes[..., pushed:final])
+            if last:
+                rest = decoder.flush()
+                stems = {k: torch.cat([w, rest[k]], dim=-1) for k, w in stems.items()}
+            pushed = final
+            chunk = AudioChunk(start, {k: w.float().cpu() for k, w in stems.items()}, self.sample_rate, last)
+            if last:
+                chunk.codes = codes.cpu()
+            if chunk.num_samples or last:
+                start += chunk.num_samples
+                on_audio(chunk)
+
+        return on_frames
 
     def decode(self, codes: torch.Tensor, seed: int | None = None) -> StemAudio:
         """Frame tokens [B, K, F] -> StemAudio."""
@@ -340,6 +421,16 @@ class MusicGenStem:
         return list(self._silence)
 
     # --- tasks -----------------------------------------------------------------------------
+    def _text_task(
+        self, descriptions: Texts, duration: float | None
+    ) -> tuple[list[str | None], torch.Tensor, torch.Tensor]:
+        """Texts, codes [B, K, T] and free [K, T] (everywhere) of text -> stems."""
+        descriptions = _texts(descriptions)
+        frames = self._frames(duration)
+        codes = torch.zeros(len(descriptions), self.layout.num_streams, frames, dtype=torch.long)
+        free = torch.ones(self.layout.num_streams, frames, dtype=torch.bool)
+        return descriptions, codes, free
+
     def generate(
         self,
         descriptions: Texts,
@@ -348,15 +439,47 @@ class MusicGenStem:
         *,
         seed: int | None = None,
         duration: float | None = None,
+        on_audio: AudioCallback | None = None,
+        stream_seconds: float = STREAM_SECONDS,
     ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
         """Text -> all stems, one item per description (None: unconditional). Longer than the
-        model's window, windows slide on with `extend_stride` seconds each."""
-        descriptions = _texts(descriptions)
-        frames = self._frames(duration)
-        codes = torch.zeros(len(descriptions), self.layout.num_streams, frames, dtype=torch.long)
-        free = torch.ones(self.layout.num_streams, frames, dtype=torch.bool)
-        out, seed = self._fill(codes, free, self.stems, descriptions, seed, progress)
+        model's window, windows slide on with `extend_stride` seconds each.
+
+        on_audio: called with an `AudioChunk` each time about `stream_seconds` more audio is final,
+        and at the end (`last`); the chunks join into the returned audio (to float rounding). The
+        other generation methods take it too.
+        """
+        descriptions, codes, free = self._text_task(descriptions, duration)
+        out, seed = self._fill(
+            codes, free, self.stems, descriptions, seed, progress, on_audio, stream_seconds
+        )
         return self._result(out, seed, return_tokens)
+
+    def generate_stream(
+        self,
+        descriptions: Texts,
+        progress: Progress = False,
+        *,
+        seed: int | None = None,
+        duration: float | None = None,
+        stream_seconds: float = STREAM_SECONDS,
+    ) -> AudioStream:
+        """Text -> all stems as an iterator of `AudioChunk`s of about `stream_seconds`, yielded
+        while the later frames are still generated (on a worker thread, started at once); the
+        last chunk has `last` True and the codes. The chunks join into the audio `generate`
+        returns with the same seed.
+
+        Errors of the generation are raised by the iterator. `close()` it (or use it in a `with`
+        block, or drop it) to stop early: the generation stops at its next step.
+        """
+        descriptions, codes, free = self._text_task(descriptions, duration)
+        seed = _check_seed(seed)
+        _check_stream_seconds(stream_seconds)
+
+        def job(on_audio: AudioCallback, stop: Callable[[], bool]) -> None:
+            self._fill(codes, free, self.stems, descriptions, seed, progress, on_audio, stream_seconds, stop)
+
+        return AudioStream(job)
 
     def generate_continuation_from_codes(
         self,
@@ -367,6 +490,8 @@ class MusicGenStem:
         *,
         seed: int | None = None,
         duration: float | None = None,
+        on_audio: AudioCallback | None = None,
+        stream_seconds: float = STREAM_SECONDS,
     ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
         """Continue prompt codes [B, K, P] up to `duration` seconds in total."""
         codes = self._check_codes(codes)
@@ -380,7 +505,7 @@ class MusicGenStem:
         full = torch.cat([codes, codes.new_zeros(*codes.shape[:2], frames - P)], dim=-1)
         free = torch.zeros(self.layout.num_streams, frames, dtype=torch.bool)
         free[:, P:] = True
-        out, seed = self._fill(full, free, self.stems, descriptions, seed, progress)
+        out, seed = self._fill(full, free, self.stems, descriptions, seed, progress, on_audio, stream_seconds)
         return self._result(out, seed, return_tokens)
 
     def generate_continuation(
@@ -393,11 +518,20 @@ class MusicGenStem:
         *,
         seed: int | None = None,
         duration: float | None = None,
+        on_audio: AudioCallback | None = None,
+        stream_seconds: float = STREAM_SECONDS,
     ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
         """Continue stem audio {stem: [C, T]} (missing stems are silence)."""
         codes = self.encode_stems(stems, sample_rate)
         return self.generate_continuation_from_codes(
-            codes, descriptions, progress, return_tokens, seed=seed, duration=duration
+            codes,
+            descriptions,
+            progress,
+            return_tokens,
+            seed=seed,
+            duration=duration,
+            on_audio=on_audio,
+            stream_seconds=stream_seconds,
         )
 
     def regenerate_from_codes(
@@ -410,6 +544,8 @@ class MusicGenStem:
         *,
         seed: int | None = None,
         duration: float | None = None,
+        on_audio: AudioCallback | None = None,
+        stream_seconds: float = STREAM_SECONDS,
     ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
         """Regenerate some stems under the others, which come out bit-identical to `codes`.
 
@@ -426,6 +562,8 @@ class MusicGenStem:
             return_tokens,
             seed=seed,
             duration=duration,
+            on_audio=on_audio,
+            stream_seconds=stream_seconds,
         )
 
     def regenerate_range(
@@ -440,6 +578,8 @@ class MusicGenStem:
         end: float | None = None,
         seed: int | None = None,
         duration: float | None = None,
+        on_audio: AudioCallback | None = None,
+        stream_seconds: float = STREAM_SECONDS,
     ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
         """Regenerate stems only between `start` and `end` seconds (default: everywhere); every
         token outside that range, and of every other stem, is kept bit-exact."""
@@ -463,7 +603,7 @@ class MusicGenStem:
         free = torch.zeros(self.layout.num_streams, frames, dtype=torch.bool)
         free[self.layout.streams_of_stems(regen), a:b] = True
         free[:, kept:] = True
-        out, seed = self._fill(codes, free, regen, descriptions, seed, progress)
+        out, seed = self._fill(codes, free, regen, descriptions, seed, progress, on_audio, stream_seconds)
         return self._result(out, seed, return_tokens)
 
     def _range(self, start: float | None, end: float | None, frames: int) -> tuple[int, int]:
@@ -492,6 +632,8 @@ class MusicGenStem:
         *,
         seed: int | None = None,
         duration: float | None = None,
+        on_audio: AudioCallback | None = None,
+        stream_seconds: float = STREAM_SECONDS,
     ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
         """Regenerate some stems under given stem audio {stem: [C, T]} at any sample rate.
 
@@ -509,6 +651,8 @@ class MusicGenStem:
             return_tokens,
             seed=seed,
             duration=duration,
+            on_audio=on_audio,
+            stream_seconds=stream_seconds,
         )
 
     def compose(
@@ -587,6 +731,92 @@ def _texts(descriptions: Texts | str | None, batch: int = 1) -> list[str | None]
     if not out:
         raise GenerationError("give at least one description (None for unconditional)")
     return out
+
+
+def _check_stream_seconds(stream_seconds: float) -> float:
+    s = float(stream_seconds)
+    if not math.isfinite(s) or s <= 0:
+        raise GenerationError(f"stream_seconds must be a positive number of seconds, got {stream_seconds}")
+    return s
+
+
+def _stoppable(
+    callback: Callable[[int, int], None] | None, stop: Callable[[], bool]
+) -> Callable[[int, int], None]:
+    """A step callback that raises `_StreamStopped` once `stop()` is True, else calls `callback`."""
+
+    def step(done: int, total: int) -> None:
+        if stop():
+            raise _StreamStopped
+        if callback is not None:
+            callback(done, total)
+
+    return step
+
+
+_DONE = object()
+
+
+def _run_job(job: StreamJob, chunks: queue.SimpleQueue[Any], stop: threading.Event) -> None:
+    """Worker thread of an `AudioStream`: its chunks, then _DONE or the exception, into `chunks`."""
+    try:
+        job(chunks.put, stop.is_set)
+    except BaseException as e:  # handed to the consumer
+        chunks.put(e)
+    else:
+        chunks.put(_DONE)
+
+
+def _end_job(stop: threading.Event, thread: threading.Thread) -> None:
+    stop.set()
+    if thread is not threading.current_thread():
+        thread.join()
+
+
+class AudioStream(Iterator[AudioChunk]):
+    """The `AudioChunk`s of a generation running on a worker thread, in order.
+
+    An exception of the generation is raised by `next`. `close()` (also at the end of a `with`
+    block, or when the iterator is dropped, as after leaving a `for` loop over
+    `model.generate_stream(...)`) stops the generation at its next step and joins the thread.
+    """
+
+    def __init__(self, job: StreamJob) -> None:
+        self._chunks: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=_run_job, args=(job, self._chunks, stop), name="musicgen-stem-stream", daemon=True
+        )
+        # the finalizer holds no reference to self: dropping the stream (or exiting) ends the job
+        self._end = weakref.finalize(self, _end_job, stop, thread)
+        self._closed = False
+        thread.start()
+
+    def __iter__(self) -> AudioStream:
+        return self
+
+    def __next__(self) -> AudioChunk:
+        if self._closed:
+            raise StopIteration
+        item = self._chunks.get()
+        if item is _DONE:
+            self.close()
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self.close()
+            raise item
+        return item  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Stop the generation (if still running) and wait for its thread."""
+        self._closed = True
+        self._end()
+
+    def __enter__(self) -> AudioStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _progress(progress: Progress) -> tuple[Callable[[int, int], None] | None, Any]:

@@ -1,5 +1,13 @@
 """Per-stem neural audio codec (EnCodec-style SEANet + residual VQ) and its multi-stem wrapper."""
 
 from .model import CodecConfig, CodecOutput, MultiStemCodec, StemCodec
+from .streaming import MultiStemStreamingDecoder, StreamingDecoder
 
-__all__ = ["CodecConfig", "CodecOutput", "MultiStemCodec", "StemCodec"]
+__all__ = [
+    "CodecConfig",
+    "CodecOutput",
+    "MultiStemCodec",
+    "MultiStemStreamingDecoder",
+    "StemCodec",
+    "StreamingDecoder",
+]

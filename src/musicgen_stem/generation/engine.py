@@ -20,6 +20,25 @@ from .sampling import SamplingParams, guide, sample_next
 
 UNKNOWN = -1
 ProgressCallback = Callable[[int, int], None]
+#: on_frames(codes [B, K, T], final): the frame tokens so far (-1 where still unknown) and the
+#: number of leading frames whose tokens are all decided.
+FramesCallback = Callable[[torch.Tensor, int], None]
+
+
+def final_frames_after(unknown: torch.Tensor, delays: tuple[int, ...] | list[int]) -> list[int]:
+    """For unknown [K, T] (True where some item of the batch has an unknown token): the number
+    of leading frames that are final once step s has been decoded, at index s (0 <= s < S).
+
+    Frame t of stream k is decoded at step t + 1 + delays[k] (lm/pattern.py); a known frame is
+    final from the start.
+    """
+    K, T = unknown.shape
+    d = torch.as_tensor(list(delays), dtype=torch.long)[:, None]
+    step = torch.arange(T)[None, :] + 1 + d  # [K, T]
+    ready = torch.where(unknown.cpu(), step, torch.full_like(step, -1)).amax(dim=0)  # [T]
+    ready = torch.cummax(ready, dim=0).values if T else ready
+    steps = torch.arange(T + 1 + max(delays))
+    return torch.searchsorted(ready, steps, right=True).tolist()
 
 
 @torch.inference_mode()
@@ -31,6 +50,7 @@ def generate_codes(
     params: SamplingParams,
     generator: torch.Generator | None = None,
     callback: ProgressCallback | None = None,
+    on_frames: FramesCallback | None = None,
 ) -> torch.Tensor:
     """Fill the unknown (-1) tokens of `known`.
 
@@ -40,6 +60,11 @@ def generate_codes(
         null_memory: [B, L, D] null condition for classifier-free guidance, or None for none.
             Guidance is skipped when cfg_coef == 1 (it would change nothing).
         callback: called as callback(steps_done, steps_total) after each step.
+        on_frames: called as on_frames(codes, final) after each step that makes more leading
+            frames final (every token of frames [0, final) decided: generated, or known in
+            advance); `codes` [B, K, T] is a fresh tensor on the model's device (the callee may
+            keep it) with -1 where a token is still unknown. The last call has final == T.
+            An exception raised by a callback stops generation and propagates.
     Returns:
         codes [B, K, T]: `known` with every -1 replaced by a model token (< card).
     """
@@ -55,8 +80,12 @@ def generate_codes(
     S = seq.shape[-1]
     todo = (seq == UNKNOWN).any(dim=0).any(dim=0).nonzero()  # steps holding an unknown token
     if todo.numel() == 0:
+        if on_frames is not None:
+            on_frames(known.clone(), T)
         return known.clone()
     start = int(todo[0])
+    final_after = final_frames_after((known == UNKNOWN).any(dim=0), layout.delays) if on_frames else []
+    reported = -1
 
     use_cfg = null_memory is not None and params.cfg_coef != 1.0
     mem = torch.cat([memory, null_memory], dim=0) if use_cfg else memory
@@ -77,6 +106,9 @@ def generate_codes(
         prev = step
         if callback is not None:
             callback(step - start + 1, total)
+        if on_frames is not None and final_after[step] > reported:
+            reported = final_after[step]
+            on_frames(revert_sequence(seq, layout.delays, T), reported)
 
     codes = revert_sequence(seq, layout.delays, T)
     assert not (codes == UNKNOWN).any(), "generation left unknown tokens"

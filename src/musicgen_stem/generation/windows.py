@@ -15,16 +15,24 @@ plain continuations (text -> stems).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 
 from ..errors import GenerationError
 from ..layout import StemLayout
-from .engine import UNKNOWN
+from .engine import UNKNOWN, FramesCallback
 from .tasks import PREFIX_STRIDE, masked_prefix
 
-#: Runs one window: known [B, K, T'] (-1 where the model chooses) -> codes [B, K, T'].
-RunWindow = Callable[[torch.Tensor], torch.Tensor]
+
+class RunWindow(Protocol):
+    """Runs one window: known [B, K, T'] (-1 where the model chooses) -> codes [B, K, T'].
+
+    Called as run(known) without streaming, run(known, on_frames=...) with it: on_frames then
+    follows `generate_codes`'s contract in the window's own frames (prefix included).
+    """
+
+    def __call__(self, known: torch.Tensor, on_frames: FramesCallback | None = ...) -> torch.Tensor: ...
 
 
 def plan_windows(free_cols: torch.Tensor, total: int, window: int, overlap: int) -> list[tuple[int, int]]:
@@ -62,6 +70,7 @@ def fill_windows(
     overlap: int,
     silence_tokens: list[int] | None,
     on_window: Callable[[int, int], None] | None = None,
+    on_frames: FramesCallback | None = None,
 ) -> torch.Tensor:
     """Generate every `free` [K, T] position of `codes` [B, K, T] window by window.
 
@@ -72,6 +81,10 @@ def fill_windows(
         silence_tokens: K codes of silence, to pad the prefix of a window shorter than `window`
             (needed only with a prefix).
         on_window: called as on_window(index, count) before each window runs.
+        on_frames: called as on_frames(codes, final) whenever more leading frames of the whole
+            output are final: `codes` [B, K, T] is a fresh tensor of the output so far (-1 where a
+            token is still unknown; on the device `run` reports on, CPU for the last call),
+            `final` only grows, and the last call has final == T.
     Returns:
         codes with the free positions filled; every other position unchanged.
     """
@@ -87,6 +100,26 @@ def fill_windows(
     codes = codes.clone().long()
     todo = free.clone().bool()
     plan = plan_windows(todo.any(dim=0), T, window, overlap)
+    reported = 0  # frames reported final to on_frames
+    before: tuple[int, torch.Tensor] | None = None  # (window start, output so far with -1 to do)
+
+    def report(a: int, b: int, prefix: int, local: torch.Tensor, final: int) -> None:
+        """A window [a, b)'s on_frames(local [B, K, prefix + b - a], final) in global frames."""
+        nonlocal reported, before
+        end = a + max(0, final - prefix)
+        if end == b:  # the window is done: known frames after it are final too
+            pending = todo[:, b:].any(dim=0).nonzero()
+            end = b + int(pending[0]) if pending.numel() else T
+        if end > reported:
+            reported = end
+            if before is None or before[0] != a:  # once per window, on its device (no sync per step)
+                now = codes.clone()
+                now[:, todo] = UNKNOWN
+                before = (a, now.to(local.device))
+            now = before[1].clone()
+            now[..., a:b] = local[..., prefix:]
+            on_frames(now, end)  # type: ignore[misc]
+
     for i, (a, b) in enumerate(plan):
         if on_window is not None:
             on_window(i, len(plan))
@@ -97,7 +130,14 @@ def fill_windows(
         if use_prefix:
             prefix = masked_prefix(codes[..., a:b], masked, layout.special_token, window, silence_tokens)
             known = torch.cat([prefix, main], dim=-1)
-        out = run(known)[..., -(b - a) :].cpu()
+        if on_frames is None:
+            out = run(known)
+        else:
+            p = known.shape[-1] - (b - a)
+            out = run(known, on_frames=lambda c, f, a=a, b=b, p=p: report(a, b, p, c, f))
+        out = out[..., -(b - a) :].cpu()
         codes[..., a:b] = torch.where(sub[None], out, codes[..., a:b])
         todo[:, a:b] = False
+    if on_frames is not None and reported < T:
+        on_frames(codes.clone(), T)
     return codes
