@@ -278,3 +278,18 @@ def test_empty_codes_are_a_generation_error(model, call):
             model.regenerate_from_codes(empty, ["bass"], ["z"], seed=0)
         else:
             model.generate_continuation_from_codes(empty, ["z"], seed=0, duration=0.2)
+
+
+def test_set_dtype_and_compile(tiny_model_dir):
+    from musicgen_stem.api import MusicGenStem
+
+    m = MusicGenStem.from_pretrained(tiny_model_dir, device="cpu")
+    assert m.set_dtype("auto").lm.dtype == torch.float32  # float32 on CPU
+    for bad in ("float16", "bfloat16", torch.bfloat16):
+        with pytest.raises(GenerationError, match="for GPUs"):
+            m.set_dtype(bad)
+    with pytest.raises(GenerationError, match="unknown dtype"):
+        m.set_dtype("float8")
+    ref = m.generate(["x"], seed=3, duration=0.3).codes
+    m.lm.compile_decoding(backend="aot_eager")  # what compile() does, without code generation
+    assert torch.equal(m.generate(["x"], seed=3, duration=0.3).codes, ref)

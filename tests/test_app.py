@@ -15,7 +15,7 @@ from musicgen_stem.errors import AudioError, GenerationError, MusicGenStemError
 
 pytest.importorskip("gradio", reason="the app needs gradio (pip install 'musicgen-stem[app]')")
 
-from musicgen_stem import app  # noqa: E402
+from musicgen_stem import app, cli  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +131,23 @@ def test_model_holder_errors_are_messages(tmp_path: Path):
     h.loader = lambda name: (_ for _ in ()).throw(RuntimeError("boom\nline 2"))
     msg = h.load("x")
     assert "RuntimeError: boom" in msg and "line 2" not in msg
+
+
+def test_app_loads_models_with_the_cli_model_options(tiny_model_dir: Path):
+    parser = argparse.ArgumentParser()
+    app.add_arguments(parser)
+    args = parser.parse_args(["--model", str(tiny_model_dir), "--device", "cpu", "--quantize", "int8"])
+    asked: list[str] = []
+
+    def loader(name: str):
+        asked.append(name)
+        return cli.load_model_from_args(name, args)
+
+    holder = app.ModelHolder.start(args.model, loader=loader)
+    assert holder.model is not None and "Linear" in type(holder.model.lm.linears[0]).__name__
+    assert type(holder.model.lm.linears[0]).__module__.startswith("torch.ao")  # int8 layers
+    holder.load("mini")
+    assert asked == [str(tiny_model_dir), ""]  # "mini"/"default" mean the shipped model
 
 
 def test_separator_unavailable_is_a_message(holder: app.ModelHolder, tmp_path: Path):

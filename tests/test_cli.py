@@ -534,3 +534,14 @@ def test_out_of_range_seed_is_a_usage_error(capsys, tiny_model_dir, tmp_path):
         rc, err = 1, "Traceback (ValueError)"
     assert_usage_error(rc, err, match="seed")
     assert_nothing_written(out)
+
+
+@pytest.mark.parametrize(
+    "opts, match",
+    [(["--dtype", "bfloat16"], "for GPUs"), (["--quantize", "int8", "--compile"], "on its own")],
+)
+def test_precision_options_on_cpu_are_usage_errors(capsys, tiny_model_dir, tmp_path, opts, match):
+    out = tmp_path / "o"
+    rc, _, err = generate(capsys, tiny_model_dir, out, "--duration", "0.2", "--device", "cpu", *opts)
+    assert_usage_error(rc, err, match=match)
+    assert_nothing_written(out)

@@ -91,3 +91,13 @@ def test_other_dtypes_are_left_alone():
     pack_for_decoding(lm)
     assert any(type(m) is nn.Linear for m in lm.modules())
     assert lm.transformer.layers[0].self_attn.parts is None
+
+
+def test_compiled_decoding_of_a_packed_model():
+    lm = _lm()
+    mem = torch.randn(1, 3, 64)
+    params = SamplingParams(use_sampling=False, cfg_coef=3.0)
+    known = text_task(1, lm.layout, 6)
+    plain = generate_codes(lm, known, mem, torch.zeros_like(mem), params)
+    fast = pack_for_decoding(copy.deepcopy(lm)).compile_decoding(backend="aot_eager")
+    assert torch.equal(generate_codes(fast, known, mem, torch.zeros_like(mem), params), plain)

@@ -49,8 +49,13 @@ def write_token_dataset(
             codes = rng.integers(0, layout.card, size=(layout.num_streams, n)).astype(np.int16)
             np.save(root / "tokens" / f"{tid}.npy", codes)
             caps = [f"caption {i} a", f"caption {i} b"] if captions else []
-            entry = {"id": tid, "tokens": f"tokens/{tid}.npy", "frames": n, "captions": caps,
-                     "duration": n / frame_rate}
+            entry = {
+                "id": tid,
+                "tokens": f"tokens/{tid}.npy",
+                "frames": n,
+                "captions": caps,
+                "duration": n / frame_rate,
+            }
             f.write(json.dumps(entry) + "\n")
     return root
 
@@ -74,8 +79,19 @@ def _builder(data_dir: Path, edit_prob: float = 0.5, cond_dropout: float = 0.3) 
 
 
 def _cfg(model_dir: Path, data_dir: Path, out: Path, **kw) -> LMTrainConfig:
-    base = dict(steps=4, batch_size=2, lr=3e-3, warmup=1, checkpoint_every=2, validate_every=2,
-                valid_fraction=0.25, valid_batches=2, log_every=1, ema_decay=0.9, seed=3)
+    base = dict(
+        steps=4,
+        batch_size=2,
+        lr=3e-3,
+        warmup=1,
+        checkpoint_every=2,
+        validate_every=2,
+        valid_fraction=0.25,
+        valid_batches=2,
+        log_every=1,
+        ema_decay=0.9,
+        seed=3,
+    )
     base.update(kw)
     return LMTrainConfig(model=str(model_dir), data=[str(data_dir)], out=str(out), **base)
 
@@ -196,8 +212,9 @@ def test_steps_decrease_loss(model_dir, data_dir, kind):
     batch = _builder(data_dir).build(2, torch.Generator().manual_seed(0), kind, False)
     losses = []
     for _ in range(6):
-        loss, per, gnorm = train_mod._step(module, optim, batch, torch.device("cpu"),
-                                           train_mod.nullcontext(), None, 1.0)
+        loss, per, gnorm = train_mod._step(
+            module, optim, batch, torch.device("cpu"), train_mod.nullcontext(), None, 1.0
+        )
         losses.append(float(loss))
         assert per.shape == (6,) and gnorm > 0
     assert losses[-1] < losses[0] - 0.05, losses
@@ -270,11 +287,39 @@ def _free_port() -> int:
 def test_torchrun_ddp_two_processes(model_dir, data_dir, tmp_path):
     out = tmp_path / "ddp"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-        "-m", "musicgen_stem.training.lm", "--model", str(model_dir), "--data", str(data_dir),
-        "--out", str(out), "--steps", "2", "--batch-size", "2", "--warmup", "1", "--lr", "1e-3",
-        "--log-every", "1", "--validate-every", "2", "--valid-batches", "1", "--valid-fraction", "0.25",
-        "--device", "cpu", "--num-threads", "1",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        "-m",
+        "musicgen_stem.training.lm",
+        "--model",
+        str(model_dir),
+        "--data",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--warmup",
+        "1",
+        "--lr",
+        "1e-3",
+        "--log-every",
+        "1",
+        "--validate-every",
+        "2",
+        "--valid-batches",
+        "1",
+        "--valid-fraction",
+        "0.25",
+        "--device",
+        "cpu",
+        "--num-threads",
+        "1",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)

@@ -132,10 +132,13 @@ class ModelHolder:
     _cancelled: set[str] = field(default_factory=set, repr=False)
 
     @classmethod
-    def start(cls, name_or_path: str | None = None) -> ModelHolder:
-        """A holder with `name_or_path` loaded (None: the shipped default model). A model that cannot
-        be loaded leaves the holder empty with `message` saying why; the app still starts."""
-        holder = cls()
+    def start(
+        cls, name_or_path: str | None = None, loader: Callable[[str], MusicGenStem] | None = None
+    ) -> ModelHolder:
+        """A holder with `name_or_path` loaded (None: the shipped default model) by `loader` (name ->
+        model; default: plain loading). A model that cannot be loaded leaves the holder empty with
+        `message` saying why; the app still starts."""
+        holder = cls(loader=loader)
         holder.load(name_or_path or "")
         return holder
 
@@ -152,13 +155,14 @@ class ModelHolder:
         from .api import MusicGenStem
 
         name = str(name_or_path or "").strip()
+        path = "" if name in ("", "default", "mini") else os.path.expanduser(name)
         try:
             if self.loader is not None:
-                model = self.loader(name)
-            elif name in ("", "default", "mini"):
+                model = self.loader(path)
+            elif not path:
                 model = MusicGenStem.default()
             else:
-                model = MusicGenStem.from_pretrained(os.path.expanduser(name))
+                model = MusicGenStem.from_pretrained(path)
         except MusicGenStemError as exc:
             self.message = f"could not load '{name or 'default'}': {exc}"
             return self.status()
@@ -867,7 +871,9 @@ def launch(
 # Command line
 # --------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="model folder or hub id (default: the shipped model)")
+    from .cli import add_model_options
+
+    add_model_options(parser)  # --model, --device, --dtype, --quantize, --compile, --text-encoder
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument(
@@ -902,7 +908,9 @@ def run(args: argparse.Namespace) -> int:
         import gradio  # noqa: F401
     except ImportError:
         raise MusicGenStemError("the app needs Gradio: pip install 'musicgen-stem[app]'") from None
-    holder = ModelHolder.start(args.model)
+    from .cli import load_model_from_args
+
+    holder = ModelHolder.start(args.model, loader=lambda name: load_model_from_args(name, args))
     if holder.model is None:
         if args.model:
             raise ModelError(holder.message)

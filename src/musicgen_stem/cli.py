@@ -29,7 +29,8 @@ class UsageError(MusicGenStemError):
 # --------------------------------------------------------------------------------------- options
 
 
-def _add_model(p: argparse.ArgumentParser) -> None:
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """--model and the options that say how to run it (device, precision, quantization, compile)."""
     p.add_argument(
         "--model",
         "-m",
@@ -42,6 +43,17 @@ def _add_model(p: argparse.ArgumentParser) -> None:
         choices=["none", "int8"],
         default="none",
         help="int8: faster CPU decoding (inference only)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "float16", "bfloat16"],
+        default="auto",
+        help="LM precision (auto: float16 on CUDA, float32 on CPU; half precision is for GPUs)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="decode through torch.compile (CUDA graphs on GPU; compiles first, pays off on long runs)",
     )
     p.add_argument(
         "--text-encoder",
@@ -93,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=FORMATTER,
     )
     p.add_argument("text", help="description of the music, e.g. 'funky drums and slap bass at 110 bpm'")
-    _add_model(p)
+    add_model_options(p)
     p.add_argument("--duration", "-d", type=float, default=10.0, help="seconds of audio to generate")
     p.add_argument("--batch", "-n", type=int, default=1, help="number of variations of the same prompt")
     _add_sampling(p)
@@ -110,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("text_pos", nargs="?", default=None, metavar="TEXT", help="description of the new stems")
     p.add_argument("--text", "-t", default=None, help="description of the new stems (same as TEXT)")
-    _add_model(p)
+    add_model_options(p)
     p.add_argument("--regenerate", "-r", nargs="+", required=True, metavar="STEM", help="stems to regenerate")
     p.add_argument(
         "--from",
@@ -208,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(p)
 
     p = sub.add_parser("info", help="describe a model", formatter_class=FORMATTER)
-    _add_model(p)
+    add_model_options(p)
     return parser
 
 
@@ -238,13 +250,29 @@ def _module_commands() -> dict[str, tuple[Any, str]]:
 
 
 def _load(args: argparse.Namespace) -> Any:
+    return load_model_from_args(args.model, args)
+
+
+def load_model_from_args(name: str | None, args: argparse.Namespace) -> Any:
+    """Model `name` (None or "": the shipped default) loaded with the options of `add_model_options`."""
     from .api import MusicGenStem
 
-    if args.model is None:
+    if not name:
         model = MusicGenStem.default(device=args.device)
     else:
-        model = MusicGenStem.from_pretrained(args.model, device=args.device, text_encoder=args.text_encoder)
-    return model.quantize(args.quantize) if getattr(args, "quantize", "none") != "none" else model
+        model = MusicGenStem.from_pretrained(name, device=args.device, text_encoder=args.text_encoder)
+    return prepare_model(model, args.dtype, args.quantize, args.compile)
+
+
+def prepare_model(model: Any, dtype: str = "auto", quantize: str = "none", compile: bool = False) -> Any:
+    """Apply the model options of `_add_model` to a loaded model."""
+    if quantize != "none":
+        if dtype not in ("auto", "float32") or compile:
+            raise UsageError(f"--quantize {quantize} runs on its own: drop --dtype {dtype} / --compile")
+        model.quantize(quantize)
+    else:
+        model.set_dtype(dtype)
+    return model.compile() if compile else model
 
 
 def _set_params(model: Any, args: argparse.Namespace) -> None:

@@ -83,6 +83,15 @@ class KVCache:
         self.v[layer, :, :, pos:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
+    def write(
+        self, layer: int, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Static-shape update: write k, v [B, H, 1, Dh] at step `pos` ([1] long tensor); return
+        the whole cache of the layer, [B, H, S_max, Dh] (steps after pos must be masked)."""
+        self.k[layer].index_copy_(2, pos, k)
+        self.v[layer].index_copy_(2, pos, v)
+        return self.k[layer], self.v[layer]
+
 
 @dataclass
 class DecodeState:
@@ -154,10 +163,20 @@ class Attention(nn.Module):
         B, H, T, Dh = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(B, T, H * Dh))
 
-    def self_attend(self, x: torch.Tensor, cache: KVCache | None, layer: int, pos: int) -> torch.Tensor:
-        """Causal self-attention over x [B, T, D] placed at steps [pos, pos + T)."""
+    def self_attend(
+        self, x: torch.Tensor, cache: KVCache | None, layer: int, pos: int | torch.Tensor
+    ) -> torch.Tensor:
+        """Causal self-attention over x [B, T, D] placed at steps [pos, pos + T).
+
+        With `pos` a [1] tensor (static shapes, see `StemLM.decode_step`): one step, attending to
+        the whole cache with the steps after pos masked."""
         T = x.shape[1]
         q, k, v = (self._heads(t) for t in self._proj(x, (0, 1, 2)).chunk(3, -1))
+        if isinstance(pos, torch.Tensor):
+            assert cache is not None and T == 1
+            k, v = cache.write(layer, pos, k, v)
+            visible = (torch.arange(cache.max_steps, device=x.device) <= pos)[None]  # [1, S_max]
+            return self._attend(q, k, v, attn_mask=visible)
         if cache is not None:
             k, v = cache.update(layer, pos, k, v)
         if T == 1:
@@ -226,7 +245,7 @@ class Block(nn.Module):
         memory_kv: tuple[torch.Tensor, torch.Tensor],
         cache: KVCache | None,
         layer: int,
-        pos: int,
+        pos: int | torch.Tensor,
     ) -> torch.Tensor:
         x = x + self.dropout(self.self_attn.self_attend(self.norm1(x), cache, layer, pos))
         x = x + self.dropout(self.cross_attention.cross_attend(self.norm_cross(x), memory_kv))
@@ -253,6 +272,7 @@ class StemLM(nn.Module):
         self.transformer = Transformer(cfg)
         self.out_norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
         self.linears = nn.ModuleList(nn.Linear(cfg.dim, card, bias=cfg.bias_proj) for _ in range(K))
+        self.compiled_step: Any = None  # decode_step under torch.compile (see compile_decoding)
         self.reset_parameters()
 
     @torch.no_grad()
@@ -291,7 +311,37 @@ class StemLM(nn.Module):
     def new_state(self, memory: torch.Tensor, max_steps: int) -> DecodeState:
         """A fresh decoding state for a batch whose conditioning memory is [B, L, D]."""
         cache = KVCache(self.cfg, memory.shape[0], max_steps, memory.device, self.dtype)
-        return DecodeState(cache=cache, cross_kv=self.memory_kv(memory.to(self.dtype)))
+        state = DecodeState(cache=cache, cross_kv=self.memory_kv(memory.to(self.dtype)))
+        if self.compiled_step is not None and memory.device.type == "cuda":
+            # CUDA graphs replay on fixed addresses: the cache and memory keys are updated in place
+            for t in (cache.k, cache.v, *(t for kv in state.cross_kv for t in kv)):
+                torch._dynamo.mark_static_address(t)
+        return state
+
+    def decode_step(self, tokens: torch.Tensor, pos: torch.Tensor, state: DecodeState) -> torch.Tensor:
+        """One decoding step with static shapes (what torch.compile and CUDA graphs need).
+
+        tokens [B, K, 1] at step `pos` ([1] long tensor on the model's device) -> logits of the
+        next step [B, K, card]. Same result as `forward(tokens, state=state)`, but the self-attention
+        reads the whole cache with later steps masked, so every step has the same shapes; the
+        caller advances `state.pos`.
+        """
+        K = tokens.shape[1]
+        x = sum(self.emb[k](tokens[:, k]) for k in range(K))  # [B, 1, D]
+        x = x + self.cfg.positional_scale * sin_embedding(pos, self.cfg.dim, self.cfg.max_period).to(x.dtype)
+        for i, block in enumerate(self.transformer.layers):
+            x = block(x, state.cross_kv[i], state.cache, i, pos)
+        x = self.out_norm(x[:, 0])
+        return torch.stack([lin(x) for lin in self.linears], dim=1)
+
+    def compile_decoding(self, mode: str | None = None, backend: str = "inductor") -> StemLM:
+        """Decode steps through `torch.compile(decode_step)` (fullgraph). mode None picks
+        "reduce-overhead" (CUDA graphs) on CUDA and the default elsewhere. The prefill and
+        teacher forcing stay eager. Returns self."""
+        if mode is None:
+            mode = "reduce-overhead" if self.device.type == "cuda" else "default"
+        self.compiled_step = torch.compile(self.decode_step, mode=mode, fullgraph=True, backend=backend)
+        return self
 
     def forward(
         self,
@@ -315,6 +365,12 @@ class StemLM(nn.Module):
         if K != len(self.emb):
             raise ValueError(f"sequence has {K} streams, the model has {len(self.emb)}")
         pos = 0 if state is None else state.pos
+        if state is not None and T == 1 and self.compiled_step is not None:
+            if pos >= state.cache.max_steps:
+                raise RuntimeError(f"KV cache holds {state.cache.max_steps} steps, step {pos + 1} requested")
+            logits = self.compiled_step(seq, torch.tensor([pos], device=seq.device), state)
+            state.pos += 1
+            return logits[:, None]
         x = sum(self.emb[k](seq[:, k]) for k in range(K))  # [B, T, D]
         steps = torch.arange(pos, pos + T, device=seq.device)
         x = x + self.cfg.positional_scale * sin_embedding(steps, self.cfg.dim, self.cfg.max_period).to(
