@@ -115,7 +115,11 @@ def _default_device() -> torch.device:
 
 
 class MusicGenStem:
-    """A multi-stem model: text conditioner, LM and one codec per stem."""
+    """A multi-stem model: text conditioner, LM and one codec per stem.
+
+    Built from `ModelParts`, it takes their modules over: on CPU the LM's projections are laid out
+    for decoding in place (`lm.packing`; `state_dict()` is unchanged, training code should keep
+    its own modules out of it)."""
 
     def __init__(self, parts: ModelParts, device: str | torch.device | None = None, name: str | None = None):
         self.device = torch.device(device) if device is not None else _default_device()
@@ -442,9 +446,7 @@ class MusicGenStem:
     def silence_tokens(self) -> list[int]:
         """Codes of digital silence per stream (from the config, else measured on the codecs)."""
         if self._silence is None:
-            silent = {s: torch.zeros(1, self.codec.channels, self.sample_rate) for s in self.stems}
-            codes = self.encode_stems(silent, self.sample_rate)[0]  # [K, F]
-            self._silence = [int(torch.mode(c).values) for c in codes]
+            self._silence = self.codec.silence_codes()
         return list(self._silence)
 
     # --- tasks -----------------------------------------------------------------------------

@@ -448,6 +448,14 @@ class MultiStemCodec(nn.Module):
             stem: self.codec(stem).decode(codes[:, sl]) for stem, sl in self._layout.stream_slices().items()
         }
 
+    @torch.inference_mode()
+    def silence_codes(self) -> list[int]:
+        """The code of digital silence for each of the K streams (the most frequent code of one
+        second of zeros), used to pad masked-stem prefixes."""
+        device = next(self.parameters()).device
+        silent = torch.zeros(1, len(self._layout.stems), self.channels, self.sample_rate, device=device)
+        return [int(torch.mode(c).values) for c in self.encode(silent)[0]]
+
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes: [B, K, F] -> wav [B, S, C, F * hop_length] (stems in layout order)."""
         return torch.stack(list(self.decode_stems(codes).values()), dim=1)

@@ -299,9 +299,7 @@ def _silence_tokens(parts: ModelParts) -> list[int]:
     """The model's silence codes (config, else measured on the codecs)."""
     if parts.config.silence_tokens is not None:
         return list(parts.config.silence_tokens)
-    from ..api import MusicGenStem
-
-    return MusicGenStem(parts, device="cpu").silence_tokens()
+    return parts.codec.silence_codes()
 
 
 def _amp(cfg: LMTrainConfig, device: torch.device) -> torch.dtype | None:
