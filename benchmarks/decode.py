@@ -1,6 +1,9 @@
-"""LM decoding speed: steps/s for a preset (random weights), batch 1 with CFG, greedy and sampled.
+"""LM decoding speed: steps/s for a preset (random weights) with CFG, greedy and sampled.
 
     python benchmarks/decode.py --preset tiny medium-6cb --threads 2 --steps 30
+    python benchmarks/decode.py --preset medium-6cb --batch 8 --quantize int8
+
+--batch B decodes B items at once (2B rows with CFG); tokens/s = steps/s x B x streams.
 
 Also prints the memory-bandwidth bound: every decoding step reads all LM weights once, so
 steps/s <= bandwidth / weight bytes (bandwidth measured here by summing a large tensor).
@@ -45,16 +48,18 @@ def build_lm(name: str) -> StemLM:
     return pack_for_decoding(lm.eval())  # as MusicGenStem does on CPU
 
 
-def steps_per_second(lm: StemLM, steps: int, params: SamplingParams, text_len: int = 12) -> float:
-    """Steady-state decoding rate: 1 / the median time of a step over `steps` steps (the first
-    step, the prefill, is excluded; the median ignores stalls caused by other processes)."""
-    memory = torch.randn(1, text_len, lm.cfg.dim)
+def steps_per_second(
+    lm: StemLM, steps: int, params: SamplingParams, batch: int = 1, text_len: int = 12
+) -> float:
+    """Steady-state decoding rate of a batch: 1 / the median time of a step over `steps` steps (the
+    first step, the prefill, is excluded; the median ignores stalls caused by other processes)."""
+    memory = torch.randn(batch, text_len, lm.cfg.dim)
     null = torch.zeros_like(memory)
     frames = steps + 1  # + delays, the loop runs a few more steps than frames
     stamps: list[float] = []
     generate_codes(
         lm,
-        text_task(1, lm.layout, frames),
+        text_task(batch, lm.layout, frames),
         memory,
         null,
         params,
@@ -72,6 +77,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=30, help="decoding steps to time per run")
     parser.add_argument("--cfg", type=float, default=3.0)
+    parser.add_argument("--batch", type=int, default=1, help="items decoded at once (x2 rows with CFG)")
     parser.add_argument(
         "--quantize", choices=["none", "int8"], default="none", help="int8: fbgemm dynamic int8"
     )
@@ -86,13 +92,20 @@ def main() -> None:
             lm = quantize_int8(lm)
         bound = bandwidth / n_bytes
         steps = args.steps if n_bytes > 1e9 else max(args.steps, 200)
-        greedy = steps_per_second(lm, steps, SamplingParams(use_sampling=False, cfg_coef=args.cfg))
-        sampled = steps_per_second(lm, steps, SamplingParams(use_sampling=True, top_k=250, cfg_coef=args.cfg))
+        greedy = steps_per_second(
+            lm, steps, SamplingParams(use_sampling=False, cfg_coef=args.cfg), args.batch
+        )
+        sampled = steps_per_second(
+            lm, steps, SamplingParams(use_sampling=True, top_k=250, cfg_coef=args.cfg), args.batch
+        )
+        per_step = args.batch * lm.layout.num_streams  # tokens decided per step
         print(
             f"{name:>12} ({args.quantize}): {n_bytes / 1e9:6.2f} GB of fp32 weights | "
-            f"greedy {greedy:8.2f} steps/s | top-k 250 {sampled:8.2f} steps/s | "
-            f"fp32 bandwidth bound {bound:8.2f} steps/s "
-            f"({100 * greedy / bound:.0f}% of bound, batch 1 + CFG)"
+            f"batch {args.batch} + CFG | "
+            f"greedy {greedy:8.2f} steps/s ({greedy * per_step:8.1f} tokens/s) | "
+            f"top-k 250 {sampled:8.2f} steps/s ({sampled * per_step:8.1f} tokens/s) | "
+            f"fp32 bandwidth bound {bound:8.2f} steps/s ({100 * greedy / bound:.0f}% of bound)",
+            flush=True,
         )
         del lm
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 import musicgen_stem.modeldir as modeldir
 from musicgen_stem.api import MusicGenStem
@@ -18,8 +22,10 @@ from musicgen_stem.modeldir import (
     TEXT_FILE,
     ModelConfig,
     codec_file,
+    fresh_tensor,
     load_model,
     read_config,
+    read_weights,
     save_model,
 )
 from musicgen_stem.presets import PRESETS, preset
@@ -112,6 +118,7 @@ def _edit_config(path, fn):
         (lambda p: (p / codec_file("other")).unlink(), "incomplete"),
         (lambda p: (p / LM_FILE).write_bytes(b"\x00garbage" * 10), "cannot read weights"),
         (lambda p: (p / TEXT_FILE).write_bytes((p / TEXT_FILE).read_bytes()[:50]), "cannot read weights"),
+        (lambda p: (p / LM_FILE).write_bytes((p / LM_FILE).read_bytes()[:-100]), "cannot read weights"),
         (lambda p: _edit_config(p, lambda d: d["lm"].update(dim=32, num_heads=4)), "do not fit"),
         (lambda p: _edit_config(p, lambda d: d["lm"].update(num_layers=3)), "do not fit"),
     ],
@@ -128,6 +135,7 @@ def _edit_config(path, fn):
         "missing-codec",
         "corrupt-lm",
         "truncated-text",
+        "truncated-lm-data",
         "dim-mismatch",
         "layers-mismatch",
     ],
@@ -137,6 +145,65 @@ def test_load_errors(model_copy, damage, match):
     with pytest.raises(ModelError, match=match) as err:
         load_model(model_copy)
     _assert_one_line(err)
+
+
+def test_read_weights_gives_what_safetensors_reads(tmp_path):
+    """Every dtype bit-identical to safetensors' own reader, floats upcast to float32, whether the
+    tensor is memory-mapped as it is (big float32), mapped and converted (big float16) or read."""
+    tensors = {
+        "big16": torch.randn(1024, 512).half(),  # 1 MiB: mapped, converted into memory of its own
+        "big32": torch.randn(600, 512),  # mapped, used as it is
+        "small16": torch.randn(3, 5).half(),
+        "bf16": torch.randn(7).bfloat16(),
+        "i64": torch.arange(5),
+        "flag": torch.tensor([True, False]),
+        "scalar": torch.tensor(2.5).half(),
+        "empty": torch.zeros(0, 4),
+    }
+    file = tmp_path / "w.safetensors"
+    save_file(tensors, str(file), metadata={"format": "pt"})
+    ref = load_file(str(file))
+    got = read_weights(file)
+    assert got.keys() == ref.keys()
+    for k, v in ref.items():
+        want = v.float() if v.is_floating_point() else v
+        assert got[k].dtype == want.dtype and got[k].shape == want.shape, k
+        assert torch.equal(got[k], want), k
+    got["big32"].add_(1.0)  # copy-on-write: the file is left as it was
+    assert torch.equal(load_file(str(file))["big32"], tensors["big32"])
+
+
+def _mapped(address: int) -> bool:
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+        if lo <= address < hi:
+            return True
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_big_weights_go_back_to_the_system_when_dropped():
+    t = fresh_tensor((1024, 1024), torch.float32)  # 4 MiB
+    assert t.shape == (1024, 1024) and t.dtype == torch.float32
+    t.fill_(1.0)
+    start = t.data_ptr()
+    assert _mapped(start) and _mapped(start + 4 * 2**20 - 1)
+    del t
+    gc.collect()
+    assert not _mapped(start)  # unmapped, whatever malloc's state
+    assert fresh_tensor((3,), torch.float16).shape == (3,)  # small ones come from torch.empty
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_big_mapped_weights_are_unmapped_when_dropped(tmp_path):
+    file = tmp_path / "w.safetensors"
+    save_file({"w": torch.randn(512, 1024)}, str(file))  # 2 MiB of float32: mapped as it is
+    w = read_weights(file)["w"]
+    start = w.data_ptr()
+    assert _mapped(start) and w.sum().isfinite()
+    del w
+    gc.collect()
+    assert not _mapped(start)
 
 
 def test_read_config_on_missing_config(tmp_path):

@@ -4,6 +4,7 @@ golden outputs (../shared/fixtures/ref6cb_tiny), and a 7cb layout of the same fo
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from musicgen_stem.codec import CodecConfig, MultiStemCodec
 from musicgen_stem.conditioning import TextConditioner, TextEncoderConfig
 from musicgen_stem.errors import ModelError
 from musicgen_stem.lm import LMConfig, StemLM
-from musicgen_stem.reference import RELEASED_SILENCE_TOKENS, locate, reference_files
+from musicgen_stem.reference import RELEASED_SILENCE_TOKENS, _page_releaser, locate, reference_files
 
 
 @pytest.fixture(scope="module")
@@ -208,3 +209,30 @@ def test_7cb_layout_loads_without_code_changes(ref_fixture: Path, tmp_path: Path
     kept = model.layout.streams_of_stems(["drums", "other"])
     assert torch.equal(edit.codes[:, kept], out.codes[:, kept])
     assert not torch.equal(edit.codes[:, :2], out.codes[:, :2])
+
+
+def _mapped_rss(file: Path) -> int:
+    """Resident bytes of this process's mappings of `file` (/proc/self/smaps)."""
+    target, total, inside = str(file.resolve()), 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if "-" in fields[0] and len(fields) >= 5 and ":" not in fields[0]:  # a mapping's header line
+            inside = len(fields) == 6 and fields[5] == target
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1]) * 1024
+    return total
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise and /proc/self/smaps")
+def test_converted_pages_are_released_and_reread_intact(tmp_path: Path) -> None:
+    w = torch.randn(2**20).half()  # 2 MiB
+    file = tmp_path / "w.bin"
+    torch.save({"best_state": {"w": w}}, file)
+    mapped = torch.load(file, map_location="cpu", weights_only=True, mmap=True)["best_state"]["w"]
+    assert torch.equal(mapped, w)  # every page read
+    before = _mapped_rss(file)
+    assert before >= 2**21
+    _page_releaser(file)(mapped)
+    assert before - _mapped_rss(file) >= 2**21 - 2 * 4096  # all but the partial end pages
+    assert torch.equal(mapped, w)  # read again from the file: nothing lost
+    _page_releaser(tmp_path / "other.bin")(mapped)  # not a mapping of that file: left alone

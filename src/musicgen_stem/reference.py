@@ -3,14 +3,19 @@
 A reference model is a folder (or hub repo) holding `state_dict.bin` (the LM, fp16) and
 `compression_state_dict_{bass,drums,other}.bin` (one codec per stem). Each file is a
 `torch.save` dict `{'best_state': state_dict, 'xp.cfg': YAML text, ...}` holding only tensors and
-plain containers, so it is read with `weights_only=True` (and memory-mapped: no second copy of
-the weights). Every module is rebuilt from the stored config (OmegaConf YAML with `${...}`
-interpolations) and the weights map one to one onto ours.
+plain containers, so it is read with `weights_only=True`, memory-mapped; float16 weights are
+converted to float32 one tensor at a time, dropping the mapped pages of each as it is copied, so
+loading holds one copy of the weights. Every module is rebuilt from the stored config (OmegaConf
+YAML with `${...}` interpolations) and the weights map one to one onto ours.
 """
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +28,7 @@ from .conditioning import TextEncoderConfig
 from .errors import ModelError
 from .layout import StemLayout
 from .lm import LMConfig
-from .modeldir import ModelConfig, ModelParts, build_parts
+from .modeldir import ModelConfig, ModelParts, build_parts, fresh_tensor
 
 STEMS = ("bass", "drums", "other")
 LM_FILE = "state_dict.bin"
@@ -229,11 +234,75 @@ def model_config(
 # ------------------------------------------------------------------------------------------ loading
 
 
-def _assign(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    """Load float32 copies of `state` into a meta-built module (one copy of the weights in memory)."""
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+#: madvise(2) advice that drops a range's pages from this process (Linux).
+MADV_DONTNEED = 4
+
+
+def _private_mappings(file: Path) -> list[tuple[int, int]]:
+    """Address ranges of this process's private (copy-on-write) memory mappings of `file`, from
+    /proc/self/maps; [] where that cannot be read."""
+    target = os.path.realpath(file)
+    ranges = []
     try:
-        module.load_state_dict(state, strict=True, assign=True)
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            for line in maps:
+                fields = line.rstrip("\n").split(maxsplit=5)
+                if len(fields) == 6 and fields[5] == target and fields[1].endswith("p"):
+                    start, end = fields[0].split("-")
+                    ranges.append((int(start, 16), int(end, 16)))
+    except OSError:
+        return []
+    return ranges
+
+
+def _page_releaser(file: Path) -> Callable[[torch.Tensor], None]:
+    """A function that drops the resident pages of a tensor memory-mapped from `file` (by
+    `torch.load(mmap=True)`) once it has been copied: madvise(MADV_DONTNEED) on the whole pages
+    inside it. The mapping is a private mapping of the file that nothing writes to, so a page
+    read again is re-read from the file, identical: nothing is lost, the pages just stop counting
+    in this process's memory. Does nothing off Linux or when the tensor is not in such a mapping."""
+    ranges = _private_mappings(file) if sys.platform.startswith("linux") else []
+    if not ranges:
+        return lambda t: None
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    page = mmap.PAGESIZE
+
+    def release(t: torch.Tensor) -> None:
+        if not t.is_contiguous():
+            return
+        first = t.data_ptr()
+        last = first + t.numel() * t.element_size()
+        a, b = -(-first // page) * page, last // page * page  # whole pages inside the tensor
+        if b > a and any(lo <= a and b <= hi for lo, hi in ranges):
+            madvise(a, b - a, MADV_DONTNEED)
+
+    return release
+
+
+def _assign(
+    module: torch.nn.Module,
+    state: dict[str, torch.Tensor],
+    what: str,
+    release: Callable[[torch.Tensor], None],
+) -> None:
+    """Load `state` as float32 into a meta-built module (one copy of the weights in memory).
+
+    Float32 tensors are used as they are (memory-mapped). Others are converted one at a time
+    into memory of their own, and `release` drops the pages of each source once copied: converting
+    the whole float16 LM before releasing anything held it beside its float32 copy, 1.4x the
+    weight bytes for medium (benchmarks/memory.py).
+    """
+    converted = {}
+    for k, v in state.items():
+        if v.is_floating_point() and v.dtype != torch.float32:
+            out = fresh_tensor(tuple(v.shape), torch.float32)
+            out.copy_(v)
+            release(v)
+            v = out
+        converted[k] = v
+    try:
+        module.load_state_dict(converted, strict=True, assign=True)
     except RuntimeError as e:
         lines = str(e).strip().splitlines()
         raise ModelError(f"the {what} weights do not fit their config: {' '.join(lines[:2])[:300]}") from None
@@ -256,9 +325,16 @@ def load_reference(name_or_path: str | os.PathLike[str], text_encoder: str | Non
     text_state = {k[len(TEXT_PREFIX) :]: v for k, v in lm_state.items() if k.startswith(TEXT_PREFIX)}
     other = [k for k in lm_state if k.startswith("condition_provider.") and not k.startswith(TEXT_PREFIX)]
     _require(not other, f"conditioners other than the text description are not supported ({other[:3]})")
-    _assign(parts.lm, {k: v for k, v in lm_state.items() if not k.startswith("condition_provider.")}, "LM")
-    _assign(parts.text, text_state, "text conditioner")
+    release = _page_releaser(folder / LM_FILE)
+    lm_only = {k: v for k, v in lm_state.items() if not k.startswith("condition_provider.")}
+    _assign(parts.lm, lm_only, "LM", release)
+    _assign(parts.text, text_state, "text conditioner", release)
     for stem in STEMS:
-        _assign(parts.codec.codecs[stem], codec_states[stem], f"{stem} codec")
+        _assign(
+            parts.codec.codecs[stem],
+            codec_states[stem],
+            f"{stem} codec",
+            _page_releaser(folder / codec_file(stem)),
+        )
     del lm_state, codec_states
     return parts
