@@ -202,3 +202,41 @@ def test_edit_song_with_separator(holder: app.ModelHolder, tmp_path: Path):
     )
     assert set(out["stems"]) == {"bass", "drums", "other", "vocals"}
     assert out["sample_rate"] == sr and sf.info(out["mix"]).channels == 2
+
+
+def test_generation_streams_a_preview_then_the_results(holder: app.ModelHolder, tmp_path: Path):
+    """What the Generate button does: preview chunks while generating, the written results last."""
+
+    def job(on_audio, stop):
+        return app.generate_job(
+            holder, tmp_path, "x", duration=2.5, seed=4, cancelled=stop, on_audio=on_audio
+        )
+
+    items = list(app.stream_job(job))
+    chunks, results = items[:-1], items[-1]
+    assert len(chunks) >= 2 and all(not isinstance(c, list) for c in chunks)
+    assert isinstance(results, list) and results[0]["seed"] == 4
+    previews = [app.preview_pcm(c) for c in chunks]
+    assert all(rate == holder.get().sample_rate and pcm.dtype == np.int16 for rate, pcm in previews)
+    streamed = np.concatenate([pcm for _, pcm in previews])  # [n, C]
+    mix, _ = sf.read(results[0]["mix"], dtype="int16", always_2d=True)
+    assert streamed.shape == mix.shape
+    # the preview is the written mix up to the export's shared gain and 16-bit rounding
+    gain = float(results[0]["gain"])
+    assert np.abs(streamed.astype(np.float64) * gain - mix).max() <= 2 + 1e-3 * 32767
+
+
+def test_stream_job_stops_when_closed_and_raises_errors(holder: app.ModelHolder, tmp_path: Path):
+    stream = app.stream_job(
+        lambda on_audio, stop: app.generate_job(
+            holder, tmp_path, "x", duration=20.0, seed=1, cancelled=stop, on_audio=on_audio
+        )
+    )
+    next(stream)  # audio arrives before the 20 s are generated
+    stream.close()  # stops the job (its thread is joined)
+    with pytest.raises(GenerationError, match="variations"):
+        next(
+            app.stream_job(
+                lambda on_audio, stop: app.generate_job(holder, tmp_path, "x", duration=1, variations=99)
+            )
+        )

@@ -26,7 +26,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +40,7 @@ from .errors import AudioError, GenerationError, ModelError, MusicGenStemError
 if TYPE_CHECKING:
     import gradio as gr
 
-    from .api import MusicGenStem
+    from .api import AudioChunk, MusicGenStem
 
 __all__ = [
     "DEFAULT_HOST",
@@ -301,6 +301,24 @@ def _progress(progress: Progress | None, cancelled: Callable[[], bool] | None) -
     return step
 
 
+def preview_pcm(chunk: AudioChunk) -> tuple[int, np.ndarray]:
+    """The first item's mix of a streamed chunk as Gradio audio: (rate, int16 [n, C]), clipped (a
+    per-chunk normalisation would make the level jump from chunk to chunk)."""
+    mix = chunk.mix[0].clamp(-1.0, 1.0)  # [C, n]
+    return chunk.sample_rate, (mix.T.numpy() * 32767).astype(np.int16)
+
+
+def stream_job(job: Callable[[Callable[[AudioChunk], None], Callable[[], bool]], Any]) -> Iterator[Any]:
+    """Run `job(on_audio, stop)` on a worker thread; yield its `AudioChunk`s as they come, then
+    its return value last. Errors of the job are raised here; closing the iterator stops it."""
+    from .api import AudioStream
+
+    result: list[Any] = []
+    with AudioStream(lambda on_audio, stop: result.append(job(on_audio, stop))) as stream:
+        yield from stream
+    yield result[0]
+
+
 def write_result(
     folder: Path,
     stems: Mapping[str, torch.Tensor],
@@ -352,9 +370,11 @@ def generate_job(
     limits: Limits | None = None,
     progress: Progress | None = None,
     cancelled: Callable[[], bool] | None = None,
+    on_audio: Callable[[AudioChunk], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Text -> stems, `variations` results (one batch, one seed); each result is a dict of paths
-    (`stems`, `mix`, `zip`, `stem_mp4`, `codes`), the `seed` and the settings."""
+    (`stems`, `mix`, `zip`, `stem_mp4`, `codes`), the `seed` and the settings. `on_audio` receives
+    the audio while it is generated (see `MusicGenStem.generate`)."""
     limits = limits or Limits()
     model = holder.get()
     d = limits.check_duration(duration)
@@ -364,7 +384,9 @@ def generate_job(
     text = (prompt or "").strip() or None
     with holder._lock:
         model.set_generation_params(**(sampling or {}))
-        out = model.generate([text] * n, _progress(progress, cancelled), seed=parse_seed(seed), duration=d)
+        out = model.generate(
+            [text] * n, _progress(progress, cancelled), seed=parse_seed(seed), duration=d, on_audio=on_audio
+        )
     assert not isinstance(out, tuple)
     job = _new_job_dir(Path(workdir))
     results = []
@@ -644,6 +666,16 @@ def build_app(
                 with gr.Row():
                     gen_btn = gr.Button("Generate", variant="primary", elem_id="mgs-generate")
                     gen_cancel = gr.Button("Cancel", variant="stop", elem_id="mgs-generate-cancel")
+                # Gradio streams audio through ffmpeg (and probes audio with ffprobe once it is there)
+                live = shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
+                preview = gr.Audio(
+                    label="Live preview (the mix, playing while it is generated)",
+                    streaming=True,
+                    autoplay=True,
+                    interactive=False,
+                    visible=live,
+                    elem_id="mgs-preview",
+                )
 
             with gr.Tab("Edit", id="edit"):
                 source = gr.Radio(
@@ -715,11 +747,12 @@ def build_app(
             g: bool,
             request: gr.Request,
             progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's idiom)
-        ) -> tuple[Any, ...]:
+        ) -> Iterator[tuple[Any, ...]]:
             cancelled = holder.begin(_session(request))
             progress(0, desc="generating")
-            try:
-                results = generate_job(
+
+            def job(on_audio: Callable[[AudioChunk], None], stop: Callable[[], bool]) -> list[dict[str, Any]]:
+                return generate_job(
                     holder,
                     workdir,
                     prompt_v,
@@ -729,11 +762,18 @@ def build_app(
                     sampling=sampling_settings(k, p, t, c, g),
                     limits=limits,
                     progress=lambda d, n: progress((d, n), desc="generating"),
-                    cancelled=cancelled,
+                    cancelled=lambda: stop() or cancelled(),
+                    on_audio=on_audio,
                 )
+
+            try:
+                for item in stream_job(job):
+                    if isinstance(item, list):  # the job's results come last
+                        yield (*show(item), gr.skip())
+                    elif live and item.num_samples:
+                        yield (*(gr.skip() for _ in outputs), preview_pcm(item))
             except Exception as exc:
                 raise _gr_error(exc) from None
-            return show(results)
 
         def run_edit(
             source_v: str,
@@ -814,7 +854,7 @@ def build_app(
         gen_evt = gen_btn.click(
             on_generate,
             [prompt, duration, variations, seed, *sampling_inputs],
-            outputs,
+            [*outputs, preview],
             concurrency_id="model",
         )
         edit_evt = edit_btn.click(
