@@ -218,7 +218,7 @@ class MusicGenStem:
         if target != torch.float32 and self.device.type == "cpu":
             raise GenerationError(
                 f"{dtype} decoding is for GPUs: on CPU it is many times slower than float32; "
-                "use float32, or quantize('int8') for speed"
+                "use float32, or int8 weights for speed (--quantize int8, model.quantize('int8'))"
             )
         if target != self.lm.dtype:
             self.lm.to(target)

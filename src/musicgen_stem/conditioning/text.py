@@ -209,7 +209,14 @@ def _load_hf(what: str, folder_or_id: str, local: bool, fix: str) -> tuple[nn.Mo
         transformers = importlib.import_module("transformers")
         model_cls = transformers.T5EncoderModel if what == "T5" else transformers.AutoModel
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder_or_id, local_files_only=local)
-        model = model_cls.from_pretrained(folder_or_id, local_files_only=local)
+        hf_logging = transformers.utils.logging
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar on every command
+        try:
+            model = model_cls.from_pretrained(folder_or_id, local_files_only=local)
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
     except Exception as exc:  # OSError, ValueError, ImportError, hub errors...
         raise ModelError(
             f"could not load the {what} text encoder {folder_or_id!r} ({_one_line(exc)}); {fix}"
