@@ -13,6 +13,8 @@ inverse. Batch 1, CFG 3, top-k 250, fp32 on CPU (or int8 LM weights with --quant
   model's edit window, 25 s for the released models, shorter for mini): codec encode of the
   given stems, text encoding, LM (the masked-stem prefix is one prefill step, then one step per
   frame) and codec decode;
+- streaming: text -> `--seconds` of stems through `generate_stream`: when the first audio
+  arrives (what a player waits before it can start) and when all of it has;
 - codecs: encode and decode of `--codec-seconds` (default 10) of audio, per stem.
 
 Models: `mini` is the shipped model (`MusicGenStem.default()`: trained weights, MiniLM text
@@ -141,6 +143,24 @@ def bench_text(model: MusicGenStem, seconds: float, text_s: float) -> None:
     )
 
 
+def bench_stream(model: MusicGenStem, seconds: float) -> None:
+    """Latency of `generate_stream`: when the first audio arrives, how much, and the whole run."""
+    sr, t0 = model.sample_rate, time.perf_counter()
+    first: tuple[float, float] | None = None  # (seconds after the call, seconds of audio)
+    samples = 0
+    for chunk in model.generate_stream([DESCRIPTION], seed=1, duration=seconds):
+        if first is None and chunk.num_samples:
+            first = (time.perf_counter() - t0, chunk.num_samples / sr)
+        samples += chunk.num_samples
+    total = time.perf_counter() - t0
+    assert first is not None and samples == round(seconds * model.frame_rate) * model.codec.hop_length
+    print(
+        f"  streaming text -> {seconds:g} s: first audio ({first[1]:.2f} s of it) after {first[0]:.2f} s, "
+        f"all {samples / sr:.2f} s after {total:.2f} s",
+        flush=True,
+    )
+
+
 def bench_edit(model: MusicGenStem, seconds: float, text_s: float) -> None:
     kept = {
         k: v for k, v in synth_stems(model.sample_rate, seconds, model.codec.channels).items() if k != "bass"
@@ -190,7 +210,10 @@ def main() -> None:
     parser.add_argument("--codec-seconds", type=float, default=10.0, help="audio per codec encode/decode")
     parser.add_argument("--quantize", choices=["none", "int8"], default="none", help="int8: LM weights")
     parser.add_argument(
-        "--parts", nargs="+", choices=["text", "edit", "codec"], default=["text", "edit", "codec"]
+        "--parts",
+        nargs="+",
+        choices=["text", "stream", "edit", "codec"],
+        default=["text", "stream", "edit", "codec"],
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -204,6 +227,8 @@ def main() -> None:
         text_s = text_seconds(model)
         if "text" in args.parts:
             bench_text(model, args.seconds, text_s)
+        if "stream" in args.parts:
+            bench_stream(model, args.seconds)
         if "edit" in args.parts:
             window = model.max_edit_duration
             seconds = window if args.edit_seconds is None else args.edit_seconds
