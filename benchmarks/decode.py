@@ -17,6 +17,7 @@ import statistics
 import time
 
 import torch
+from common import random_lm_
 
 from musicgen_stem.generation import SamplingParams, generate_codes, text_task
 from musicgen_stem.lm import StemLM
@@ -41,11 +42,7 @@ def build_lm(name: str) -> StemLM:
     cfg = preset(name)
     with torch.device("meta"):
         lm = StemLM(cfg.layout, cfg.lm)
-    lm = lm.to_empty(device="cpu")
-    with torch.no_grad():
-        for p in lm.parameters():
-            p.normal_(0, 0.02)
-    return pack_for_decoding(lm.eval())  # as MusicGenStem does on CPU
+    return pack_for_decoding(random_lm_(lm))  # as MusicGenStem does on CPU
 
 
 def steps_per_second(

@@ -296,6 +296,15 @@ class StemLM(nn.Module):
         for lin in self.linears:
             init(lin.weight, self.cfg.dim)
 
+    def split_projections(self) -> StemLM:
+        """q/k/v of every attention as modules (self: one qkv matmul; cross: q, then k|v once), for
+        inference layouts that swap modules (oneDNN-packed or int8 weights). Idempotent; returns self."""
+        for block in self.transformer.layers:
+            for attn, groups in ((block.self_attn, SELF_GROUPS), (block.cross_attention, CROSS_GROUPS)):
+                if attn.parts is None:
+                    attn.split_projections(groups)
+        return self
+
     @property
     def device(self) -> torch.device:
         return self.out_norm.weight.device

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .model import CROSS_GROUPS, SELF_GROUPS, StemLM
+from .model import StemLM
 
 #: Rows per matmul the reorder is tuned for (batch 1 with CFG); other row counts still work.
 PACK_ROWS = 2
@@ -98,14 +98,6 @@ def _replace_linears(module: nn.Module, convert: Any) -> None:
             _replace_linears(child, convert)
 
 
-def _split_attention(lm: StemLM) -> None:
-    for block in lm.transformer.layers:
-        if block.self_attn.parts is None:
-            block.self_attn.split_projections(SELF_GROUPS)
-        if block.cross_attention.parts is None:
-            block.cross_attention.split_projections(CROSS_GROUPS)
-
-
 @torch.no_grad()
 def pack_for_decoding(lm: StemLM) -> StemLM:
     """Lay `lm`'s fp32 CPU weights out for decoding, in place (see the module docstring).
@@ -121,7 +113,7 @@ def pack_for_decoding(lm: StemLM) -> StemLM:
                 if isinstance(p, nn.Parameter) and p.dim() == 2 and not isinstance(m, nn.Embedding):
                     p.data = p.data.t().contiguous().t()
         return lm
-    _split_attention(lm)
+    lm.split_projections()
     # exact type: subclasses (dynamically quantized layers) are left alone
     _replace_linears(lm, lambda m: PackedLinear(m) if type(m) is nn.Linear else None)
     return lm

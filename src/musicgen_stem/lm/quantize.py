@@ -12,7 +12,7 @@ import warnings
 import torch
 from torch import nn
 
-from .model import CROSS_GROUPS, SELF_GROUPS, StemLM
+from .model import StemLM
 from .packing import unpack
 
 
@@ -23,11 +23,7 @@ def quantize_int8(lm: StemLM) -> StemLM:
     if lm.device.type != "cpu":
         raise ValueError("int8 quantization runs on CPU (fbgemm); on GPU use bf16/fp16")
     unpack(lm)  # oneDNN-packed layers back to nn.Linear
-    for block in lm.transformer.layers:
-        if block.self_attn.parts is None:
-            block.self_attn.split_projections(SELF_GROUPS)
-        if block.cross_attention.parts is None:
-            block.cross_attention.split_projections(CROSS_GROUPS)
+    lm.split_projections()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
         quantize_dynamic(lm, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
