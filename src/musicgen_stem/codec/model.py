@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..layout import StemLayout
+from .istft import ISTFTDecoder
 from .quantizer import ResidualVectorQuantizer
 from .seanet import SEANetDecoder, SEANetEncoder, SkipLSTM, StreamableConv1d, StreamableConvTranspose1d
 
@@ -51,7 +52,10 @@ def _receptive_field(net: nn.Module, upsampling: bool = False) -> int:
     """
     field, jump = 1, 1
     for m in net.modules():
-        if isinstance(m, StreamableConv1d):
+        if hasattr(m, "needs") and not isinstance(m, nn.Sequential):  # frame-rate modules (`istft.py`)
+            lo, hi = m.needs(0, 0)
+            field += max(-lo, hi) * jump
+        elif isinstance(m, StreamableConv1d):
             extent = (m.conv.kernel_size - 1) * m.conv.dilation
             field += extent if upsampling else extent * jump
             jump *= m.conv.stride
@@ -82,6 +86,13 @@ class CodecConfig:
     compress: int = 2
     lstm: int = 2
     trim_right_ratio: float = 1.0
+    # decoder head: "seanet" (transposed convolutions, the released codecs) or "istft" (Vocos-style:
+    # ConvNeXt blocks at the frame rate predicting STFT frames; `codec/istft.py`)
+    decoder: str = "seanet"
+    istft_width: int = 256
+    istft_layers: int = 4
+    istft_n_fft: int = 1024
+    istft_hop: int = 160
     # RVQ
     n_q: int = 4
     bins: int = 2048
@@ -119,6 +130,20 @@ class CodecConfig:
             raise ValueError(
                 f"CodecConfig.pad_mode must be constant/reflect/replicate/circular, got {self.pad_mode!r}"
             )
+        if self.decoder not in ("seanet", "istft"):
+            raise ValueError(f"CodecConfig.decoder must be 'seanet' or 'istft', got {self.decoder!r}")
+        if self.decoder == "istft":
+            if self.causal:
+                raise ValueError("CodecConfig.decoder='istft' is non-causal: use causal=False")
+            if self.istft_hop < 1 or self.hop_length % self.istft_hop:
+                raise ValueError(
+                    f"CodecConfig.istft_hop must divide the hop length {self.hop_length}, "
+                    f"got {self.istft_hop}"
+                )
+            if self.istft_n_fft < 2 * self.istft_hop or (self.istft_n_fft - self.istft_hop) % 2:
+                raise ValueError("CodecConfig.istft_n_fft must be >= 2 * istft_hop with an even difference")
+            if self.istft_width < 1 or self.istft_layers < 0:
+                raise ValueError("CodecConfig.istft_width must be >= 1 and istft_layers >= 0")
         if not self.causal and self.trim_right_ratio != 1.0:
             raise ValueError("CodecConfig.trim_right_ratio != 1.0 requires causal=True")
         if not 0.0 < self.decay < 1.0:
@@ -219,7 +244,20 @@ class StemCodec(nn.Module):
             "lstm": cfg.lstm,
         }
         self.encoder = SEANetEncoder(**seanet)
-        self.decoder = SEANetDecoder(**seanet, trim_right_ratio=cfg.trim_right_ratio)
+        self.decoder: nn.Module
+        if cfg.decoder == "istft":
+            self.decoder = ISTFTDecoder(
+                cfg.channels,
+                cfg.dimension,
+                cfg.hop_length,
+                cfg.istft_width,
+                cfg.istft_layers,
+                cfg.istft_n_fft,
+                cfg.istft_hop,
+                lstm=SkipLSTM(cfg.istft_width, cfg.lstm) if cfg.lstm else None,
+            )
+        else:
+            self.decoder = SEANetDecoder(**seanet, trim_right_ratio=cfg.trim_right_ratio)
         self.quantizer = ResidualVectorQuantizer(
             dimension=cfg.dimension,
             n_q=cfg.n_q,

@@ -42,7 +42,15 @@ from ..codec.model import CodecConfig, StemCodec
 from ..errors import MusicGenStemError
 from ..layout import LAYOUT_6CB
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, seed_step, step_seed
-from .distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed, wrap_ddp
+from .distributed import (
+    DistInfo,
+    all_reduce_mean,
+    all_reduce_sum,
+    barrier,
+    cleanup,
+    init_distributed,
+    wrap_ddp,
+)
 from .losses import (
     MultiScaleMelLoss,
     MultiScaleSTFTDiscriminator,
@@ -51,6 +59,7 @@ from .losses import (
     hinge_generator_loss,
     l1_loss,
     mel_distance,
+    multiscale_stft_loss,
     si_snr,
 )
 from .optim import EMA, build_optimizer, cosine_lr, grad_norm
@@ -122,6 +131,10 @@ class CodecTrainConfig:
     w_commit: float = 1.0
     n_mels: int = 64
     mel_scales: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048)
+    # multi-resolution linear STFT loss (spectral convergence + log magnitude): long windows resolve
+    # bass pitch, which 64 mel bands over 0-16 kHz cannot (their lowest bands are ~40 Hz wide)
+    w_stft: float = 0.0
+    stft_scales: tuple[int, ...] = (512, 1024, 2048, 4096)
     # adversarial (off by default)
     adversarial: bool = False
     w_adv: float = 4.0
@@ -154,6 +167,7 @@ class CodecTrainConfig:
         self.data = [str(d) for d in self.data]
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         self.mel_scales = tuple(int(s) for s in self.mel_scales)
+        self.stft_scales = tuple(int(s) for s in self.stft_scales)
         checks = [
             (bool(self.data), "give at least one data folder"),
             (bool(self.stem), "give a stem name, e.g. --stem bass"),
@@ -191,6 +205,7 @@ class CodecTrainConfig:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
         d["mel_scales"] = list(self.mel_scales)
+        d["stft_scales"] = list(self.stft_scales)
         return d
 
 
@@ -368,7 +383,21 @@ def codec_loss(
     recon = recon.float()
     terms = {"l1": l1_loss(recon, wav), "msspec": msspec(recon, wav), "commit": commit.float()}
     total = cfg.w_l1 * terms["l1"] + cfg.w_msspec * terms["msspec"] + cfg.w_commit * terms["commit"]
+    if cfg.w_stft > 0:
+        terms["stft"] = multiscale_stft_loss(recon, wav, cfg.stft_scales)
+        total = total + cfg.w_stft * terms["stft"]
     return total, {k: v.detach() for k, v in terms.items()}
+
+
+def vq_health(counts: torch.Tensor) -> dict[str, float]:
+    """Codebook usage (fraction of entries used) and perplexity (exp entropy) of code counts
+    [n_q, bins], one pair per codebook: `usage_q{i}`, `perplexity_q{i}`."""
+    out: dict[str, float] = {}
+    for i, c in enumerate(counts.double()):
+        p = c / c.sum().clamp(min=1)
+        out[f"usage_q{i}"] = float((c > 0).double().mean())
+        out[f"perplexity_q{i}"] = float(torch.exp(-(p * p.clamp(min=1e-12).log()).sum()))
+    return out
 
 
 def _ema_decay(base: float, step: int) -> float:
@@ -573,6 +602,7 @@ def _train(
 
     batches = _batches(train_data, cfg, info.rank, start)
     sums: dict[str, float] = {}
+    code_counts = torch.zeros(codec_cfg.n_q, codec_cfg.bins, dtype=torch.float64, device=device)
     count, t0 = 0, time.perf_counter()
     for step in range(start, cfg.steps):
         seed_step(cfg.seed, step, info.rank)  # global RNG: k-means init, dead-code restarts
@@ -618,6 +648,8 @@ def _train(
             terms["disc"] = d_loss.detach()
 
         terms["loss"] = loss.detach()
+        for q in range(codec_cfg.n_q):
+            code_counts[q] += torch.bincount(result.codes[:, q].reshape(-1), minlength=codec_cfg.bins)
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v)
         sums["grad_norm"] = sums.get("grad_norm", 0.0) + gnorm
@@ -630,8 +662,10 @@ def _train(
             record: dict[str, Any] = {"step": done}
             record.update({k: float(v) for k, v in zip(sorted(sums), means, strict=True)})
             record.update({"lr": lr, "steps_per_s": count / max(elapsed, 1e-9)})
+            record.update(vq_health(all_reduce_sum(code_counts)))
             log(record)
             sums, count, t0 = {}, 0, time.perf_counter()
+            code_counts.zero_()
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             checkpoint(done)
         if main and val and (done % cfg.val_every == 0 or done == cfg.steps):
@@ -688,6 +722,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--w-l1", type=float, default=d.w_l1, help="time-domain L1")
     g.add_argument("--w-msspec", type=float, default=d.w_msspec, help="multi-scale mel loss")
     g.add_argument("--w-commit", type=float, default=d.w_commit, help="VQ commitment loss")
+    g.add_argument("--w-stft", type=float, default=d.w_stft, help="multi-resolution linear STFT loss")
+    g.add_argument(
+        "--stft-scales", type=int, nargs="+", default=list(d.stft_scales), help="FFT sizes of the STFT loss"
+    )
     g.add_argument("--adversarial", action="store_true", help="add a multi-scale STFT discriminator (GPU)")
     g.add_argument("--w-adv", type=float, default=d.w_adv, help="adversarial (hinge) loss")
     g.add_argument("--w-feat", type=float, default=d.w_feat, help="feature-matching loss")
@@ -737,6 +775,8 @@ def config_from_args(args: argparse.Namespace) -> CodecTrainConfig:
         w_l1=args.w_l1,
         w_msspec=args.w_msspec,
         w_commit=args.w_commit,
+        w_stft=args.w_stft,
+        stft_scales=tuple(args.stft_scales),
         adversarial=args.adversarial,
         w_adv=args.w_adv,
         w_feat=args.w_feat,

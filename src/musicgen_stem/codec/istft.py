@@ -1,0 +1,131 @@
+"""Vocos-style decoder: ConvNeXt blocks at the frame rate, then a head that predicts STFT frames
+(log-magnitude and phase) and an inverse STFT by overlap-add.
+
+A transposed-convolution decoder must learn to interpolate samples between frames; undertrained,
+it leaves a comb at multiples of the frame rate. This decoder never upsamples in the time domain:
+each latent frame predicts `hop // istft_hop` STFT frames of `n_fft` bins, so pitch lives in
+frequency bins and their phase advance, and there is nothing periodic at the frame rate.
+
+Every module here is non-causal with a finite context and exposes `needs(a, b)` (the input
+positions that outputs `[a, b]` read), so `StemCodec.decode` chunks and `StreamingDecoder`
+streams it exactly as it does SEANet's convolutions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["ConvNeXtBlock", "FrameConv", "ISTFTHead", "ISTFTDecoder"]
+
+
+class FrameConv(nn.Module):
+    """Same-length Conv1d at the frame rate: [B, C_in, F] -> [B, C_out, F]."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(in_ch, out_ch, kernel_size, padding=kernel_size // 2)
+
+    def needs(self, a: int, b: int) -> tuple[int, int]:
+        half = self.conv.kernel_size[0] // 2
+        return a - half, b + half
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class ConvNeXtBlock(nn.Module):
+    """x + scale * MLP(LayerNorm(depthwise conv(x))), x: [B, dim, F]."""
+
+    def __init__(self, dim: int, hidden: int, kernel_size: int = 7, layer_scale: float = 0.1) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.scale = nn.Parameter(torch.full((dim,), layer_scale))
+
+    def needs(self, a: int, b: int) -> tuple[int, int]:
+        half = self.dwconv.kernel_size[0] // 2
+        return a - half, b + half
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dwconv(x).transpose(1, 2)  # [B, F, dim]
+        y = self.fc2(self.act(self.fc1(self.norm(y))))
+        return x + (self.scale * y).transpose(1, 2)
+
+
+class ISTFTHead(nn.Module):
+    """[B, dim, F] -> wav [B, C, F * hop]: `up = hop // istft_hop` STFT frames per latent frame.
+
+    STFT frame j (j = f * up + u) is centred on sample j * istft_hop + istft_hop / 2, so latent
+    frame f owns samples [f * hop, (f + 1) * hop). Magnitudes are exp(log-magnitude) clamped at
+    100; the overlap-add is normalised by the summed squared Hann window.
+    """
+
+    def __init__(self, dim: int, channels: int, hop: int, n_fft: int, istft_hop: int) -> None:
+        super().__init__()
+        if hop % istft_hop:
+            raise ValueError(f"istft_hop {istft_hop} must divide the codec hop length {hop}")
+        if n_fft < 2 * istft_hop or (n_fft - istft_hop) % 2:
+            raise ValueError(f"istft_n_fft {n_fft} must be >= 2 * istft_hop and n_fft - istft_hop even")
+        self.channels, self.hop, self.n_fft, self.istft_hop = channels, hop, n_fft, istft_hop
+        self.up = hop // istft_hop
+        self.bins = n_fft // 2 + 1
+        self.norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, channels * self.up * 2 * self.bins)
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    def needs(self, a: int, b: int) -> tuple[int, int]:
+        """Latent frames read by output samples [a, b]."""
+        h, half = self.istft_hop, self.n_fft // 2
+        j_lo = -(-(a - h // 2 - half + 1) // h)
+        j_hi = (b - h // 2 + half - 1) // h
+        return j_lo // self.up, j_hi // self.up
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, frames = x.shape
+        c, up, n, h = self.channels, self.up, self.bins, self.istft_hop
+        y = self.proj(self.norm(x.transpose(1, 2)))  # [B, F, C * up * 2 * n]
+        y = y.view(b, frames, c, up, 2, n).permute(0, 2, 4, 5, 1, 3).reshape(b * c, 2, n, frames * up)
+        mag = torch.exp(y[:, 0].float()).clamp(max=100.0)
+        phase = y[:, 1].float()
+        spec = torch.polar(mag, phase)  # [B * C, n, J]
+        seg = torch.fft.irfft(spec, n=self.n_fft, dim=1) * self.window[:, None]  # [B * C, n_fft, J]
+        j = seg.shape[-1]
+        total = (j - 1) * h + self.n_fft
+        wav = nn.functional.fold(seg, (1, total), (1, self.n_fft), stride=(1, h))[:, 0, 0]  # [B*C, total]
+        env = self.window.square()[None, :, None].expand(1, -1, j)
+        env = nn.functional.fold(env, (1, total), (1, self.n_fft), stride=(1, h))[0, 0, 0]  # [total]
+        pad = (self.n_fft - h) // 2
+        wav = wav[:, pad : pad + j * h] / env[pad : pad + j * h].clamp(min=1e-3)
+        return wav.view(b, c, j * h).to(x.dtype)
+
+
+class ISTFTDecoder(nn.Module):
+    """Latent [B, dimension, F] -> waveform [B, channels, F * hop]: conv in, optional `SkipLSTM`,
+    ConvNeXt blocks, `ISTFTHead`. `model` is the layer stack (split at the LSTM for chunking)."""
+
+    def __init__(
+        self,
+        channels: int,
+        dimension: int,
+        hop: int,
+        width: int,
+        layers: int,
+        n_fft: int,
+        istft_hop: int,
+        lstm: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.channels, self.dimension, self.hop_length = channels, dimension, hop
+        stack: list[nn.Module] = [FrameConv(dimension, width, 7)]
+        if lstm is not None:
+            stack.append(lstm)
+        stack += [ConvNeXtBlock(width, 3 * width, layer_scale=1.0 / max(1, layers)) for _ in range(layers)]
+        stack.append(ISTFTHead(width, channels, hop, n_fft, istft_hop))
+        self.model = nn.Sequential(*stack)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.model(latent)
