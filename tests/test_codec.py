@@ -402,3 +402,30 @@ def test_istft_head_is_an_exact_inverse_stft() -> None:
         got = head(y.float().transpose(1, 2))
     assert got.shape == (1, 1, x.shape[-1])
     assert (got[0, 0].double() - x[0]).abs().max() < 1e-3
+
+
+def test_stft_encoder_config_shapes_and_chunking() -> None:
+    """The spectral encoder option: frames, chunked encoding equal to whole, bad sizes refused."""
+    cfg = _small_cfg(encoder="stft", stft_width=16, stft_layers=1, stft_n_ffts=(256, 1024), stft_down=4)
+    assert CodecConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    torch.manual_seed(0)
+    codec = StemCodec(cfg).eval()
+    for layer in codec.quantizer.vq.layers:
+        layer._codebook.embed.normal_()
+    wav = torch.randn(1, 1, 32000 * 2 + 77) * 0.1
+    with torch.no_grad():
+        latent = codec.encode_latent(wav)
+        assert latent.shape == (1, cfg.dimension, codec.num_frames(wav.shape[-1]))
+        assert torch.equal(codec.encode(wav, chunk_seconds=60.0), codec.encode(wav, chunk_seconds=0.5))
+        # a tone and the same tone a fifth higher give different latents (the encoder sees pitch)
+        t = torch.arange(32000) / 32000
+        low = codec.encode_latent(torch.sin(2 * math.pi * 55 * t).view(1, 1, -1))
+        high = codec.encode_latent(torch.sin(2 * math.pi * 82.4 * t).view(1, 1, -1))
+        assert (low - high).abs().mean() > 1e-3 * low.abs().mean()
+    for bad, match in (
+        ({"stft_down": 3}, "stft_down"),
+        ({"stft_n_ffts": (64,)}, "stft_n_ffts"),
+        ({"encoder": "conformer"}, "encoder must be"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            dataclasses.replace(cfg, **bad)

@@ -1,4 +1,6 @@
-"""Vocos-style decoder: ConvNeXt blocks at the frame rate, then a head that predicts STFT frames
+"""Spectral encoder and Vocos-style decoder (options of `CodecConfig`).
+
+Decoder: ConvNeXt blocks at the frame rate, then a head that predicts STFT frames
 (log-magnitude and phase) and an inverse STFT by overlap-add.
 
 A transposed-convolution decoder must learn to interpolate samples between frames; undertrained,
@@ -16,7 +18,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ConvNeXtBlock", "FrameConv", "ISTFTHead", "ISTFTDecoder"]
+__all__ = [
+    "ConvNeXtBlock",
+    "Downsample",
+    "FrameConv",
+    "ISTFTDecoder",
+    "ISTFTHead",
+    "STFTEncoder",
+    "STFTFeatures",
+]
 
 
 class FrameConv(nn.Module):
@@ -101,6 +111,91 @@ class ISTFTHead(nn.Module):
         pad = (self.n_fft - h) // 2
         wav = wav[:, pad : pad + j * h] / env[pad : pad + j * h].clamp(min=1e-3)
         return wav.view(b, c, j * h).to(x.dtype)
+
+
+class STFTFeatures(nn.Module):
+    """wav [B, C, T] -> log-magnitude STFT frames [B, C * sum(bins), ceil(T / hop)] at several FFT
+    sizes (frame j centred on sample j * hop + hop / 2, zeros beyond the ends).
+
+    Long windows resolve bass pitch (2048 at 32 kHz: 15.6 Hz bins), short ones keep transients.
+    """
+
+    def __init__(self, channels: int, n_ffts: tuple[int, ...], hop: int) -> None:
+        super().__init__()
+        self.n_ffts, self.hop, self.stride = tuple(n_ffts), hop, hop
+        self.out_channels = channels * sum(n // 2 + 1 for n in self.n_ffts)
+        for n in self.n_ffts:
+            self.register_buffer(f"window_{n}", torch.hann_window(n), persistent=False)
+
+    def needs(self, a: int, b: int) -> tuple[int, int]:
+        """Input samples read by output frames [a, b]."""
+        half, mid = max(self.n_ffts) // 2, self.hop // 2
+        return a * self.hop + mid - half, b * self.hop + mid + half - 1
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        b, c, length = wav.shape
+        frames = -(-length // self.hop)
+        x = wav.reshape(b * c, length).float()
+        feats = []
+        for n in self.n_ffts:
+            left = (n - self.hop) // 2
+            right = frames * self.hop - length + n - self.hop - left
+            seg = nn.functional.pad(x, (left, right)).unfold(-1, n, self.hop)  # [B*C, frames, n]
+            mag = torch.fft.rfft(seg * getattr(self, f"window_{n}"), dim=-1).abs()
+            feats.append(torch.log(mag + 1e-5).transpose(1, 2))  # [B*C, bins, frames]
+        return torch.cat(feats, dim=1).reshape(b, self.out_channels, frames).to(wav.dtype)
+
+
+class Downsample(nn.Module):
+    """Strided Conv1d: [B, C_in, F] -> [B, C_out, ceil(F / stride)], kernel 2 * stride, centred."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.conv = nn.Conv1d(in_ch, out_ch, 2 * stride, stride=stride)
+
+    def needs(self, a: int, b: int) -> tuple[int, int]:
+        s = self.stride
+        return a * s - s // 2, b * s + s + s - s // 2 - 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s, frames = self.stride, x.shape[-1]
+        out = -(-frames // s)
+        x = nn.functional.pad(x, (s // 2, out * s - frames + s - s // 2))
+        return self.conv(x)
+
+
+class STFTEncoder(nn.Module):
+    """wav [B, C, T] -> latent [B, dimension, ceil(T / hop)]: multi-resolution log-magnitude STFT
+    at `hop / down` frames, a ConvNeXt block, a strided convolution to the frame rate, ConvNeXt
+    blocks, optional `SkipLSTM` (where SEANet's encoder has it), projection."""
+
+    def __init__(
+        self,
+        channels: int,
+        dimension: int,
+        hop: int,
+        width: int,
+        layers: int,
+        n_ffts: tuple[int, ...],
+        down: int,
+        lstm: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        if hop % down:
+            raise ValueError(f"stft encoder downsampling {down} must divide the hop length {hop}")
+        feats = STFTFeatures(channels, n_ffts, hop // down)
+        stack: list[nn.Module] = [feats, FrameConv(feats.out_channels, width, 3)]
+        stack.append(ConvNeXtBlock(width, 3 * width, layer_scale=1.0 / max(1, layers)))
+        stack.append(Downsample(width, width, down))
+        stack += [ConvNeXtBlock(width, 3 * width, layer_scale=1.0 / max(1, layers)) for _ in range(layers)]
+        if lstm is not None:
+            stack.append(lstm)
+        stack.append(FrameConv(width, dimension, 3))
+        self.model = nn.Sequential(*stack)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.model(wav)
 
 
 class ISTFTDecoder(nn.Module):

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..layout import StemLayout
-from .istft import ISTFTDecoder
+from .istft import ISTFTDecoder, STFTEncoder
 from .quantizer import ResidualVectorQuantizer
 from .seanet import SEANetDecoder, SEANetEncoder, SkipLSTM, StreamableConv1d, StreamableConvTranspose1d
 
@@ -55,6 +55,7 @@ def _receptive_field(net: nn.Module, upsampling: bool = False) -> int:
         if hasattr(m, "needs") and not isinstance(m, nn.Sequential):  # frame-rate modules (`istft.py`)
             lo, hi = m.needs(0, 0)
             field += max(-lo, hi) * jump
+            jump *= getattr(m, "stride", 1)
         elif isinstance(m, StreamableConv1d):
             extent = (m.conv.kernel_size - 1) * m.conv.dilation
             field += extent if upsampling else extent * jump
@@ -86,6 +87,13 @@ class CodecConfig:
     compress: int = 2
     lstm: int = 2
     trim_right_ratio: float = 1.0
+    # encoder: "seanet" (strided convolutions on the waveform, the released codecs) or "stft"
+    # (multi-resolution log-magnitude STFT at hop / stft_down, ConvNeXt blocks; `codec/istft.py`)
+    encoder: str = "seanet"
+    stft_width: int = 256
+    stft_layers: int = 2
+    stft_n_ffts: tuple[int, ...] = (512, 2048)
+    stft_down: int = 4
     # decoder head: "seanet" (transposed convolutions, the released codecs) or "istft" (Vocos-style:
     # ConvNeXt blocks at the frame rate predicting STFT frames; `codec/istft.py`)
     decoder: str = "seanet"
@@ -105,6 +113,7 @@ class CodecConfig:
 
     def __post_init__(self) -> None:
         self.ratios = tuple(int(r) for r in self.ratios)
+        self.stft_n_ffts = tuple(int(n) for n in self.stft_n_ffts)
         positive = {
             "sample_rate": self.sample_rate,
             "channels": self.channels,
@@ -130,6 +139,17 @@ class CodecConfig:
             raise ValueError(
                 f"CodecConfig.pad_mode must be constant/reflect/replicate/circular, got {self.pad_mode!r}"
             )
+        if self.encoder not in ("seanet", "stft"):
+            raise ValueError(f"CodecConfig.encoder must be 'seanet' or 'stft', got {self.encoder!r}")
+        if self.encoder == "stft":
+            if self.causal:
+                raise ValueError("CodecConfig.encoder='stft' is non-causal: use causal=False")
+            if self.stft_down < 1 or self.hop_length % self.stft_down:
+                raise ValueError(f"CodecConfig.stft_down must divide the hop length {self.hop_length}")
+            if not self.stft_n_ffts or min(self.stft_n_ffts) < self.hop_length // self.stft_down:
+                raise ValueError("CodecConfig.stft_n_ffts must be >= hop_length / stft_down")
+            if self.stft_width < 1 or self.stft_layers < 0:
+                raise ValueError("CodecConfig.stft_width must be >= 1 and stft_layers >= 0")
         if self.decoder not in ("seanet", "istft"):
             raise ValueError(f"CodecConfig.decoder must be 'seanet' or 'istft', got {self.decoder!r}")
         if self.decoder == "istft":
@@ -243,7 +263,20 @@ class StemCodec(nn.Module):
             "compress": cfg.compress,
             "lstm": cfg.lstm,
         }
-        self.encoder = SEANetEncoder(**seanet)
+        self.encoder: nn.Module
+        if cfg.encoder == "stft":
+            self.encoder = STFTEncoder(
+                cfg.channels,
+                cfg.dimension,
+                cfg.hop_length,
+                cfg.stft_width,
+                cfg.stft_layers,
+                cfg.stft_n_ffts,
+                cfg.stft_down,
+                lstm=SkipLSTM(cfg.stft_width, cfg.lstm) if cfg.lstm else None,
+            )
+        else:
+            self.encoder = SEANetEncoder(**seanet)
         self.decoder: nn.Module
         if cfg.decoder == "istft":
             self.decoder = ISTFTDecoder(
