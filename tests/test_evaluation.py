@@ -193,12 +193,22 @@ def test_editing_evaluation_end_to_end_and_report(tiny_model, songs, tmp_path):
     assert json.dumps(again.summary) == json.dumps(edit.summary)  # deterministic
 
     codec = evaluate_codec(tiny_model, songs, duration=1.0)
+    m = codec.summary["metrics"]
+    assert {"pitch_median_cents", "voicing_recall", "artifact_score", "si_snr_db"} <= set(m["bass"])
+    assert "chroma_corr" in m["other"] and "onset_f" in m["drums"]
+    # The tiny model's codecs are untrained (one code for everything): a frame-rate comb, pitch-blind.
+    assert m["bass"]["artifact_score"] > 0.5 and m["bass"]["pitch_within_50c"] < 0.2
+    assert codec.summary["codebooks"]["other"]["usage"] == [1 / 2048] * 4
+    probes = codec.summary["probes"]
+    assert probes["pure_tones"]["passed"] == 0 and not probes["bass_line"]["codes_differ"]
     out = tmp_path / "report"
     write_report(out, [edit, codec], {"model": "tiny"})
     data = json.loads((out / "report.json").read_text())
     assert [r["task"] for r in data["results"]] == ["edit", "codec"]
     md = (out / "report.md").read_text()
     assert "Editing coherence" in md and "| bass | chroma_chords |" in md and "SI-SNR" in md
+    assert "| probe (bass) | pure tones E1–G3: peak within ±25 c ↑ | 0/28 |" in md
+    assert "| drums | onset F-measure (±30 ms) ↑ |" in md
     for png in ("edit_metrics.png", "edit_example.png", "codec_metrics.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(OutputExistsError):

@@ -1,4 +1,5 @@
-"""Evaluation: editing coherence (rhythm, harmony), codec fidelity, distribution metrics, reports.
+"""Evaluation: editing coherence (rhythm, harmony), codec fidelity (incl. what a musician hears: pitch,
+chroma, onsets, frame-rate artifacts, codebook use), distribution metrics, reports.
 
 ```python
 from musicgen_stem.evaluation import evaluate_editing, evaluate_codec, write_report
@@ -7,8 +8,20 @@ write_report("report", [edit, evaluate_codec(model, "data/heldout")])
 ```
 """
 
+from .codec_metrics import (
+    bass_line_check,
+    chroma_metrics,
+    codebook_stats,
+    codec_song_metrics,
+    comb_share,
+    onset_metrics,
+    pitch_metrics,
+    pitch_track,
+    probe_metrics,
+    pure_tone_check,
+)
 from .distribution import codec_latent_embedding, external_embedders, frechet_distance, logmel_embedding
-from .fidelity import bitrate, codec_fidelity, multiscale_mel_distance
+from .fidelity import bitrate, codec_fidelity, multiscale_mel_distance, round_trip
 from .harmony import Key, chord_chroma, chroma, chroma_correlation, estimate_key, key_relation
 from .report import markdown_summary, write_report
 from .rhythm import beat_f_measure, detect_onsets, estimate_tempo, grid_fraction, onset_strength, track_beats
@@ -19,13 +32,18 @@ __all__ = [
     "EvaluationResult",
     "Key",
     "Song",
+    "bass_line_check",
     "beat_f_measure",
     "bitrate",
     "chord_chroma",
     "chroma",
     "chroma_correlation",
+    "chroma_metrics",
+    "codebook_stats",
     "codec_fidelity",
     "codec_latent_embedding",
+    "codec_song_metrics",
+    "comb_share",
     "detect_onsets",
     "estimate_key",
     "estimate_tempo",
@@ -41,7 +59,13 @@ __all__ = [
     "logmel_embedding",
     "markdown_summary",
     "multiscale_mel_distance",
+    "onset_metrics",
     "onset_strength",
+    "pitch_metrics",
+    "pitch_track",
+    "probe_metrics",
+    "pure_tone_check",
+    "round_trip",
     "track_beats",
     "write_report",
 ]

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import MusicGenStemError
 from ..outputs import _write_atomic
+from .codec_metrics import METRIC_NOTE, comparison_table, tone_table
 from .runner import CONDITIONS, EvaluationResult
 
 __all__ = ["markdown_summary", "write_report"]
@@ -71,6 +72,12 @@ def _codec_table(r: EvaluationResult) -> list[str]:
             f"| {stem} | {_fmt(m.get('si_snr_db'))} | {_fmt(m.get('mel_distance'))} | {_fmt(kbps)} | "
             f"{_fmt(int(m['n_q']))} | {_fmt(int(m['bins']))} | {_fmt(m.get('frame_rate'))} |"
         )
+    lines += ["", "What a musician hears (round trip vs input; ↑ / ↓: higher / lower is better):", ""]
+    lines += comparison_table({"value": r.summary}, fidelity=False)
+    tones = tone_table({"round trip": r.summary})
+    if tones:
+        lines += ["", "Pure tones through the bass codec (strongest peak of the round trip):", ""] + tones
+    lines += ["", METRIC_NOTE]
     return lines
 
 
@@ -146,9 +153,14 @@ def _plot_edit_bars(r: EvaluationResult, path: Path) -> None:
 
 def _plot_codec_bars(r: EvaluationResult, path: Path) -> None:
     stems = list(r.summary["metrics"])
-    fig = _figure(8.0, 3.5)
-    for k, (key, label) in enumerate((("si_snr_db", "SI-SNR (dB)"), ("mel_distance", "mel distance"))):
-        ax = fig.add_subplot(1, 2, k + 1)
+    panels = (
+        ("si_snr_db", "SI-SNR (dB)"),
+        ("mel_distance", "mel distance"),
+        ("artifact_score", "frame-rate artifact"),
+    )
+    fig = _figure(11.0, 3.5)
+    for k, (key, label) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), k + 1)
         vals = [r.summary["metrics"][s].get(key, float("nan")) for s in stems]
         ax.bar(stems, [v if math.isfinite(v) else 0.0 for v in vals])
         ax.set_title(label)

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from ..errors import MusicGenStemError
+from .codec_metrics import codebook_stats, codec_song_metrics, probe_metrics
 from .distribution import codec_latent_embedding, external_embedders, frechet_distance, logmel_embedding
-from .fidelity import codec_fidelity
 from .harmony import KEY_SCORES, Key, chord_chroma, chroma, chroma_correlation, estimate_key, key_relation
 from .rhythm import TOLERANCE, beat_f_measure, detect_onsets, grid_fraction, subdivide, track_beats
 from .songs import Song, find_songs, load_song
@@ -266,13 +266,36 @@ def evaluate_editing(
 
 
 def evaluate_codec(
-    model: Any, songs: Sequence[PathLike] | PathLike, duration: float | None = 10.0
+    model: Any,
+    songs: Sequence[PathLike] | PathLike,
+    duration: float | None = 10.0,
+    probes: bool = True,
 ) -> EvaluationResult:
-    """Per-stem codec fidelity (SI-SNR, multi-scale mel distance, bitrate) averaged over songs."""
+    """Per-stem codec fidelity averaged over songs: SI-SNR, multi-scale mel distance and bitrate, and
+    what a musician hears (`codec_metrics`): pitch of the bass, chroma of other, onsets of the drums,
+    the frame-rate artifact of every stem. `summary["codebooks"]` holds each stem's codebook usage and
+    perplexity pooled over the songs; with `probes`, `summary["probes"]` the pure-tone and bass-line
+    checks of the bass codec (skipped for a model without a bass stem)."""
     loaded = _load_songs(model, songs, duration)
-    rows = [{"song": s.name, "metrics": codec_fidelity(model, s.stems, s.sample_rate)} for s in loaded]
-    summary = {"num_songs": len(loaded), "duration": duration, "metrics": _aggregate(rows, ["metrics"])}
-    return EvaluationResult("codec", summary, rows, [], {}, model.sample_rate)
+    rows = []
+    codes: dict[str, list[np.ndarray]] = {}
+    for s in loaded:
+        metrics, song_codes = codec_song_metrics(model, s.stems, s.sample_rate)
+        rows.append({"song": s.name, "metrics": metrics})
+        for stem, c in song_codes.items():
+            codes.setdefault(stem, []).append(c)
+    summary: dict[str, Any] = {
+        "num_songs": len(loaded),
+        "duration": duration,
+        "metrics": _aggregate(rows, ["metrics"]),
+        "codebooks": {stem: codebook_stats(c, model.codec.codecs[stem].card) for stem, c in codes.items()},
+    }
+    notes = []
+    if probes and "bass" in model.stems:
+        summary["probes"] = probe_metrics(model, "bass")
+    elif probes:
+        notes.append("no bass stem: the pure-tone and bass-line probes were skipped")
+    return EvaluationResult("codec", summary, rows, notes, {}, model.sample_rate)
 
 
 def _embeddings(model: Any, stems: dict[str, torch.Tensor], sr: int) -> dict[str, np.ndarray]:
