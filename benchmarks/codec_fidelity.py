@@ -14,7 +14,10 @@ gets probe signals: decaying sines on every semitone E1..G3 (strongest peak with
 the bass line A1 C2 E2 G2 (distinct codes per note? pYIN error). Definitions:
 `musicgen_stem.evaluation.codec_metrics`.
 
-`--model default` is the shipped model; other values are model folders or hub ids. Writes
+`--model default` is the shipped model; other values are model folders or hub ids. `--codec
+STEM=FILE` (repeatable) adds one more entry: the first model with that stem's codec replaced by a
+codec exported by `train-codec` (`codec_<stem>.safetensors`, or a run folder's `checkpoint.pt` for a
+run still in progress), so a new codec is measured before any LM is trained on it. Writes
 OUT/codec_fidelity.json (every per-song and per-note figure) and OUT/codec_fidelity.md (the
 tables, also printed).
 """
@@ -30,10 +33,12 @@ from typing import Any
 import torch
 
 from musicgen_stem import MusicGenStem
+from musicgen_stem.codec import CodecConfig, StemCodec
 from musicgen_stem.evaluation.codec_metrics import METRIC_NOTE, comparison_table, probe_metrics, tone_table
 from musicgen_stem.evaluation.report import _json_safe
 from musicgen_stem.evaluation.runner import evaluate_codec
 from musicgen_stem.evaluation.songs import find_songs
+from musicgen_stem.modeldir import read_codec_export
 
 
 def load(name: str, device: str | None) -> MusicGenStem:
@@ -42,9 +47,33 @@ def load(name: str, device: str | None) -> MusicGenStem:
     return MusicGenStem.from_pretrained(name, device=device)
 
 
+def with_codecs(model: MusicGenStem, specs: list[str]) -> MusicGenStem:
+    """`model` with the codecs of `STEM=FILE` specs swapped in (same layout: n_q and bins checked)."""
+    for spec in specs:
+        stem, _, file = spec.partition("=")
+        if stem not in model.stems or not file:
+            raise SystemExit(f"--codec wants STEM=FILE with STEM one of {list(model.stems)}, got {spec!r}")
+        path = Path(file)
+        if path.name == "checkpoint.pt":
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            cfg, weights = CodecConfig.from_dict(state["codec_config"]), state["model"]
+        else:
+            cfg, weights = read_codec_export(path)
+        old = model.codec.codecs[stem]
+        if (cfg.n_q, cfg.bins) != (old.n_q, old.card):
+            raise SystemExit(
+                f"{file}: n_q {cfg.n_q} x {cfg.bins} bins, the model wants {old.n_q} x {old.card}"
+            )
+        codec = StemCodec(cfg)
+        codec.load_state_dict(weights, strict=True)
+        model.codec.codecs[stem] = codec.to(model.device).eval()
+    return model
+
+
 def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
-    model = load(name, args.device)
+    base, _, swaps = name.partition("+")
+    model = with_codecs(load(base, args.device), swaps.split("+") if swaps else [])
     if args.data is None:
         summary: dict[str, Any] = {"num_songs": 0, "duration": None, "metrics": {}, "codebooks": {}}
         summary["probes"] = probe_metrics(model, "bass") if "bass" in model.stems else None
@@ -85,13 +114,17 @@ def main() -> None:
     parser.add_argument("--num-songs", type=int, default=4, help="first N songs (default 4)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each song (default 10)")
     parser.add_argument("--model", nargs="+", default=["default"], help="model folders / hub ids / default")
+    parser.add_argument(
+        "--codec", action="append", default=[], metavar="STEM=FILE", help="a trained codec to swap in"
+    )
     parser.add_argument("--out", default="codec_fidelity", help="folder for the .json and .md")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda...")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--no-probes", action="store_true", help="skip the pure-tone and bass-line probes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    results = [run_model(name, args) for name in args.model]
+    names = list(args.model) + ([f"{args.model[0]}+" + "+".join(args.codec)] if args.codec else [])
+    results = [run_model(name, args) for name in names]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     config = {k: v for k, v in vars(args).items()}

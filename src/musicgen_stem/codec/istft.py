@@ -24,6 +24,7 @@ __all__ = [
     "FrameConv",
     "ISTFTDecoder",
     "ISTFTHead",
+    "LatentNorm",
     "STFTEncoder",
     "STFTFeatures",
 ]
@@ -165,10 +166,25 @@ class Downsample(nn.Module):
         return self.conv(x)
 
 
+class LatentNorm(nn.Module):
+    """Each frame of [B, D, F] scaled to zero mean and unit variance over D (no parameters)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def needs(self, a: int, b: int) -> tuple[int, int]:
+        return a, b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.layer_norm(x.transpose(1, 2), (self.dim,)).transpose(1, 2)
+
+
 class STFTEncoder(nn.Module):
     """wav [B, C, T] -> latent [B, dimension, ceil(T / hop)]: multi-resolution log-magnitude STFT
     at `hop / down` frames, a ConvNeXt block, a strided convolution to the frame rate, ConvNeXt
-    blocks, optional `SkipLSTM` (where SEANet's encoder has it), projection."""
+    blocks, optional `SkipLSTM` (where SEANet's encoder has it), projection and `LatentNorm` (log
+    spectra are large: unnormalised, the latent outgrows the EMA codebook and the codes collapse)."""
 
     def __init__(
         self,
@@ -191,7 +207,7 @@ class STFTEncoder(nn.Module):
         stack += [ConvNeXtBlock(width, 3 * width, layer_scale=1.0 / max(1, layers)) for _ in range(layers)]
         if lstm is not None:
             stack.append(lstm)
-        stack.append(FrameConv(width, dimension, 3))
+        stack += [FrameConv(width, dimension, 3), LatentNorm(dimension)]
         self.model = nn.Sequential(*stack)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
