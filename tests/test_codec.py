@@ -381,27 +381,50 @@ def test_istft_decoder_config_shapes_and_checks() -> None:
             dataclasses.replace(cfg, **bad)
 
 
-def test_istft_head_is_an_exact_inverse_stft() -> None:
-    """With log-magnitude and phase of a signal's STFT as input, the head's overlap-add gives the
-    signal back (frame j centred on sample j * hop + hop / 2)."""
-    from musicgen_stem.codec.istft import ISTFTHead
+def test_overlap_add_is_an_exact_inverse_stft() -> None:
+    """Given log-magnitude and phase of a signal's STFT (frame j centred on sample j * hop + hop / 2),
+    `OverlapAdd` gives the signal back; an absolute-phase `PhaseIntegrator` passes them through."""
+    from musicgen_stem.codec.istft import OverlapAdd, PhaseIntegrator
 
-    n_fft, h, up = 256, 64, 4
-    head = ISTFTHead(8, 1, h * up, n_fft, h)
-    x = torch.randn(1, 6 * h * up, dtype=torch.float64)
+    n_fft, h, up, frames = 256, 64, 4, 6
+    ola = OverlapAdd(1, h * up, n_fft, h)
+    x = torch.randn(1, frames * h * up, dtype=torch.float64)
     pad = (n_fft - h) // 2
     xp = torch.nn.functional.pad(x, (pad, pad + h))
-    frames = xp.unfold(-1, n_fft, h)[:, : 6 * up] * head.window.double()  # [1, J, n_fft]
-    spec = torch.fft.rfft(frames, dim=-1)[0].T  # [bins, J]
-    logmag, phase = spec.abs().clamp(min=1e-9).log(), spec.angle()
-    y = torch.stack([logmag, phase])  # [2, bins, J] -> the layout the projection produces
-    y = y.view(2, head.bins, 6, up).permute(2, 3, 0, 1).reshape(1, 6, up * 2 * head.bins)
-    head.norm = torch.nn.Identity()
-    head.proj = torch.nn.Identity()
-    with torch.no_grad():
-        got = head(y.float().transpose(1, 2))
+    segs = xp.unfold(-1, n_fft, h)[:, : frames * up] * ola.window.double()  # [1, J, n_fft]
+    spec = torch.fft.rfft(segs, dim=-1)[0].T  # [bins, J]
+    y = torch.stack([spec.abs().clamp(min=1e-9).log(), spec.angle()])  # [2, bins, J]
+    y = y.view(2, ola.bins, frames, up).permute(3, 0, 1, 2).reshape(1, up * 2 * ola.bins, frames)
+    y = PhaseIntegrator(1, up, n_fft, h, integrate=False)(y.float())
+    got = ola(y)
     assert got.shape == (1, 1, x.shape[-1])
     assert (got[0, 0].double() - x[0]).abs().max() < 1e-3
+
+
+def test_integrated_phase_keeps_a_steady_tone_whatever_its_frequency() -> None:
+    """Identical frames (a repeated code) give a steady tone at the frequency the deviation encodes,
+    not a comb at the frame rate; streaming the integrator in pieces equals running it at once."""
+    from musicgen_stem.codec.istft import OverlapAdd, PhaseIntegrator
+
+    sr, n_fft, h, up, frames = 32000, 2048, 160, 4, 50
+    bins = n_fft // 2 + 1
+    f0 = 41.2  # E1: between bins 2 (31.25 Hz) and 3 (46.9 Hz), not a multiple of 50 Hz
+    k = round(f0 * n_fft / sr)
+    logmag = torch.full((bins,), -12.0)
+    logmag[k] = 3.0
+    deviation = 2 * math.pi * (f0 - k * sr / n_fft) * h / sr  # radians per STFT frame
+    raw = torch.zeros(bins)
+    raw[k] = math.atanh(deviation / math.pi)
+    frame = torch.stack([logmag, raw]).repeat(up, 1, 1).reshape(-1)  # one latent frame's features
+    feats = frame[None, :, None].expand(1, -1, frames).contiguous()  # every frame identical
+    integ, ola = PhaseIntegrator(1, up, n_fft, h), OverlapAdd(1, h * up, n_fft, h)
+    wav = ola(integ(feats))[0, 0].numpy()
+    spec = np.abs(np.fft.rfft(wav * np.hanning(len(wav)), n=1 << 18))
+    peak = np.fft.rfftfreq(1 << 18, 1 / sr)[np.argmax(spec)]
+    assert abs(1200 * np.log2(peak / f0)) < 10, peak
+    a, state = integ.stream(feats[..., :17], None)
+    b, _ = integ.stream(feats[..., 17:], state)
+    assert (ola(torch.cat([a, b], -1)) - ola(integ(feats))).abs().max() < 1e-4  # phases equal mod 2 pi
 
 
 def test_stft_encoder_config_shapes_and_chunking() -> None:

@@ -55,10 +55,11 @@ CODECS = {
     "causal": {"causal": True, "trim_right_ratio": 0.5},
     "reflect_2res": {"pad_mode": "reflect", "n_residual_layers": 2},
     "istft": {"decoder": "istft", "istft_width": 16, "istft_layers": 2, "istft_n_fft": 192, "istft_hop": 64},
+    "istft_absolute": {"decoder": "istft", "istft_phase": "absolute", "istft_n_fft": 192, "istft_hop": 64},
     "istft_no_lstm": {"decoder": "istft", "lstm": 0, "istft_width": 8, "istft_layers": 1, "istft_n_fft": 320},
 }
 #: most frames a stage may hold back: SEANet's kernels reach 6 frames; ConvNeXt blocks 3 each
-MAX_LAG = {"istft": 3 + 2 * 3 + 2, "istft_no_lstm": 3 + 3 + 1}
+MAX_LAG = {"istft": 3 + 2 * 3 + 2, "istft_no_lstm": 3 + 3 + 1, "istft_absolute": 3 + 4 * 3 + 2}
 F = 61
 SIZES = {"one": [1] * F, "uneven": [3, 0, 7, 1, 20, 5, 25], "all": [F]}
 
@@ -87,7 +88,8 @@ def test_streaming_decoder_returns_audio_early_with_bounded_state(kind):
     hop = codec.hop_length
     dec = StreamingDecoder(codec)
     stages = [s for s in dec._stages if isinstance(s, _SliceStage)]
-    assert len(stages) == (1 if kind.endswith("no_lstm") else 2)
+    expected = {"no_lstm": 1, "istft": 3, "istft_no_lstm": 2, "istft_absolute": 2}
+    assert len(stages) == expected.get(kind, 2)
     # the held-back frames are the exact receptive field, far below the generic bound
     assert dec.lag <= sum(_receptive_field(s.net, upsampling=True) for s in stages)
     assert dec.lag <= MAX_LAG.get(kind, 6)

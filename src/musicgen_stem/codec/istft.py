@@ -23,10 +23,12 @@ __all__ = [
     "Downsample",
     "FrameConv",
     "ISTFTDecoder",
-    "ISTFTHead",
     "LatentNorm",
+    "OverlapAdd",
+    "PhaseIntegrator",
     "STFTEncoder",
     "STFTFeatures",
+    "SpectralHead",
 ]
 
 
@@ -67,25 +69,83 @@ class ConvNeXtBlock(nn.Module):
         return x + (self.scale * y).transpose(1, 2)
 
 
-class ISTFTHead(nn.Module):
-    """[B, dim, F] -> wav [B, C, F * hop]: `up = hop // istft_hop` STFT frames per latent frame.
+class SpectralHead(nn.Module):
+    """[B, dim, F] -> [B, C * up * 2 * bins, F]: per latent frame, `up` STFT frames of log-magnitude
+    and raw phase (absolute phase, or its deviation from the bin's own advance: `PhaseIntegrator`)."""
 
-    STFT frame j (j = f * up + u) is centred on sample j * istft_hop + istft_hop / 2, so latent
-    frame f owns samples [f * hop, (f + 1) * hop). Magnitudes are exp(log-magnitude) clamped at
-    100; the overlap-add is normalised by the summed squared Hann window.
+    def __init__(self, dim: int, channels: int, up: int, bins: int) -> None:
+        super().__init__()
+        self.out_channels = channels * up * 2 * bins
+        self.norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, self.out_channels)
+
+    def needs(self, a: int, b: int) -> tuple[int, int]:
+        return a, b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.norm(x.transpose(1, 2))).transpose(1, 2)
+
+
+class PhaseIntegrator(nn.Module):
+    """The phase of each STFT frame as the running sum of per-frame advances (a phase vocoder):
+    advance = the bin's centre frequency x hop + pi * tanh(deviation), so a steady tone keeps its
+    exact frequency even when its code repeats. Without it (`integrate=False`, Vocos' way) the
+    predicted phase is absolute: identical codes give identical frames, a comb at the frame rate.
+
+    Features [B, C * up * 2 * bins, F] in, the same layout out with phases in [0, 2 pi). Stateful:
+    `forward` starts at phase 0, `stream(x, state)` continues from `state` [B, C * bins] (float64).
     """
 
-    def __init__(self, dim: int, channels: int, hop: int, n_fft: int, istft_hop: int) -> None:
+    def __init__(self, channels: int, up: int, n_fft: int, istft_hop: int, integrate: bool = True) -> None:
+        super().__init__()
+        self.channels, self.up, self.bins, self.integrate = channels, up, n_fft // 2 + 1, integrate
+        k = torch.arange(self.bins, dtype=torch.float64)
+        advance = 2 * torch.pi * torch.remainder(k * istft_hop, n_fft) / n_fft  # exact, mod 2 pi
+        self.register_buffer("advance", advance, persistent=False)
+
+    @property
+    def stateful(self) -> bool:
+        return self.integrate
+
+    def needs(self, a: int, b: int) -> tuple[int, int]:
+        return a, b
+
+    def stream(self, x: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: [B, C * up * 2 * bins, f] -> (same layout with integrated phases, new state)."""
+        b, _, frames = x.shape
+        c, up, n = self.channels, self.up, self.bins
+        y = x.view(b, c, up, 2, n, frames)
+        if state is None:
+            state = x.new_zeros(b, c * n, dtype=torch.float64)
+        if not self.integrate or frames == 0:
+            return x, state
+        dev = torch.pi * torch.tanh(y[:, :, :, 1].double())  # [B, C, up, n, f]
+        steps = (self.advance[:, None] + dev).permute(0, 1, 3, 4, 2).reshape(b, c, n, frames * up)
+        phase = state.view(b, c, n, 1) + steps.cumsum(dim=-1)  # [B, C, n, J]
+        phase = torch.remainder(phase, 2 * torch.pi)
+        new_state = phase[..., -1].reshape(b, c * n)
+        phase = phase.view(b, c, n, frames, up).permute(0, 1, 4, 2, 3).to(x.dtype)  # [B, C, up, n, f]
+        out = torch.stack([y[:, :, :, 0], phase], dim=3)  # [B, C, up, 2, n, f]
+        return out.reshape(b, -1, frames), new_state.detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stream(x, None)[0]
+
+
+class OverlapAdd(nn.Module):
+    """[B, C * up * 2 * bins, F] (log-magnitude, phase) -> wav [B, C, F * hop] by inverse FFT and
+    overlap-add, normalised by the summed squared Hann window. STFT frame j (j = f * up + u) is
+    centred on sample j * istft_hop + istft_hop / 2: latent frame f owns [f * hop, (f + 1) * hop).
+    Magnitudes are exp(log-magnitude) clamped at 100."""
+
+    def __init__(self, channels: int, hop: int, n_fft: int, istft_hop: int) -> None:
         super().__init__()
         if hop % istft_hop:
             raise ValueError(f"istft_hop {istft_hop} must divide the codec hop length {hop}")
         if n_fft < 2 * istft_hop or (n_fft - istft_hop) % 2:
             raise ValueError(f"istft_n_fft {n_fft} must be >= 2 * istft_hop and n_fft - istft_hop even")
-        self.channels, self.hop, self.n_fft, self.istft_hop = channels, hop, n_fft, istft_hop
-        self.up = hop // istft_hop
-        self.bins = n_fft // 2 + 1
-        self.norm = nn.LayerNorm(dim)
-        self.proj = nn.Linear(dim, channels * self.up * 2 * self.bins)
+        self.channels, self.n_fft, self.istft_hop = channels, n_fft, istft_hop
+        self.up, self.bins = hop // istft_hop, n_fft // 2 + 1
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
     def needs(self, a: int, b: int) -> tuple[int, int]:
@@ -98,11 +158,8 @@ class ISTFTHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, frames = x.shape
         c, up, n, h = self.channels, self.up, self.bins, self.istft_hop
-        y = self.proj(self.norm(x.transpose(1, 2)))  # [B, F, C * up * 2 * n]
-        y = y.view(b, frames, c, up, 2, n).permute(0, 2, 4, 5, 1, 3).reshape(b * c, 2, n, frames * up)
-        mag = torch.exp(y[:, 0].float()).clamp(max=100.0)
-        phase = y[:, 1].float()
-        spec = torch.polar(mag, phase)  # [B * C, n, J]
+        y = x.view(b, c, up, 2, n, frames).permute(0, 1, 3, 4, 5, 2).reshape(b * c, 2, n, frames * up)
+        spec = torch.polar(torch.exp(y[:, 0].float()).clamp(max=100.0), y[:, 1].float())  # [B*C, n, J]
         seg = torch.fft.irfft(spec, n=self.n_fft, dim=1) * self.window[:, None]  # [B * C, n_fft, J]
         j = seg.shape[-1]
         total = (j - 1) * h + self.n_fft
@@ -216,7 +273,9 @@ class STFTEncoder(nn.Module):
 
 class ISTFTDecoder(nn.Module):
     """Latent [B, dimension, F] -> waveform [B, channels, F * hop]: conv in, optional `SkipLSTM`,
-    ConvNeXt blocks, `ISTFTHead`. `model` is the layer stack (split at the LSTM for chunking)."""
+    ConvNeXt blocks, `SpectralHead`, `PhaseIntegrator` (phase "integrated" or "absolute"),
+    `OverlapAdd`. `model` is the layer stack; its stateful layers (LSTM, integrator) carry their
+    state when streamed."""
 
     def __init__(
         self,
@@ -228,6 +287,7 @@ class ISTFTDecoder(nn.Module):
         n_fft: int,
         istft_hop: int,
         lstm: nn.Module | None = None,
+        phase: str = "integrated",
     ) -> None:
         super().__init__()
         self.channels, self.dimension, self.hop_length = channels, dimension, hop
@@ -235,7 +295,12 @@ class ISTFTDecoder(nn.Module):
         if lstm is not None:
             stack.append(lstm)
         stack += [ConvNeXtBlock(width, 3 * width, layer_scale=1.0 / max(1, layers)) for _ in range(layers)]
-        stack.append(ISTFTHead(width, channels, hop, n_fft, istft_hop))
+        ola = OverlapAdd(channels, hop, n_fft, istft_hop)
+        stack += [
+            SpectralHead(width, channels, ola.up, ola.bins),
+            PhaseIntegrator(channels, ola.up, n_fft, istft_hop, integrate=phase == "integrated"),
+            ola,
+        ]
         self.model = nn.Sequential(*stack)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:

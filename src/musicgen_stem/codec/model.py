@@ -101,6 +101,7 @@ class CodecConfig:
     istft_layers: int = 4
     istft_n_fft: int = 1024
     istft_hop: int = 160
+    istft_phase: str = "integrated"  # or "absolute" (Vocos): see `codec/istft.py` PhaseIntegrator
     # RVQ
     n_q: int = 4
     bins: int = 2048
@@ -162,6 +163,8 @@ class CodecConfig:
                 )
             if self.istft_n_fft < 2 * self.istft_hop or (self.istft_n_fft - self.istft_hop) % 2:
                 raise ValueError("CodecConfig.istft_n_fft must be >= 2 * istft_hop with an even difference")
+            if self.istft_phase not in ("integrated", "absolute"):
+                raise ValueError(f"CodecConfig.istft_phase must be integrated or absolute: {self.istft_phase!r}")
             if self.istft_width < 1 or self.istft_layers < 0:
                 raise ValueError("CodecConfig.istft_width must be >= 1 and istft_layers >= 0")
         if not self.causal and self.trim_right_ratio != 1.0:
@@ -288,6 +291,7 @@ class StemCodec(nn.Module):
                 cfg.istft_n_fft,
                 cfg.istft_hop,
                 lstm=SkipLSTM(cfg.istft_width, cfg.lstm) if cfg.lstm else None,
+                phase=cfg.istft_phase,
             )
         else:
             self.decoder = SEANetDecoder(**seanet, trim_right_ratio=cfg.trim_right_ratio)
@@ -405,6 +409,11 @@ class StemCodec(nn.Module):
         chunk = max(1, round(chunk_seconds * self.frame_rate))
         if frames <= chunk:
             return self.decoder(latent)
+        if any(getattr(m, "stateful", False) for m in self.decoder.modules()):
+            from .streaming import StreamingDecoder  # state carried from chunk to chunk
+
+            stream = StreamingDecoder(self, chunk_seconds=chunk_seconds)
+            return torch.cat([stream.push(codes), stream.flush()], dim=-1)
         front, back = _split_at_lstm(self.decoder, after=True)
         hidden = front(latent)  # [B, W, F]
         margin = _receptive_field(back, upsampling=True) + 1  # frames

@@ -122,6 +122,35 @@ class _LSTMStage:
         return (y + seq).permute(1, 2, 0)
 
 
+class _StateStage:
+    """A stateful frame-rate module (`stream(x, state) -> (y, state)`, e.g. `PhaseIntegrator`)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.reset()
+
+    def reset(self) -> None:
+        self._state: torch.Tensor | None = None
+
+    def push(self, x: torch.Tensor, final: bool = False) -> torch.Tensor:
+        if x.shape[-1] == 0:
+            return x
+        y, self._state = self.module.stream(x, self._state)
+        return y
+
+
+def _stateful(m: nn.Module) -> bool:
+    return isinstance(m, SkipLSTM) or bool(getattr(m, "stateful", False))
+
+
+@torch.no_grad()
+def _out_channels(net: nn.Module, in_channels: int) -> int:
+    """Channels a frame-rate stack outputs (a dry run on a few zero frames)."""
+    param = next(net.parameters(), None)
+    x = torch.zeros(1, in_channels, 8, device=None if param is None else param.device)
+    return int(net(x).shape[1])
+
+
 class StreamingDecoder:
     """Decode the codes of one `StemCodec` as they arrive.
 
@@ -130,23 +159,28 @@ class StreamingDecoder:
     frames are held back at most between pushes. After `flush` the decoder starts a new stream.
     """
 
-    def __init__(self, codec: StemCodec) -> None:
+    def __init__(self, codec: StemCodec, chunk_seconds: float = CHUNK_SECONDS) -> None:
         self.codec = codec
-        self._max_frames = max(1, round(CHUNK_SECONDS * codec.frame_rate))
-        layers = list(codec.decoder.model)
-        idx = next((i for i, m in enumerate(layers) if isinstance(m, SkipLSTM)), None)
+        self._max_frames = max(1, round(chunk_seconds * codec.frame_rate))
         hop, channels = codec.hop_length, codec.channels
         if any(getattr(m, "pad_mode", "constant") == "circular" for m in codec.decoder.modules()):
             raise ValueError("a decoder with circular padding cannot be streamed (its start reads its end)")
-        self._stages: list[_SliceStage | _LSTMStage] = []
-        if idx is None:
-            self._stages.append(_SliceStage(nn.Sequential(*layers), hop, channels))
-        else:
-            lstm: SkipLSTM = layers[idx]  # type: ignore[assignment]
-            if idx > 0:
-                self._stages.append(_SliceStage(nn.Sequential(*layers[:idx]), 1, lstm.lstm.input_size))
-            self._stages.append(_LSTMStage(lstm))
-            self._stages.append(_SliceStage(nn.Sequential(*layers[idx + 1 :]), hop, channels))
+        # the layers split at every stateful one (LSTM, phase integrator): slices of the stateless
+        # runs between them at frame rate, the last one up to the audio rate
+        self._stages: list[_SliceStage | _LSTMStage | _StateStage] = []
+        run: list[nn.Module] = []
+        width = codec.cfg.dimension
+        for m in codec.decoder.model:
+            if not _stateful(m):
+                run.append(m)
+                continue
+            if run:
+                net = nn.Sequential(*run)
+                width = _out_channels(net, width)
+                self._stages.append(_SliceStage(net, 1, width))
+                run = []
+            self._stages.append(_LSTMStage(m) if isinstance(m, SkipLSTM) else _StateStage(m))
+        self._stages.append(_SliceStage(nn.Sequential(*run), hop, channels))
         self.reset()
 
     @property
