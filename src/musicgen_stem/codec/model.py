@@ -164,7 +164,7 @@ class CodecConfig:
             if self.istft_n_fft < 2 * self.istft_hop or (self.istft_n_fft - self.istft_hop) % 2:
                 raise ValueError("CodecConfig.istft_n_fft must be >= 2 * istft_hop with an even difference")
             if self.istft_phase not in ("integrated", "absolute"):
-                raise ValueError(f"CodecConfig.istft_phase must be integrated or absolute: {self.istft_phase!r}")
+                raise ValueError(f"CodecConfig.istft_phase must be integrated/absolute: {self.istft_phase!r}")
             if self.istft_width < 1 or self.istft_layers < 0:
                 raise ValueError("CodecConfig.istft_width must be >= 1 and istft_layers >= 0")
         if not self.causal and self.trim_right_ratio != 1.0:
