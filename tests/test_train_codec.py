@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import socket
@@ -182,6 +183,26 @@ def test_codec_steps_decrease_loss_on_fixed_batch(songs):
     assert losses[-1] < losses[0]
 
 
+def test_codebooks_stay_float32_under_autocast():
+    """Under bf16 autocast the nearest-code search, k-means and EMA sums run in float32: the
+    same codes and codebooks as without autocast."""
+    torch.manual_seed(0)
+    ref = StemCodec(CodecConfig.tiny(2)).train()
+    amp = copy.deepcopy(ref)
+    latent = torch.randn(4, ref.cfg.dimension, 50)  # [B, D, F]
+    for _ in range(3):
+        torch.manual_seed(1)
+        _, codes, _ = ref.quantizer(latent)
+        torch.manual_seed(1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            _, amp_codes, _ = amp.quantizer(latent)
+        assert torch.equal(codes, amp_codes)
+    for (name, a), b in zip(ref.quantizer.named_buffers(), amp.quantizer.buffers(), strict=True):
+        assert b.dtype == torch.float32 and torch.equal(a, b), name
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(amp.quantizer.encode(latent), ref.quantizer.encode(latent))
+
+
 def _weights(out: Path) -> dict[str, torch.Tensor]:
     return torch.load(out / "checkpoint.pt", weights_only=True)["model"]
 
@@ -223,6 +244,19 @@ def test_resume_equals_uninterrupted_and_export_loads(songs, tmp_path):
     assert train_codec(_cfg(songs, full)) == path
 
 
+def test_stop_at_then_rerun_equals_uninterrupted(songs, tmp_path):
+    """--stop-at N trains to step N on the full run's schedule (checkpoint and export), then the
+    same command without it continues to the end as if never stopped."""
+    full = train_codec(_cfg(songs, tmp_path / "full", steps=3, val_every=3))
+    part = tmp_path / "part"
+    train_codec(_cfg(songs, part, steps=3, val_every=3, stop_at=1))
+    assert torch.load(part / "checkpoint.pt", weights_only=True)["step"] == 1
+    assert (part / "codec_bass.safetensors").is_file()
+    train_codec(_cfg(songs, part, steps=3, val_every=3))
+    a, b = _weights(full.parent), _weights(part)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a)
+
+
 def test_codec_presets_and_cli_arguments(songs, tmp_path):
     import argparse
 
@@ -236,8 +270,10 @@ def test_codec_presets_and_cli_arguments(songs, tmp_path):
     add_arguments(parser)
     args = parser.parse_args(
         [str(songs), "--stem", "bass", "--out", str(tmp_path / "cli"), "--codec", "tiny", "--steps", "1",
-         "--batch-size", "1", "--segment", "0.1", "--log-every", "1", "--device", "cpu"]
+         "--batch-size", "1", "--segment", "0.1", "--log-every", "1", "--device", "cpu",
+         "--mel-scales", "64", "128", "--grad-accum", "2"]
     )  # fmt: skip
+    assert args.mel_scales == [64, 128] and args.stop_at is None and not args.fsdp
     assert run(args) == 0
     assert (tmp_path / "cli" / "codec_bass.json").is_file()
 

@@ -21,10 +21,11 @@ from musicgen_stem.layout import LAYOUT_6CB, LAYOUT_7CB, StemLayout
 from musicgen_stem.lm import LMConfig, StemLM
 from musicgen_stem.modeldir import load_model
 from musicgen_stem.training import lm as train_mod
+from musicgen_stem.training import loop
 from musicgen_stem.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from musicgen_stem.training.distributed import DistInfo
 from musicgen_stem.training.lm import LMTrainConfig, LMWithText, lm_loss, sequence_loss, train_lm
 from musicgen_stem.training.lm_data import EDIT, TEXT, BatchBuilder, TokenDataset
-from musicgen_stem.training.optim import build_optimizer
 
 WINDOW = 50  # 1.0 s edit window at 50 Hz
 CROP = 100  # 2.0 s crop
@@ -204,20 +205,49 @@ def _frame(lm, codes, memory, mask):
     return logits, codes, valid[None] & mask
 
 
+class _FixedBatch(loop.Task):
+    """The same batch at every step, through the LM's loss."""
+
+    def __init__(self, batch):
+        self.batch = batch
+
+    def micro_batches(self, step):
+        return [self.batch]
+
+    def loss(self, model, batch):
+        loss, per_stream = model(batch.codes, batch.texts, batch.loss_mask)
+        return loss, {"loss": loss.detach(), "per_stream": per_stream}
+
+
 @pytest.mark.parametrize("kind", [TEXT, EDIT])
 def test_steps_decrease_loss(model_dir, data_dir, kind):
     parts = load_model(model_dir)
-    module = LMWithText(parts.lm, parts.text).train()
-    optim = build_optimizer(module, 3e-3)
-    batch = _builder(data_dir).build(2, torch.Generator().manual_seed(0), kind, False)
+    info = DistInfo(0, 1, 0, torch.device("cpu"))
+    cfg = loop.LoopConfig(name="test", steps=6, lr=3e-3, weight_decay=0.1, grad_clip=1.0)
+    trainer = loop.build_trainer(LMWithText(parts.lm, parts.text).train(), info, cfg)
+    task = _FixedBatch(_builder(data_dir).build(2, torch.Generator().manual_seed(0), kind, False))
     losses = []
-    for _ in range(6):
-        loss, per, gnorm = train_mod._step(
-            module, optim, batch, torch.device("cpu"), train_mod.nullcontext(), None, 1.0
-        )
-        losses.append(float(loss))
-        assert per.shape == (6,) and gnorm > 0
+    for step in range(6):
+        terms = loop.train_step(trainer, task, step)
+        losses.append(float(terms["loss"]))
+        assert terms["per_stream"].shape == (6,) and terms["grad_norm"] > 0
     assert losses[-1] < losses[0] - 0.05, losses
+
+
+def test_global_token_normalisation(model_dir, data_dir):
+    """Split in pieces whose losses are normalised by the whole batch's token counts, a batch's
+    loss is the sum of the pieces' losses (what makes N processes equal one)."""
+    parts = load_model(model_dir)
+    module = LMWithText(parts.lm, parts.text).eval()
+    batch = _builder(data_dir).build(4, torch.Generator().manual_seed(5), EDIT, False)
+    norm = train_mod.target_counts(presets.tiny().layout, batch.loss_mask)
+    with torch.no_grad():
+        whole, _ = module(batch.codes, batch.texts, batch.loss_mask)
+        pieces = [
+            module(batch.codes[i : i + 2], batch.texts[i : i + 2], batch.loss_mask[i : i + 2], norm)[0]
+            for i in (0, 2)
+        ]
+    torch.testing.assert_close(sum(pieces), whole, rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------- full runs
@@ -229,7 +259,7 @@ def test_resume_equals_uninterrupted_and_final_model(model_dir, data_dir, tmp_pa
     assert full["step"] == 4
 
     calls = {"n": 0}
-    real_step = train_mod._step
+    real_step = loop.train_step
 
     def killed(*args, **kw):
         calls["n"] += 1
@@ -237,11 +267,11 @@ def test_resume_equals_uninterrupted_and_final_model(model_dir, data_dir, tmp_pa
             raise KeyboardInterrupt  # killed during step 3, after the step-2 checkpoint
         return real_step(*args, **kw)
 
-    monkeypatch.setattr(train_mod, "_step", killed)
+    monkeypatch.setattr(loop, "train_step", killed)
     with pytest.raises(KeyboardInterrupt):
         train_lm(_cfg(model_dir, data_dir, tmp_path / "b"))
     assert load_checkpoint(tmp_path / "b" / CHECKPOINT_NAME)["step"] == 2
-    monkeypatch.setattr(train_mod, "_step", real_step)
+    monkeypatch.setattr(loop, "train_step", real_step)
     train_lm(_cfg(model_dir, data_dir, tmp_path / "b"))
     resumed = load_checkpoint(tmp_path / "b" / CHECKPOINT_NAME)
     assert resumed["step"] == 4
@@ -327,7 +357,7 @@ def test_torchrun_ddp_two_processes(model_dir, data_dir, tmp_path):
     ckpt = load_checkpoint(out / CHECKPOINT_NAME)
     assert ckpt["step"] == 2
     assert (out / "model" / "config.json").is_file()
-    assert proc.stdout.count(" grad_norm=") == 2  # rank 0 only
+    assert proc.stdout.count("| grad_norm ") == 2  # rank 0 only
 
 
 # ------------------------------------------------------------------------------------------ errors

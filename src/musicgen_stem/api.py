@@ -12,6 +12,7 @@ for chunk in model.generate_stream(["ambient pads"], seed=3):  # audio while it 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import queue
@@ -19,6 +20,7 @@ import secrets
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +116,14 @@ def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def auto_dtype(device: torch.device) -> torch.dtype:
+    """The LM dtype of `--dtype auto`: bfloat16 on CUDA devices that support it (fp32's range:
+    no overflow), float32 elsewhere (float16 only when asked for)."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
 class MusicGenStem:
     """A multi-stem model: text conditioner, LM and one codec per stem.
 
@@ -135,6 +145,7 @@ class MusicGenStem:
         self.duration = min(10.0, self.max_duration)
         self.extend_stride = 0.6 * self.max_duration
         self._silence: list[int] | None = parts.config.silence_tokens
+        self._decoder: ThreadPoolExecutor | None = None  # decoding thread of a model compiled on CUDA
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
@@ -207,11 +218,11 @@ class MusicGenStem:
         return self
 
     def set_dtype(self, dtype: str | torch.dtype) -> MusicGenStem:
-        """Run the LM in `dtype` ("float32", "float16", "bfloat16", or "auto": float16 on CUDA,
-        float32 elsewhere). Half precision halves the bytes each decoding step reads on a GPU;
-        on CPU it is refused (4-130x slower than fp32 on the CPUs measured: use `quantize`)."""
+        """Run the LM in `dtype` ("float32", "float16", "bfloat16", or "auto": `auto_dtype`).
+        Half precision halves the bytes each decoding step reads on a GPU; on CPU it is refused
+        (4-130x slower than fp32 on the CPUs measured: use `quantize`)."""
         if dtype == "auto":
-            dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+            dtype = auto_dtype(self.device)
         target = DTYPES.get(dtype) if isinstance(dtype, str) else dtype
         if target not in DTYPES.values():
             raise GenerationError(f"unknown dtype {dtype!r}: choose one of auto, {', '.join(DTYPES)}")
@@ -345,8 +356,8 @@ class MusicGenStem:
         gen = torch.Generator(device=self.device).manual_seed(seed)
         mem, null = self._memories(texts)
         callback, bar = _progress(progress)
-        if stop is not None:
-            callback = _stoppable(callback, stop)
+        cancel = threading.Event()  # set when the caller stops waiting for a decoding thread
+        callback = _stoppable(callback, lambda: cancel.is_set() or (stop is not None and stop()))
         window, overlap = self._windows(regenerate)
         silence = self.silence_tokens() if len(regenerate) < self.layout.num_stems else None
 
@@ -358,13 +369,34 @@ class MusicGenStem:
                 bar.set_description(f"generating window {i + 1}/{n}")
 
         try:
-            out = fill_windows(
-                run, self.layout, codes, free, regenerate, window, overlap, silence, on_window, on_frames
+            out = self._decoding(
+                lambda: fill_windows(
+                    run, self.layout, codes, free, regenerate, window, overlap, silence, on_window, on_frames
+                ),
+                cancel,
             )
         finally:
             if bar is not None:
                 bar.close()
         return out, seed
+
+    def _decoding(self, job: Callable[[], torch.Tensor], cancel: threading.Event) -> torch.Tensor:
+        """Run a decoding job. A model compiled on CUDA decodes on one thread of its own for its
+        whole life (CUDA graph trees are per thread: streams and the app call from fresh threads,
+        which would record the graphs again); the caller waits, and if it stops waiting (Ctrl-C)
+        the job is cancelled at its next step. Elsewhere: in the calling thread."""
+        if self.lm.compiled_step is None or self.device.type != "cuda":
+            return job()
+        if self._decoder is None:
+            self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="musicgen-stem-decode")
+        future = self._decoder.submit(job)
+        try:
+            return future.result()
+        except BaseException:
+            cancel.set()
+            with contextlib.suppress(BaseException):
+                future.result()
+            raise
 
     def _audio_stream(self, on_audio: AudioCallback, stream_seconds: float, frames: int) -> FramesCallback:
         """An on_frames callback that decodes the final frames `stream_seconds` at a time (all the
@@ -423,7 +455,7 @@ class MusicGenStem:
         wavs = {}
         for s, w in stems.items():
             w = w if w.dim() == 3 else w[None]
-            wavs[s] = convert_audio(w.float(), sample_rate, self.sample_rate, self.codec.channels)
+            wavs[s] = convert_audio(w.float().cpu(), sample_rate, self.sample_rate, self.codec.channels)
         B = max(w.shape[0] for w in wavs.values())
         T = num_samples or max(w.shape[-1] for w in wavs.values())
         C = self.codec.channels
@@ -640,12 +672,12 @@ class MusicGenStem:
         total = frames / self.frame_rate
         s = 0.0 if start is None else float(start)
         e = total if end is None else float(end)
-        if not (math.isfinite(s) and math.isfinite(e)) or s < 0 or e <= s:
-            raise GenerationError(f"the range must satisfy 0 <= start < end, got start={start}, end={end}")
-        if s >= total:
+        if math.isfinite(s) and s >= total:
             raise GenerationError(
                 f"the range starts at {s:g} s, after the end of the material ({total:.2f} s)"
             )
+        if not (math.isfinite(s) and math.isfinite(e)) or s < 0 or e <= s:
+            raise GenerationError(f"the range must satisfy 0 <= start < end, got start={start}, end={end}")
         return round(s * self.frame_rate), min(
             frames, max(round(e * self.frame_rate), round(s * self.frame_rate) + 1)
         )
@@ -717,7 +749,9 @@ class MusicGenStem:
 
     # --- helpers ---------------------------------------------------------------------------
     def _check_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        codes = torch.as_tensor(codes)
+        """Codes [B, K, T] (or [K, T]) from any device, checked, as a CPU long tensor: windows and
+        masks are planned on the CPU, the decoding moves what it needs to the model's device."""
+        codes = torch.as_tensor(codes).cpu()
         if codes.dim() == 2:
             codes = codes[None]
         if codes.dim() != 3 or codes.shape[1] != self.layout.num_streams:

@@ -41,6 +41,11 @@ def _broadcast(tensors: list[torch.Tensor]) -> None:
             dist.broadcast(t, src=0)
 
 
+def _no_autocast(x: torch.Tensor) -> torch.autocast:
+    """A context with autocast off on x's device type."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
 def _sample_rows(samples: torch.Tensor, num: int) -> torch.Tensor:
     """`num` random rows of samples [N, D] (without replacement when N >= num)."""
     n = samples.shape[0]
@@ -115,21 +120,26 @@ class EuclideanCodebook(nn.Module):
         return bool(self.inited.item())
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [N, D] -> codes [N] (int64)."""
-        return _nearest(x, self.embed)
+        """x: [N, D] -> codes [N] (int64), searched in the codebook's dtype even under autocast."""
+        with _no_autocast(x):
+            return _nearest(x.to(self.embed.dtype), self.embed)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes: [...] -> vectors [..., D]."""
         return F.embedding(codes, self.embed)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: [N, D] -> (quantized [N, D], codes [N]). Updates buffers in training mode only."""
-        if self.training and not self.is_inited:
-            self._kmeans_init(x.detach())
-        codes = self.encode(x)
-        quantized = self.decode(codes)
-        if self.training:
-            self._ema_update(x.detach(), codes)
+        """x: [N, D] -> (quantized [N, D], codes [N]). Updates buffers in training mode only.
+
+        k-means, the nearest-code search and the EMA sums run in the codebook's dtype (float32)
+        with autocast off: under bf16 autocast they would round the distances and the sums."""
+        with _no_autocast(x):
+            if self.training and not self.is_inited:
+                self._kmeans_init(x.detach().to(self.embed.dtype))
+            codes = self.encode(x)
+            quantized = self.decode(codes)
+            if self.training:
+                self._ema_update(x.detach().to(self.embed.dtype), codes)
         return quantized, codes
 
     @torch.no_grad()

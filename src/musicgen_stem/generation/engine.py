@@ -6,6 +6,10 @@ model must choose. The loop lays `known` out by the delay pattern, prefills the 
 the first unknown token, then decodes one step at a time with a static KV cache, writing
 model tokens only into unknown positions. Forcing therefore happens before the delay pattern,
 so delayed streams stay aligned, and known tokens come out bit-identical.
+
+`known` may live on any device: the plan is made on the CPU, then everything the loop touches is
+on the model's device, in the model's one decoding cache (`StemLM.new_state(..., reuse=True)`,
+reused by every call and window of the same batch shape, so CUDA graphs record once).
 """
 
 from __future__ import annotations
@@ -75,21 +79,23 @@ def generate_codes(
         raise ValueError(f"known tokens have {K} streams, the model has {layout.num_streams}")
     if memory.shape[0] != B:
         raise ValueError(f"memory batch {memory.shape[0]} does not match tokens batch {B}")
-    known = known.to(lm.device)
+    device = lm.device
+    known = known.cpu().long()  # the plan is made on the CPU, the decoding on the model's device
     seq, valid = build_sequence(known, layout.delays, layout.special_token)  # [B, K, S], [K, S]
     S = seq.shape[-1]
     todo = (seq == UNKNOWN).any(dim=0).any(dim=0).nonzero()  # steps holding an unknown token
     if todo.numel() == 0:
         if on_frames is not None:
-            on_frames(known.clone(), T)
-        return known.clone()
+            on_frames(known.to(device, copy=True), T)
+        return known.to(device, copy=True)
     start = int(todo[0])
     final_after = final_frames_after((known == UNKNOWN).any(dim=0), layout.delays) if on_frames else []
     reported = -1
+    seq, valid = seq.to(device), valid.to(device)
 
     use_cfg = null_memory is not None and params.cfg_coef != 1.0
-    mem = torch.cat([memory, null_memory], dim=0) if use_cfg else memory
-    state = lm.new_state(mem.to(lm.device), max_steps=S - 1)
+    mem = torch.cat([memory, null_memory.to(memory.device)], dim=0) if use_cfg else memory  # type: ignore[union-attr]
+    state = lm.new_state(mem.to(device), max_steps=S - 1, reuse=True)
 
     prev = 0
     total = S - start

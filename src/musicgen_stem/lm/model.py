@@ -2,7 +2,8 @@
 
 K token streams -> summed embeddings + sinusoidal positions -> pre-norm blocks
 (self-attention, cross-attention to the text memory, feed-forward) -> output norm -> K heads.
-Incremental decoding uses a static, preallocated KV cache (no per-step concatenation).
+Incremental decoding uses a static, preallocated KV cache (no per-step concatenation), reused across
+calls (`new_state(..., reuse=True)`). Each block projects the text memory's keys/values itself.
 Module names follow the released checkpoints (`emb.k`, `transformer.layers.i.self_attn.in_proj_weight`,
 `linears.k`, ...), so their weights map one to one.
 """
@@ -64,13 +65,47 @@ def sin_embedding(positions: torch.Tensor, dim: int, max_period: float) -> torch
 
 
 class KVCache:
-    """Static self-attention cache for all layers: k, v [L, B, H, S_max, Dh]."""
+    """Static decoding buffers of all layers, allocated once and written in place:
+    self-attention keys/values k, v [L, B, H, S_max, Dh] and the cross-attention keys/values of
+    the memory cross_k, cross_v [L, B, H, M_max, Dh] (rows >= mem_len masked by cross_mask [M_max])."""
 
-    def __init__(self, cfg: LMConfig, batch: int, max_steps: int, device: torch.device, dtype: torch.dtype):
-        shape = (cfg.num_layers, batch, cfg.num_heads, max_steps, cfg.dim // cfg.num_heads)
+    def __init__(
+        self,
+        cfg: LMConfig,
+        batch: int,
+        max_steps: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        mem_capacity: int = 0,
+    ):
+        heads, dh = cfg.num_heads, cfg.dim // cfg.num_heads
+        shape = (cfg.num_layers, batch, heads, max_steps, dh)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
+        mem_shape = (cfg.num_layers, batch, heads, mem_capacity, dh)
+        self.cross_k = torch.zeros(mem_shape, device=device, dtype=dtype)
+        self.cross_v = torch.zeros(mem_shape, device=device, dtype=dtype)
+        self.cross_mask = torch.zeros(mem_capacity, device=device, dtype=torch.bool)
         self.max_steps = max_steps
+        self.mem_len = 0
+        self.static = False  # addresses marked static for CUDA graphs
+
+    def fits(self, batch: int, steps: int, mem_len: int, device: torch.device, dtype: torch.dtype) -> bool:
+        """Whether a decoding of `batch` rows, `steps` steps and a memory of `mem_len` fits here."""
+        return (
+            self.k.shape[1] == batch
+            and steps <= self.max_steps
+            and mem_len <= self.cross_k.shape[3]
+            and self.k.device == device
+            and self.k.dtype == dtype
+        )
+
+    def mark_static(self) -> None:
+        """CUDA graphs replay on fixed addresses: every buffer is updated in place."""
+        if not self.static:
+            for t in (self.k, self.v, self.cross_k, self.cross_v, self.cross_mask):
+                torch._dynamo.mark_static_address(t)
+            self.static = True
 
     def update(
         self, layer: int, pos: int, k: torch.Tensor, v: torch.Tensor
@@ -92,14 +127,22 @@ class KVCache:
         self.v[layer].index_copy_(2, pos, v)
         return self.k[layer], self.v[layer]
 
+    def memory(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The memory keys/values of one layer: 2 x [B, H, mem_len, Dh]."""
+        n = self.mem_len
+        return self.cross_k[layer, :, :, :n], self.cross_v[layer, :, :, :n]
+
 
 @dataclass
 class DecodeState:
-    """Everything incremental decoding carries between steps."""
+    """Everything incremental decoding carries between steps: the cache and the next step."""
 
     cache: KVCache
-    cross_kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: k, v [B, H, L, Dh]
     pos: int = 0
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
 
 
 #: Rows of the packed q/k/v matrix each kind of attention projects at once when its projections
@@ -192,10 +235,13 @@ class Attention(nn.Module):
         k, v = self._proj(memory, (1, 2)).chunk(2, -1)
         return self._heads(k), self._heads(v)
 
-    def cross_attend(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """Attention from x [B, T, D] to precomputed memory keys/values (no mask: padding is zeroed)."""
+    def cross_attend(
+        self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Attention from x [B, T, D] to memory keys/values. The text's padding is zeroed, not
+        masked (as in the reference); `mask` [M] only hides unused rows of a static cache."""
         q = self._heads(self._proj(x, (0,)))
-        return self._attend(q, *kv)
+        return self._attend(q, *kv) if mask is None else self._attend(q, *kv, attn_mask=mask[None])
 
 
 def _rows(group: tuple[int, ...], dim: int) -> slice:
@@ -242,13 +288,18 @@ class Block(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        memory_kv: tuple[torch.Tensor, torch.Tensor],
+        memory: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
         cache: KVCache | None,
         layer: int,
         pos: int | torch.Tensor,
+        memory_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """x [B, T, D]; memory: the text memory [B, L, D], whose keys/values are projected here,
+        inside the block (as FSDP needs: its weights are gathered only during the block's
+        forward), or keys/values precomputed for decoding (2 x [B, H, L, Dh])."""
+        kv = self.cross_attention.memory_kv(memory) if isinstance(memory, torch.Tensor) else memory
         x = x + self.dropout(self.self_attn.self_attend(self.norm1(x), cache, layer, pos))
-        x = x + self.dropout(self.cross_attention.cross_attend(self.norm_cross(x), memory_kv))
+        x = x + self.dropout(self.cross_attention.cross_attend(self.norm_cross(x), kv, memory_mask))
         return x + self.dropout(self.linear2(self.dropout(F.gelu(self.linear1(self.norm2(x))))))
 
 
@@ -273,6 +324,7 @@ class StemLM(nn.Module):
         self.out_norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
         self.linears = nn.ModuleList(nn.Linear(cfg.dim, card, bias=cfg.bias_proj) for _ in range(K))
         self.compiled_step: Any = None  # decode_step under torch.compile (see compile_decoding)
+        self.decode_cache: KVCache | None = None  # reused by `new_state(..., reuse=True)`
         self.reset_parameters()
 
     @torch.no_grad()
@@ -313,19 +365,46 @@ class StemLM(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.out_norm.weight.dtype
 
-    def memory_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per-layer cross-attention keys/values of the conditioning memory [B, L, D]."""
-        return [blk.cross_attention.memory_kv(memory) for blk in self.transformer.layers]
+    def new_state(self, memory: torch.Tensor, max_steps: int, reuse: bool = False) -> DecodeState:
+        """A decoding state for a batch whose conditioning memory is [B, L, D].
 
-    def new_state(self, memory: torch.Tensor, max_steps: int) -> DecodeState:
-        """A fresh decoding state for a batch whose conditioning memory is [B, L, D]."""
-        cache = KVCache(self.cfg, memory.shape[0], max_steps, memory.device, self.dtype)
-        state = DecodeState(cache=cache, cross_kv=self.memory_kv(memory.to(self.dtype)))
-        if self.compiled_step is not None and memory.device.type == "cuda":
-            # CUDA graphs replay on fixed addresses: the cache and memory keys are updated in place
-            for t in (cache.k, cache.v, *(t for kv in state.cross_kv for t in kv)):
-                torch._dynamo.mark_static_address(t)
-        return state
+        reuse: decode in the model's one cache (as gpt-fast's `setup_caches`), allocated for the
+        first batch of its shape and reused by every later call and window that fits, so that a
+        compiled step with CUDA graphs records once. A compiled model's cache rounds the steps up
+        to a multiple of 256 and the memory up to a multiple of 16 (unused rows are masked); an
+        eager model's is reused for the same shape only (eager steps read exact shapes).
+        Without reuse, the state has a cache of its own, of exactly this shape.
+        """
+        B, L, _ = memory.shape
+        device, dtype = memory.device, self.dtype
+        compiled = self.compiled_step is not None
+        cache = self.decode_cache if reuse else None
+        if cache is not None and not cache.fits(B, max_steps, L, device, dtype):
+            cache = None
+        if cache is not None and cache.k.is_inference() and not torch.is_inference_mode_enabled():
+            cache = None  # made under inference_mode: not writable outside it
+        if cache is not None and not compiled and (cache.max_steps, cache.cross_k.shape[3]) != (max_steps, L):
+            cache = None
+        if cache is None:
+            steps, rows = (max_steps, L)
+            if compiled and reuse:
+                steps, rows = _round_up(max_steps, 256), _round_up(L, 16)
+            if reuse:
+                self.decode_cache = None  # the old cache is freed before the new one is allocated
+            cache = KVCache(self.cfg, B, steps, device, dtype, rows)
+            if reuse:
+                self.decode_cache = cache
+        with torch.no_grad():
+            memory = memory.to(dtype)
+            for i, block in enumerate(self.transformer.layers):
+                k, v = block.cross_attention.memory_kv(memory)  # [B, H, L, Dh]
+                cache.cross_k[i, :, :, :L] = k
+                cache.cross_v[i, :, :, :L] = v
+            cache.cross_mask.copy_(torch.arange(cache.cross_mask.shape[0], device=device) < L)
+        cache.mem_len = L
+        if compiled and device.type == "cuda":
+            cache.mark_static()
+        return DecodeState(cache=cache)
 
     def decode_step(self, tokens: torch.Tensor, pos: torch.Tensor, state: DecodeState) -> torch.Tensor:
         """One decoding step with static shapes (what torch.compile and CUDA graphs need).
@@ -338,8 +417,9 @@ class StemLM(nn.Module):
         K = tokens.shape[1]
         x = sum(self.emb[k](tokens[:, k]) for k in range(K))  # [B, 1, D]
         x = x + self.cfg.positional_scale * sin_embedding(pos, self.cfg.dim, self.cfg.max_period).to(x.dtype)
+        cache = state.cache
         for i, block in enumerate(self.transformer.layers):
-            x = block(x, state.cross_kv[i], state.cache, i, pos)
+            x = block(x, (cache.cross_k[i], cache.cross_v[i]), cache, i, pos, cache.cross_mask)
         x = self.out_norm(x[:, 0])
         return torch.stack([lin(x) for lin in self.linears], dim=1)
 
@@ -385,15 +465,13 @@ class StemLM(nn.Module):
         x = x + self.cfg.positional_scale * sin_embedding(steps, self.cfg.dim, self.cfg.max_period).to(
             x.dtype
         )
-        if state is None:
-            if memory is None:
-                raise ValueError("memory is required without a decoding state")
-            cross_kv = self.memory_kv(memory.to(x.dtype))
-            cache = None
-        else:
-            cross_kv, cache = state.cross_kv, state.cache
+        if state is None and memory is None:
+            raise ValueError("memory is required without a decoding state")
+        cache = None if state is None else state.cache
         for i, block in enumerate(self.transformer.layers):
-            x = block(x, cross_kv[i], cache, i, pos)
+            # memory keys/values: projected inside each block (training, FSDP) or cached (decoding)
+            mem = cache.memory(i) if cache is not None else memory.to(x.dtype)  # type: ignore[union-attr]
+            x = block(x, mem, cache, i, pos)
         if state is not None:
             state.pos += T
         if last_only:

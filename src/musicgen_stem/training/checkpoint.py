@@ -18,24 +18,34 @@ from typing import Any
 import torch
 
 from ..errors import MusicGenStemError
+from ..safeio import fsync_dir, held_signals, io_reason
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
-    """Write `state` atomically to `path`."""
+    """Write `state` atomically to `path` (the previous checkpoint stays until the new one is on
+    disk); a full disk or a read-only folder is a one-line `MusicGenStemError`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with held_signals():
+            os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise MusicGenStemError(
+            f"cannot write checkpoint '{path}': {io_reason(exc)}; check free space and permissions "
+            "(the previous checkpoint is kept)"
+        ) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
     return path
 
 

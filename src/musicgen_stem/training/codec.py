@@ -6,12 +6,14 @@ pure function of (seed, step, rank), so a resumed run sees exactly the batches a
 would; near-silent crops are re-drawn a few times. The last `val_fraction` of songs (by sorted
 name) are held out for validation (SI-SNR and mel distance).
 
-Training: one loop for 1 CPU, 1 GPU or torchrun DDP. AdamW (betas 0.5, 0.9, no weight decay by
-default) with warm-up + cosine schedule, gradient clipping, EMA of the weights, optional
-adversarial training with a multi-scale STFT discriminator. Loss weights follow EnCodec/audiocraft
+Training: the shared loop (`training/loop.py`) on 1 CPU, 1 GPU or torchrun (DDP, or FSDP2 with
+`--fsdp`: encoder and decoder sharded); `--batch-size` crops per process and micro-batch.
+AdamW (betas 0.5, 0.9, no weight decay by default) with warm-up + cosine schedule, gradient
+clipping, EMA of the weights, optional adversarial training with a multi-scale STFT discriminator
+(replicated, DDP). Loss weights follow EnCodec/audiocraft
 (`l1 0.1`, `msspec 2.0`, commitment 1.0; adversarial `adv 4.0`, `feat 4.0` when `--adversarial`).
 The quantizer initialises its codebooks by k-means on the first real batch (step 0), keeps EMA
-codebooks and restarts dead codes (all-reduced under DDP).
+codebooks in float32 (also under bf16 autocast) and restarts dead codes (all-reduced over ranks).
 
 Outputs in `out`: `checkpoint.pt` (atomic, resumable: rerunning the same command continues),
 `log.jsonl`, and at the end `codec_<stem>.safetensors` + `codec_<stem>.json` (EMA weights if enabled).
@@ -20,13 +22,11 @@ Outputs in `out`: `checkpoint.pt` (atomic, resumable: rerunning the same command
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import math
 import os
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,15 +41,16 @@ from ..audio import convert_audio, load_audio
 from ..codec.model import CodecConfig, StemCodec
 from ..errors import MusicGenStemError
 from ..layout import LAYOUT_6CB
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, seed_step, step_seed
+from . import loop
+from .checkpoint import CHECKPOINT_NAME, step_seed
 from .distributed import (
     DistInfo,
-    all_reduce_mean,
     all_reduce_sum,
-    barrier,
     cleanup,
+    distributed,
     init_distributed,
-    wrap_ddp,
+    on_main,
+    wrap_model,
 )
 from .losses import (
     MultiScaleMelLoss,
@@ -62,7 +63,7 @@ from .losses import (
     multiscale_stft_loss,
     si_snr,
 )
-from .optim import EMA, build_optimizer, cosine_lr, grad_norm
+from .optim import cosine_lr, set_lr
 
 __all__ = [
     "CODEC_PRESETS",
@@ -78,6 +79,7 @@ __all__ = [
 ]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
+NAME = "train-codec"
 
 
 # --------------------------------------------------------------------------------------------
@@ -146,6 +148,9 @@ class CodecTrainConfig:
     ema_decay: float = 0.999  # 0 disables the weight EMA
     grad_clip: float = 10.0  # 0 disables clipping
     amp: bool = True  # bf16 autocast for the codec forward (CUDA only; fp32 on CPU)
+    grad_accum: int = 1  # micro-batches of `batch_size` crops per step and process
+    fsdp: bool = False  # shard with FSDP2 under torchrun (else DDP)
+    stop_at: int | None = None  # stop (checkpoint, export) after this step; the schedule stays `steps`'s
     # data
     num_workers: int = 0
     silence_db: float = -50.0  # crops quieter than this RMS (dBFS) are re-drawn...
@@ -183,6 +188,8 @@ class CodecTrainConfig:
                 "log/checkpoint/val intervals must be > 0",
             ),
             (self.num_workers >= 0, f"num workers must be >= 0, got {self.num_workers}"),
+            (self.grad_accum >= 1, f"gradient accumulation must be >= 1, got {self.grad_accum}"),
+            (self.stop_at is None or self.stop_at >= 1, f"stop-at must be >= 1, got {self.stop_at}"),
             (self.n_q is None or self.n_q >= 1, f"n_q must be >= 1, got {self.n_q}"),
         ]
         for ok, msg in checks:
@@ -339,17 +346,21 @@ class StemSegments:
 
 
 class _StepBatches(torch.utils.data.Dataset):
-    """Item k = the batch of step `start + k` on `rank`: a pure function of (seed, step, rank)."""
+    """Item k = micro-batch m = k % accum of step s = start + k // accum on `rank`: a pure
+    function of (seed, s * accum + m, rank) (without accumulation: of (seed, step, rank))."""
 
-    def __init__(self, data: StemSegments, batch_size: int, seed: int, rank: int, start: int, stop: int):
+    def __init__(
+        self, data: StemSegments, batch_size: int, seed: int, rank: int, start: int, stop: int, accum: int = 1
+    ):
         self.data, self.batch_size, self.seed, self.rank = data, batch_size, seed, rank
-        self.start, self.stop = start, stop
+        self.start, self.stop, self.accum = start, stop, accum
 
     def __len__(self) -> int:
-        return max(0, self.stop - self.start)
+        return max(0, self.stop - self.start) * self.accum
 
     def __getitem__(self, k: int) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(step_seed(self.seed, self.start + k, self.rank))
+        index = self.start * self.accum + k  # = step * accum + micro-batch
+        gen = torch.Generator().manual_seed(step_seed(self.seed, index, self.rank))
         return self.data.batch(gen, self.batch_size)  # [B, C, T]
 
 
@@ -358,7 +369,7 @@ def _worker_init(_: int) -> None:
 
 
 def _batches(data: StemSegments, cfg: CodecTrainConfig, rank: int, start: int) -> Iterator[torch.Tensor]:
-    ds = _StepBatches(data, cfg.batch_size, cfg.seed, rank, start, cfg.steps)
+    ds = _StepBatches(data, cfg.batch_size, cfg.seed, rank, start, cfg.steps, cfg.grad_accum)
     loader = torch.utils.data.DataLoader(
         ds,
         batch_size=None,
@@ -400,40 +411,25 @@ def vq_health(counts: torch.Tensor) -> dict[str, float]:
     return out
 
 
-def _ema_decay(base: float, step: int) -> float:
-    """EMA decay warmed up over the first steps so the average is not dominated by the init."""
-    return min(base, (1 + step) / (10 + step))
-
-
-def _exported_state(model: StemCodec, ema: EMA | None) -> dict[str, torch.Tensor]:
-    state = ema.averaged_state(model) if ema is not None else model.state_dict()
-    return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-
-
-def _export(model: StemCodec, ema: EMA | None, out: Path, stem: str) -> Path:
+def _export(state: dict[str, torch.Tensor], codec_cfg: CodecConfig, out: Path, stem: str) -> Path:
     """Write codec_<stem>.safetensors and codec_<stem>.json atomically; returns the weights path."""
     from safetensors.torch import save_file
 
     weights = out / f"codec_{stem}.safetensors"
     tmp = out / f".{weights.name}.tmp"
-    save_file(_exported_state(model, ema), str(tmp), metadata={"stem": stem, "format": "pt"})
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+    save_file(tensors, str(tmp), metadata={"stem": stem, "format": "pt"})
     os.replace(tmp, weights)
     meta = out / f"codec_{stem}.json"
     tmp = out / f".{meta.name}.tmp"
-    tmp.write_text(json.dumps(model.cfg.to_dict(), indent=2) + "\n")
+    tmp.write_text(json.dumps(codec_cfg.to_dict(), indent=2) + "\n")
     os.replace(tmp, meta)
     return weights
 
 
 @torch.no_grad()
-def _validate(
-    model: StemCodec, ema: EMA | None, val: list[torch.Tensor], device: torch.device
-) -> dict[str, float]:
-    """Mean SI-SNR (dB) and mel distance of the (EMA) codec on the fixed held-out batches."""
-    net = copy.deepcopy(model)
-    if ema is not None:
-        net.load_state_dict(ema.averaged_state(model))
-    net.eval()
+def _validate(net: StemCodec, val: list[torch.Tensor], device: torch.device) -> dict[str, float]:
+    """Mean SI-SNR (dB) and mel distance of `net` (the EMA weights) on the fixed held-out batches."""
     snr, mel = [], []
     for batch in val:
         batch = batch.to(device)
@@ -441,47 +437,6 @@ def _validate(
         snr.append(si_snr(recon, batch))
         mel.append(mel_distance(recon, batch, net.sample_rate))
     return {"val_si_snr": float(torch.cat(snr).mean()), "val_mel_distance": float(torch.cat(mel).mean())}
-
-
-def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
-    for g in opt.param_groups:
-        g["lr"] = lr
-
-
-def _clip(params: list[nn.Parameter], max_norm: float) -> float:
-    if max_norm > 0:
-        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-    return grad_norm(params)
-
-
-class _Logger:
-    """Plain lines on stdout and JSON lines in log.jsonl (main rank only)."""
-
-    def __init__(self, path: Path, enabled: bool, resume_step: int) -> None:
-        self.path, self.enabled = path, enabled
-        if enabled and path.is_file():  # drop entries written after the checkpoint we resume from
-            kept = [
-                ln for ln in path.read_text().splitlines() if ln.strip() and self._step(ln) <= resume_step
-            ]
-            path.write_text("".join(ln + "\n" for ln in kept))
-
-    @staticmethod
-    def _step(line: str) -> int:
-        try:
-            return int(json.loads(line).get("step", 0))
-        except (ValueError, AttributeError):
-            return 0
-
-    def __call__(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        parts = [f"step {record['step']}"]
-        for k, v in record.items():
-            if k != "step":
-                parts.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
-        print(" | ".join(parts), flush=True)
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -501,70 +456,194 @@ def train_codec(cfg: CodecTrainConfig) -> Path:
         cleanup()
 
 
+def loop_config(cfg: CodecTrainConfig, device: torch.device) -> loop.LoopConfig:
+    """The shared loop's settings of this run (bf16 autocast on CUDA unless `amp` is off)."""
+    return loop.LoopConfig(
+        name=NAME,
+        steps=cfg.steps,
+        lr=cfg.lr,
+        warmup=cfg.warmup,
+        min_lr_ratio=cfg.min_lr_ratio,
+        weight_decay=cfg.weight_decay,
+        betas=cfg.betas,
+        grad_clip=cfg.grad_clip,
+        ema_decay=cfg.ema_decay,
+        ema_warmup=True,
+        grad_accum=cfg.grad_accum,
+        log_every=cfg.log_every,
+        checkpoint_every=cfg.checkpoint_every,
+        seed=cfg.seed,
+        amp="bf16" if cfg.amp and device.type == "cuda" else "none",
+        fsdp=cfg.fsdp,
+        stop_at=cfg.stop_at,
+    )
+
+
+def legacy_optimizer_order(model: nn.Module) -> list[str]:
+    """Parameter names in the order of the optimizers of the first codec checkpoints (one group
+    of tensors with >= 2 dims, then the others), whose states were keyed by that index."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    first = [n for n, p in named if p.dim() >= 2 and "emb" not in n.split(".")[0] and "embed" not in n]
+    return first + [n for n, _ in named if n not in set(first)]
+
+
+class CodecTask(loop.Task):
+    """What codec training plugs into the shared loop: crops, losses, the discriminator's step,
+    codebook health, validation of the EMA weights and the checkpoint layout."""
+
+    def __init__(
+        self,
+        cfg: CodecTrainConfig,
+        codec_cfg: CodecConfig,
+        info: DistInfo,
+        data: StemSegments,
+        val: list[torch.Tensor],
+        has_val: bool,
+        disc: MultiScaleSTFTDiscriminator | None,
+        disc_opt: torch.optim.Optimizer | None,
+    ) -> None:
+        self.cfg, self.codec_cfg, self.info = cfg, codec_cfg, info
+        self.data, self.val, self.has_val = data, val, has_val
+        self.device = info.device
+        self.msspec = MultiScaleMelLoss(codec_cfg.sample_rate, cfg.mel_scales, cfg.n_mels).to(self.device)
+        self.disc, self.disc_opt = disc, disc_opt
+        self.ddp_disc = wrap_model(disc, info, fsdp=False) if disc is not None else None
+        self.batches: Iterator[torch.Tensor] | None = None
+        self.counts = torch.zeros(codec_cfg.n_q, codec_cfg.bins, dtype=torch.float64, device=self.device)
+        self.step = 0
+        self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (wav, recon) for the discriminator
+
+    def begin(self, start: int) -> None:
+        self.batches = _batches(self.data, self.cfg, self.info.rank, start)
+
+    def micro_batches(self, step: int) -> list[torch.Tensor]:
+        assert self.batches is not None
+        return [next(self.batches) for _ in range(self.cfg.grad_accum)]
+
+    def begin_step(self, step: int, micro: list[torch.Tensor]) -> None:
+        self.step = step
+        self.pairs = []
+
+    def _adversarial(self) -> bool:
+        return self.disc is not None and self.step >= self.cfg.adv_start
+
+    def loss(self, model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg, accum = self.cfg, self.cfg.grad_accum
+        wav = batch.to(self.device, non_blocking=True)  # [B, C, T]
+        result = model(wav)  # under the loop's autocast; the codebooks stay float32
+        with torch.autocast(self.device.type, enabled=False):  # losses in float32
+            loss, terms = codec_loss(result.recon, wav, result.commit_loss, self.msspec, cfg)
+            if self._adversarial():
+                assert self.disc is not None
+                self.disc.requires_grad_(False)
+                real_logits, real_feats = self.disc(wav)
+                fake_logits, fake_feats = self.disc(result.recon.float())
+                self.disc.requires_grad_(True)
+                adv = hinge_generator_loss(fake_logits)
+                feat = feature_matching_loss(real_feats, fake_feats)
+                loss = loss + cfg.w_adv * adv + cfg.w_feat * feat
+                terms["adv"], terms["feat"] = adv.detach(), feat.detach()
+                self.pairs.append((wav, result.recon.detach().float()))
+        terms["loss"] = loss.detach()
+        codes = result.codes  # [B, n_q, F]
+        for q in range(self.codec_cfg.n_q):
+            self.counts[q] += torch.bincount(codes[:, q].reshape(-1), minlength=self.codec_cfg.bins)
+        return loss / accum, {k: v / accum for k, v in terms.items()}
+
+    def end_step(self, step: int) -> dict[str, torch.Tensor]:
+        """The discriminator's step on this step's real and generated crops."""
+        if not self.pairs:
+            return {}
+        assert self.ddp_disc is not None and self.disc is not None and self.disc_opt is not None
+        cfg = self.cfg
+        wav = torch.cat([w for w, _ in self.pairs])
+        both = torch.cat([wav, torch.cat([r for _, r in self.pairs])])  # one forward: [2B, C, T]
+        logits, _ = self.ddp_disc(both)
+        d_loss = hinge_discriminator_loss(
+            [lg[: len(wav)] for lg in logits], [lg[len(wav) :] for lg in logits]
+        )
+        self.disc_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        set_lr(self.disc_opt, cfg.disc_lr * cosine_lr(step, cfg.steps, cfg.warmup, cfg.min_lr_ratio))
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.disc.parameters(), cfg.grad_clip)
+        self.disc_opt.step()
+        self.pairs = []
+        return {"disc": d_loss.detach()}
+
+    def log_extra(self, record: dict[str, Any]) -> None:
+        record.update(vq_health(all_reduce_sum(self.counts)))
+        self.counts.zero_()
+
+    def validate(self, trainer: loop.Trainer, done: int) -> dict[str, float] | None:
+        """SI-SNR and mel distance of the EMA weights on rank 0's held-out crops."""
+        if not self.has_val or (done % self.cfg.val_every and done != trainer.cfg.end):
+            return None
+        state = trainer.model_state(ema=True)  # every rank: the shards are gathered
+
+        def run() -> dict[str, float]:
+            net = StemCodec(self.codec_cfg).to(self.device)
+            net.load_state_dict(state)
+            return _validate(net.eval(), self.val, self.device)
+
+        return on_main(self.info, run) or {}
+
+    def check_resume(self, header: dict[str, Any]) -> None:
+        path = Path(self.cfg.out) / CHECKPOINT_NAME
+        if header.get("codec_config") != self.codec_cfg.to_dict():
+            raise MusicGenStemError(
+                f"'{path}' was made with a different codec config; use another --out or move it away"
+            )
+        if header.get("stem") != self.cfg.stem:
+            raise MusicGenStemError(
+                f"'{path}' trains stem '{header.get('stem')}', not '{self.cfg.stem}'; use another --out"
+            )
+
+    def pack(self, core: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "step": core["step"],
+            "stem": self.cfg.stem,
+            "model": core["model"],
+            "optimizer": core["optimizer"],
+            "ema": core["ema"],
+            "disc": core.get("disc"),
+            "disc_optimizer": core.get("disc_optimizer"),
+            "codec_config": self.codec_cfg.to_dict(),
+            "config": self.cfg.to_dict(),
+        }
+
+    def unpack(self, state: dict[str, Any]) -> dict[str, Any]:
+        """The checkpoint's states; optimizers keyed by index (checkpoints before the shared loop)
+        are keyed by name."""
+        model = StemCodec(self.codec_cfg)
+        core = {
+            "model": state["model"],
+            "optimizer": loop.by_name(state["optimizer"], legacy_optimizer_order(model)),
+            "ema": state.get("ema"),
+            "scaler": None,
+        }
+        if self.disc is not None and state.get("disc") is not None:
+            names = [n for n, _ in self.disc.named_parameters()]
+            core["disc"] = state["disc"]
+            core["disc_optimizer"] = loop.by_name(state["disc_optimizer"], names)
+        return core
+
+
 def _train(
     cfg: CodecTrainConfig, codec_cfg: CodecConfig, files: list[Path], out: Path, info: DistInfo
 ) -> Path:
     device, main = info.device, info.is_main
-    ckpt_path = out / CHECKPOINT_NAME
-    state = load_checkpoint(ckpt_path)
-    if state is not None and state.get("codec_config") != codec_cfg.to_dict():
-        raise MusicGenStemError(
-            f"'{ckpt_path}' was made with a different codec config; use another --out or move it away"
-        )
-    if state is not None and state.get("stem") != cfg.stem:
-        raise MusicGenStemError(
-            f"'{ckpt_path}' trains stem '{state.get('stem')}', not '{cfg.stem}'; use another --out"
-        )
-    start = int(state["step"]) if state is not None else 0
-
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = StemCodec(codec_cfg).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = build_optimizer(model, cfg.lr, cfg.betas, cfg.weight_decay)
-    ema: EMA | None = None
-    if cfg.ema_decay > 0:
-        ema = EMA(model, cfg.ema_decay)
-        for name, _ in model.named_buffers():  # codebooks are not averaged: exported as they are
-            ema.shadow.pop(name, None)
+    model = StemCodec(codec_cfg)
+    extras: dict[str, tuple[nn.Module, torch.optim.Optimizer]] = {}
     disc: MultiScaleSTFTDiscriminator | None = None
     disc_opt: torch.optim.Optimizer | None = None
     if cfg.adversarial:
         disc = MultiScaleSTFTDiscriminator(codec_cfg.channels, cfg.disc_filters).to(device)
         disc_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=cfg.betas, weight_decay=0.0)
-
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        if ema is not None and state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
-        if disc is not None and disc_opt is not None and state.get("disc") is not None:
-            disc.load_state_dict(state["disc"])
-            disc_opt.load_state_dict(state["disc_optimizer"])
-
-    def checkpoint(step: int) -> None:
-        if not main:
-            return
-        save_checkpoint(
-            ckpt_path,
-            {
-                "step": step,
-                "stem": cfg.stem,
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None,
-                "disc": disc.state_dict() if disc is not None else None,
-                "disc_optimizer": disc_opt.state_dict() if disc_opt is not None else None,
-                "codec_config": codec_cfg.to_dict(),
-                "config": cfg.to_dict(),
-            },
-        )
-
-    if start >= cfg.steps:
-        if main:
-            path = _export(model, ema, out, cfg.stem)
-            print(f"already finished: {start} steps in '{out}'; weights in {path}", flush=True)
-        barrier()
-        return out / f"codec_{cfg.stem}.safetensors"
+        extras["disc"] = (disc, disc_opt)
+    lcfg = loop_config(cfg, device)
+    trainer = loop.build_trainer(model, info, lcfg, units=[model.encoder, model.decoder], extras=extras)
 
     segment = max(1, round(cfg.segment * codec_cfg.sample_rate))
     train_files, val_files = split_songs(files, cfg.val_fraction)
@@ -582,102 +661,35 @@ def _train(
         val_data = StemSegments(val_files, **kwargs)
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, 0, 10_000))  # fixed held-out crops
         val = [val_data.batch(gen, cfg.batch_size) for _ in range(max(1, cfg.val_batches))]
+    task = CodecTask(cfg, codec_cfg, info, train_data, val, bool(val_files), disc, disc_opt)
 
     if main:
-        out.mkdir(parents=True, exist_ok=True)
-        n_params = sum(p.numel() for p in params)
-        what = f"resuming at step {start}" if start else "starting"
+        n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        mode = f" ({'FSDP' if cfg.fsdp else 'DDP'})" if distributed() else ""
         print(
-            f"train-codec '{cfg.stem}': {what}; {len(train_files)} train / {len(val_files)} val songs "
+            f"[{NAME}] '{cfg.stem}': {len(train_files)} train / {len(val_files)} val songs "
             f"({'in memory' if train_data.in_memory else 'read from disk'}), codec {n_params / 1e6:.2f}M "
-            f"params, n_q {codec_cfg.n_q} x {codec_cfg.bins} bins, {info.world_size} process(es) on {device}",
+            f"params, n_q {codec_cfg.n_q} x {codec_cfg.bins} bins, {info.world_size} process(es){mode} "
+            f"on {device}, amp {lcfg.amp}",
             flush=True,
         )
-    log = _Logger(out / "log.jsonl", main, start)
-    ddp_model = wrap_ddp(model, info)
-    ddp_disc = wrap_ddp(disc, info) if disc is not None else None
-    msspec = MultiScaleMelLoss(codec_cfg.sample_rate, cfg.mel_scales, cfg.n_mels).to(device)
-    use_amp = cfg.amp and device.type == "cuda"
-    model.train()
-
-    batches = _batches(train_data, cfg, info.rank, start)
-    sums: dict[str, float] = {}
-    code_counts = torch.zeros(codec_cfg.n_q, codec_cfg.bins, dtype=torch.float64, device=device)
-    count, t0 = 0, time.perf_counter()
-    for step in range(start, cfg.steps):
-        seed_step(cfg.seed, step, info.rank)  # global RNG: k-means init, dead-code restarts
-        wav = next(batches).to(device, non_blocking=True)  # [B, C, T]
-        lr = cfg.lr * cosine_lr(step, cfg.steps, cfg.warmup, cfg.min_lr_ratio)
-        _set_lr(opt, lr)
-
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            result = ddp_model(wav)
-        loss, terms = codec_loss(result.recon, wav, result.commit_loss, msspec, cfg)
-        adv_on = disc is not None and step >= cfg.adv_start
-        if adv_on:
-            assert disc is not None
-            disc.requires_grad_(False)
-            real_logits, real_feats = disc(wav)
-            fake_logits, fake_feats = disc(result.recon.float())
-            disc.requires_grad_(True)
-            adv = hinge_generator_loss(fake_logits)
-            feat = feature_matching_loss(real_feats, fake_feats)
-            loss = loss + cfg.w_adv * adv + cfg.w_feat * feat
-            terms["adv"], terms["feat"] = adv.detach(), feat.detach()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = _clip(params, cfg.grad_clip)
-        opt.step()
-        if ema is not None:
-            ema.decay = _ema_decay(cfg.ema_decay, step)
-            ema.update(model)
-
-        if adv_on:
-            assert ddp_disc is not None and disc_opt is not None
-            both = torch.cat([wav, result.recon.detach().float()])  # one forward: [2B, C, T]
-            logits, _ = ddp_disc(both)
-            real = [lg[: wav.shape[0]] for lg in logits]
-            fake = [lg[wav.shape[0] :] for lg in logits]
-            d_loss = hinge_discriminator_loss(real, fake)
-            disc_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            _set_lr(disc_opt, cfg.disc_lr * cosine_lr(step, cfg.steps, cfg.warmup, cfg.min_lr_ratio))
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(disc.parameters(), cfg.grad_clip)  # type: ignore[union-attr]
-            disc_opt.step()
-            terms["disc"] = d_loss.detach()
-
-        terms["loss"] = loss.detach()
-        for q in range(codec_cfg.n_q):
-            code_counts[q] += torch.bincount(result.codes[:, q].reshape(-1), minlength=codec_cfg.bins)
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
-        sums["grad_norm"] = sums.get("grad_norm", 0.0) + gnorm
-        count += 1
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            means = torch.tensor([sums[k] / count for k in sorted(sums)], dtype=torch.float64)
-            means = all_reduce_mean(means.to(device)).cpu()
-            elapsed = time.perf_counter() - t0
-            record: dict[str, Any] = {"step": done}
-            record.update({k: float(v) for k, v in zip(sorted(sums), means, strict=True)})
-            record.update({"lr": lr, "steps_per_s": count / max(elapsed, 1e-9)})
-            record.update(vq_health(all_reduce_sum(code_counts)))
-            log(record)
-            sums, count, t0 = {}, 0, time.perf_counter()
-            code_counts.zero_()
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            checkpoint(done)
-        if main and val and (done % cfg.val_every == 0 or done == cfg.steps):
-            model.eval()
-            log({"step": done, **_validate(model, ema, val, device)})
-            model.train()
-
+    start = loop.run(trainer, task, out)
+    state = trainer.model_state(ema=True)  # every rank: the shards are gathered
     path = out / f"codec_{cfg.stem}.safetensors"
-    if main:
-        path = _export(model, ema, out, cfg.stem)
-        print(f"done: {cfg.steps} steps; exported {path} and {path.with_suffix('.json')}", flush=True)
-    barrier()
+
+    def export() -> None:
+        _export(state, codec_cfg, out, cfg.stem)
+        if start >= cfg.steps:
+            msg = f"already finished: {start} steps in '{out}'; weights in {path}"
+        elif start >= lcfg.end:
+            msg = f"already at step {start} of {cfg.steps} (--stop-at); weights in {path}"
+        elif lcfg.end < cfg.steps:
+            msg = f"stopped at step {lcfg.end} of {cfg.steps} (rerun to continue); exported {path}"
+        else:
+            msg = f"done: {cfg.steps} steps; exported {path} and {path.with_suffix('.json')}"
+        print(f"[{NAME}] {msg}", flush=True)
+
+    on_main(info, export)
     return path
 
 
@@ -707,6 +719,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g = parser.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, default=d.steps, help="total training steps")
+    g.add_argument(
+        "--stop-at",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after step N (checkpoint and export; rerun to continue: the schedule is --steps's)",
+    )
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="crops per step (per process)")
     g.add_argument("--segment", type=float, default=d.segment, help="seconds per crop")
     g.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW)")
@@ -718,9 +737,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--ema-decay", type=float, default=d.ema_decay, help="weight EMA decay (0: off)")
     g.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm (0: off)")
     g.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA (always fp32 on CPU)")
+    g.add_argument(
+        "--grad-accum", type=int, default=d.grad_accum, help="micro-batches per step (gradients accumulated)"
+    )
     g = parser.add_argument_group("loss weights")
     g.add_argument("--w-l1", type=float, default=d.w_l1, help="time-domain L1")
     g.add_argument("--w-msspec", type=float, default=d.w_msspec, help="multi-scale mel loss")
+    g.add_argument(
+        "--mel-scales", type=int, nargs="+", default=list(d.mel_scales), help="FFT sizes of the mel loss"
+    )
     g.add_argument("--w-commit", type=float, default=d.w_commit, help="VQ commitment loss")
     g.add_argument("--w-stft", type=float, default=d.w_stft, help="multi-resolution linear STFT loss")
     g.add_argument(
@@ -742,6 +767,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--val-every", type=int, default=d.val_every, help="steps between validations")
     g.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    g.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="shard the codec with FSDP2 when several processes train (else DDP)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> CodecTrainConfig:
@@ -783,6 +813,10 @@ def config_from_args(args: argparse.Namespace) -> CodecTrainConfig:
         ema_decay=args.ema_decay,
         grad_clip=args.grad_clip,
         amp=not args.no_amp,
+        grad_accum=args.grad_accum,
+        fsdp=args.fsdp,
+        stop_at=args.stop_at,
+        mel_scales=tuple(args.mel_scales),
         num_workers=args.num_workers,
         val_fraction=args.val_fraction,
         memory_cap_gb=args.memory_cap_gb,

@@ -1,24 +1,27 @@
 """Train the text-conditioned multi-stem LM (method.md §2-3): `musicgen-stem train-lm`.
 
-One loop for one CPU, one GPU or many processes under torchrun (DDP, or FSDP with `--fsdp`):
+The shared training loop (`training/loop.py`) runs it on one CPU, one GPU or many processes under
+torchrun (DDP, or FSDP2 with `--fsdp`, one shard unit per transformer block):
 
     musicgen-stem train-lm --model MODEL --data TOKENS --out RUN --steps 100000
-    torchrun --nproc_per_node=8 -m musicgen_stem.training.lm --model MODEL --data TOKENS --out RUN
+    torchrun --nproc_per_node=8 -m musicgen_stem.training.lm --model MODEL --data TOKENS --out RUN --fsdp
 
-Every step re-seeds all randomness from (seed, step, rank) and the checkpoint holds the LM, the text
-projection, the optimizer and the EMA, so rerunning the same command resumes exactly where a killed
-run stopped. Half of the batches (`--edit-prob`) are masked-stem edit batches (method.md §3), built
-with the same prefix builder as inference. The result is a complete model folder, `<out>/model/`.
+`--batch-size` is the global batch: item i of step s is drawn from its own generator, seeded by
+(seed, s, i), and the processes (and `--grad-accum` micro-batches) split the items, so the batches
+do not depend on how many processes train. The loss is normalised by the global batch's token
+count per stream, so N processes compute the gradients of one process with the same batch. Half
+of the batches (`--edit-prob`) are masked-stem edit batches (method.md §3), built with the same
+prefix builder as inference. The checkpoint holds the LM, the text projection, the optimizer and
+the EMA; rerunning the same command resumes exactly where a killed run stopped. The result is a
+complete model folder, `<out>/model/`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import sys
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,17 +33,26 @@ from torch import nn
 from ..conditioning.text import LUTTextEncoder, TextConditioner, Texts
 from ..errors import MusicGenStemError
 from ..generation.tasks import PREFIX_STRIDE
-from ..lm.model import Block, StemLM
+from ..layout import StemLayout
+from ..lm.model import StemLM
 from ..lm.pattern import build_sequence
 from ..modeldir import ModelParts, load_model, save_model
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, seed_step, step_seed
-from .distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed, wrap_ddp
-from .lm_data import EDIT, TEXT, BatchBuilder, LMBatch, TokenDataset
-from .optim import EMA, build_optimizer, cosine_lr
+from . import loop
+from .checkpoint import step_seed
+from .distributed import (
+    DistInfo,
+    all_reduce_mean,
+    all_reduce_sum,
+    cleanup,
+    distributed,
+    init_distributed,
+    on_main,
+)
+from .lm_data import EDIT, TEXT, BatchBuilder, LMBatch, TokenDataset, cat_batches
 
-LOG_FILE = "log.jsonl"
 MODEL_SUBDIR = "model"
 AMP_CHOICES = ("auto", "bf16", "fp16", "none")
+NAME = "train-lm"
 #: Settings that may change between a run and its resume (everything else must match).
 RESUMABLE_CHANGES = {
     "steps",
@@ -51,6 +63,9 @@ RESUMABLE_CHANGES = {
     "num_threads",
     "out",
     "init_from",
+    "grad_accum",  # the same global batch, in other micro-batches
+    "fsdp",  # checkpoints hold full state dicts: DDP and FSDP runs resume each other
+    "stop_at",
 }
 
 
@@ -62,7 +77,8 @@ class LMTrainConfig:
     data: list[str]  # token dataset folders (`musicgen-stem prepare`)
     out: str  # run folder: checkpoint.pt, log.jsonl, model/
     steps: int = 100_000
-    batch_size: int = 8  # global: split over the processes
+    batch_size: int = 8  # global: split over the processes and the accumulation steps
+    grad_accum: int = 1  # micro-batches per step on each process (gradients accumulated)
     lr: float = 1e-4
     warmup: int = 4000
     min_lr_ratio: float = 0.0
@@ -82,12 +98,18 @@ class LMTrainConfig:
     amp: str = "auto"  # auto: bf16 on CUDA, none on CPU
     fsdp: bool = False
     init_from: str | None = None  # another model folder whose LM/text weights start the run
+    stop_at: int | None = None  # stop after this step (checkpoint, model); the schedule stays `steps`'s
     num_threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, stored in the checkpoint
 
     def check(self) -> None:
         """Raise MusicGenStemError on settings that cannot work."""
-        ints = {"steps": self.steps, "batch size": self.batch_size, "log interval": self.log_every}
+        ints = {
+            "steps": self.steps,
+            "batch size": self.batch_size,
+            "log interval": self.log_every,
+            "gradient accumulation": self.grad_accum,
+        }
         for name, v in ints.items():
             if v <= 0:
                 raise MusicGenStemError(f"the {name} must be a positive integer, got {v}")
@@ -97,6 +119,8 @@ class LMTrainConfig:
         ):
             if v < 0:
                 raise MusicGenStemError(f"the {name} must be >= 0, got {v}")
+        if self.stop_at is not None and self.stop_at < 1:
+            raise MusicGenStemError(f"--stop-at must be >= 1, got {self.stop_at}")
         if self.warmup < 0 or self.valid_batches < 0:
             raise MusicGenStemError("warmup and validation batches must be >= 0")
         if not self.lr > 0:
@@ -126,22 +150,35 @@ class LMWithText(nn.Module):
         self.text = text
 
     def forward(
-        self, codes: torch.Tensor, texts: Texts, loss_mask: torch.Tensor
+        self, codes: torch.Tensor, texts: Texts, loss_mask: torch.Tensor, norm: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """codes [B, K, T], loss_mask [B, K, T] bool -> (loss, per-stream losses [K]) by teacher forcing."""
+        """codes [B, K, T], loss_mask [B, K, T] bool -> (loss, per-stream losses [K]) by teacher
+        forcing; `norm` [K]: token counts to divide by (see `sequence_loss`)."""
         memory, _ = self.text(texts)  # [B, L, D]
-        return sequence_loss(self.lm, codes, memory, loss_mask)
+        return sequence_loss(self.lm, codes, memory, loss_mask, norm)
+
+
+def target_counts(layout: StemLayout, loss_mask: torch.Tensor) -> torch.Tensor:
+    """Positions per stream that count in `sequence_loss` for loss_mask [B, K, T] -> [K] long."""
+    step_mask, _ = build_sequence(loss_mask.long(), layout.delays, 0, valid_steps_only=True)  # [B, K, T+1]
+    return step_mask[:, :, 1:].sum(dim=(0, 2))
 
 
 def sequence_loss(
-    lm: StemLM, codes: torch.Tensor, memory: torch.Tensor, loss_mask: torch.Tensor
+    lm: StemLM,
+    codes: torch.Tensor,
+    memory: torch.Tensor,
+    loss_mask: torch.Tensor,
+    norm: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss of `lm_loss(*lm.frame_logits(codes, memory), ...)`, computed in step space.
 
     Equal to taking the frame logits (the output at step t + delays[k] predicts frame t of stream
     k), but without gathering and NaN-filling the [B, K, T, card] logits: the targets and the mask
     are laid out by the delay pattern instead. Positions without a prediction and positions outside
-    `loss_mask` are ignored.
+    `loss_mask` are ignored. norm [K]: divide each stream's summed cross-entropy by these counts
+    (those of a whole global batch, `target_counts`) instead of this batch's own; the streams
+    averaged are those with norm > 0.
     """
     layout = lm.layout
     seq, _ = build_sequence(codes, layout.delays, layout.special_token, valid_steps_only=True)  # [B, K, T+1]
@@ -154,7 +191,7 @@ def sequence_loss(
     ce = F.cross_entropy(
         logits.reshape(-1, card).float(), targets.reshape(-1), ignore_index=-100, reduction="none"
     ).view(B, S, K)
-    count = (targets != -100).sum(dim=(0, 1))  # [K]
+    count = (targets != -100).sum(dim=(0, 1)) if norm is None else norm.to(ce.device)  # [K]
     per_stream = ce.sum(dim=(0, 1)) / count.clamp(min=1)
     has = count > 0
     loss = per_stream[has].mean() if bool(has.any()) else ce.sum() * 0.0
@@ -189,77 +226,6 @@ def stream_names(parts: ModelParts) -> list[str]:
     """bass0, drums0, other0..3: one name per stream for logs."""
     layout = parts.config.layout
     return [f"{s}{i}" for s in layout.stems for i in range(len(layout.streams_of(s)))]
-
-
-class _Params(nn.Module):
-    """A view whose `state_dict()` is the parameters of `target` (local shards under FSDP), for EMA."""
-
-    def __init__(self, target: nn.Module) -> None:
-        super().__init__()
-        object.__setattr__(self, "target", target)
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:  # type: ignore[override]
-        return {n: p for n, p in self.target.named_parameters()}  # type: ignore[attr-defined]
-
-
-@contextmanager
-def _swapped(params: _Params, ema: EMA) -> Iterator[None]:
-    """Inside, the parameters hold the EMA values (and the EMA the raw ones); swapped back on exit."""
-
-    def swap() -> None:
-        with torch.no_grad():
-            for name, p in params.state_dict().items():
-                tmp = p.detach().clone()
-                p.copy_(ema.shadow[name])
-                ema.shadow[name].copy_(tmp)
-
-    swap()
-    try:
-        yield
-    finally:
-        swap()
-
-
-def _wrap(module: LMWithText, info: DistInfo, fsdp: bool) -> nn.Module:
-    """FSDP (one unit per transformer block) with `fsdp` on several processes, else DDP / the module."""
-    if fsdp and info.world_size > 1:
-        if info.device.type != "cuda":
-            raise MusicGenStemError("--fsdp needs CUDA devices; drop it to train with DDP on CPU")
-        from torch.distributed.fsdp import FullyShardedDataParallel
-        from torch.distributed.fsdp.wrap import ModuleWrapPolicy
-
-        return FullyShardedDataParallel(
-            module,
-            auto_wrap_policy=ModuleWrapPolicy({Block}),
-            use_orig_params=True,
-            device_id=info.device if info.device.type == "cuda" else None,
-        )
-    return wrap_ddp(module, info)
-
-
-class _State:
-    """Full (unsharded) state dicts of the wrapped model and optimizer, the same code for all wrappers."""
-
-    def __init__(self, wrapped: nn.Module, optim: torch.optim.Optimizer) -> None:
-        from torch.distributed.checkpoint import state_dict as dcp
-
-        self.dcp = dcp
-        self.wrapped = wrapped
-        self.optim = optim
-        self.get_opts = dcp.StateDictOptions(full_state_dict=True, cpu_offload=True)
-        self.set_opts = dcp.StateDictOptions(full_state_dict=True)
-
-    def model(self) -> dict[str, torch.Tensor]:
-        return self.dcp.get_model_state_dict(self.wrapped, options=self.get_opts)
-
-    def load_model(self, state: dict[str, torch.Tensor]) -> None:
-        self.dcp.set_model_state_dict(self.wrapped, state, options=self.set_opts)
-
-    def optimizer(self) -> dict[str, Any]:
-        return self.dcp.get_optimizer_state_dict(self.wrapped, self.optim, options=self.get_opts)
-
-    def load_optimizer(self, state: dict[str, Any]) -> None:
-        self.dcp.set_optimizer_state_dict(self.wrapped, self.optim, state, options=self.set_opts)
 
 
 def _split(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -302,38 +268,12 @@ def _silence_tokens(parts: ModelParts) -> list[int]:
     return parts.codec.silence_codes()
 
 
-def _amp(cfg: LMTrainConfig, device: torch.device) -> torch.dtype | None:
-    amp = cfg.amp
-    if amp == "auto":
-        amp = "bf16" if device.type == "cuda" else "none"
-    if amp != "none" and device.type != "cuda":
-        raise MusicGenStemError(f"--amp {amp} needs a CUDA device; use --amp none on {device.type}")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[amp]
-
-
 def _check_resume(cfg: LMTrainConfig, saved: dict[str, Any]) -> list[str]:
-    """Names of the settings that differ from the checkpoint's (other than the resumable ones)."""
+    """Names of the settings that differ from the checkpoint's (other than the resumable ones);
+    a setting the checkpoint predates counts as its default."""
     now = asdict(cfg)
-    return sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
-
-
-class _Logger:
-    """stdout lines and `log.jsonl` on the main process."""
-
-    def __init__(self, out: Path, enabled: bool) -> None:
-        self.path = out / LOG_FILE
-        self.enabled = enabled
-
-    def __call__(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        keys = [k for k in record if not isinstance(record[k], dict)]
-        line = " ".join(
-            f"{k}={record[k]:.4g}" if isinstance(record[k], float) else f"{k}={record[k]}" for k in keys
-        )
-        print(f"[train-lm] {line}", flush=True)
+    defaults = {f.name: f.default for f in dataclasses.fields(LMTrainConfig)}
+    return sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k, defaults.get(k)) != now[k])
 
 
 # ------------------------------------------------------------------------------------------- train
@@ -351,17 +291,142 @@ def train_lm(cfg: LMTrainConfig) -> Path:
         cleanup()
 
 
+def loop_config(cfg: LMTrainConfig, amp: str) -> loop.LoopConfig:
+    """The shared loop's settings of this run (`amp` resolved by `loop.amp_setting`)."""
+    return loop.LoopConfig(
+        name=NAME,
+        steps=cfg.steps,
+        lr=cfg.lr,
+        warmup=cfg.warmup,
+        min_lr_ratio=cfg.min_lr_ratio,
+        weight_decay=cfg.weight_decay,
+        betas=(0.9, 0.95),
+        grad_clip=cfg.grad_clip,
+        ema_decay=cfg.ema_decay,
+        grad_accum=cfg.grad_accum,
+        log_every=cfg.log_every,
+        checkpoint_every=cfg.checkpoint_every,
+        seed=cfg.seed,
+        amp=amp,
+        fsdp=cfg.fsdp,
+        stop_at=cfg.stop_at,
+    )
+
+
+class LMTask(loop.Task):
+    """What LM training plugs into the shared loop: batches, loss, validation, checkpoint layout."""
+
+    def __init__(
+        self,
+        cfg: LMTrainConfig,
+        info: DistInfo,
+        builder: BatchBuilder,
+        valid_builder: BatchBuilder | None,
+        names: list[str],
+    ) -> None:
+        self.cfg, self.info, self.names = cfg, info, names
+        self.builder, self.valid_builder = builder, valid_builder
+        self.local = cfg.batch_size // info.world_size  # items per process and step
+        self.norm: torch.Tensor | None = None  # [K] token counts of the step's global batch
+        self.kind, self.tokens, self.steps = TEXT, 0, 0
+
+    def micro_batches(self, step: int) -> list[LMBatch]:
+        """This process's share of the global batch, `grad_accum` micro-batches. The kind and the
+        condition dropout are drawn once per step (the same on every process), item i with its
+        own generator: the batch is the same however many processes split it."""
+        cfg = self.cfg
+        shared = torch.Generator().manual_seed(step_seed(cfg.seed, step, 0) + 1)
+        kind, drop = self.builder.decide(shared)
+        first = self.info.rank * self.local
+        items = [
+            self.builder.build(1, torch.Generator().manual_seed(step_seed(cfg.seed, step, i) + 2), kind, drop)
+            for i in range(first, first + self.local)
+        ]
+        size = self.local // cfg.grad_accum
+        return [cat_batches(items[i : i + size]) for i in range(0, self.local, size)]
+
+    def begin_step(self, step: int, micro: list[LMBatch]) -> None:
+        counts = sum(target_counts(self.builder.layout, b.loss_mask) for b in micro)
+        self.norm = all_reduce_sum(counts.to(self.info.device))  # type: ignore[union-attr]
+        self.kind = micro[0].kind
+        B, K, T = micro[0].codes.shape
+        self.tokens += self.cfg.batch_size * K * T
+        self.steps += 1
+
+    def loss(self, model: nn.Module, batch: LMBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        device, world = self.info.device, self.info.world_size
+        loss, per_stream = model(batch.codes.to(device), batch.texts, batch.loss_mask.to(device), self.norm)
+        loss = loss * world  # this item's share of the global loss; DDP/FSDP average over the ranks
+        terms = {
+            "loss": loss.detach(),
+            f"loss_{batch.kind}": loss.detach(),
+            "loss_per_stream": per_stream * world,
+        }
+        return loss, terms
+
+    def log_extra(self, record: dict[str, Any]) -> None:
+        record["kind"] = self.kind
+        record["loss_per_stream"] = dict(zip(self.names, record.pop("loss_per_stream"), strict=True))
+        record["tokens_per_s"] = record["steps_per_s"] * self.tokens / max(1, self.steps)
+        self.tokens = self.steps = 0
+
+    def validate(self, trainer: loop.Trainer, done: int) -> dict[str, float] | None:
+        cfg = self.cfg
+        if self.valid_builder is None or not cfg.validate_every or done % cfg.validate_every:
+            return None
+        return validate(
+            trainer.wrapped, self.valid_builder, cfg, self.local, self.info.device, trainer.autocast()
+        )
+
+    def check_resume(self, header: dict[str, Any]) -> None:
+        diff = _check_resume(self.cfg, header.get("config", {}))
+        if diff:
+            raise MusicGenStemError(
+                f"'{Path(self.cfg.out) / loop.CHECKPOINT_NAME}' was written with other settings "
+                f"({', '.join(diff)}); rerun with the same options to resume, or choose another --out"
+            )
+
+    def pack(self, core: dict[str, Any]) -> dict[str, Any]:
+        lm_sd, text_sd = _split(core["model"])
+        ema = None if core["ema"] is None else dict(zip(("lm", "text"), _split(core["ema"]), strict=True))
+        return {
+            "step": core["step"],
+            "lm": lm_sd,
+            "text": text_sd,
+            "optimizer": core["optimizer"],
+            "ema": ema,
+            "scaler": core["scaler"],
+            "config": asdict(self.cfg),
+        }
+
+    def unpack(self, state: dict[str, Any]) -> dict[str, Any]:
+        path = Path(self.cfg.out) / loop.CHECKPOINT_NAME
+        if self.cfg.ema_decay > 0 and state.get("ema") is None:
+            raise MusicGenStemError(f"'{path}' holds no EMA weights but --ema-decay is set")
+        try:
+            ema = state.get("ema")
+            return {
+                "model": _join(state["lm"], state["text"]),
+                "optimizer": state["optimizer"],
+                "ema": None if ema is None else _join(ema["lm"], ema["text"]),
+                "scaler": state.get("scaler"),
+            }
+        except (KeyError, TypeError) as e:
+            raise MusicGenStemError(
+                f"cannot resume from '{path}' ({type(e).__name__}: {e}); move it away to start afresh"
+            ) from None
+
+
 def _train(cfg: LMTrainConfig, info: DistInfo) -> Path:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise MusicGenStemError(f"--out '{out}' exists and is not a folder")
-    if cfg.batch_size % info.world_size:
+    if cfg.batch_size % (info.world_size * cfg.grad_accum):
         raise MusicGenStemError(
-            f"the batch size {cfg.batch_size} is not divisible by the {info.world_size} processes"
+            f"the batch size {cfg.batch_size} is not divisible by the {info.world_size} process(es) "
+            f"x {cfg.grad_accum} accumulation step(s)"
         )
-    local_batch = cfg.batch_size // info.world_size
-    device = info.device
-    amp_dtype = _amp(cfg, device)
+    amp = loop.amp_setting(cfg.amp, info.device)
 
     parts = _load_parts(cfg)
     layout, mcfg = parts.config.layout, parts.config
@@ -384,173 +449,25 @@ def _train(cfg: LMTrainConfig, info: DistInfo) -> Path:
         else None
     )
 
-    module = LMWithText(parts.lm, parts.text).to(device)
-    wrapped = _wrap(module, info, cfg.fsdp)
-    optim = build_optimizer(wrapped, cfg.lr, weight_decay=cfg.weight_decay)
-    params = _Params(wrapped)
-    ema = EMA(params, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    states = _State(wrapped, optim)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    names = stream_names(parts)
-    log = _Logger(out, info.is_main)
+    module = LMWithText(parts.lm, parts.text)
+    blocks = list(parts.lm.transformer.layers)
+    trainer = loop.build_trainer(module, info, loop_config(cfg, amp), units=blocks)
+    task = LMTask(cfg, info, builder, valid_builder, stream_names(parts))
     if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-
-    ckpt_path = out / CHECKPOINT_NAME
-    start = 0
-    ckpt = load_checkpoint(ckpt_path)
-    if ckpt is not None:
-        start = _restore(ckpt, cfg, states, params, ema, scaler, ckpt_path)
-        if info.is_main:
-            print(f"[train-lm] resuming from step {start} ({ckpt_path})", flush=True)
-    elif info.is_main:
         n_params = sum(p.numel() for p in module.parameters() if p.requires_grad)
         hours = train_set.total_frames / frame_rate / 3600
         n_valid = len(valid_set) if valid_set is not None else 0
+        mode = f" ({'FSDP' if cfg.fsdp else 'DDP'})" if distributed() else ""
         print(
-            f"[train-lm] {len(train_set)} training tracks ({hours:.2f} h), {n_valid} validation; "
-            f"{n_params / 1e6:.2f} M parameters; "
-            f"crop {crop_frames} frames, edit window {window_frames} frames; {info.world_size} process(es) "
-            f"on {device}",
+            f"[{NAME}] {len(train_set)} training tracks ({hours:.2f} h), {n_valid} validation; "
+            f"{n_params / 1e6:.2f} M parameters; crop {crop_frames} frames, edit window {window_frames} "
+            f"frames; {info.world_size} process(es){mode} on {info.device}, amp {amp}",
             flush=True,
         )
-
-    def save(step: int) -> None:
-        model_state = states.model()
-        ema_state = None
-        if ema is not None:
-            with _swapped(params, ema):
-                ema_state = states.model()
-        optim_state = states.optimizer()
-        if info.is_main:
-            lm_sd, text_sd = _split(model_state)
-            save_checkpoint(
-                ckpt_path,
-                {
-                    "step": step,
-                    "lm": lm_sd,
-                    "text": text_sd,
-                    "optimizer": optim_state,
-                    "ema": None
-                    if ema_state is None
-                    else dict(zip(("lm", "text"), _split(ema_state), strict=True)),
-                    "scaler": None if scaler is None else scaler.state_dict(),
-                    "config": asdict(cfg),
-                },
-            )
-        barrier()
-
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-    window: dict[str, Any] = {"t": time.perf_counter(), "steps": 0, "tokens": 0}
-    step = start
-    for step in range(start, cfg.steps):
-        gen = seed_step(cfg.seed, step, info.rank)  # per-rank data + global RNG (dropout)
-        shared = torch.Generator().manual_seed(step_seed(cfg.seed, step, 0) + 1)  # same on all ranks
-        kind, drop = builder.decide(shared)
-        batch = builder.build(local_batch, gen, kind, drop)
-        lr = cfg.lr * cosine_lr(step, cfg.steps, cfg.warmup, cfg.min_lr_ratio)
-        for g in optim.param_groups:
-            g["lr"] = lr
-        wrapped.train()
-        loss, per_stream, gnorm = _step(wrapped, optim, batch, device, autocast, scaler, cfg.grad_clip)
-        if ema is not None:
-            ema.update(params)
-        window["steps"] += 1
-        window["tokens"] += cfg.batch_size * batch.codes.shape[1] * batch.codes.shape[2]
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            stats = all_reduce_mean(torch.cat([loss.detach().float().reshape(1), per_stream.float()]).cpu())
-            elapsed = max(time.perf_counter() - window["t"], 1e-9)
-            log(
-                {
-                    "step": done,
-                    "kind": batch.kind,
-                    "loss": float(stats[0]),
-                    f"loss_{batch.kind}": float(stats[0]),
-                    "lr": lr,
-                    "grad_norm": gnorm,
-                    "steps_per_s": window["steps"] / elapsed,
-                    "tokens_per_s": window["tokens"] / elapsed,
-                    "loss_per_stream": {n: float(v) for n, v in zip(names, stats[1:].tolist(), strict=True)},
-                }
-            )
-            window = {"t": time.perf_counter(), "steps": 0, "tokens": 0}
-        if valid_builder is not None and cfg.validate_every and done % cfg.validate_every == 0:
-            log({"step": done, **validate(wrapped, valid_builder, cfg, local_batch, device, autocast)})
-        if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps:
-            save(done)
-    if start >= cfg.steps and info.is_main:
-        print(f"[train-lm] already trained for {start} steps: writing the model", flush=True)
-    return _write_model(parts, states, params, ema, silence, crop_seconds, out, info)
-
-
-def _restore(
-    ckpt: dict[str, Any],
-    cfg: LMTrainConfig,
-    states: _State,
-    params: _Params,
-    ema: EMA | None,
-    scaler: torch.amp.GradScaler | None,
-    path: Path,
-) -> int:
-    """Load a checkpoint into the model/optimizer/EMA; returns its step."""
-    saved = ckpt.get("config", {})
-    diff = _check_resume(cfg, saved)
-    if diff:
-        raise MusicGenStemError(
-            f"'{path}' was written with other settings ({', '.join(diff)}); rerun with the same options "
-            "to resume, or choose another --out"
-        )
-    try:
-        if ema is not None:
-            if ckpt.get("ema") is None:
-                raise MusicGenStemError(f"'{path}' holds no EMA weights but --ema-decay is set")
-            states.load_model(_join(ckpt["ema"]["lm"], ckpt["ema"]["text"]))
-            with torch.no_grad():
-                for name, p in params.state_dict().items():
-                    ema.shadow[name].copy_(p)
-        states.load_model(_join(ckpt["lm"], ckpt["text"]))
-        states.load_optimizer(ckpt["optimizer"])
-    except (KeyError, RuntimeError, ValueError) as e:
-        raise MusicGenStemError(
-            f"cannot resume from '{path}' ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-            "move it away to start afresh"
-        ) from None
-    if scaler is not None and ckpt.get("scaler"):
-        scaler.load_state_dict(ckpt["scaler"])
-    return int(ckpt["step"])
-
-
-def _step(
-    wrapped: nn.Module,
-    optim: torch.optim.Optimizer,
-    batch: LMBatch,
-    device: torch.device,
-    autocast: Any,
-    scaler: torch.amp.GradScaler | None,
-    grad_clip: float,
-) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """One optimisation step; returns (loss, per-stream losses [K], grad norm before clipping)."""
-    codes = batch.codes.to(device)  # [B, K, T]
-    with autocast:
-        loss, per_stream = wrapped(codes, batch.texts, batch.loss_mask.to(device))
-    optim.zero_grad(set_to_none=True)
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.unscale_(optim)
-    else:
-        loss.backward()
-    max_norm = grad_clip if grad_clip > 0 else float("inf")
-    if hasattr(wrapped, "clip_grad_norm_"):  # FSDP: norm over all shards
-        gnorm = wrapped.clip_grad_norm_(max_norm)
-    else:
-        gnorm = torch.nn.utils.clip_grad_norm_(wrapped.parameters(), max_norm)
-    if scaler is not None:
-        scaler.step(optim)
-        scaler.update()
-    else:
-        optim.step()
-    return loss.detach(), per_stream, float(gnorm)
+    start = loop.run(trainer, task, out)
+    if start >= trainer.cfg.end and info.is_main:
+        print(f"[{NAME}] already trained for {start} steps: writing the model", flush=True)
+    return _write_model(parts, trainer, silence, crop_seconds, out, info)
 
 
 @torch.no_grad()
@@ -562,17 +479,17 @@ def validate(
     device: torch.device,
     autocast: Any,
 ) -> dict[str, float]:
-    """Loss on `cfg.valid_batches` fixed batches (text and edit alternating), all texts kept."""
+    """Loss on `cfg.valid_batches` fixed batches (text and edit alternating), all texts kept; every
+    process runs the same batches (FSDP needs every process in each forward)."""
     wrapped.eval()
     losses: dict[str, list[float]] = {TEXT: [], EDIT: []}
     for i in range(cfg.valid_batches):
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, 10**9 + i, 0))
         kind = EDIT if (i % 2 and builder.edit_prob > 0) else TEXT
         batch = builder.build(batch_size, gen, kind, False)
-        codes = batch.codes.to(device)
         with autocast:
-            loss, _ = wrapped(codes, batch.texts, batch.loss_mask.to(device))
-        losses[kind].append(float(all_reduce_mean(loss.detach().float().cpu())))
+            loss, _ = wrapped(batch.codes.to(device), batch.texts, batch.loss_mask.to(device))
+        losses[kind].append(float(all_reduce_mean(loss.detach().float())))
     wrapped.train()
     out = {f"valid_loss_{k}": sum(v) / len(v) for k, v in losses.items() if v}
     every = [x for v in losses.values() for x in v]
@@ -582,22 +499,17 @@ def validate(
 
 def _write_model(
     parts: ModelParts,
-    states: _State,
-    params: _Params,
-    ema: EMA | None,
+    trainer: loop.Trainer,
     silence: list[int],
     crop_seconds: float,
     out: Path,
     info: DistInfo,
 ) -> Path:
     """Write `<out>/model/` (EMA weights if enabled; codecs as loaded) on the main process."""
-    if ema is not None:
-        with _swapped(params, ema):
-            state = states.model()
-    else:
-        state = states.model()
+    state = trainer.model_state(ema=True)  # every process: the shards are gathered
     target = out / MODEL_SUBDIR
-    if info.is_main:
+
+    def write() -> None:
         lm_sd, text_sd = _split(state)
         # fresh modules: under FSDP the trained ones hold shards
         with torch.device("meta"):  # no random init of a large model: the weights are assigned
@@ -608,8 +520,9 @@ def _write_model(
         final_text.load_state_dict(text_sd)
         config = replace(parts.config, silence_tokens=list(silence), max_duration=float(crop_seconds))
         save_model(ModelParts(config, final_lm.eval(), final_text.eval(), parts.codec), target, force=True)
-        print(f"[train-lm] wrote {target}", flush=True)
-    barrier()
+        print(f"[{NAME}] wrote {target}", flush=True)
+
+    on_main(info, write)
     return target
 
 
@@ -637,7 +550,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g = parser.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, default=d.steps, help="total optimisation steps")
+    g.add_argument(
+        "--stop-at",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after step N (checkpoint and model; rerun to continue: the schedule is --steps's)",
+    )
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch (split over processes)")
+    g.add_argument(
+        "--grad-accum",
+        type=int,
+        default=d.grad_accum,
+        help="micro-batches per step and process (gradients accumulated; same global batch)",
+    )
     g.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (higher for small models)")
     g.add_argument("--warmup", type=int, default=d.warmup, help="linear warm-up steps (then cosine decay)")
     g.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio, help="final lr / peak lr")
@@ -694,7 +620,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--fsdp",
         action="store_true",
-        help="shard the model with FSDP when several processes train (else DDP)",
+        help="shard the model with FSDP2 (one unit per transformer block) when several processes "
+        "train (else DDP)",
     )
     g.add_argument("--num-threads", type=int, default=None, help="torch CPU threads per process")
 
@@ -706,6 +633,7 @@ def config_from_args(args: argparse.Namespace) -> LMTrainConfig:
         out=str(args.out),
         steps=args.steps,
         batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
         lr=args.lr,
         warmup=args.warmup,
         min_lr_ratio=args.min_lr_ratio,
@@ -725,6 +653,7 @@ def config_from_args(args: argparse.Namespace) -> LMTrainConfig:
         amp=args.amp,
         fsdp=args.fsdp,
         init_from=args.init_from,
+        stop_at=args.stop_at,
         num_threads=args.num_threads,
     )
 

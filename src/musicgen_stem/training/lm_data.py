@@ -222,6 +222,20 @@ class LMBatch:
     masked: torch.Tensor | None = None  # edit: [B, K] bool, the masked streams
 
 
+def cat_batches(batches: Sequence[LMBatch]) -> LMBatch:
+    """One batch from batches of the same kind and shape (e.g. items drawn one by one)."""
+    first = batches[0]
+    masked = None if first.masked is None else torch.cat([b.masked for b in batches])  # type: ignore[misc]
+    return LMBatch(
+        torch.cat([b.codes for b in batches]),
+        torch.cat([b.loss_mask for b in batches]),
+        [t for b in batches for t in b.texts],
+        first.kind,
+        first.prefix_len,
+        masked,
+    )
+
+
 def _randint(high: int, gen: torch.Generator) -> int:
     """Uniform integer in [0, high)."""
     return int(torch.randint(high, (1,), generator=gen))
