@@ -120,7 +120,7 @@ def test_help_in_a_subprocess():
         "(default: 0.0)",
         "(default: 1.0)",
         "(default: 3.0)",
-        "(default: 16)",
+        "(default: auto)",
     ]:
         assert default in gen, default
 

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 import musicgen_stem.modeldir as modeldir
 from musicgen_stem.api import MusicGenStem
-from musicgen_stem.errors import ModelError, OutputExistsError
+from musicgen_stem.errors import ModelError, MusicGenStemError, OutputExistsError
 from musicgen_stem.layout import LAYOUT_6CB, LAYOUT_7CB
 from musicgen_stem.modeldir import (
     CONFIG_FILE,
@@ -260,8 +260,9 @@ def test_failed_save_leaves_no_temp_dir(tiny_model, tmp_path, monkeypatch, exist
 
     monkeypatch.setitem(modeldir.__dict__, "_real_save_file", modeldir.save_file)
     monkeypatch.setattr(modeldir, "save_file", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(MusicGenStemError, match="disk full; check free space") as err:
         save_model(_parts(tiny_model), target, force=existing)
+    assert "\n" not in str(err.value)
     assert calls
     assert not list(tmp_path.glob(".tmp-*"))
     if existing:

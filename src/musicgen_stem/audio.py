@@ -8,6 +8,7 @@ uses when writing), so a sum of values on the PCM grid is written exactly; see `
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -30,7 +31,7 @@ __all__ = [
 
 # Integer PCM subtypes we write, with their full-scale value (1.0 <-> full scale).
 PCM_SUBTYPES: dict[str, int] = {"PCM_16": 2**15 - 1, "PCM_24": 2**23 - 1}
-SUBTYPES: tuple[str, ...] = ("PCM_16", "PCM_24", "FLOAT")
+SUBTYPES: tuple[str, ...] = ("PCM_16", "PCM_24", "FLOAT", "DOUBLE")
 _FORMATS: dict[str, str] = {".wav": "WAV", ".flac": "FLAC"}
 
 PathLike = str | os.PathLike
@@ -213,6 +214,8 @@ def pcm_round(wav: torch.Tensor | np.ndarray, subtype: str) -> np.ndarray:
     x = _as_numpy(wav)
     if subtype == "FLOAT":
         return x.astype(np.float32).astype(np.float64)
+    if subtype == "DOUBLE":
+        return x.copy()
     scale = PCM_SUBTYPES[subtype]
     return np.rint(x * scale) / scale
 
@@ -222,7 +225,7 @@ def save_audio(
 ) -> Path:
     """Write `wav` [C, T] (float) to a .wav or .flac file; returns the path.
 
-    `subtype` is PCM_16, PCM_24 (wav/flac) or FLOAT (wav only). Nothing is clipped: integer PCM
+    `subtype` is PCM_16, PCM_24 (wav/flac), FLOAT or DOUBLE (wav only). Nothing is clipped: integer PCM
     requires |x| <= 1 (apply gain first) and non-finite samples are refused (ValueError). A file
     that cannot be written (missing folder, full disk...) raises `AudioError`.
     """
@@ -231,8 +234,8 @@ def save_audio(
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"cannot save '{path}': unsupported extension; use one of {sorted(_FORMATS)}")
-    if fmt == "FLAC" and subtype == "FLOAT":
-        raise ValueError(f"cannot save '{path}': FLAC has no FLOAT subtype; use PCM_16 or PCM_24")
+    if fmt == "FLAC" and subtype in ("FLOAT", "DOUBLE"):
+        raise ValueError(f"cannot save '{path}': FLAC has no {subtype} subtype; use PCM_16 or PCM_24")
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be > 0, got {sample_rate}")
     x = _as_numpy(wav)  # [C, T]
@@ -240,8 +243,8 @@ def save_audio(
         raise ValueError(f"save_audio expects audio shaped [C, T], got shape {x.shape}")
     if not np.isfinite(x).all():
         raise ValueError(f"cannot save '{path}': audio contains NaN or infinite samples")
-    if subtype == "FLOAT":
-        data: np.ndarray = x.T.astype(np.float32)  # [T, C]
+    if subtype in ("FLOAT", "DOUBLE"):
+        data: np.ndarray = x.T.astype(np.float32 if subtype == "FLOAT" else np.float64)  # [T, C]
     else:
         peak = float(np.abs(x).max()) if x.size else 0.0
         if peak > 1.0:
@@ -251,9 +254,19 @@ def save_audio(
         ints = np.rint(x.T * PCM_SUBTYPES[subtype])  # [T, C], |k| <= full scale
         # libsndfile writes int32 input to 24-bit by dropping the low 8 bits: shift them in.
         data = ints.astype(np.int16) if subtype == "PCM_16" else ints.astype(np.int32) << 8
-    try:
-        sf.write(str(path), data, int(sample_rate), subtype=subtype, format=fmt)
-    except (sf.LibsndfileError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AudioError(f"cannot write '{path}': {reason}; check free space and permissions") from exc
+    write_file(path, data, int(sample_rate), subtype, fmt)
     return path
+
+
+def write_file(path: Path, data: np.ndarray, sample_rate: int, subtype: str, fmt: str) -> None:
+    """Encode [T, C] `data` in memory, then write the file with plain I/O, so that a full disk or
+    a read-only folder is reported as such (libsndfile only says "System error")."""
+    try:
+        buffer = io.BytesIO()
+        sf.write(buffer, data, sample_rate, subtype=subtype, format=fmt)
+        with open(path, "wb") as f:
+            f.write(buffer.getbuffer())
+    except (sf.LibsndfileError, OSError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip()
+        reason = reason.splitlines()[0] if reason else type(exc).__name__
+        raise AudioError(f"cannot write '{path}': {reason}; check free space and permissions") from exc

@@ -6,14 +6,18 @@ User mistakes print one line `musicgen-stem: error: ...` and exit with code 2.
 from __future__ import annotations
 
 import argparse
+import math
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__
 from .errors import MusicGenStemError
+from .safeio import Interrupted, io_reason
 
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
@@ -24,6 +28,17 @@ class ModuleFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescri
 
 class UsageError(MusicGenStemError):
     """Bad command-line arguments."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose mistakes are one line (`prog: error: ...`), like ours."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message.splitlines()[0]} (see {self.prog} --help)\n")
+
+
+#: Longest description we take, characters.
+MAX_PROMPT_CHARS = 2000
 
 
 # --------------------------------------------------------------------------------------- options
@@ -48,7 +63,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         "--dtype",
         choices=["auto", "float32", "float16", "bfloat16"],
         default="auto",
-        help="LM precision (auto: float16 on CUDA, float32 on CPU; half precision is for GPUs)",
+        help="LM precision (auto: bfloat16 on CUDA GPUs that support it, else float32; "
+        "half precision is for GPUs)",
     )
     p.add_argument(
         "--compile",
@@ -60,6 +76,12 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="PATH",
         help="local T5 folder for T5-conditioned models (e.g. t5-base)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: 1 for small models such as mini, else torch's choice)",
     )
 
 
@@ -83,13 +105,18 @@ def _add_output(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", "-o", required=True, help="output folder (must not exist or be empty)")
     p.add_argument("--force", action="store_true", help="replace the files of an existing output folder")
     p.add_argument(
-        "--bits", choices=["16", "24", "float"], default="16", help="WAV sample format of the written stems"
+        "--bits",
+        choices=["auto", "16", "24", "float"],
+        default="auto",
+        help="WAV sample format of the new stems and the mix (auto: 16-bit for text and --from; for "
+        "--stem/--song a format that loses nothing of the kept stems: float, or double for 32-bit or "
+        "double inputs). Kept stems are always written in their own format, untouched",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="musicgen-stem",
         description="Generate and edit music as separate stems (bass, drums, other).",
         formatter_class=FORMATTER,
@@ -226,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _module_commands() -> dict[str, tuple[Any, str]]:
     """Commands whose options and code live in their own module (`add_arguments`, `run`)."""
-    from . import app, export, separation
+    from . import app, export, separation, separator_files
     from .data import prepare
     from .evaluation import cli as evaluate
     from .training import codec as train_codec
@@ -240,6 +267,10 @@ def _module_commands() -> dict[str, tuple[Any, str]]:
             "output folder -> DAW-ready stem pack (WAV/FLAC/MP3, 44.1/48 kHz, zip, .stem.mp4)",
         ),
         "separate": (separation, "split songs into bass, drums, other and vocals (Demucs)"),
+        "convert-separator": (
+            separator_files,
+            "Demucs .th weights -> .safetensors (read without running code from the file)",
+        ),
         "prepare": (prepare, "songs or multitracks -> cached stems -> LM token dataset"),
         "train-codec": (train_codec, "train one stem's codec (reconstruction, commitment, optional GAN)"),
         "train-lm": (train_lm, "train or fine-tune the LM (text-to-stems + masked-stem editing)"),
@@ -256,11 +287,13 @@ def _load(args: argparse.Namespace) -> Any:
 def load_model_from_args(name: str | None, args: argparse.Namespace) -> Any:
     """Model `name` (None or "": the shipped default) loaded with the options of `add_model_options`."""
     from .api import MusicGenStem
+    from .threads import use_threads
 
     if not name:
         model = MusicGenStem.default(device=args.device)
     else:
         model = MusicGenStem.from_pretrained(name, device=args.device, text_encoder=args.text_encoder)
+    use_threads(model, getattr(args, "threads", None))  # before quantizing: counts the float LM
     return prepare_model(model, args.dtype, args.quantize, args.compile)
 
 
@@ -285,11 +318,25 @@ def _set_params(model: Any, args: argparse.Namespace) -> None:
     )
 
 
+def check_prompt(text: str | None, what: str = "the description") -> None:
+    """Refuse a description longer than MAX_PROMPT_CHARS (the text encoder would choke on it)."""
+    if text is not None and len(text) > MAX_PROMPT_CHARS:
+        raise UsageError(f"{what} has {len(text)} characters; keep it under {MAX_PROMPT_CHARS}")
+
+
 def _check_common(args: argparse.Namespace) -> None:
+    check_prompt(getattr(args, "text", None) or getattr(args, "text_pos", None))
     if args.seed is not None and not 0 <= args.seed < 2**63:
         raise UsageError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
     if args.batch < 1 or args.batch > 64:
         raise UsageError(f"--batch must be between 1 and 64, got {args.batch}")
+    for option, value in (("--temperature", args.temperature), ("--cfg", args.cfg)):
+        if not (math.isfinite(value) and value >= 0):
+            raise UsageError(f"{option} must be a finite number >= 0, got {value}")
+    if not 0 <= args.top_p <= 1:
+        raise UsageError(f"--top-p must be between 0 (off) and 1, got {args.top_p}")
+    if args.top_k < 0:
+        raise UsageError(f"--top-k must be >= 0 (0: off), got {args.top_k}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out '{out}' is a file; give a folder path")
@@ -304,17 +351,29 @@ def _run_meta(model: Any, meta: dict[str, Any]) -> dict[str, Any]:
     return {**meta, "model": model.name, "params": model.params.to_dict(), "version": __version__}
 
 
-def _save(args: argparse.Namespace, items: list[tuple[Any, Any, dict[str, Any]]], sample_rate: int) -> Path:
-    """One output folder, or one var_NN subfolder per item with --batch; (stems, codes, meta) items."""
-    from .outputs import write_batch_folders, write_stems_folder
+def _save(
+    args: argparse.Namespace,
+    items: list[tuple[Any, Any, dict[str, Any]]],
+    sample_rate: int,
+    kept: dict[str, Any] | None = None,
+) -> Path:
+    """One output folder, or one var_NN subfolder per item with --batch; (stems, codes, meta) items.
+    `kept`: {stem: samples.Samples} written exactly as read (the same in every item)."""
+    from .outputs import StemsItem, write_batch_folders, write_stems_folder
+    from .samples import lossless_subtype
 
-    subtype = {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT"}[args.bits]
+    kept = kept or {}
+    if args.bits == "auto":
+        subtype = lossless_subtype(kept.values()) if kept else "PCM_16"
+    else:
+        subtype = {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT"}[args.bits]
     if len(items) == 1:
         stems, codes, meta = items[0]
         return write_stems_folder(
-            args.out, stems, sample_rate, codes, meta, force=args.force, subtype=subtype
+            args.out, stems, sample_rate, codes, meta, force=args.force, subtype=subtype, kept=kept
         )
-    write_batch_folders(args.out, items, sample_rate, force=args.force, subtype=subtype)
+    batch = [StemsItem(stems, codes, meta, kept) for stems, codes, meta in items]
+    write_batch_folders(args.out, batch, sample_rate, force=args.force, subtype=subtype)
     return Path(args.out)
 
 
@@ -359,6 +418,8 @@ def _edit_range(args: argparse.Namespace) -> tuple[float | None, float | None]:
         raise UsageError("give the range either with --start/--end or with --bars, not both")
     if args.bpm is None or not 20 <= args.bpm <= 400:
         raise UsageError("--bars needs the tempo: pass --bpm (between 20 and 400)")
+    if not 1 <= args.beats_per_bar <= 32:
+        raise UsageError(f"--beats-per-bar must be between 1 and 32, got {args.beats_per_bar}")
     first, sep, last = args.bars.partition("-")
     try:
         a, b = int(first), int(last if sep else first)
@@ -368,20 +429,6 @@ def _edit_range(args: argparse.Namespace) -> tuple[float | None, float | None]:
         raise UsageError(f"--bars expects 1 <= A <= B, got '{args.bars}'")
     bar = args.beats_per_bar * 60.0 / args.bpm
     return (a - 1) * bar, b * bar
-
-
-def _load_stem_files(files: dict[str, Path]) -> tuple[dict[str, Any], int]:
-    """Audio of the given stems at one rate (the highest) and channel count (the most), equal lengths."""
-    import torch
-
-    from .audio import convert_audio, load_audio
-
-    loaded = {name: load_audio(path) for name, path in files.items()}
-    sr = max(r for _, r in loaded.values())
-    channels = max(w.shape[0] for w, _ in loaded.values())
-    wavs = {name: convert_audio(w, r, sr, channels) for name, (w, r) in loaded.items()}
-    length = max(w.shape[-1] for w in wavs.values())
-    return {n: torch.nn.functional.pad(w, (0, length - w.shape[-1])) for n, w in wavs.items()}, sr
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
@@ -458,18 +505,27 @@ def _edit_audio(
 ) -> int:
     """Edits of real audio (a song, or stem files): kept stems and vocals come back untouched."""
     from .export import file_sha256
-    from .song import edit_stems
+    from .samples import Samples, read_kept
+    from .song import check_song, edit_stems
 
     if args.song is not None:
-        from .audio import load_audio
+        from .api import MAX_SECONDS
+        from .audio import duration_seconds, load_audio
         from .separation import load_separator, separate
 
+        if duration_seconds(args.song) > MAX_SECONDS:  # before decoding hours of audio
+            raise UsageError(f"--song '{args.song}' is longer than {MAX_SECONDS:g} s; trim it first")
         wav, sr = load_audio(args.song)
+        check_song(wav, sr)  # before loading the separator
         separator = load_separator(args.separator, device=args.device)
         sources = separate(separator, wav, sr, progress=not args.quiet)
+        kept = {n: Samples.from_tensor(w, sr) for n, w in sources.items() if n not in args.regenerate}
         meta.update(song=str(args.song), song_sha256=file_sha256(args.song), separator=str(args.separator))
     else:
-        sources, sr = _load_stem_files(stem_files)
+        from .api import MAX_SECONDS
+
+        kept, sr = read_kept(stem_files, max_seconds=MAX_SECONDS)
+        sources = {n: s.to_tensor() for n, s in kept.items()}
         meta["kept_from"] = {n: str(p) for n, p in stem_files.items()}
     edits = []
     for i in range(args.batch):
@@ -488,7 +544,7 @@ def _edit_audio(
             )
         )
     common = _run_meta(model, meta)
-    out = _save(args, [(e.stems, e.codes, {**common, "seed": e.seed}) for e in edits], sr)
+    out = _save(args, [(e.stems, e.codes, {**common, "seed": e.seed}) for e in edits], sr, kept)
     length = next(iter(edits[0].stems.values())).shape[-1] / sr
     print(f"wrote {out} ({len(edits)} x {length:.2f} s, seed {edits[0].seed}, {time.time() - began:.1f} s)")
     return 0
@@ -591,7 +647,7 @@ COMMANDS = {
 def module_main(module: Any, prog: str, argv: Sequence[str] | None = None) -> int:
     """Run one module command on its own (`python -m musicgen_stem.training.lm`, e.g. under
     torchrun), with the same options and one-line errors as `musicgen-stem <command>`."""
-    parser = argparse.ArgumentParser(prog=prog, description=module.__doc__, formatter_class=ModuleFormatter)
+    parser = OneLineParser(prog=prog, description=module.__doc__, formatter_class=ModuleFormatter)
     module.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -601,6 +657,10 @@ def module_main(module: Any, prog: str, argv: Sequence[str] | None = None) -> in
         return 2
 
 
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -608,14 +668,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     modules = {name: module.run for name, (module, _) in _module_commands().items()}
+    main_thread = threading.current_thread() is threading.main_thread()
+    # SIGTERM unwinds like Ctrl-C, so that half-written temporary folders are removed on the way out
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupted) if main_thread else None
     try:
         return {**COMMANDS, **modules}[args.command](args)
     except MusicGenStemError as e:
         print(f"musicgen-stem: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted:
+        print("musicgen-stem: terminated; nothing half-written was left behind", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print("musicgen-stem: interrupted", file=sys.stderr)
+        print("musicgen-stem: interrupted; nothing half-written was left behind", file=sys.stderr)
         return 130
+    except OSError as e:  # the system refused (full disk, read-only folder...): one line, no traceback
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"musicgen-stem: error: {io_reason(e)}{where}", file=sys.stderr)
+        return 1
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
 
 
 if __name__ == "__main__":

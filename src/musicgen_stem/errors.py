@@ -19,3 +19,15 @@ class OutputExistsError(MusicGenStemError):
 
 class GenerationError(MusicGenStemError):
     """Generation parameters that cannot work (duration, stems, sampling settings...)."""
+
+
+def load_failure(exc: BaseException) -> str:
+    """One line saying why `torch.load(weights_only=True)` failed: the code a pickle asked for
+    (refused, never run), or what is wrong with the file."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    code = next((ln for ln in lines if "GLOBAL" in ln or "tries to build" in ln), None)
+    if code is not None:
+        return f"the file holds code, refused and not run ({code[:160]})"
+    noise = ("Weights only", "Please file", "Check the documentation", "Re-running", "In PyTorch")
+    reason = next((ln for ln in lines if not any(n in ln for n in noise)), "")
+    return f"{type(exc).__name__}: {reason[:160]}" if reason else type(exc).__name__

@@ -47,6 +47,7 @@ import torch
 
 from . import audio, outputs
 from .errors import MusicGenStemError, OutputExistsError
+from .samples import Samples, write_samples
 
 __all__ = [
     "BIT_DEPTHS",
@@ -67,9 +68,13 @@ SIDECAR_FILE = "stems.json"
 ZIP_FILE = "stems.zip"
 STEM_MP4_SUFFIX = ".stem.mp4"
 # Allowed bit depths per format; the first one is the default.
-BIT_DEPTHS: dict[str, tuple[str, ...]] = {"wav": ("24", "16", "float"), "flac": ("24", "16"), "mp3": ()}
+BIT_DEPTHS: dict[str, tuple[str, ...]] = {
+    "wav": ("24", "16", "float", "double"),
+    "flac": ("24", "16"),
+    "mp3": (),
+}
 FORMATS: tuple[str, ...] = tuple(BIT_DEPTHS)
-_SUBTYPE = {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT"}
+_SUBTYPE = {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT", "double": "DOUBLE"}
 COMMON_RATES = (32000, 44100, 48000)
 MP3_RATES = (32000, 44100, 48000, 22050, 24000, 16000, 11025, 12000, 8000)
 MP3_BIT_RATE = 320_000
@@ -392,23 +397,31 @@ def export_stem_pack(
     stem_mp4: bool = False,
     force: bool = False,
     source_song: PathLike | None = None,
+    kept: Mapping[str, Samples] | None = None,
 ) -> ExportResult:
     """Write a stem pack (see module docstring) atomically into `out_dir`.
 
     `stems`: {name: [C, T]} at `sample_rate`, all with the same C. `bit_depth`: "16", "24" or
     "float" (wav), "16"/"24" (flac), unset for mp3; None = 24 (wav/flac). `out_rate` / `channels`:
     None keeps the input's. `meta`: the generation's meta (prompt, seed, model, params, tempo...).
-    `source_song`: the edited song's file, hashed into `source_sha256`. Raises `MusicGenStemError`
+    `source_song`: the edited song's file, hashed into `source_sha256`. `kept`: {name: samples}
+    written exactly instead of `stems[name]` (see module docstring). Raises `MusicGenStemError`
     for bad options or stems and `OutputExistsError` if `out_dir` is non-empty and not `force`.
     """
     fmt = str(fmt).lower()
     bits = _check_options(fmt, bit_depth, out_rate, channels)
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, int | np.integer) or sample_rate <= 0:
         raise MusicGenStemError(f"invalid input sample rate {sample_rate!r}; give a positive integer")
+    kept = dict(kept or {})
+    stems = {n: torch.from_numpy(kept[n].to_float64()) if n in kept else w for n, w in stems.items()}
     inputs = _check_stems(stems)  # {name: [C, T] float64}
     in_channels = next(iter(inputs.values())).shape[0]
     rate = int(out_rate or sample_rate)
     n_channels = int(channels or in_channels)
+    if kept and (fmt != "wav" or rate != sample_rate or n_channels != in_channels or set(kept) - set(inputs)):
+        raise MusicGenStemError(
+            "kept stems are written untouched: export them as WAV at their own rate and channel count"
+        )
     if fmt == "mp3":
         _require_codec("libmp3lame", "MP3 export")
         if rate not in MP3_RATES:
@@ -442,17 +455,22 @@ def export_stem_pack(
         else:
             ni = {n: _render(x, int(sample_rate), STEM_MP4_RATE, 2) for n, x in inputs.items()}  # [2, T'']
 
-    # One shared gain for every file, when something could clip.
-    gain = 1.0
-    if fmt != "wav" or bits != "float" or stem_mp4:
-        peak = max(_peak(pack), _peak(ni) if ni else 0.0)
-        if peak > outputs.PEAK_LIMIT:
-            gain = outputs.PEAK_LIMIT / peak
     subtype = _SUBTYPE.get(bits, "FLOAT")
-    pack = {n: x * gain for n, x in pack.items()}
-    if fmt != "mp3":
-        pack = {n: audio.pcm_round(x, subtype) for n, x in pack.items()}
-    pack[outputs.MIX_NAME] = sum(pack.values())  # exact sum of the grid values for PCM
+    gain, mix_gain, mp4_gain = 1.0, 1.0, 1.0
+    if kept:  # kept samples as read; the new stems, the mix and the .stem.mp4 scaled on their own
+        frames = next(iter(pack.values())).shape[-1]
+        pack, gain, mix_gain = outputs._levels(pack, kept, subtype, frames)
+        if ni and _peak(ni) > outputs.PEAK_LIMIT:
+            mp4_gain = outputs.PEAK_LIMIT / _peak(ni)
+    else:  # one shared gain for every file, when something could clip
+        if fmt != "wav" or bits not in ("float", "double") or stem_mp4:
+            peak = max(_peak(pack), _peak(ni) if ni else 0.0)
+            if peak > outputs.PEAK_LIMIT:
+                gain = mp4_gain = outputs.PEAK_LIMIT / peak
+        pack = {n: x * gain for n, x in pack.items()}
+        if fmt != "mp3":
+            pack = {n: audio.pcm_round(x, subtype) for n, x in pack.items()}
+        pack[outputs.MIX_NAME] = sum(pack.values())  # exact sum of the grid values for PCM
 
     ext = f".{fmt}"
     names = {n: f"{n}{ext}" for n in pack}
@@ -482,6 +500,13 @@ def export_stem_pack(
         num_samples=num_samples,
         files=files,
     )
+    if kept:
+        sidecar.update(
+            mix_gain=mix_gain,
+            stem_mp4_gain=mp4_gain if stem_mp4 else None,
+            kept=list(kept),
+            subtypes={n: kept[n].subtype if n in kept else subtype for n in pack},
+        )
     try:
         sidecar_json = json.dumps(
             sidecar, indent=2, ensure_ascii=False, allow_nan=False, default=outputs._json_default
@@ -493,7 +518,9 @@ def export_stem_pack(
         written = []
         for n, x in pack.items():
             path = tmp / names[n]
-            if fmt == "mp3":
+            if isinstance(x, Samples):
+                write_samples(path, x)
+            elif fmt == "mp3":
                 _write_mp3(path, x, rate)
             else:
                 audio.save_audio(path, x, rate, subtype)
@@ -501,7 +528,7 @@ def export_stem_pack(
         (tmp / SIDECAR_FILE).write_text(sidecar_json + "\n", encoding="utf-8")
         written.append(tmp / SIDECAR_FILE)
         if mp4_name:
-            ni_stems = {n: x * gain for n, x in ni.items()}
+            ni_stems = {n: x * mp4_gain for n, x in ni.items()}
             ni_mix = sum(ni_stems.values())
             ni_len = ni_mix.shape[-1]
             _write_stem_mp4(tmp / mp4_name, ni_mix, _ni_slots(ni_stems, ni_len))
@@ -533,9 +560,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default="wav", help="audio format of the stem files")
     parser.add_argument(
         "--bits",
-        choices=["16", "24", "float"],
+        choices=["16", "24", "float", "double"],
         default=None,
-        help="sample format: 16/24/float (wav), 16/24 (flac); none for mp3 (320 kbps CBR); unset: 24",
+        help="sample format: 16/24/float/double (wav), 16/24 (flac); none for mp3 (320 kbps CBR); unset: 24",
     )
     parser.add_argument(
         "--rate", type=int, default=None, help="output sample rate, e.g. 44100 or 48000; unset: keep"

@@ -19,7 +19,6 @@ import os
 import shutil
 import struct
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -31,9 +30,10 @@ from torch import nn
 
 from .codec import CodecConfig, MultiStemCodec
 from .conditioning import TextConditioner, TextEncoderConfig
-from .errors import ModelError, OutputExistsError
+from .errors import ModelError, MusicGenStemError, OutputExistsError
 from .layout import StemLayout
 from .lm import LMConfig, StemLM
+from .safeio import io_reason, make_temp_sibling, replace_dir
 
 FORMAT = "musicgen-stem"
 FORMAT_VERSION = 1
@@ -152,9 +152,7 @@ def _atomic_dir(target: Path, force: bool) -> Path:
     """A temporary sibling directory to write into before it replaces `target`."""
     check_target(target, force)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a model folder is as readable as any folder
-    return tmp
+    return make_temp_sibling(target)  # a plain mkdir: as readable as any folder
 
 
 def _umask() -> int:
@@ -182,7 +180,12 @@ def save_model(
     model); loading always upcasts to float32. Codecs are stored as they are.
     """
     target = Path(path)
-    tmp = _atomic_dir(target, force)
+    if target.is_symlink():
+        target = target.resolve()  # swap the folder, not the link
+    try:
+        tmp = _atomic_dir(target, force)
+    except OSError as exc:
+        raise MusicGenStemError(f"cannot create model folder '{target}': {io_reason(exc)}") from None
     try:
         cfg = parts.config
         (tmp / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
@@ -193,17 +196,14 @@ def save_model(
             save_file(_contiguous_state(codec), str(tmp / codec_file(stem)), metadata={"format": "pt"})
         for f in tmp.iterdir():
             f.chmod(0o666 & ~_umask())
-        if target.is_dir():
-            for name in cfg.file_names:
-                (target / name).unlink(missing_ok=True)
-            for f in tmp.iterdir():
-                f.replace(target / f.name)
-            tmp.rmdir()
-        else:
-            tmp.replace(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        replace_dir(tmp, target, lambda: check_target(target, force))
+    except (OSError, SafetensorError) as exc:
+        raise MusicGenStemError(
+            f"cannot write model folder '{target}': {io_reason(exc)}; check free space and permissions"
+        ) from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
@@ -267,33 +267,66 @@ def _map_tensor(f: BinaryIO, offset: int, dtype: torch.dtype, shape: list[int]) 
     return torch.frombuffer(buffer, dtype=dtype, count=numel, offset=offset - base).view(shape)
 
 
+#: Largest safetensors header we read (the safetensors library's own limit).
+MAX_HEADER_BYTES = 100_000_000
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("the header names a tensor twice")
+    return dict(pairs)
+
+
+def _entry(key: Any, info: Any) -> tuple[str, torch.dtype, list[int], int, int]:
+    """One header entry, checked: (key, dtype, shape, begin, end)."""
+    if not isinstance(key, str) or not isinstance(info, dict) or info.get("dtype") not in _DTYPES:
+        raise ValueError(f"tensor {str(key)[:60]!r} is not a tensor entry of a supported dtype")
+    shape, offsets = info.get("shape"), info.get("data_offsets")
+    ints = [*(shape if isinstance(shape, list) else [None]), *(offsets if isinstance(offsets, list) else [])]
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(type(i) is int and i >= 0 for i in ints):
+        raise ValueError(f"tensor {key[:60]!r} has an invalid shape or data_offsets")
+    dtype = _DTYPES[info["dtype"]]
+    begin, end = offsets
+    if end - begin != math.prod(shape) * dtype.itemsize:
+        raise ValueError(f"tensor {key[:60]!r} has inconsistent shape and offsets")
+    return key, dtype, list(shape), begin, end
+
+
 def _read_header(f: BinaryIO, size: int) -> tuple[list[tuple[str, torch.dtype, list[int], int, int]], int]:
     """The tensors of an open safetensors file, in file order, as (key, dtype, shape, begin, end)
-    with byte offsets from the returned data start; checked against the file size."""
+    with byte offsets from the returned data start. Refused unless the tensors tile the data
+    exactly (in order, no overlap, no gap, nothing past the end of the file)."""
     head = f.read(8)
     if len(head) != 8:
         raise ValueError("the file is too short for a safetensors header")
     n = struct.unpack("<Q", head)[0]
-    if n > size - 8:
-        raise ValueError(f"header length {n} exceeds the file size {size}")
-    header = json.loads(f.read(n))
+    if n > size - 8 or n > MAX_HEADER_BYTES:
+        raise ValueError(f"header length {n} exceeds the file size {size} (truncated?)")
+    raw = f.read(n)
+    if len(raw) != n:
+        raise ValueError("the header is truncated")
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except RecursionError:
+        raise ValueError("the header is nested too deeply") from None
     if not isinstance(header, dict):
         raise ValueError("the header is not a JSON object")
-    header.pop("__metadata__", None)
+    meta = header.pop("__metadata__", None)
+    if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+        raise ValueError("the header's __metadata__ is not a map of strings")
     start = 8 + n
-    entries = []
-    for key, info in header.items():
-        if not isinstance(info, dict) or info.get("dtype") not in _DTYPES:
-            raise ValueError(f"tensor '{key}' is not a tensor entry of a supported dtype")
-        dtype = _DTYPES[info["dtype"]]
-        shape = [int(d) for d in info["shape"]]
-        begin, end = (int(o) for o in info["data_offsets"])
-        if min(shape, default=0) < 0 or end - begin != math.prod(shape) * dtype.itemsize or begin < 0:
-            raise ValueError(f"tensor '{key}' has inconsistent shape and offsets")
-        if start + end > size:
-            raise ValueError(f"tensor '{key}' lies past the end of the file (truncated?)")
-        entries.append((key, dtype, shape, begin, end))
-    return sorted(entries, key=lambda e: e[3]), start
+    entries = sorted((_entry(k, v) for k, v in header.items()), key=lambda e: (e[3], e[4]))
+    pos = 0
+    for key, _, _, begin, end in entries:
+        if begin != pos:
+            what = "overlaps another" if begin < pos else "leaves a gap before it"
+            raise ValueError(f"tensor {key[:60]!r} {what} (tampered or corrupt file)")
+        pos = end
+    if start + pos != size:
+        what = "lie past the end of the file (truncated?)" if start + pos > size else "do not cover the file"
+        raise ValueError(f"the tensors {what}")
+    return entries, start
 
 
 def _read_exactly(f: BinaryIO, buffer: memoryview, key: str) -> None:
@@ -343,7 +376,7 @@ def _load_into(module: nn.Module, file: Path, dtype: torch.dtype = torch.float32
         raise ModelError(f"model folder is incomplete: '{file}' is missing")
     try:
         state = read_weights(file, dtype)
-    except (ValueError, KeyError, TypeError, OSError) as e:
+    except (ValueError, KeyError, TypeError, OSError, OverflowError) as e:
         raise ModelError(f"cannot read weights '{file}': {e}") from None
     try:
         module.load_state_dict(state, strict=True, assign=True)
@@ -375,6 +408,34 @@ def load_model(
     for module in (parts.lm, parts.text, parts.codec):
         module.to(device).eval()
     return parts
+
+
+@dataclass
+class Codecs:
+    """The codecs of a model, enough to turn stems into tokens and back (no LM, no text encoder)."""
+
+    codec: MultiStemCodec
+    layout: StemLayout
+    #: Codes of digital silence per stream (the config's, else measured on the codecs).
+    silence_tokens: list[int]
+    #: The weight files the codecs were read from, in layout order.
+    files: list[Path]
+
+
+def load_codecs(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Codecs:
+    """Load only the codecs of a model folder written by `save_model` (float32, eval mode)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelError(f"model folder '{path}' does not exist")
+    config = read_config(path)
+    with torch.device("meta"):
+        codec = MultiStemCodec(config.layout, config.codecs)
+    files = [path / codec_file(stem) for stem in config.layout.stems]
+    for stem, file in zip(config.layout.stems, files, strict=True):
+        _load_into(codec.codecs[stem], file)
+    codec = codec.to(device).eval()
+    silence = config.silence_tokens if config.silence_tokens is not None else codec.silence_codes()
+    return Codecs(codec, config.layout, list(silence), files)
 
 
 def read_codec_export(file: str | os.PathLike[str]) -> tuple[CodecConfig, dict[str, torch.Tensor]]:

@@ -16,16 +16,24 @@ or a stem peaks above `PEAK_LIMIT`, one shared gain scales all stems and the mix
 `gain` in meta.json; divide by it to get the model's raw levels). Each stem is rounded to the
 PCM grid first and the mix is the sum of the rounded stems, so mix.wav == sum of the stem files.
 
-Writes are atomic: everything goes to a temporary sibling folder `.tmp-<name>-<random>` which
-is then renamed into place; on failure it is removed. An existing non-empty folder is never
-touched unless `force=True`, and then only the entries we write are replaced.
+Kept audio (`kept`: a user's stems, separated stems, vocals) is different: it is written back
+exactly as read (`samples.Samples`: same samples, rate, channels and sample format) and never
+scaled. The new stems are written in `subtype` (scaled only if one of them would clip in integer
+PCM) and the mix, their sum with the kept stems, too; if `subtype` cannot hold the mix, only
+mix.wav is scaled, by `mix_gain` (meta.json). meta.json lists each file's sample format
+(`subtypes`) and the `kept` stems.
+
+Writes never lose data (`safeio.replace_dir`): everything goes to a temporary sibling folder
+`.tmp-<name>-<random>`, flushed to disk, then renamed into place; on failure it is removed. An
+existing non-empty folder is never touched unless `force=True`; then the new folder takes its
+place in one swap, with the old folder's other entries linked into it, and the old version is
+deleted only once the new one is complete.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +45,8 @@ import torch
 
 from . import audio
 from .errors import MusicGenStemError, OutputExistsError
+from .safeio import make_temp_sibling, replace_dir
+from .samples import Samples, write_samples
 
 __all__ = [
     "CODES_FILE",
@@ -63,11 +73,13 @@ Audio = torch.Tensor | np.ndarray
 
 @dataclass
 class StemsItem:
-    """One variation to write: stems {name: [C, T]}, codes [K, T_frames] and meta."""
+    """One variation to write: stems {name: [C, T]}, codes [K, T_frames], meta, and the stems
+    to write exactly as read (`kept`, see the module docstring)."""
 
     stems: Mapping[str, Audio]
     codes: np.ndarray | torch.Tensor
     meta: Mapping[str, Any] = field(default_factory=dict)
+    kept: Mapping[str, Samples] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,7 +87,8 @@ class StemsItem:
 # --------------------------------------------------------------------------------------------
 @dataclass
 class _Prepared:
-    audio: dict[str, np.ndarray]  # name -> [C, T] float64 on the output grid; stems then mix
+    audio: dict[str, np.ndarray | Samples]  # name -> [C, T] float64 on the output grid, or kept samples
+    subtypes: dict[str, str]  # name -> sample format of its file; stems then mix
     codes: np.ndarray  # [K, T_frames] int64
     meta_json: str
 
@@ -83,8 +96,9 @@ class _Prepared:
 def _check_stem_name(name: Any) -> str:
     if not isinstance(name, str) or not name or name.startswith(".") or name == MIX_NAME:
         raise ValueError(f"invalid stem name {name!r}: use a non-empty name other than {MIX_NAME!r}")
-    if any(sep in name for sep in ("/", "\\", os.sep)) or name != name.strip():
-        raise ValueError(f"invalid stem name {name!r}: it must be a plain file name")
+    bad_char = any(sep in name for sep in ("/", "\\", ":", os.sep)) or not name.isprintable()
+    if bad_char or name != name.strip() or len(name) > 100:
+        raise ValueError(f"invalid stem name {name[:40]!r}: it must be a plain file name")
     return name
 
 
@@ -117,16 +131,25 @@ def _prepare(
     meta: Mapping[str, Any],
     subtype: str,
     extra_meta: Mapping[str, Any] | None = None,
+    kept: Mapping[str, Samples] | None = None,
 ) -> _Prepared:
-    """Validate, pad to equal length, apply the shared gain, round to the grid, build meta."""
+    """Validate, pad to equal length, apply the gains, round to the grid, build meta."""
     if subtype not in audio.SUBTYPES:
         raise ValueError(f"unsupported subtype {subtype!r}; use one of {list(audio.SUBTYPES)}")
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be > 0, got {sample_rate}")
     if not stems:
         raise ValueError("no stems to write")
+    kept = dict(kept or {})
+    unknown = [n for n in kept if n not in stems]
+    if unknown:
+        raise ValueError(f"kept stem(s) {unknown} are not among the stems {list(stems)}")
     arrays: dict[str, np.ndarray] = {}
     for name, wav in stems.items():
+        if name in kept:
+            if kept[name].sample_rate != sample_rate:
+                raise ValueError(f"kept stem {name!r} is at {kept[name].sample_rate} Hz, not {sample_rate}")
+            wav = kept[name].to_float64()
         x = wav.detach().to("cpu", torch.float64).numpy() if isinstance(wav, torch.Tensor) else wav
         x = np.asarray(x, dtype=np.float64)  # [C, T]
         if x.ndim != 2:
@@ -143,14 +166,8 @@ def _prepare(
     # Pad shorter stems with zeros at the end (never crop).
     arrays = {n: np.pad(x, ((0, 0), (0, num_samples - x.shape[-1]))) for n, x in arrays.items()}
 
-    gain = 1.0
-    if subtype in audio.PCM_SUBTYPES:
-        mix = sum(arrays.values())
-        peak = max(float(np.abs(a).max()) for a in [mix, *arrays.values()])
-        if peak > PEAK_LIMIT:
-            gain = PEAK_LIMIT / peak
-    out = {n: audio.pcm_round(x * gain, subtype) for n, x in arrays.items()}  # [C, T] each
-    out[MIX_NAME] = sum(out.values())  # exact sum of the grid values -> written exactly
+    out, gain, mix_gain = _levels(arrays, kept, subtype, num_samples)
+    subtypes = {n: kept[n].subtype if n in kept else subtype for n in out}
 
     full_meta = dict(meta)
     full_meta.update(extra_meta or {})
@@ -163,19 +180,57 @@ def _prepare(
         gain=gain,
         subtype=subtype,
     )
+    if kept:
+        full_meta.update(mix_gain=mix_gain, kept=list(kept), subtypes=subtypes)
     try:
         meta_json = json.dumps(
             full_meta, indent=2, ensure_ascii=False, allow_nan=False, default=_json_default
         )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"meta cannot be written as JSON: {exc}") from exc
-    return _Prepared(audio=out, codes=_to_codes(codes), meta_json=meta_json + "\n")
+    return _Prepared(audio=out, subtypes=subtypes, codes=_to_codes(codes), meta_json=meta_json + "\n")
+
+
+def _levels(
+    arrays: dict[str, np.ndarray], kept: dict[str, Samples], subtype: str, num_samples: int
+) -> tuple[dict[str, np.ndarray | Samples], float, float]:
+    """The files' content (stems then mix), the new stems' gain and the mix's own gain.
+
+    Without kept audio one shared gain keeps every file and the mix in range (mix = exact sum of
+    the files). Kept samples are never scaled: a gain applies to the new stems only if one of
+    them would clip, and to the mix file only if the mix would."""
+    pcm = subtype in audio.PCM_SUBTYPES
+    new = {n: x for n, x in arrays.items() if n not in kept}
+    loud = [*new.values()] + ([] if kept else [sum(arrays.values())])
+    peak = max((float(np.abs(a).max()) for a in loud), default=0.0)
+    gain = PEAK_LIMIT / peak if pcm and peak > PEAK_LIMIT else 1.0
+    out: dict[str, np.ndarray | Samples] = {}
+    floats: list[np.ndarray] = []
+    for name, x in arrays.items():
+        if name in kept:
+            out[name] = kept[name].padded(num_samples)
+            floats.append(x)
+        else:
+            out[name] = audio.pcm_round(x * gain, subtype)  # [C, T]
+            floats.append(out[name])
+    mix = sum(floats)  # exact sum of the grid values -> written exactly when nothing is kept
+    mix_gain = 1.0
+    if kept:
+        mix_peak = float(np.abs(mix).max())
+        mix_gain = PEAK_LIMIT / mix_peak if pcm and mix_peak > PEAK_LIMIT else 1.0
+        mix = audio.pcm_round(mix * mix_gain, subtype)
+    out[MIX_NAME] = mix
+    return out, gain, mix_gain
 
 
 def _write_prepared(folder: Path, prep: _Prepared, sample_rate: int, subtype: str) -> None:
     """Write one prepared stems folder's files into the (existing, empty) `folder`."""
     for name, wav in prep.audio.items():
-        audio.save_audio(folder / f"{name}{AUDIO_EXT}", wav, sample_rate, subtype)
+        path = folder / f"{name}{AUDIO_EXT}"
+        if isinstance(wav, Samples):
+            write_samples(path, wav)
+        else:
+            audio.save_audio(path, wav, sample_rate, prep.subtypes[name])
     np.save(folder / CODES_FILE, prep.codes, allow_pickle=False)
     (folder / META_FILE).write_text(prep.meta_json, encoding="utf-8")
 
@@ -191,55 +246,21 @@ def _check_target(out_dir: Path, force: bool) -> None:
             raise OutputExistsError(f"'{out_dir}' already exists; choose another --out or pass --force")
 
 
-def _commit(tmp: Path, out_dir: Path, force: bool) -> None:
-    """Move the finished `tmp` folder to `out_dir` (or its entries into it, with force)."""
-    if out_dir.is_dir() and not out_dir.is_symlink() and not any(out_dir.iterdir()):
-        out_dir.rmdir()  # an empty folder counts as free
-    if not (out_dir.exists() or out_dir.is_symlink()):
-        try:
-            os.rename(tmp, out_dir)
-            return
-        except OSError:
-            if not (out_dir.exists() or out_dir.is_symlink()):
-                raise
-    _check_target(out_dir, force)  # it may have appeared meanwhile
-    # force: replace only our entries, each by a rename; old ones are parked in tmp then deleted.
-    parked = tmp / ".replaced"
-    parked.mkdir()
-    for entry in sorted(p for p in tmp.iterdir() if p != parked):
-        target = out_dir / entry.name
-        if target.exists() or target.is_symlink():
-            os.rename(target, parked / entry.name)
-        os.rename(entry, target)
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _make_temp_sibling(out_dir: Path) -> Path:
-    """Create `.tmp-<name>-<random>` next to `out_dir` (plain mkdir: default permissions)."""
-    for _ in range(100):
-        tmp = out_dir.parent / f".tmp-{out_dir.name}-{secrets.token_hex(4)}"
-        try:
-            tmp.mkdir()
-            return tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary folder name next to '{out_dir}'")
-
-
 def _write_atomic(out_dir: PathLike, force: bool, fill: Callable[[Path], None]) -> Path:
     """Create a temp sibling of `out_dir`, let `fill(tmp_dir)` write into it, then commit."""
     out_dir = Path(out_dir)
     _check_target(out_dir, force)
+    target = out_dir.resolve() if out_dir.is_symlink() else out_dir  # swap the folder, not the link
     try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _make_temp_sibling(out_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = make_temp_sibling(target)
     except OSError as exc:
         raise MusicGenStemError(
             f"cannot create output folder '{out_dir}': {exc.strerror or exc}; check the path and permissions"
         ) from exc
     try:
         fill(tmp)
-        _commit(tmp, out_dir, force)
+        replace_dir(tmp, target, lambda: _check_target(target, force))
     except OSError as exc:
         raise MusicGenStemError(
             f"cannot write output folder '{out_dir}': {exc.strerror or exc}; check free space and permissions"
@@ -262,13 +283,15 @@ def write_stems_folder(
     *,
     force: bool = False,
     subtype: str = "PCM_16",
+    kept: Mapping[str, Samples] | None = None,
 ) -> Path:
     """Write one stems folder (see module docstring) atomically; returns `out_dir`.
 
-    `stems`: {name: [C, T]} in stem order; `codes`: integer [K, T_frames]. Raises
-    `OutputExistsError` if `out_dir` is non-empty and `force` is False.
+    `stems`: {name: [C, T]} in stem order; `codes`: integer [K, T_frames]; `kept`: {name:
+    samples} written exactly instead of `stems[name]`. Raises `OutputExistsError` if `out_dir` is
+    non-empty and `force` is False.
     """
-    prep = _prepare(stems, sample_rate, codes, meta, subtype)
+    prep = _prepare(stems, sample_rate, codes, meta, subtype, kept=kept)
     return _write_atomic(out_dir, force, lambda tmp: _write_prepared(tmp, prep, sample_rate, subtype))
 
 
@@ -297,7 +320,9 @@ def write_batch_folders(
     items = [it if isinstance(it, StemsItem) else StemsItem(*it) for it in items]
     n = len(items)
     preps = [
-        _prepare(it.stems, sample_rate, it.codes, it.meta, subtype, {"variation": i, "batch_size": n})
+        _prepare(
+            it.stems, sample_rate, it.codes, it.meta, subtype, {"variation": i, "batch_size": n}, it.kept
+        )
         for i, it in enumerate(items)
     ]
     names = [batch_folder_name(i, n) for i in range(n)]
@@ -354,6 +379,14 @@ class StemsFolder:
             out[name] = wav
         return out
 
+    def load_samples(self, name: str) -> Samples:
+        """One stem's file exactly as stored (see `samples.read_samples`)."""
+        from .samples import read_samples
+
+        if name not in self.stems:
+            raise MusicGenStemError(f"'{self.path}' has no stem {name!r}; choose among {self.stems}")
+        return read_samples(self.audio_path(name))
+
     def load_mix(self) -> torch.Tensor:
         """mix.wav as [C, T] float32."""
         return self.load_stems([MIX_NAME])[MIX_NAME]
@@ -391,7 +424,7 @@ def read_stems_folder(path: PathLike) -> StemsFolder:
         )
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise MusicGenStemError(
             f"{bad}: {META_FILE} is not valid JSON ({_one_line(exc)}); regenerate the folder"
         ) from exc
@@ -400,6 +433,14 @@ def read_stems_folder(path: PathLike) -> StemsFolder:
     stems, sr = meta.get("stems"), meta.get("sample_rate")
     if not (isinstance(stems, list) and stems and all(isinstance(s, str) and s for s in stems)):
         raise MusicGenStemError(f"{bad}: {META_FILE} lacks a valid 'stems' list; regenerate the folder")
+    for name in stems:  # names become file names: nothing outside the folder may be read
+        try:
+            _check_stem_name(name)
+        except ValueError:
+            raise MusicGenStemError(
+                f"{bad}: {META_FILE} names a stem {name[:40]!r} that is not a plain file name; "
+                "regenerate the folder"
+            ) from None
     if not (isinstance(sr, int) and not isinstance(sr, bool) and sr > 0):
         raise MusicGenStemError(f"{bad}: {META_FILE} lacks a valid 'sample_rate'; regenerate the folder")
     return StemsFolder(path=path, codes=codes.astype(np.int64, copy=False), meta=meta)

@@ -23,12 +23,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .codec import CodecConfig
+from .codec import CodecConfig, MultiStemCodec
 from .conditioning import TextEncoderConfig
-from .errors import ModelError
+from .errors import ModelError, load_failure
 from .layout import StemLayout
 from .lm import LMConfig
-from .modeldir import ModelConfig, ModelParts, build_parts, fresh_tensor
+from .modeldir import Codecs, ModelConfig, ModelParts, build_parts, fresh_tensor
 
 STEMS = ("bass", "drums", "other")
 LM_FILE = "state_dict.bin"
@@ -86,7 +86,7 @@ def _read(file: Path) -> tuple[dict[str, torch.Tensor], DictConfig]:
     try:
         pkg = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # a corrupt or foreign file
-        raise ModelError(f"cannot read reference checkpoint '{file}': {type(e).__name__}: {e}") from None
+        raise ModelError(f"cannot read reference checkpoint '{file}': {load_failure(e)}") from None
     if not isinstance(pkg, dict) or "best_state" not in pkg or "xp.cfg" not in pkg:
         raise ModelError(f"'{file}' is not a reference checkpoint (expected keys best_state and xp.cfg)")
     try:
@@ -338,3 +338,24 @@ def load_reference(name_or_path: str | os.PathLike[str], text_encoder: str | Non
         )
     del lm_state, codec_states
     return parts
+
+
+def load_reference_codecs(name_or_path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Codecs:
+    """Only the codecs of a reference-format folder or hub id (the LM file is read for the stream
+    layout only; no LM or text encoder is built)."""
+    folder = locate(name_or_path)
+    _, lm_cfg = _read(folder / LM_FILE)
+    _, delays, card = lm_config(lm_cfg)
+    states, configs = {}, {}
+    for stem in STEMS:
+        states[stem], cfg = _read(folder / codec_file(stem))
+        configs[stem] = codec_config(cfg)
+    layout = StemLayout(STEMS, tuple(configs[s].n_q for s in STEMS), tuple(delays), card)
+    with torch.device("meta"):
+        codec = MultiStemCodec(layout, configs)
+    for stem in STEMS:
+        release = _page_releaser(folder / codec_file(stem))
+        _assign(codec.codecs[stem], states[stem], f"{stem} codec", release)
+    codec = codec.to(device).eval()
+    silence = RELEASED_SILENCE_TOKENS.get(str(name_or_path)) or codec.silence_codes()
+    return Codecs(codec, layout, list(silence), [folder / codec_file(s) for s in STEMS])

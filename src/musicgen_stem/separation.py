@@ -6,6 +6,8 @@ and splits long songs into overlapping segments (`apply_model(split=True, overla
 
 Weights: `load_separator("htdemucs")` downloads them when online (cached by the HF hub / torch hub);
 offline, download the file named in the error message and pass its path (`--separator PATH`).
+Weights files are read without running code from them (`separator_files`): a `.th` pickle that
+asks for anything but tensors and a Demucs model class is refused.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -22,7 +23,8 @@ import torch
 from torch import nn
 
 from .audio import convert_audio_channels, load_audio, save_audio
-from .errors import AudioError, ModelError, OutputExistsError
+from .errors import AudioError, ModelError, MusicGenStemError, OutputExistsError
+from .safeio import io_reason, make_temp_sibling, replace_dir
 
 __all__ = [
     "DEFAULT_SEPARATOR",
@@ -51,20 +53,10 @@ PathLike = str | os.PathLike
 # Loading
 # --------------------------------------------------------------------------------------------
 def _load_file(path: Path) -> nn.Module:
-    """One model from a `.th` package (`demucs.states.load_model`) or a `.safetensors` export."""
-    try:
-        if path.suffix == ".safetensors":
-            from demucs.hf import load_safetensors_model
+    """One model from a `.th` package or a `.safetensors` export, without running code from it."""
+    from .separator_files import load_weights
 
-            return load_safetensors_model(path)
-        from demucs.states import load_model
-
-        return load_model(path)
-    except Exception as exc:  # pickle / format / class errors: all mean "not a demucs file"
-        raise ModelError(
-            f"cannot load separator weights '{path}' ({type(exc).__name__}: {str(exc)[:120]}); "
-            "give a Demucs .th (or .safetensors) file such as 955717e8-8726e21a.th"
-        ) from None
+    return load_weights(path)
 
 
 def _load_folder(path: Path) -> nn.Module:
@@ -134,16 +126,29 @@ def load_separator(
 
 
 def _load_pretrained(name: str) -> nn.Module:
-    """Load a Demucs pretrained name, using a cached legacy file first (no network round trip)."""
+    """A Demucs pretrained name: its legacy single file (cached or downloaded), else its bag on the
+    Demucs hub namespace (yaml + safetensors); both read without running code from them."""
     url = _KNOWN_FILES.get(name)
-    if url is not None:
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
-        if cached.is_file():
-            return _load_file(cached)
-    from demucs.pretrained import get_model
-
+    if not name.replace("_", "").isalnum():
+        raise ModelError(f"unknown separator '{name}'; give a Demucs name (e.g. htdemucs) or a local file")
     try:
-        return get_model(name)
+        if url is not None:
+            cached = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
+            if not cached.is_file():
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                torch.hub.download_url_to_file(url, str(cached), progress=False)
+            return _load_file(cached)
+        import yaml
+        from demucs.hf import hf_repo_name
+        from huggingface_hub import hf_hub_download
+
+        repo = f"adefossez/{hf_repo_name(name)}"
+        folder = Path(hf_hub_download(repo, f"{name}.yaml")).parent
+        for sig in yaml.safe_load((folder / f"{name}.yaml").read_text()).get("models", []):
+            hf_hub_download(repo, f"{sig}.safetensors")
+        return _load_folder(folder)
+    except ModelError:
+        raise
     except Exception as exc:  # offline, unknown name, bad cache: one clear message
         reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
         where = (
@@ -207,22 +212,23 @@ def separate(
 def write_sources(
     folder: PathLike, sources: Mapping[str, torch.Tensor], sample_rate: int, subtype: str = "FLOAT"
 ) -> dict[str, Path]:
-    """Write {source: [C, T]} as `folder/<source>.wav` atomically (temp folder, then rename).
-
-    `folder` must not exist. PCM_24 clips to [-1, 1] (separated sources can exceed full scale);
-    FLOAT (the default) keeps them exactly.
+    """Write {source: [C, T]} as `folder/<source>.wav` atomically (temp folder, then rename or,
+    over an existing folder, swap; see `safeio.replace_dir`). PCM_24 clips to [-1, 1] (separated
+    sources can exceed full scale); FLOAT (the default) keeps them exactly.
     """
     final = Path(folder)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp = make_temp_sibling(final)
     try:
         for name, wav in sources.items():
             data = wav.clamp(-1.0, 1.0) if subtype != "FLOAT" else wav
             save_audio(tmp / f"{name}.wav", data, sample_rate, subtype=subtype)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        replace_dir(tmp, final)
+    except OSError as exc:
+        raise MusicGenStemError(f"cannot write '{final}': {io_reason(exc)}; check free space") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return {name: final / f"{name}.wav" for name in sources}
 
 
@@ -238,7 +244,8 @@ def separate_file(
     """Separate one song into `out_dir/<track>/{bass,drums,other,vocals}.wav` (the demucs layout).
 
     Files are at the song's sample rate and channel count (float wav by default, or PCM_24),
-    written atomically. An existing track folder is an `OutputExistsError` unless `force`.
+    written atomically; with `force` the new folder replaces the old one only once it is complete.
+    An existing track folder is an `OutputExistsError` unless `force`.
     Returns {source: path}.
     """
     path = Path(path)
@@ -251,16 +258,6 @@ def separate_file(
     sources = separate(model, wav, sr, device=device, progress=progress)
     ordered = {s: sources[s] for s in SOURCES if s in sources}
     ordered.update({s: w for s, w in sources.items() if s not in ordered})
-    if final.exists():  # force: replace the whole folder once the new one is complete
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        try:
-            paths = write_sources(final, ordered, sr, subtype)
-        except BaseException:
-            os.replace(old, final)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-        return paths
     return write_sources(final, ordered, sr, subtype)
 
 

@@ -25,8 +25,27 @@ if TYPE_CHECKING:
 CROSSFADE = 0.02
 #: Quietest song we edit (peak): below it the input is taken as silence.
 SILENCE_PEAK = 1e-4
-#: Shortest song we edit, seconds.
+#: Shortest song (or stems) we edit, seconds.
 MIN_SECONDS = 0.5
+#: Sample rates we edit at, Hz.
+RATES = (4000, 384000)
+
+
+def check_audio(sample_rate: int, length: int, what: str = "the song") -> None:
+    """Refuse audio at an unusable rate or shorter than MIN_SECONDS, with a clear message."""
+    if not RATES[0] <= int(sample_rate) <= RATES[1]:
+        raise AudioError(f"{what} is at {sample_rate} Hz; give audio at {RATES[0]} to {RATES[1]} Hz")
+    if length < MIN_SECONDS * sample_rate:
+        raise AudioError(f"{what} is too short ({length / sample_rate:.2f} s); give at least {MIN_SECONDS} s")
+
+
+def check_song(wav: torch.Tensor, sample_rate: int) -> None:
+    """Refuse a song that is not [C, T] audio, is silent, too short or at an unusable rate."""
+    if wav.dim() != 2 or wav.shape[-1] == 0:
+        raise AudioError(f"a song must be audio shaped [C, T] with T > 0, got {tuple(wav.shape)}")
+    check_audio(sample_rate, wav.shape[-1])
+    if float(wav.abs().max()) < SILENCE_PEAK:
+        raise AudioError("the song is silent: nothing to edit")
 
 
 @dataclass
@@ -87,6 +106,7 @@ def edit_stems(
     if len(shapes) != 1 or len(next(iter(shapes))) != 2:
         raise AudioError(f"all stems must share one shape [C, T], got {sorted(shapes)}")
     channels, length = next(iter(shapes))
+    check_audio(sample_rate, length, "the stem audio")
     kept_audio = {s: sources[s] for s in model.stems if s in sources and s not in regen}
     codes = model.encode_stems(
         kept_audio or {regen[0]: torch.zeros(channels, length)}, sample_rate
@@ -124,12 +144,7 @@ def edit_song(
     """Separate a song [C, T] with `separator` (see `separation.load_separator`), then `edit_stems`."""
     from .separation import separate
 
-    if wav.dim() != 2 or wav.shape[-1] == 0:
-        raise AudioError(f"a song must be audio shaped [C, T] with T > 0, got {tuple(wav.shape)}")
-    if float(wav.abs().max()) < SILENCE_PEAK:
-        raise AudioError("the song is silent: nothing to edit")
-    if wav.shape[-1] < MIN_SECONDS * sample_rate:
-        raise AudioError(f"the song lasts {wav.shape[-1] / sample_rate:.2f} s; give at least {MIN_SECONDS} s")
+    check_song(wav, sample_rate)
     sources = separate(separator, wav, sample_rate, progress=progress)
     return edit_stems(
         model,
