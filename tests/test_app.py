@@ -62,7 +62,8 @@ def test_seed_is_reproducible(holder: app.ModelHolder, generated: list[dict], tm
 
 def test_edit_last_keeps_kept_stems(holder: app.ModelHolder, generated: list[dict], tmp_path: Path):
     last = generated[0]
-    out = app.edit_job(holder, tmp_path, regenerate=["bass"], last=last, seed=7, start=0.1, end=0.3)
+    work = Path(last["folder"]).parents[2]  # the session folder the result was written in
+    out = app.edit_job(holder, work, regenerate=["bass"], last=last, seed=7, start=0.1, end=0.3)
     assert out["kind"] == "edit" and out["seed"] == 7 and out["regenerated"] == ["bass"]
     layout = holder.get().layout
     old, new = np.load(last["codes"]), np.load(out["codes"])
@@ -86,9 +87,10 @@ def test_edit_uploaded_stems_keeps_them(holder: app.ModelHolder, tmp_path: Path)
     stems = {"drums": str(tmp_path / "drums.wav"), "vocals": str(tmp_path / "vocals.wav"), "bass": None}
     out = app.edit_job(holder, tmp_path / "work", regenerate=["bass", "other"], stems=stems, prompt="funk")
     assert set(out["stems"]) == {"bass", "drums", "other", "vocals"}
-    got, got_sr = sf.read(out["stems"]["drums"])
-    assert got_sr == sr
-    np.testing.assert_allclose(got, sf.read(tmp_path / "drums.wav")[0], atol=1e-3)
+    got, got_sr = sf.read(out["stems"]["drums"], dtype="int16")
+    assert got_sr == sr and sf.info(out["stems"]["drums"]).subtype == "PCM_16"
+    np.testing.assert_array_equal(got, sf.read(tmp_path / "drums.wav", dtype="int16")[0])  # untouched
+    assert sf.info(out["mix"]).subtype == "FLOAT" and out["kept"] == ["drums", "vocals"]
 
 
 def test_limits_give_clear_errors(holder: app.ModelHolder, tmp_path: Path):
@@ -126,7 +128,7 @@ def test_model_holder_errors_are_messages(tmp_path: Path):
     h = app.ModelHolder()
     assert "could not load" in h.load(str(tmp_path))  # an empty folder is not a model
     assert h.model is None
-    with pytest.raises(MusicGenStemError, match="no model is loaded"):
+    with pytest.raises(MusicGenStemError, match="no model is loaded.*--model"):
         h.get()
     h.loader = lambda name: (_ for _ in ()).throw(RuntimeError("boom\nline 2"))
     msg = h.load("x")
@@ -150,9 +152,11 @@ def test_app_loads_models_with_the_cli_model_options(tiny_model_dir: Path):
     assert asked == [str(tiny_model_dir), ""]  # "mini"/"default" mean the shipped model
 
 
-def test_separator_unavailable_is_a_message(holder: app.ModelHolder, tmp_path: Path):
+def test_separator_unavailable_is_a_message(tmp_path: Path):
     with pytest.raises(MusicGenStemError, match="Upload stems"):
-        holder.separator(str(tmp_path / "missing.th"))
+        app.ModelHolder(separator_spec=str(tmp_path / "missing.th")).separator()
+    with pytest.raises(MusicGenStemError, match="no songs"):
+        app.ModelHolder(separator_spec=None).separator()
 
 
 def test_host_warning():
@@ -160,6 +164,7 @@ def test_host_warning():
     assert app.host_warning("localhost") is None and app.host_warning("::1") is None
     assert "every network interface" in app.host_warning("0.0.0.0")
     assert "192.168.1.5" in app.host_warning("192.168.1.5")
+    assert app.is_loopback("127.0.0.2") and not app.is_loopback("10.0.0.1")
 
 
 def test_blocks_build(holder: app.ModelHolder, tmp_path: Path):
@@ -168,8 +173,12 @@ def test_blocks_build(holder: app.ModelHolder, tmp_path: Path):
     demo = app.build_app(holder, tmp_path)
     assert isinstance(demo, gr.Blocks)
     ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
-    assert {"mgs-generate", "mgs-edit", "mgs-mixer", "mgs-mix", "mgs-files"} <= ids
-    assert "mgsMixer" in app._head()
+    assert {"mgs-generate", "mgs-edit", "mgs-mixer", "mgs-mix", "mgs-files", "mgs-separator"} <= ids
+    # nothing a client types names a model or a separator: the only text boxes are prompts and seeds
+    boxes = [b.label for b in demo.blocks.values() if isinstance(b, gr.Textbox)]
+    assert not [label for label in boxes if "odel" in label or "eparator" in label], boxes
+    assert all(b.format is None for b in demo.blocks.values() if isinstance(b, gr.Audio) and b.interactive)
+    assert "mgsMixer" in app.head_html()
 
 
 def test_cli_arguments():
@@ -192,16 +201,22 @@ def test_edit_song_with_separator(holder: app.ModelHolder, tmp_path: Path):
         sep = HTDemucs(
             sources=["drums", "bass", "other", "vocals"], channels=8, depth=2, t_layers=0, nfft=512, segment=1
         ).eval()
-    holder._separators["small"] = sep  # a tiny random separator instead of downloaded weights
+    holder = app.ModelHolder(model=holder.model, name="tiny", separator_spec=sep)  # tiny random separator
     sr = 44100
     t = torch.arange(sr) / sr
     song = 0.3 * torch.stack([torch.sin(2 * torch.pi * 110 * t), torch.sin(2 * torch.pi * 330 * t)])
     sf.write(tmp_path / "song.wav", song.T.numpy(), sr, subtype="PCM_16")
-    out = app.edit_job(
-        holder, tmp_path / "work", regenerate=["drums"], song=str(tmp_path / "song.wav"), separator="small"
-    )
+    out = app.edit_job(holder, tmp_path / "work", regenerate=["drums"], song=str(tmp_path / "song.wav"))
     assert set(out["stems"]) == {"bass", "drums", "other", "vocals"}
     assert out["sample_rate"] == sr and sf.info(out["mix"]).channels == 2
+    from musicgen_stem.audio import load_audio
+    from musicgen_stem.separation import separate
+
+    sources = separate(sep, load_audio(tmp_path / "song.wav")[0], sr)
+    for name in ("bass", "other", "vocals"):  # the separated stems, sample for sample
+        got, _ = sf.read(out["stems"][name], dtype="float32", always_2d=True)
+        assert sf.info(out["stems"][name]).subtype == "FLOAT"
+        np.testing.assert_array_equal(got.T, sources[name].numpy())
 
 
 def test_generation_streams_a_preview_then_the_results(holder: app.ModelHolder, tmp_path: Path):
@@ -240,3 +255,70 @@ def test_stream_job_stops_when_closed_and_raises_errors(holder: app.ModelHolder,
                 lambda on_audio, stop: app.generate_job(holder, tmp_path, "x", duration=1, variations=99)
             )
         )
+
+
+# ---------------------------------------------------------------------------- trust boundaries
+
+
+def test_sessions_are_private_unguessable_and_cleaned_up(tmp_path: Path):
+    store = app.SessionStore(tmp_path / "sessions", ttl=60)
+    a, b = store.folder("alice"), store.folder("bob")
+    assert a != b and store.folder("alice") == a and a.parent == b.parent == store.root
+    assert len(a.name) >= 22 and a.stat().st_mode & 0o077 == 0  # 128 random bits, private
+    (a / "result.wav").write_bytes(b"x")
+    assert store.check_owned("alice", a / "result.wav") == (a / "result.wav").resolve()
+    for who, path in (("bob", a / "result.wav"), ("alice", a / ".." / b.name), ("carol", a)):
+        with pytest.raises(MusicGenStemError, match="not one of this session's results"):
+            store.check_owned(who, path)
+    assert store.sweep() == 0 and a.is_dir()
+    import time
+
+    assert store.sweep(now=time.monotonic() + 61) == 2 and not a.exists() and not b.exists()
+    c = store.folder("alice")
+    assert c != a  # a new folder, a new name
+    store.drop("alice")
+    assert not c.exists()
+    d = store.folder("dave")
+    store.close()
+    assert not d.exists() and list(store.root.iterdir()) == []
+
+
+def test_edit_job_refuses_another_sessions_files(
+    holder: app.ModelHolder, generated: list[dict], tmp_path: Path
+):
+    other_session = tmp_path / "someone-else"
+    other_session.mkdir()
+    for last in (generated[0], {**generated[0], "kind": "edit"}):
+        with pytest.raises(AudioError, match="not one of this session's results"):
+            app.edit_job(holder, other_session, regenerate=["bass"], last=last)
+    forged = {"kind": "generate", "codes": "/etc/passwd"}
+    with pytest.raises(AudioError, match="not one of this session's results"):
+        app.edit_job(holder, other_session, regenerate=["bass"], last=forged)
+
+
+def test_logins_and_exposure(tmp_path: Path):
+    from musicgen_stem.app.sessions import check_exposure, parse_auth
+
+    (tmp_path / "logins").write_text("# team\nann:pw1\nbob:p:w2\n")
+    env = {"MUSICGEN_STEM_AUTH": "eve:pw3, fay:pw4"}
+    logins = parse_auth(["joe:secret"], str(tmp_path / "logins"), env)
+    assert logins == [("joe", "secret"), ("ann", "pw1"), ("bob", "p:w2"), ("eve", "pw3"), ("fay", "pw4")]
+    for bad in (["nocolon"], [":pw"], ["user:"]):
+        with pytest.raises(MusicGenStemError, match="USER:PASS"):
+            parse_auth(bad, env={})
+    assert check_exposure("127.0.0.1", [], insecure=False) is None
+    with pytest.raises(MusicGenStemError, match="refusing to listen on every network interface"):
+        check_exposure("0.0.0.0", [], insecure=False)
+    assert "log in" in check_exposure("192.168.1.5", logins, insecure=False)
+    assert "WARNING" in check_exposure("::", [], insecure=True)
+
+
+def test_app_refuses_to_expose_itself_without_a_login(tiny_model_dir: Path, tmp_path: Path):
+    parser = argparse.ArgumentParser()
+    app.add_arguments(parser)
+    args = parser.parse_args(
+        ["--model", str(tiny_model_dir), "--host", "0.0.0.0", "--output-dir", str(tmp_path)]
+    )
+    with pytest.raises(MusicGenStemError, match="--auth"):
+        app.run(args)
+    assert list(tmp_path.iterdir()) == []  # refused before anything was loaded or written

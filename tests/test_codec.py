@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ties import assert_codes_match_up_to_ties
 
 from musicgen_stem.codec import CodecConfig, CodecOutput, MultiStemCodec, StemCodec
 from musicgen_stem.codec.quantizer import EuclideanCodebook
 from musicgen_stem.codec.seanet import StreamableConv1d, StreamableConvTranspose1d, pad_1d
 from musicgen_stem.layout import StemLayout
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ref6cb_tiny"
 FIXTURE_STEMS = {"bass": 1, "drums": 1, "other": 4}  # stem -> n_q, in stream order
 FIXTURE_LAYOUT = StemLayout(("bass", "drums", "other"), (1, 1, 4), (0, 0, 0, 1, 2, 3), 2048)
 
@@ -160,23 +160,21 @@ def test_multistem_shapes_and_errors() -> None:
 # Parity with the reference fixture
 # --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def golden() -> dict[str, np.ndarray]:
-    if not (FIXTURE / "golden.npz").is_file():
-        pytest.skip(f"reference fixture not found at {FIXTURE}")
-    with np.load(FIXTURE / "golden.npz") as g:
+def golden(ref_fixture: Path) -> dict[str, np.ndarray]:
+    with np.load(ref_fixture / "golden.npz") as g:
         return {k: g[k] for k in g.files}
 
 
-def _load_fixture_codec(stem: str) -> StemCodec:
-    state = torch.load(FIXTURE / f"compression_state_dict_{stem}.bin", weights_only=True)["best_state"]
+def _load_fixture_codec(folder: Path, stem: str) -> StemCodec:
+    state = torch.load(folder / f"compression_state_dict_{stem}.bin", weights_only=True)["best_state"]
     codec = StemCodec(CodecConfig.tiny(FIXTURE_STEMS[stem]))
     codec.load_state_dict(state, strict=True)
     return codec.eval()
 
 
 @pytest.fixture(scope="module")
-def fixture_codecs(golden: dict[str, np.ndarray]) -> dict[str, StemCodec]:
-    return {stem: _load_fixture_codec(stem) for stem in FIXTURE_STEMS}
+def fixture_codecs(ref_fixture: Path) -> dict[str, StemCodec]:
+    return {stem: _load_fixture_codec(ref_fixture, stem) for stem in FIXTURE_STEMS}
 
 
 @pytest.mark.parametrize("index,stem", list(enumerate(FIXTURE_STEMS)))
@@ -197,7 +195,7 @@ def test_parity_with_reference(
         # End to end, codes may only differ at float-level near-ties: a few frames at most.
         codes = codec.encode(wav)
         assert codes.shape == ref_codes.shape
-        _assert_codes_match_up_to_ties(codec, latent, codes, ref_codes)
+        assert_codes_match_up_to_ties(codec, latent, codes, ref_codes)
         # Decoding the fixed random prompt codes.
         audio = codec.decode(torch.from_numpy(golden["prompt_codes"][:, streams]))
         ref_audio = torch.from_numpy(golden[f"codec_decode_{stem}"])
@@ -205,36 +203,7 @@ def test_parity_with_reference(
         assert (audio - ref_audio).abs().max().item() < 1e-4
         silence = torch.zeros(1, 1, 32000)
         ref_silence = torch.from_numpy(golden["codec_encode_silence_1s"][:, streams])
-        _assert_codes_match_up_to_ties(
-            codec, codec.encode_latent(silence), codec.encode(silence), ref_silence
-        )
-
-
-def _assert_codes_match_up_to_ties(
-    codec: StemCodec, latent: torch.Tensor, codes: torch.Tensor, ref_codes: torch.Tensor
-) -> None:
-    """Codes may differ only where the latent sits at a float-level tie between codewords:
-    there, both code sequences must quantize our latent [1, D, F] equally well (the thread count
-    changes float rounding, so the exact frames that flip depend on the machine)."""
-    bad = (codes != ref_codes).any(dim=1)[0]  # [F]
-    assert int(bad.sum()) <= max(3, codes.shape[-1] // 10), (
-        f"{int(bad.sum())} of {codes.shape[-1]} frames differ"
-    )
-    # at each differing frame, the first codebook that differs must be a near-tie for the residual
-    # it quantized (later codebooks then see different residuals, so they may differ freely)
-    layers = codec.quantizer.vq.layers
-    for f in bad.nonzero()[:, 0].tolist():
-        residual = latent[0, :, f]
-        for q, layer in enumerate(layers):
-            embed = layer._codebook.embed
-            ours, ref = int(codes[0, q, f]), int(ref_codes[0, q, f])
-            if ours != ref:
-                err_ours = (residual - embed[ours]).norm()
-                err_ref = (residual - embed[ref]).norm()
-                tol = 1e-3 * residual.norm() + 1e-5
-                assert (err_ref - err_ours).abs() <= tol, f"codes differ beyond a tie (frame {f}, q {q})"
-                break
-            residual = residual - embed[ours]
+        assert_codes_match_up_to_ties(codec, codec.encode_latent(silence), codec.encode(silence), ref_silence)
 
 
 def test_multistem_parity(golden: dict[str, np.ndarray], fixture_codecs: dict[str, StemCodec]) -> None:
@@ -249,7 +218,7 @@ def test_multistem_parity(golden: dict[str, np.ndarray], fixture_codecs: dict[st
         for i, (stem, sl) in enumerate(FIXTURE_LAYOUT.stream_slices().items()):
             codec = msc.codecs[stem]
             latent = codec.encode_latent(torch.from_numpy(golden["wave_in"][:, i]))
-            _assert_codes_match_up_to_ties(codec, latent, codes[:, sl], ref_codes[:, sl])
+            assert_codes_match_up_to_ties(codec, latent, codes[:, sl], ref_codes[:, sl])
         audio = msc.decode(torch.from_numpy(golden["prompt_codes"]))
     assert audio.shape == (1, 3, 1, 64000)
     for i, stem in enumerate(FIXTURE_STEMS):

@@ -22,7 +22,6 @@ from musicgen_stem.conditioning import (
 )
 from musicgen_stem.errors import ModelError
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ref6cb_tiny"
 PREFIX = "condition_provider.conditioners.description."
 
 
@@ -66,14 +65,12 @@ def test_lut_state_dict_keys_and_null() -> None:
     assert cond(["a"])[0].dtype == torch.float64
 
 
-def test_lut_parity_with_reference_fixture() -> None:
-    if not FIXTURE.is_dir():
-        pytest.skip(f"reference fixture not found at {FIXTURE}")
-    meta = json.loads((FIXTURE / "golden_meta.json").read_text())
-    golden = np.load(FIXTURE / "golden.npz")
-    best = torch.load(FIXTURE / "state_dict.bin", map_location="cpu", weights_only=True)["best_state"]
+def test_lut_parity_with_reference_fixture(ref_fixture: Path) -> None:
+    meta = json.loads((ref_fixture / "golden_meta.json").read_text())
+    golden = np.load(ref_fixture / "golden.npz")
+    best = torch.load(ref_fixture / "state_dict.bin", map_location="cpu", weights_only=True)["best_state"]
     sd = {k[len(PREFIX) :]: v.float() for k, v in best.items() if k.startswith(PREFIX)}
-    cfg_text = (FIXTURE / "xp_cfg_lm.yaml").read_text()
+    cfg_text = (ref_fixture / "xp_cfg_lm.yaml").read_text()
     assert "model: lut" in cfg_text and "n_bins: 32" in cfg_text and "dim: 32" in cfg_text
     lm_dim = golden["cond_embeds"].shape[-1]
     assert lm_dim == 64

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import mir_eval
 import numpy as np
 import pytest
 import soundfile as sf
@@ -83,6 +84,22 @@ def test_tempo_and_beats_of_120bpm_click_track():
     assert beat_f_measure(times, times) == 1.0
 
 
+def test_beat_f_measure_known_answer_and_mir_eval():
+    """6 of 9 estimated beats within 70 ms of one of 9 reference beats: F = 2 * 6 / 18."""
+    ref = np.arange(0.5, 5.0, 0.5)
+    est = np.array([0.52, 1.04, 1.45, 2.1, 2.5, 3.2, 3.95, 4.5, 4.8])  # 2.1, 3.2, 4.8 are off
+    assert beat_f_measure(est, ref) == pytest.approx(2 / 3)
+    assert beat_f_measure(est, ref) == pytest.approx(mir_eval.beat.f_measure(ref, est, 0.07))
+
+
+def test_detected_onsets_score_against_mir_eval():
+    times = np.arange(0.25, 2.9, 0.37)
+    onsets = detect_onsets(clicks(times, 3.0), SR)
+    assert mir_eval.onset.f_measure(times, onsets, window=0.02)[0] == 1.0
+    late = detect_onsets(clicks(times + 0.1, 3.1), SR)  # every click 100 ms late: none within 50 ms
+    assert mir_eval.onset.f_measure(times, late, window=0.05)[0] == 0.0
+
+
 def test_grid_fraction_and_subdivide():
     beats = np.arange(0, 2.01, 0.5)
     grid = subdivide(beats, 4)
@@ -121,6 +138,10 @@ def test_chroma_correlation_identical_beats_shuffled():
     ]
     templates = chord_chroma(chords, a.shape[1])
     assert chroma_correlation(a, templates) > chroma_correlation(b, templates) + 0.3
+    # known answer: C major (C E G) against A minor (A C E) share 2 of 3 notes: cosine 2/3
+    c_major, a_minor = np.zeros((12, 4)), np.zeros((12, 4))
+    c_major[[0, 4, 7]], a_minor[[9, 0, 4]] = 1.0, 1.0
+    assert chroma_correlation(c_major, a_minor) == pytest.approx(2 / 3)
 
 
 # ---------------------------------------------------------------------------------------------- distribution
@@ -131,6 +152,9 @@ def test_frechet_distance():
     d1 = frechet_distance(x, x + 0.5)
     d2 = frechet_distance(x, x + 2.0)
     assert d1 == pytest.approx(4 * 0.25, rel=1e-6) and d2 > d1
+    # known answer for y = 2x + 1: |mu_x + 1|^2 + tr(S_x + 4 S_x - 2 (4 S_x^2)^(1/2)) = |mu_x + 1|^2 + tr(S_x)
+    expected = np.sum((x.mean(0) + 1) ** 2) + np.trace(np.cov(x, rowvar=False))
+    assert frechet_distance(x, 2 * x + 1) == pytest.approx(expected, rel=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------- model-based

@@ -166,3 +166,35 @@ def test_cli(inputs, tiny_model_dir, tmp_path, capsys):
     assert prepare.run(args) == 0
     assert "1 encoded" in capsys.readouterr().out
     assert len(_index(out)) == 1
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0)
+
+
+def test_codecs_load_without_the_lm(tiny_model, tiny_model_dir):
+    """`modeldir.load_codecs`: the codecs, layout and silence codes of a model folder, as the whole
+    model has them."""
+    from musicgen_stem.modeldir import load_codecs
+
+    codecs = load_codecs(tiny_model_dir)
+    assert codecs.layout == tiny_model.layout
+    assert codecs.silence_tokens == tiny_model.silence_tokens()
+    assert [f.name for f in codecs.files] == [f"codec_{s}.safetensors" for s in tiny_model.stems]
+    _same_weights(codecs.codec, tiny_model.codec)
+    bundle = prepare.load_codecs(tiny_model_dir)
+    assert bundle.hash == prepare.codec_hash(codecs.files) and bundle.layout == tiny_model.layout
+
+
+def test_reference_codecs_load_without_the_lm(ref_fixture):
+    from musicgen_stem.api import MusicGenStem
+    from musicgen_stem.reference import load_reference_codecs
+
+    model = MusicGenStem.from_pretrained(ref_fixture, device="cpu")
+    codecs = load_reference_codecs(ref_fixture)
+    assert codecs.layout == model.layout and codecs.silence_tokens == model.silence_tokens()
+    _same_weights(codecs.codec, model.codec)
+    assert prepare.load_codecs(ref_fixture).layout == model.layout

@@ -109,21 +109,6 @@ class CodecBundle:
         return float(self.codec.frame_rate)
 
 
-def _codec_weight_files(model_dir: Path, layout: StemLayout) -> list[Path]:
-    from ..modeldir import codec_file
-    from ..reference import codec_file as compression_file
-
-    files = []
-    for stem in layout.stems:
-        for name in (codec_file(stem), compression_file(stem)):
-            if (model_dir / name).is_file():
-                files.append(model_dir / name)
-                break
-        else:
-            raise ModelError(f"model folder '{model_dir}' has no codec weights for stem '{stem}'")
-    return files
-
-
 def codec_hash(files: Sequence[Path]) -> str:
     """sha256 over the codec weight files (in layout order)."""
     h = hashlib.sha256()
@@ -136,34 +121,26 @@ def codec_hash(files: Sequence[Path]) -> str:
 
 def load_codecs(model_dir: PathLike, device: str | torch.device = "cpu") -> CodecBundle:
     """Load only the codecs of a model folder (ours or the released format)."""
-    from ..modeldir import _load_into, codec_file, is_model_dir, read_config
-    from ..reference import is_reference_dir
+    from ..modeldir import is_model_dir
+    from ..modeldir import load_codecs as load_our_codecs
+    from ..reference import is_reference_dir, load_reference_codecs
 
     path = Path(model_dir)
     if not path.is_dir():
         raise ModelError(f"--model '{path}' is not a folder; give a model folder (see `musicgen-stem init`)")
     dev = torch.device(device)
     if is_model_dir(path):
-        from ..codec import MultiStemCodec
-
-        config = read_config(path)
-        codec = MultiStemCodec(config.layout, config.codecs)
-        for stem in config.layout.stems:
-            _load_into(codec.codecs[stem], path / codec_file(stem))
-        layout = config.layout
+        codecs = load_our_codecs(path, dev)
     elif is_reference_dir(path):
-        from ..api import MusicGenStem
-
-        model = MusicGenStem.from_pretrained(path, device="cpu")
-        codec, layout = model.codec, model.layout
+        codecs = load_reference_codecs(path, dev)
     else:
         raise ModelError(
             f"'{path}' is not a model folder (no config.json, no state_dict.bin); "
             "create one with `musicgen-stem init` or `musicgen-stem convert`"
         )
-    if layout.card > 32768:
-        raise ModelError(f"codebooks of {layout.card} entries do not fit the int16 token files")
-    return CodecBundle(layout, codec.to(dev).eval(), path, codec_hash(_codec_weight_files(path, layout)), dev)
+    if codecs.layout.card > 32768:
+        raise ModelError(f"codebooks of {codecs.layout.card} entries do not fit the int16 token files")
+    return CodecBundle(codecs.layout, codecs.codec, path, codec_hash(codecs.files), dev)
 
 
 # --------------------------------------------------------------------------------------------

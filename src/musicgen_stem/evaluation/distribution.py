@@ -18,7 +18,7 @@ import scipy.linalg
 import torch
 
 from ..audio import convert_audio
-from ..training.losses import MelSpectrogram
+from ..dsp import MelSpectrogram
 
 __all__ = [
     "EXTERNAL_EMBEDDERS",

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..audio import convert_audio
-from ..training.losses import mel_distance, si_snr
+from ..dsp import mel_distance, si_snr
 
 __all__ = [
     "MEL_SCALES",
@@ -31,7 +31,7 @@ def bitrate(n_q: int, bins: int, frame_rate: float) -> float:
 def multiscale_mel_distance(
     x: torch.Tensor, y: torch.Tensor, sample_rate: int, scales: Sequence[int] = MEL_SCALES
 ) -> torch.Tensor:
-    """Mean over FFT sizes of `training.losses.mel_distance` (log10 mel L1), x, y [B, C, T] -> [B]."""
+    """Mean over FFT sizes of `dsp.mel_distance` (log10 mel L1), x, y [B, C, T] -> [B]."""
     dists = [mel_distance(x, y, sample_rate, n_fft=s, n_mels=min(80, s // 8)) for s in scales]
     return torch.stack(dists).mean(dim=0)
 

@@ -171,7 +171,7 @@ def _plot_codec_bars(r: EvaluationResult, path: Path) -> None:
 def _plot_spectrograms(r: EvaluationResult, path: Path) -> None:
     import torch
 
-    from ..training.losses import MelSpectrogram
+    from ..dsp import MelSpectrogram
 
     items = list(r.examples.items())
     sr = r.sample_rate

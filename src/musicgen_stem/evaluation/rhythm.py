@@ -1,21 +1,19 @@
-"""Rhythm analysis: onset strength, onset picking, tempo, dynamic-programming beat tracking, beat metrics.
+"""Rhythm analysis: onset picking, tempo, dynamic-programming beat tracking, beat metrics.
 
 numpy/scipy/torch only (no librosa). Audio is a numpy or torch array shaped [T] or [C, T] (channels are
-averaged). The onset envelope is the half-wave rectified spectral flux of a log-mel spectrogram
-(`training.losses.MelSpectrogram`), averaged over bands; the beat tracker is Ellis (2007): tempo from the
-envelope's autocorrelation weighted by a log-Gaussian tempo prior, then dynamic programming that trades
-onset strength against deviation from the tempo period.
-"""
+averaged). The onset envelope (`dsp.onset_strength`) is the half-wave rectified spectral flux of a
+log-mel spectrogram, averaged over bands; the beat tracker is Ellis (2007): tempo from the envelope's
+autocorrelation weighted by a log-Gaussian tempo prior, then dynamic programming that trades onset
+strength against deviation from the tempo period."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import scipy.signal
 import torch
 
-from ..training.losses import MelSpectrogram
+from ..dsp import OnsetEnvelope, onset_strength
+from ..dsp import to_mono as _mono  # noqa: F401 (codec_metrics imports it from here)
 
 __all__ = [
     "OnsetEnvelope",
@@ -29,55 +27,6 @@ __all__ = [
 ]
 
 TOLERANCE = 0.07  # seconds: the usual beat/onset evaluation window (mir_eval's 70 ms)
-
-
-@dataclass
-class OnsetEnvelope:
-    """Onset strength per frame: `env` [N] (>= 0, unit-std), frame `i` at time `i / frame_rate` s."""
-
-    env: np.ndarray
-    frame_rate: float
-
-    def times(self) -> np.ndarray:
-        """[N] frame times in seconds."""
-        return np.arange(len(self.env)) / self.frame_rate
-
-
-def _mono(wav: np.ndarray | torch.Tensor) -> np.ndarray:
-    """[T] or [..., C, T] -> float32 [T]."""
-    x = wav.detach().cpu().float().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav, np.float32)
-    while x.ndim > 1:
-        x = x.mean(axis=0)
-    return x.astype(np.float32, copy=False)
-
-
-def onset_strength(
-    wav: np.ndarray | torch.Tensor, sample_rate: int, hop_seconds: float = 0.01, n_mels: int = 64
-) -> OnsetEnvelope:
-    """Spectral-flux onset strength of `wav` ([T] or [C, T]) on a log-mel spectrogram.
-
-    Window ~23 ms (power of two), hop `hop_seconds`; flux = mean over bands of max(0, diff(log mel)),
-    with the frame of each rise placed at the centre of the window that first sees it (the envelope is
-    advanced by half a window), a slow local mean removed and the result scaled to unit std.
-    """
-    x = _mono(wav)
-    hop = max(1, round(hop_seconds * sample_rate))
-    n_fft = int(2 ** round(np.log2(0.023 * sample_rate)))
-    mel = MelSpectrogram(sample_rate, n_fft, n_mels, hop_length=hop, f_min=30.0, log=False)
-    with torch.no_grad():
-        spec = mel(torch.from_numpy(x)[None, None])[0].numpy()  # [n_mels, N]
-    logmel = np.log10(spec + 1e-4 * max(float(spec.max()), 1e-8))  # 80 dB range relative to the peak
-    flux = np.maximum(0.0, np.diff(logmel, axis=1)).mean(axis=0)  # [N - 1], flux[i]: frame i -> i + 1
-    env = np.concatenate([[0.0], flux])  # [N]
-    # A rise enters a centred window half a window before it happens: advance by half a window.
-    lag = max(0, round(n_fft / 2 / hop) - 1)
-    env = np.concatenate([env[lag:], np.zeros(lag)]) if lag else env
-    frame_rate = sample_rate / hop
-    width = max(1, round(0.1 * frame_rate)) * 2 + 1  # ~200 ms local mean (high-pass)
-    env = np.maximum(0.0, env - np.convolve(env, np.ones(width) / width, mode="same"))
-    std = env.std()
-    env = env / std if std > 1e-12 else np.zeros_like(env)
-    return OnsetEnvelope(env.astype(np.float64), frame_rate)
 
 
 def detect_onsets(
