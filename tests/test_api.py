@@ -1,4 +1,4 @@
-"""The Python API (api.py) on the tiny random model."""
+"""The Python API (the `api` package) on the tiny random model."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..cli import check_prompt
+from ..commands.options import check_prompt
 from ..errors import AudioError, GenerationError, MusicGenStemError
 from ..samples import Samples
 from .forms import MAX_VARIATIONS, Limits, parse_seconds, parse_seed

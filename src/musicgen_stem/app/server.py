@@ -100,7 +100,7 @@ def launch(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `musicgen-stem app`: the model options, where to listen, logins, limits."""
-    from ..cli import add_model_options
+    from ..commands.options import add_model_options
 
     add_model_options(parser)  # --model, --device, --dtype, --quantize, --compile, --text-encoder
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     """Start the app; returns when the server stops."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     logins = _check_options(args)
-    from ..cli import load_model_from_args
+    from ..commands.options import load_model_from_args
 
     separator = None if str(args.separator).strip().lower() in ("", "none") else args.separator
     holder = ModelHolder.start(

@@ -837,7 +837,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m musicgen_stem.training.codec ...` (e.g. under torchrun)."""
-    from ..cli import module_main
+    from ..commands.options import module_main
 
     return module_main(sys.modules[__name__], "musicgen-stem train-codec", argv)
 

@@ -1,42 +1,32 @@
-"""The Python API: `MusicGenStem`, with audiocraft-compatible method names.
-
-```python
-model = MusicGenStem.get_pretrained("path/to/model")
-model.set_generation_params(duration=8)
-out = model.generate(["funky drums and slap bass"], seed=1)  # out["bass"]: [B, C, T]; out.mix
-new = model.regenerate_from_codes(out.codes, ["bass"], ["a walking bass"], seed=2)
-for chunk in model.generate_stream(["ambient pads"], seed=3):  # audio while it is generated
-    play(chunk.mix)  # chunk.stems["bass"]: [B, C, n] from sample chunk.start
-```
-"""
+"""`MusicGenStem`: the model and its generation tasks (text, continuation, stem edits, streaming)."""
 
 from __future__ import annotations
 
 import contextlib
 import math
 import os
-import queue
 import secrets
 import threading
-import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import __version__
-from .audio import convert_audio
-from .codec.streaming import MultiStemStreamingDecoder
-from .errors import GenerationError, ModelError
-from .generation import PREFIX_STRIDE, SamplingParams, generate_codes
-from .generation.engine import FramesCallback
-from .generation.windows import fill_windows
-from .lm.packing import pack_for_decoding
-from .modeldir import ModelConfig, ModelParts, build_parts, is_model_dir, load_model, save_model
-from .presets import preset
+from .. import __version__
+from ..audio import convert_audio
+from ..codec.streaming import MultiStemStreamingDecoder
+from ..errors import GenerationError
+from ..generation import PREFIX_STRIDE, SamplingParams, generate_codes
+from ..generation.engine import FramesCallback
+from ..generation.windows import fill_windows
+from ..lm.packing import pack_for_decoding
+from ..modeldir import ModelConfig, ModelParts, build_parts, save_model
+from ..presets import preset
+from .loading import default_parts, load_parts
+from .results import AudioCallback, AudioChunk, StemAudio
+from .streaming import STREAM_SECONDS, AudioStream, check_stream_seconds, stoppable
 
 Progress = bool | Callable[[int, int], None]
 #: Longest generation or edit, seconds (windows slide beyond the model's own window).
@@ -44,72 +34,6 @@ MAX_SECONDS = 600.0
 Texts = Sequence[str | None]
 #: LM dtypes by name (`set_dtype`, `--dtype`).
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-#: Default seconds of audio per streamed chunk (`on_audio`, `generate_stream`).
-STREAM_SECONDS = 1.0
-
-
-@dataclass
-class StemAudio(Mapping[str, torch.Tensor]):
-    """Generated stems: `out[stem]` is [B, C, T] at `sample_rate`; `.mix` is their plain sum.
-
-    `codes` [B, K, F] are the model's frame tokens of this audio, `seed` the seed that made them.
-    """
-
-    stems: dict[str, torch.Tensor]
-    sample_rate: int
-    codes: torch.Tensor
-    seed: int | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def __getitem__(self, stem: str) -> torch.Tensor:
-        return self.stems[stem]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.stems)
-
-    def __len__(self) -> int:
-        return len(self.stems)
-
-    @property
-    def mix(self) -> torch.Tensor:
-        """[B, C, T] sum of the stems."""
-        return torch.stack(list(self.stems.values())).sum(0)
-
-    @property
-    def duration(self) -> float:
-        return next(iter(self.stems.values())).shape[-1] / self.sample_rate
-
-
-@dataclass
-class AudioChunk:
-    """A piece of streamed audio: `stems[stem]` [B, C, n] float CPU at `sample_rate`, starting at
-    sample `start` of the output. Chunks come in order and join without gaps; the one with
-    `last` True ends the output and carries `codes` [B, K, F], the frame tokens of all of it."""
-
-    start: int
-    stems: dict[str, torch.Tensor]
-    sample_rate: int
-    last: bool = False
-    codes: torch.Tensor | None = None
-
-    @property
-    def mix(self) -> torch.Tensor:
-        """[B, C, n] sum of the stems."""
-        return torch.stack(list(self.stems.values())).sum(0)
-
-    @property
-    def num_samples(self) -> int:
-        return next(iter(self.stems.values())).shape[-1]
-
-
-AudioCallback = Callable[[AudioChunk], None]
-#: job(on_audio, stop) of an `AudioStream`: generates, handing chunks to on_audio, and stops
-#: (raising) once stop() is True.
-StreamJob = Callable[[AudioCallback, Callable[[], bool]], None]
-
-
-class _StreamStopped(Exception):
-    """Raised inside generation when the consumer of `generate_stream` stopped iterating."""
 
 
 def _default_device() -> torch.device:
@@ -158,39 +82,14 @@ class MusicGenStem:
         text_encoder: for T5-conditioned models, a local T5 folder (or hub id) to use instead of
         the one named in the model's config.
         """
-        from . import reference
-
-        path = Path(name_or_path)
-        if path.is_dir():
-            if is_model_dir(path):
-                return cls(load_model(path, text_encoder=text_encoder), device=device, name=str(name_or_path))
-            if reference.is_reference_dir(path):
-                return cls(
-                    reference.load_reference(path, text_encoder), device=device, name=str(name_or_path)
-                )
-            raise ModelError(
-                f"'{path}' is not a model folder (no config.json, no state_dict.bin); "
-                "create one with `musicgen-stem init` or `musicgen-stem convert`"
-            )
-        if path.exists():
-            raise ModelError(f"'{path}' is a file, not a model folder")
-        name = str(name_or_path)
-        ours = _download(name)
-        if ours is not None:
-            return cls(load_model(ours, text_encoder=text_encoder), device=device, name=name)
-        return cls(reference.load_reference(name, text_encoder), device=device, name=name)
+        return cls(load_parts(name_or_path, text_encoder), device=device, name=str(name_or_path))
 
     get_pretrained = from_pretrained
 
     @classmethod
     def default(cls, device: str | None = None) -> MusicGenStem:
         """The small model shipped with the package (`mini`), which works offline."""
-        path = default_model_path()
-        if not is_model_dir(path):
-            raise ModelError(
-                f"the default model is not installed ({path} is missing); pass a model folder with --model"
-            )
-        return cls(load_model(path), device=device, name="mini")
+        return cls(default_parts(), device=device, name="mini")
 
     @classmethod
     def from_config(cls, config: ModelConfig | str, seed: int = 0, device: str | None = None) -> MusicGenStem:
@@ -206,7 +105,7 @@ class MusicGenStem:
     def quantize(self, mode: str = "int8") -> MusicGenStem:
         """Quantize the LM for faster CPU decoding (`int8`: fbgemm dynamic int8, per-channel
         weights; inference only). See `benchmarks/decode.py --quantize int8` for its speed."""
-        from .lm.quantize import quantize_int8
+        from ..lm.quantize import quantize_int8
 
         if mode != "int8":
             raise GenerationError(f"unknown quantization '{mode}': the supported mode is int8")
@@ -346,7 +245,7 @@ class MusicGenStem:
 
         on_audio: receives the audio of the final frames while they are generated (`AudioChunk`s
         of about `stream_seconds`); stop: checked after every step, generation raises
-        `_StreamStopped` once it returns True.
+        `StreamStopped` once it returns True.
         """
         if len(texts) != codes.shape[0]:
             raise GenerationError(f"{len(texts)} descriptions for a batch of {codes.shape[0]}")
@@ -357,7 +256,7 @@ class MusicGenStem:
         mem, null = self._memories(texts)
         callback, bar = _progress(progress)
         cancel = threading.Event()  # set when the caller stops waiting for a decoding thread
-        callback = _stoppable(callback, lambda: cancel.is_set() or (stop is not None and stop()))
+        callback = stoppable(callback, lambda: cancel.is_set() or (stop is not None and stop()))
         window, overlap = self._windows(regenerate)
         silence = self.silence_tokens() if len(regenerate) < self.layout.num_stems else None
 
@@ -401,7 +300,7 @@ class MusicGenStem:
     def _audio_stream(self, on_audio: AudioCallback, stream_seconds: float, frames: int) -> FramesCallback:
         """An on_frames callback that decodes the final frames `stream_seconds` at a time (all the
         rest at the end, final == frames) and hands their audio to `on_audio`."""
-        every = max(1, round(_check_stream_seconds(stream_seconds) * self.frame_rate))
+        every = max(1, round(check_stream_seconds(stream_seconds) * self.frame_rate))
         decoder = MultiStemStreamingDecoder(self.codec)
         pushed = start = 0
 
@@ -535,7 +434,7 @@ class MusicGenStem:
         """
         descriptions, codes, free = self._text_task(descriptions, duration)
         seed = _check_seed(seed)
-        _check_stream_seconds(stream_seconds)
+        check_stream_seconds(stream_seconds)
 
         def job(on_audio: AudioCallback, stop: Callable[[], bool]) -> None:
             self._fill(codes, free, self.stems, descriptions, seed, progress, on_audio, stream_seconds, stop)
@@ -771,11 +670,6 @@ class MusicGenStem:
         return (audio, audio.codes) if return_tokens else audio
 
 
-def default_model_path() -> Path:
-    """Where the shipped default model lives (inside the package)."""
-    return Path(__file__).resolve().parent / "models" / "mini"
-
-
 def _check_seed(seed: int | None) -> int:
     """A seed for torch's generator: drawn at random when None; must fit in 63 bits."""
     if seed is None:
@@ -796,92 +690,6 @@ def _texts(descriptions: Texts | str | None, batch: int = 1) -> list[str | None]
     return out
 
 
-def _check_stream_seconds(stream_seconds: float) -> float:
-    s = float(stream_seconds)
-    if not math.isfinite(s) or s <= 0:
-        raise GenerationError(f"stream_seconds must be a positive number of seconds, got {stream_seconds}")
-    return s
-
-
-def _stoppable(
-    callback: Callable[[int, int], None] | None, stop: Callable[[], bool]
-) -> Callable[[int, int], None]:
-    """A step callback that raises `_StreamStopped` once `stop()` is True, else calls `callback`."""
-
-    def step(done: int, total: int) -> None:
-        if stop():
-            raise _StreamStopped
-        if callback is not None:
-            callback(done, total)
-
-    return step
-
-
-_DONE = object()
-
-
-def _run_job(job: StreamJob, chunks: queue.SimpleQueue[Any], stop: threading.Event) -> None:
-    """Worker thread of an `AudioStream`: its chunks, then _DONE or the exception, into `chunks`."""
-    try:
-        job(chunks.put, stop.is_set)
-    except BaseException as e:  # handed to the consumer
-        chunks.put(e)
-    else:
-        chunks.put(_DONE)
-
-
-def _end_job(stop: threading.Event, thread: threading.Thread) -> None:
-    stop.set()
-    if thread is not threading.current_thread():
-        thread.join()
-
-
-class AudioStream(Iterator[AudioChunk]):
-    """The `AudioChunk`s of a generation running on a worker thread, in order.
-
-    An exception of the generation is raised by `next`. `close()` (also at the end of a `with`
-    block, or when the iterator is dropped, as after leaving a `for` loop over
-    `model.generate_stream(...)`) stops the generation at its next step and joins the thread.
-    """
-
-    def __init__(self, job: StreamJob) -> None:
-        self._chunks: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        stop = threading.Event()
-        thread = threading.Thread(
-            target=_run_job, args=(job, self._chunks, stop), name="musicgen-stem-stream", daemon=True
-        )
-        # the finalizer holds no reference to self: dropping the stream (or exiting) ends the job
-        self._end = weakref.finalize(self, _end_job, stop, thread)
-        self._closed = False
-        thread.start()
-
-    def __iter__(self) -> AudioStream:
-        return self
-
-    def __next__(self) -> AudioChunk:
-        if self._closed:
-            raise StopIteration
-        item = self._chunks.get()
-        if item is _DONE:
-            self.close()
-            raise StopIteration
-        if isinstance(item, BaseException):
-            self.close()
-            raise item
-        return item  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        """Stop the generation (if still running) and wait for its thread."""
-        self._closed = True
-        self._end()
-
-    def __enter__(self) -> AudioStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 def _progress(progress: Progress) -> tuple[Callable[[int, int], None] | None, Any]:
     if callable(progress):
         return progress, None
@@ -897,23 +705,3 @@ def _progress(progress: Progress) -> tuple[Callable[[int, int], None] | None, An
         bar.update(done - bar.n)
 
     return update, bar
-
-
-def _download(repo_id: str) -> Path | None:
-    """Fetch a model folder of ours from the Hugging Face hub (cached); None when the repo holds
-    no config.json (then it may be in the reference format)."""
-    if repo_id.count("/") != 1 or repo_id.startswith((".", "/", "~")):
-        raise ModelError(f"model '{repo_id}' is neither an existing folder nor a hub id (owner/name)")
-    from huggingface_hub import hf_hub_download, snapshot_download
-    from huggingface_hub.errors import EntryNotFoundError
-
-    try:
-        hf_hub_download(repo_id, "config.json")
-        return Path(snapshot_download(repo_id, allow_patterns=["config.json", "*.safetensors"]))
-    except EntryNotFoundError:
-        return None
-    except Exception as e:  # network, auth, missing repo: all user-fixable
-        raise ModelError(
-            f"cannot fetch model '{repo_id}' from the Hugging Face hub ({type(e).__name__}); check the id "
-            "and your network, or download the repo's files into a folder and pass that folder"
-        ) from None

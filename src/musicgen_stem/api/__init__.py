@@ -1,0 +1,37 @@
+"""The Python API: `MusicGenStem`, with audiocraft-compatible method names.
+
+`model` (the class and its tasks), `results` (`StemAudio`, `AudioChunk`), `streaming`
+(`AudioStream`) and `loading` (local folder, released format, hub); every name is re-exported here.
+
+```python
+model = MusicGenStem.get_pretrained("path/to/model")
+model.set_generation_params(duration=8)
+out = model.generate(["funky drums and slap bass"], seed=1)  # out["bass"]: [B, C, T]; out.mix
+new = model.regenerate_from_codes(out.codes, ["bass"], ["a walking bass"], seed=2)
+for chunk in model.generate_stream(["ambient pads"], seed=3):  # audio while it is generated
+    play(chunk.mix)  # chunk.stems["bass"]: [B, C, n] from sample chunk.start
+```
+"""
+
+from __future__ import annotations
+
+from .loading import default_model_path
+from .model import DTYPES, MAX_SECONDS, MusicGenStem, Progress, Texts, auto_dtype
+from .results import AudioCallback, AudioChunk, StemAudio, StreamJob
+from .streaming import STREAM_SECONDS, AudioStream
+
+__all__ = [
+    "DTYPES",
+    "MAX_SECONDS",
+    "STREAM_SECONDS",
+    "AudioCallback",
+    "AudioChunk",
+    "AudioStream",
+    "MusicGenStem",
+    "Progress",
+    "StemAudio",
+    "StreamJob",
+    "Texts",
+    "auto_dtype",
+    "default_model_path",
+]

@@ -1,0 +1,71 @@
+"""What the API returns: `StemAudio` (whole results) and `AudioChunk` (streamed pieces)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ["AudioCallback", "AudioChunk", "StemAudio", "StreamJob"]
+
+
+@dataclass
+class StemAudio(Mapping[str, torch.Tensor]):
+    """Generated stems: `out[stem]` is [B, C, T] at `sample_rate`; `.mix` is their plain sum.
+
+    `codes` [B, K, F] are the model's frame tokens of this audio, `seed` the seed that made them.
+    """
+
+    stems: dict[str, torch.Tensor]
+    sample_rate: int
+    codes: torch.Tensor
+    seed: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, stem: str) -> torch.Tensor:
+        return self.stems[stem]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.stems)
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    @property
+    def mix(self) -> torch.Tensor:
+        """[B, C, T] sum of the stems."""
+        return torch.stack(list(self.stems.values())).sum(0)
+
+    @property
+    def duration(self) -> float:
+        return next(iter(self.stems.values())).shape[-1] / self.sample_rate
+
+
+@dataclass
+class AudioChunk:
+    """A piece of streamed audio: `stems[stem]` [B, C, n] float CPU at `sample_rate`, starting at
+    sample `start` of the output. Chunks come in order and join without gaps; the one with
+    `last` True ends the output and carries `codes` [B, K, F], the frame tokens of all of it."""
+
+    start: int
+    stems: dict[str, torch.Tensor]
+    sample_rate: int
+    last: bool = False
+    codes: torch.Tensor | None = None
+
+    @property
+    def mix(self) -> torch.Tensor:
+        """[B, C, n] sum of the stems."""
+        return torch.stack(list(self.stems.values())).sum(0)
+
+    @property
+    def num_samples(self) -> int:
+        return next(iter(self.stems.values())).shape[-1]
+
+
+AudioCallback = Callable[[AudioChunk], None]
+#: job(on_audio, stop) of an `AudioStream`: generates, handing chunks to on_audio, and stops
+#: (raising) once stop() is True.
+StreamJob = Callable[[AudioCallback, Callable[[], bool]], None]

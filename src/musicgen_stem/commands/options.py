@@ -1,0 +1,134 @@
+"""Command-line helpers shared by `musicgen-stem` and the modules that bring their own commands.
+
+The model options (`add_model_options`, `load_model_from_args`), prompt checks, the one-line
+argument parser and `module_main` (a module command run on its own, e.g. under torchrun). This
+module imports no command, so the app, trainers and `cli.py` all import it without a cycle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from ..errors import MusicGenStemError
+
+__all__ = [
+    "FORMATTER",
+    "MAX_PROMPT_CHARS",
+    "ModuleFormatter",
+    "OneLineParser",
+    "UsageError",
+    "add_model_options",
+    "check_prompt",
+    "load_model_from_args",
+    "module_main",
+    "prepare_model",
+]
+
+#: Help formatter of the built-in commands: defaults shown.
+FORMATTER = argparse.ArgumentDefaultsHelpFormatter
+
+
+class ModuleFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown, and a module docstring used as description kept as written."""
+
+
+class UsageError(MusicGenStemError):
+    """Bad command-line arguments."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose mistakes are one line (`prog: error: ...`), like ours."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message.splitlines()[0]} (see {self.prog} --help)\n")
+
+
+#: Longest description we take, characters.
+MAX_PROMPT_CHARS = 2000
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """--model and the options that say how to run it (device, precision, quantization, compile)."""
+    p.add_argument(
+        "--model",
+        "-m",
+        default=None,
+        help="model folder, hub id or released checkpoint (default: the shipped model)",
+    )
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument(
+        "--quantize",
+        choices=["none", "int8"],
+        default="none",
+        help="int8: faster CPU decoding (inference only)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "float16", "bfloat16"],
+        default="auto",
+        help="LM precision (auto: bfloat16 on CUDA GPUs that support it, else float32; "
+        "half precision is for GPUs)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="decode through torch.compile (CUDA graphs on GPU; compiles first, pays off on long runs)",
+    )
+    p.add_argument(
+        "--text-encoder",
+        default=None,
+        metavar="PATH",
+        help="local T5 folder for T5-conditioned models (e.g. t5-base)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: 1 for small models such as mini, else torch's choice)",
+    )
+
+
+def load_model_from_args(name: str | None, args: argparse.Namespace) -> Any:
+    """Model `name` (None or "": the shipped default) loaded with the options of `add_model_options`."""
+    from ..api import MusicGenStem
+    from ..threads import use_threads
+
+    if not name:
+        model = MusicGenStem.default(device=args.device)
+    else:
+        model = MusicGenStem.from_pretrained(name, device=args.device, text_encoder=args.text_encoder)
+    use_threads(model, getattr(args, "threads", None))  # before quantizing: counts the float LM
+    return prepare_model(model, args.dtype, args.quantize, args.compile)
+
+
+def prepare_model(model: Any, dtype: str = "auto", quantize: str = "none", compile: bool = False) -> Any:
+    """Apply the model options of `add_model_options` to a loaded model."""
+    if quantize != "none":
+        if dtype not in ("auto", "float32") or compile:
+            raise UsageError(f"--quantize {quantize} runs on its own: drop --dtype {dtype} / --compile")
+        model.quantize(quantize)
+    else:
+        model.set_dtype(dtype)
+    return model.compile() if compile else model
+
+
+def check_prompt(text: str | None, what: str = "the description") -> None:
+    """Refuse a description longer than MAX_PROMPT_CHARS (the text encoder would choke on it)."""
+    if text is not None and len(text) > MAX_PROMPT_CHARS:
+        raise UsageError(f"{what} has {len(text)} characters; keep it under {MAX_PROMPT_CHARS}")
+
+
+def module_main(module: Any, prog: str, argv: Sequence[str] | None = None) -> int:
+    """Run one module command on its own (`python -m musicgen_stem.training.lm`, e.g. under
+    torchrun), with the same options and one-line errors as `musicgen-stem <command>`."""
+    parser = OneLineParser(prog=prog, description=module.__doc__, formatter_class=ModuleFormatter)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return module.run(args)
+    except MusicGenStemError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
