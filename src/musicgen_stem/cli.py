@@ -1,6 +1,7 @@
 """The `musicgen-stem` command line: generate, edit, init, info.
 
-User mistakes print one line `musicgen-stem: error: ...` and exit with code 2.
+User mistakes print one line `musicgen-stem: error: ...` and exit with code 2. The shared option
+helpers live in `commands.options` (re-exported here); nothing imports this module back.
 """
 
 from __future__ import annotations
@@ -13,76 +14,37 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from . import __version__
+from .commands.options import (
+    FORMATTER,
+    MAX_PROMPT_CHARS,
+    ModuleFormatter,
+    OneLineParser,
+    UsageError,
+    add_model_options,
+    check_prompt,
+    load_model_from_args,
+    module_main,
+    prepare_model,
+)
 from .errors import MusicGenStemError
 from .safeio import Interrupted, io_reason
 
-FORMATTER = argparse.ArgumentDefaultsHelpFormatter
-
-
-class ModuleFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown, and a module docstring used as description kept as written."""
-
-
-class UsageError(MusicGenStemError):
-    """Bad command-line arguments."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An argument parser whose mistakes are one line (`prog: error: ...`), like ours."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message.splitlines()[0]} (see {self.prog} --help)\n")
-
-
-#: Longest description we take, characters.
-MAX_PROMPT_CHARS = 2000
-
+__all__ = [
+    "MAX_PROMPT_CHARS",
+    "UsageError",
+    "add_model_options",
+    "build_parser",
+    "check_prompt",
+    "load_model_from_args",
+    "main",
+    "module_main",
+    "prepare_model",
+]
 
 # --------------------------------------------------------------------------------------- options
-
-
-def add_model_options(p: argparse.ArgumentParser) -> None:
-    """--model and the options that say how to run it (device, precision, quantization, compile)."""
-    p.add_argument(
-        "--model",
-        "-m",
-        default=None,
-        help="model folder, hub id or released checkpoint (default: the shipped model)",
-    )
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument(
-        "--quantize",
-        choices=["none", "int8"],
-        default="none",
-        help="int8: faster CPU decoding (inference only)",
-    )
-    p.add_argument(
-        "--dtype",
-        choices=["auto", "float32", "float16", "bfloat16"],
-        default="auto",
-        help="LM precision (auto: bfloat16 on CUDA GPUs that support it, else float32; "
-        "half precision is for GPUs)",
-    )
-    p.add_argument(
-        "--compile",
-        action="store_true",
-        help="decode through torch.compile (CUDA graphs on GPU; compiles first, pays off on long runs)",
-    )
-    p.add_argument(
-        "--text-encoder",
-        default=None,
-        metavar="PATH",
-        help="local T5 folder for T5-conditioned models (e.g. t5-base)",
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="CPU threads for torch (default: 1 for small models such as mini, else torch's choice)",
-    )
 
 
 def _add_sampling(p: argparse.ArgumentParser) -> None:
@@ -226,8 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
         "synth",
         help="render a synthetic multi-stem dataset",
         description="Generate songs procedurally (genres, tempi, keys, chord progressions, grooves, "
-        "bass lines, GM instruments) and render each stem with FluidSynth and a General MIDI soundfont "
-        "(Debian packages fluidsynth and timgm6mb-soundfont). Each song folder holds the stem WAVs, mix.wav, "
+        "bass lines, GM instruments) and render each stem with FluidSynth, General MIDI soundfonts and "
+        "sampled drum kits chosen per song and instrument (Debian packages fluidsynth, fluid-soundfont-gm, "
+        "musescore-general-soundfont, timgm6mb-soundfont, avldrums.lv2-soundfont: any subset), then mix "
+        "each stem (EQ, compression, saturation, reverb). Each song folder holds the stem WAVs, mix.wav, "
         "song.mid and meta.json (captions, beat grid, chords); metadata.jsonl lists them. "
         "Deterministic by seed; resumable.",
         formatter_class=FORMATTER,
@@ -237,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", "-d", type=float, default=30.0, help="seconds per song")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (song i uses a seed derived from it)")
     p.add_argument(
-        "--soundfont", default=None, help="General MIDI .sf2 file (default: the system's GM soundfont)"
+        "--soundfont", default=None, help="one .sf2/.sf3 file for every part (default: the installed ones)"
     )
     p.add_argument("--workers", type=int, default=1, help="songs rendered in parallel")
     p.add_argument("--force", action="store_true", help="re-render songs that are already complete")
@@ -284,30 +248,6 @@ def _load(args: argparse.Namespace) -> Any:
     return load_model_from_args(args.model, args)
 
 
-def load_model_from_args(name: str | None, args: argparse.Namespace) -> Any:
-    """Model `name` (None or "": the shipped default) loaded with the options of `add_model_options`."""
-    from .api import MusicGenStem
-    from .threads import use_threads
-
-    if not name:
-        model = MusicGenStem.default(device=args.device)
-    else:
-        model = MusicGenStem.from_pretrained(name, device=args.device, text_encoder=args.text_encoder)
-    use_threads(model, getattr(args, "threads", None))  # before quantizing: counts the float LM
-    return prepare_model(model, args.dtype, args.quantize, args.compile)
-
-
-def prepare_model(model: Any, dtype: str = "auto", quantize: str = "none", compile: bool = False) -> Any:
-    """Apply the model options of `_add_model` to a loaded model."""
-    if quantize != "none":
-        if dtype not in ("auto", "float32") or compile:
-            raise UsageError(f"--quantize {quantize} runs on its own: drop --dtype {dtype} / --compile")
-        model.quantize(quantize)
-    else:
-        model.set_dtype(dtype)
-    return model.compile() if compile else model
-
-
 def _set_params(model: Any, args: argparse.Namespace) -> None:
     model.set_generation_params(
         use_sampling=not args.greedy,
@@ -316,12 +256,6 @@ def _set_params(model: Any, args: argparse.Namespace) -> None:
         temperature=args.temperature,
         cfg_coef=args.cfg,
     )
-
-
-def check_prompt(text: str | None, what: str = "the description") -> None:
-    """Refuse a description longer than MAX_PROMPT_CHARS (the text encoder would choke on it)."""
-    if text is not None and len(text) > MAX_PROMPT_CHARS:
-        raise UsageError(f"{what} has {len(text)} characters; keep it under {MAX_PROMPT_CHARS}")
 
 
 def _check_common(args: argparse.Namespace) -> None:
@@ -642,19 +576,6 @@ COMMANDS = {
     "synth": cmd_synth,
     "info": cmd_info,
 }
-
-
-def module_main(module: Any, prog: str, argv: Sequence[str] | None = None) -> int:
-    """Run one module command on its own (`python -m musicgen_stem.training.lm`, e.g. under
-    torchrun), with the same options and one-line errors as `musicgen-stem <command>`."""
-    parser = OneLineParser(prog=prog, description=module.__doc__, formatter_class=ModuleFormatter)
-    module.add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return module.run(args)
-    except MusicGenStemError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
 
 
 def _raise_interrupted(signum: int, frame: Any) -> None:
