@@ -1,0 +1,97 @@
+"""The layers of ARCHITECTURE.md: every module imports only from lower layers (or its own unit)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1] / "src" / "musicgen_stem"
+
+#: unit (top-level module or package of musicgen_stem) -> layer; imports must go strictly down.
+LAYERS = {
+    "__version__": -1,  # the constant in the package's __init__
+    "errors": -1,
+    "layout": 0,
+    "dsp": 0,
+    "threads": 0,
+    "safeio": 0,
+    "audio": 1,
+    "samples": 2,
+    "separator_files": 1,
+    "codec": 1,
+    "lm": 1,
+    "conditioning": 1,
+    "separation": 2,
+    "outputs": 3,
+    "generation": 2,
+    "modeldir": 2,
+    "export": 4,
+    "presets": 3,
+    "reference": 3,
+    "api": 4,
+    "data": 5,
+    "song": 5,
+    "evaluation": 5,
+    "commands": 5,
+    "training": 6,
+    "app": 6,
+    "cli": 7,
+}
+
+
+def _unit(parts: tuple[str, ...]) -> str:
+    return parts[0]
+
+
+def _imports(path: Path, root: Path = ROOT) -> set[str]:
+    """Units of musicgen_stem that `path` imports (relative or absolute)."""
+    pkg = path.relative_to(root).parent.parts
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            base = list(pkg[: len(pkg) - (node.level - 1)])
+            target = base + (node.module.split(".") if node.module else [])
+            found |= {target[0]} if target else {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("musicgen_stem."):
+            found.add(node.module.split(".")[1])  # type: ignore[union-attr]
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("musicgen_stem.")}
+    return found
+
+
+def test_every_unit_has_a_layer() -> None:
+    units = {p.stem if p.is_file() else p.name for p in ROOT.iterdir() if p.suffix == ".py" or p.is_dir()}
+    units -= {"__init__", "__pycache__", "models", "py"}
+    assert units - set(LAYERS) == set(), "add the new module to LAYERS and ARCHITECTURE.md"
+
+
+def violations(root: Path) -> list[str]:
+    """Every import from a unit to one of the same or a higher layer, under `root`."""
+    bad = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).with_suffix("").parts
+        if rel == ("__init__",):
+            continue  # the package facade re-exports the API
+        unit = _unit(rel)
+        for target in sorted(_imports(path, root) - {unit}):
+            if target not in LAYERS:
+                bad.append(f"{path.relative_to(root)} imports unknown unit {target}")
+            elif LAYERS[target] >= LAYERS[unit]:
+                bad.append(f"{path.relative_to(root)} ({unit}) imports {target}: not a lower layer")
+    return bad
+
+
+def test_imports_go_down_the_layers() -> None:
+    bad = violations(ROOT)
+    assert not bad, "\n".join(bad)
+
+
+def test_the_checker_reports_upward_imports(tmp_path: Path) -> None:
+    (tmp_path / "codec").mkdir()
+    (tmp_path / "codec" / "model.py").write_text("from ..layout import L\nfrom ..api import MusicGenStem\n")
+    (tmp_path / "lm.py").write_text("import musicgen_stem.cli\nfrom musicgen_stem.codec import StemCodec\n")
+    assert violations(tmp_path) == [
+        "codec/model.py (codec) imports api: not a lower layer",
+        "lm.py (lm) imports cli: not a lower layer",
+        "lm.py (lm) imports codec: not a lower layer",
+    ]
