@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from musicgen_stem.codec import CodecConfig, StemCodec
+from musicgen_stem.codec import StemCodec
+from musicgen_stem.dsp import to_mono
 from musicgen_stem.evaluation.codec_metrics import codec_round_trip, pure_tone_check, stem_metrics
 from musicgen_stem.evaluation.fidelity import fidelity_metrics, round_trip
 from musicgen_stem.evaluation.songs import find_songs, load_song
-from musicgen_stem.modeldir import load_codecs, read_codec_export
+from musicgen_stem.modeldir import load_codecs, read_trained_codec
 
 KEYS = {
     "bass": ("pitch_within_50c", "pitch_median_cents"),
@@ -36,20 +37,16 @@ KEYS = {
 
 def load_run(path: Path, stem: str) -> tuple[StemCodec, int | None, dict[str, float]]:
     """(codec in eval mode, step or None, the log record of that step's usage/perplexity)."""
-    step, health = None, {}
-    if path.name == "checkpoint.pt":
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        cfg, weights, step = CodecConfig.from_dict(state["codec_config"]), state["model"], int(state["step"])
-        log = path.parent / "log.jsonl"
-        if log.is_file():
-            records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-            usable = [r for r in records if "usage_q0" in r and r["step"] <= step]
-            if usable:
-                health = {k: v for k, v in usable[-1].items() if k.startswith(("usage_q", "perplexity_q"))}
-    elif path.is_dir():
+    if path.is_dir():
         return load_codecs(path).codec.codec(stem).eval(), None, {}
-    else:
-        cfg, weights = read_codec_export(path)
+    cfg, weights, step = read_trained_codec(path)
+    health: dict[str, float] = {}
+    log = path.parent / "log.jsonl"
+    if step is not None and log.is_file():
+        records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        usable = [r for r in records if "usage_q0" in r and r["step"] <= step]
+        if usable:
+            health = {k: v for k, v in usable[-1].items() if k.startswith(("usage_q", "perplexity_q"))}
     codec = StemCodec(cfg)
     codec.load_state_dict(weights, strict=True)
     return codec.eval(), step, health
@@ -60,7 +57,8 @@ def measure(codec: StemCodec, songs: list[Any], stem: str) -> dict[str, Any]:
     for song in songs:
         x, codes, recon = round_trip(codec, song.stems[stem], song.sample_rate)
         m = fidelity_metrics(codec, x, recon)
-        m.update(stem_metrics(stem, x[0].mean(0).numpy(), recon[0].mean(0).numpy(), codec.sample_rate, 50.0))
+        ref, est = to_mono(x[0]), to_mono(recon[0])
+        m.update(stem_metrics(stem, ref, est, codec.sample_rate, codec.frame_rate))
         rows.append(m)
         distinct.append(len(np.unique(codes[0, 0].numpy())))
     out = {k: float(np.nanmean([r.get(k, np.nan) for r in rows])) for k in rows[0]}

@@ -33,12 +33,12 @@ from typing import Any
 import torch
 
 from musicgen_stem import MusicGenStem
-from musicgen_stem.codec import CodecConfig, StemCodec
+from musicgen_stem.codec import StemCodec
 from musicgen_stem.evaluation.codec_metrics import METRIC_NOTE, comparison_table, probe_metrics, tone_table
 from musicgen_stem.evaluation.report import _json_safe
 from musicgen_stem.evaluation.runner import evaluate_codec
 from musicgen_stem.evaluation.songs import find_songs
-from musicgen_stem.modeldir import read_codec_export
+from musicgen_stem.modeldir import read_trained_codec
 
 
 def load(name: str, device: str | None) -> MusicGenStem:
@@ -53,12 +53,7 @@ def with_codecs(model: MusicGenStem, specs: list[str]) -> MusicGenStem:
         stem, _, file = spec.partition("=")
         if stem not in model.stems or not file:
             raise SystemExit(f"--codec wants STEM=FILE with STEM one of {list(model.stems)}, got {spec!r}")
-        path = Path(file)
-        if path.name == "checkpoint.pt":
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            cfg, weights = CodecConfig.from_dict(state["codec_config"]), state["model"]
-        else:
-            cfg, weights = read_codec_export(path)
+        cfg, weights, _ = read_trained_codec(file)
         old = model.codec.codecs[stem]
         if (cfg.n_q, cfg.bins) != (old.n_q, old.card):
             raise SystemExit(

@@ -317,3 +317,21 @@ def test_medium_presets_have_released_shapes(name, layout, streams):
     assert cfg.max_duration == 30.0
     # round trip through JSON without building anything
     assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))).to_dict() == cfg.to_dict()
+
+
+def test_read_trained_codec_reads_a_running_checkpoint(tmp_path) -> None:
+    """`read_trained_codec` takes a train-codec run's checkpoint.pt (raw weights and step) as well as
+    an export, and refuses a checkpoint without a codec."""
+    from musicgen_stem.codec import CodecConfig, StemCodec
+    from musicgen_stem.modeldir import read_trained_codec
+
+    cfg = CodecConfig.tiny(1)
+    codec = StemCodec(cfg)
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"step": 7, "codec_config": cfg.to_dict(), "model": codec.state_dict()}, path)
+    got_cfg, weights, step = read_trained_codec(path)
+    assert (got_cfg, step) == (cfg, 7)
+    assert all(torch.equal(weights[k], v) for k, v in codec.state_dict().items())
+    torch.save({"step": 7}, path)
+    with pytest.raises(ModelError, match="cannot read codec checkpoint"):
+        read_trained_codec(path)

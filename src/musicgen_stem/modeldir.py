@@ -450,3 +450,18 @@ def read_codec_export(file: str | os.PathLike[str]) -> tuple[CodecConfig, dict[s
     except (ValueError, OSError, SafetensorError) as e:
         raise ModelError(f"cannot read codec export '{file}': {e}") from None
     return cfg, state
+
+
+def read_trained_codec(
+    file: str | os.PathLike[str],
+) -> tuple[CodecConfig, dict[str, torch.Tensor], int | None]:
+    """(config, weights, step) of a `train-codec` result: its export (`read_codec_export`, step None)
+    or a run's `checkpoint.pt` (the raw weights at its step; read without unpickling code)."""
+    file = Path(file)
+    if file.name != "checkpoint.pt":
+        return (*read_codec_export(file), None)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+        return CodecConfig.from_dict(state["codec_config"]), state["model"], int(state["step"])
+    except (ValueError, OSError, KeyError, TypeError, RuntimeError) as e:
+        raise ModelError(f"cannot read codec checkpoint '{file}': {e}") from None

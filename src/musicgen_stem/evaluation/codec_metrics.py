@@ -56,8 +56,8 @@ import numpy as np
 import scipy.signal
 import torch
 
+from ..dsp import to_mono
 from .fidelity import fidelity_metrics, round_trip
-from .rhythm import _mono
 
 __all__ = [
     "BASS_LINE",
@@ -159,7 +159,7 @@ def pitch_track(
     """pYIN f0 of `wav` ([T] or [C, T]) resampled to 16 kHz (128 ms frames, 20 ms hop)."""
     import librosa
 
-    x = _resample(_mono(wav), sample_rate, PYIN_SAMPLE_RATE)
+    x = _resample(to_mono(wav), sample_rate, PYIN_SAMPLE_RATE)
     n = 1 + len(x) // PYIN_HOP
     times = np.arange(n) * PYIN_HOP / PYIN_SAMPLE_RATE
     if len(x) == 0 or float(np.abs(x).max()) == 0.0:
@@ -371,7 +371,7 @@ def codec_song_metrics(
         codec = model.codec.codecs[stem]
         x, c, recon = round_trip(codec, wav, sample_rate, model.device)
         m = fidelity_metrics(codec, x, recon)
-        m.update(stem_metrics(stem, _mono(x[0]), _mono(recon[0]), codec.sample_rate, codec.frame_rate))
+        m.update(stem_metrics(stem, to_mono(x[0]), to_mono(recon[0]), codec.sample_rate, codec.frame_rate))
         metrics[stem] = m
         codes[stem] = c[0].numpy()
     return metrics, codes

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .rhythm import _mono
+from ..dsp import to_mono
 
 __all__ = [
     "CHORD_INTERVALS",
@@ -87,7 +87,7 @@ def chroma(
     """Chroma [12, N] of `wav`: power STFT (Hann, ~`window_seconds`, power-of-two size) mapped to pitch
     classes on a log-frequency (MIDI) axis, L2-normalised per frame; frames more than `silence_db`
     below the loudest (or digitally silent) are zero. Frame `i` is centred at `i * hop` samples."""
-    x = torch.from_numpy(_mono(wav).astype(np.float32))
+    x = torch.from_numpy(to_mono(wav).astype(np.float32))
     n_fft = int(2 ** np.ceil(np.log2(window_seconds * sample_rate)))
     hop = max(1, round(hop_seconds * sample_rate))
     if x.shape[-1] <= n_fft // 2:

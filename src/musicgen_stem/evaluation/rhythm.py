@@ -13,7 +13,6 @@ import scipy.signal
 import torch
 
 from ..dsp import OnsetEnvelope, onset_strength
-from ..dsp import to_mono as _mono  # noqa: F401 (codec_metrics imports it from here)
 
 __all__ = [
     "OnsetEnvelope",
