@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..layout import StemLayout
+from .harmonic import PITCH_DIM, HarmonicDecoder, PitchEncoder
 from .istft import ISTFTDecoder, STFTEncoder
 from .quantizer import ResidualVectorQuantizer
 from .seanet import SEANetDecoder, SEANetEncoder, SkipLSTM, StreamableConv1d, StreamableConvTranspose1d
@@ -94,6 +95,10 @@ class CodecConfig:
     stft_layers: int = 2
     stft_n_ffts: tuple[int, ...] = (512, 2048)
     stft_down: int = 4
+    # "pitch": YIN f0, level and harmonic band levels, no parameters (`codec/harmonic.py`);
+    # needs dimension 8; for monophonic stems (bass)
+    pitch_fmin: float = 30.0
+    pitch_fmax: float = 400.0
     # decoder head: "seanet" (transposed convolutions, the released codecs) or "istft" (Vocos-style:
     # ConvNeXt blocks at the frame rate predicting STFT frames; `codec/istft.py`)
     decoder: str = "seanet"
@@ -102,6 +107,12 @@ class CodecConfig:
     istft_n_fft: int = 1024
     istft_hop: int = 160
     istft_phase: str = "integrated"  # or "absolute" (Vocos): see `codec/istft.py` PhaseIntegrator
+    # or "harmonic" (with encoder "pitch"): harmonics of the latent's pitch plus noise bands, their
+    # amplitudes from ConvNeXt blocks at the frame rate (`codec/harmonic.py`)
+    synth_width: int = 128
+    synth_layers: int = 3
+    synth_harmonics: int = 32
+    synth_noise_bands: int = 16
     # RVQ
     n_q: int = 4
     bins: int = 2048
@@ -140,8 +151,15 @@ class CodecConfig:
             raise ValueError(
                 f"CodecConfig.pad_mode must be constant/reflect/replicate/circular, got {self.pad_mode!r}"
             )
-        if self.encoder not in ("seanet", "stft"):
-            raise ValueError(f"CodecConfig.encoder must be 'seanet' or 'stft', got {self.encoder!r}")
+        if self.encoder not in ("seanet", "stft", "pitch"):
+            raise ValueError(f"CodecConfig.encoder must be 'seanet', 'stft' or 'pitch', got {self.encoder!r}")
+        if self.encoder == "pitch":
+            if self.dimension != PITCH_DIM:
+                raise ValueError(f"CodecConfig.encoder='pitch' needs dimension={PITCH_DIM}: {self.dimension}")
+            if (self.hop_length * 8000) % self.sample_rate:
+                raise ValueError("CodecConfig.encoder='pitch' needs hop_length * 8000 divisible by the rate")
+            if not 0 < self.pitch_fmin < self.pitch_fmax:
+                raise ValueError("CodecConfig.pitch_fmin must be positive and below pitch_fmax")
         if self.encoder == "stft":
             if self.causal:
                 raise ValueError("CodecConfig.encoder='stft' is non-causal: use causal=False")
@@ -151,8 +169,13 @@ class CodecConfig:
                 raise ValueError("CodecConfig.stft_n_ffts must be >= hop_length / stft_down")
             if self.stft_width < 1 or self.stft_layers < 0:
                 raise ValueError("CodecConfig.stft_width must be >= 1 and stft_layers >= 0")
-        if self.decoder not in ("seanet", "istft"):
-            raise ValueError(f"CodecConfig.decoder must be 'seanet' or 'istft', got {self.decoder!r}")
+        if self.decoder not in ("seanet", "istft", "harmonic"):
+            raise ValueError(f"CodecConfig.decoder must be seanet, istft or harmonic, got {self.decoder!r}")
+        if self.decoder == "harmonic":
+            if self.encoder != "pitch":
+                raise ValueError("CodecConfig.decoder='harmonic' reads the pitch latent: use encoder='pitch'")
+            if min(self.synth_width, self.synth_harmonics, self.synth_noise_bands) < 1 or self.synth_layers < 0:
+                raise ValueError("CodecConfig.synth_width/harmonics/noise_bands must be >= 1, layers >= 0")
         if self.decoder == "istft":
             if self.causal:
                 raise ValueError("CodecConfig.decoder='istft' is non-causal: use causal=False")
@@ -267,7 +290,9 @@ class StemCodec(nn.Module):
             "lstm": cfg.lstm,
         }
         self.encoder: nn.Module
-        if cfg.encoder == "stft":
+        if cfg.encoder == "pitch":
+            self.encoder = PitchEncoder(cfg.sample_rate, cfg.hop_length, cfg.pitch_fmin, cfg.pitch_fmax)
+        elif cfg.encoder == "stft":
             self.encoder = STFTEncoder(
                 cfg.channels,
                 cfg.dimension,
@@ -281,7 +306,18 @@ class StemCodec(nn.Module):
         else:
             self.encoder = SEANetEncoder(**seanet)
         self.decoder: nn.Module
-        if cfg.decoder == "istft":
+        if cfg.decoder == "harmonic":
+            self.decoder = HarmonicDecoder(
+                cfg.channels,
+                cfg.dimension,
+                cfg.sample_rate,
+                cfg.hop_length,
+                cfg.synth_width,
+                cfg.synth_layers,
+                cfg.synth_harmonics,
+                cfg.synth_noise_bands,
+            )
+        elif cfg.decoder == "istft":
             self.decoder = ISTFTDecoder(
                 cfg.channels,
                 cfg.dimension,
@@ -379,7 +415,7 @@ class StemCodec(nn.Module):
         self._check_wav(wav)
         hop, length = self.hop_length, wav.shape[-1]
         chunk = max(hop, round(chunk_seconds * self.sample_rate) // hop * hop)
-        if length <= chunk:
+        if length <= chunk or isinstance(self.encoder, PitchEncoder):  # YIN reads the whole input
             return self.quantize(self.encoder(wav))
         front, back = _split_at_lstm(self.encoder)
         margin = -(-_receptive_field(front) // hop) * hop + hop  # samples, multiple of hop
