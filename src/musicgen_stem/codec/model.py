@@ -174,7 +174,8 @@ class CodecConfig:
         if self.decoder == "harmonic":
             if self.encoder != "pitch":
                 raise ValueError("CodecConfig.decoder='harmonic' reads the pitch latent: use encoder='pitch'")
-            if min(self.synth_width, self.synth_harmonics, self.synth_noise_bands) < 1 or self.synth_layers < 0:
+            sizes = (self.synth_width, self.synth_harmonics, self.synth_noise_bands)
+            if min(sizes) < 1 or self.synth_layers < 0:
                 raise ValueError("CodecConfig.synth_width/harmonics/noise_bands must be >= 1, layers >= 0")
         if self.decoder == "istft":
             if self.causal:
