@@ -235,7 +235,7 @@ class HarmonicSynth(nn.Module):
         phase = phase0[..., None] + 2 * math.pi * (f0.cumsum(-1) - f0) / self.sample_rate  # [B, F, hop]
         top = torch.maximum(f0[..., 0], f0[..., -1])  # [B, F]
         audible = self.k[:, None, None] * top < self.sample_rate / 2  # [H, B, F]
-        amps = _exp_sigmoid(x[:, 4 + h]) * torch.softmax(x[:, 4 : 4 + h], dim=1)  # [B, H, F]
+        amps = _exp_sigmoid(x[:, 4 + h : 5 + h]) * torch.softmax(x[:, 4 : 4 + h], dim=1)  # [B, H, F]
         amps = amps * audible.permute(1, 0, 2) * voiced[:, None]
         w = torch.arange(1, hop + 1, device=x.device, dtype=x.dtype) / hop
         prev = _previous(amps)
