@@ -108,12 +108,12 @@ class PitchEncoder(nn.Module):
         return torch.cat([pitch[:, None], level, lv[:, 1:] / BAND_DB], dim=1).to(wav.dtype)
 
 
-def _exp_sigmoid(x: torch.Tensor) -> torch.Tensor:
+def exp_sigmoid(x: torch.Tensor) -> torch.Tensor:
     """DDSP's positive amplitude nonlinearity: 2 * sigmoid(x) ** ln(10) + 1e-7."""
     return 2.0 * torch.sigmoid(x).pow(math.log(10.0)) + 1e-7
 
 
-def _previous(x: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
+def previous_frame(x: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
     """x [..., F] shifted right by one frame; frame 0 gets `first` [...] (default: itself)."""
     head = x[..., :1] if first is None else first[..., None].to(x.dtype)
     return torch.cat([head, x[..., :-1]], dim=-1)
@@ -181,7 +181,7 @@ class HarmonicPhase(nn.Module):
         pos = torch.arange(frames, device=x.device).expand(b, frames)
         last = torch.where(voiced > 0.5, pos, torch.full_like(pos, -1)).cummax(dim=-1).values
         held = torch.where(last >= 0, midi.gather(1, last.clamp(min=0)), state[:, :1])  # [B, F]
-        prev_midi, prev_voiced = _previous(held, state[:, 0]), _previous(voiced, state[:, 1])
+        prev_midi, prev_voiced = previous_frame(held, state[:, 0]), previous_frame(voiced, state[:, 1])
         f0 = _frame_f0(prev_midi, prev_voiced, held, self.hop)  # [B, F, hop]
         advance = 2 * math.pi * f0.sum(-1) / self.sample_rate  # [B, F]
         phase = state[:, 2:3] + advance.cumsum(-1) - advance  # at each frame's first sample
@@ -231,18 +231,18 @@ class HarmonicSynth(nn.Module):
         b, _, frames = x.shape
         hop, h, n = self.hop, self.harmonics, self.noise_bands
         midi, voiced, phase0, index = x[:, 0], x[:, 1], x[:, 2], x[:, 3]
-        f0 = _frame_f0(_previous(midi), _previous(voiced), midi, hop)  # [B, F, hop]
+        f0 = _frame_f0(previous_frame(midi), previous_frame(voiced), midi, hop)  # [B, F, hop]
         phase = phase0[..., None] + 2 * math.pi * (f0.cumsum(-1) - f0) / self.sample_rate  # [B, F, hop]
         top = torch.maximum(f0[..., 0], f0[..., -1])  # [B, F]
         audible = self.k[:, None, None] * top < self.sample_rate / 2  # [H, B, F]
-        amps = _exp_sigmoid(x[:, 4 + h : 5 + h]) * torch.softmax(x[:, 4 : 4 + h], dim=1)  # [B, H, F]
+        amps = exp_sigmoid(x[:, 4 + h : 5 + h]) * torch.softmax(x[:, 4 : 4 + h], dim=1)  # [B, H, F]
         amps = amps * audible.permute(1, 0, 2) * voiced[:, None]
         w = torch.arange(1, hop + 1, device=x.device, dtype=x.dtype) / hop
-        prev = _previous(amps)
+        prev = previous_frame(amps)
         amps = prev[..., None] + (amps - prev)[..., None] * w  # [B, H, F, hop]
         harmonic = (amps * torch.sin(self.k[None, :, None, None] * phase[:, None])).sum(1)  # [B, F, hop]
-        gains = _exp_sigmoid(x[:, 5 + h : 5 + h + n]) * 0.1  # [B, N, F]
-        prev = _previous(gains)
+        gains = exp_sigmoid(x[:, 5 + h : 5 + h + n]) * 0.1  # [B, N, F]
+        prev = previous_frame(gains)
         gains = prev[..., None] + (gains - prev)[..., None] * w  # [B, N, F, hop]
         pos = (index.long()[..., None] * hop + torch.arange(hop, device=x.device)) % self.noise.shape[1]
         noise = (gains * self.noise[:, pos].permute(1, 0, 2, 3)).sum(1)  # [B, F, hop]

@@ -20,6 +20,7 @@ from .harmonic import PITCH_DIM, HarmonicDecoder, PitchEncoder
 from .istft import ISTFTDecoder, STFTEncoder
 from .quantizer import ResidualVectorQuantizer
 from .seanet import SEANetDecoder, SEANetEncoder, SkipLSTM, StreamableConv1d, StreamableConvTranspose1d
+from .tonal import CHROMA_DIM, ChromaEncoder, TonalDecoder
 
 __all__ = ["CodecConfig", "CodecOutput", "StemCodec", "MultiStemCodec"]
 
@@ -151,8 +152,10 @@ class CodecConfig:
             raise ValueError(
                 f"CodecConfig.pad_mode must be constant/reflect/replicate/circular, got {self.pad_mode!r}"
             )
-        if self.encoder not in ("seanet", "stft", "pitch"):
-            raise ValueError(f"CodecConfig.encoder must be 'seanet', 'stft' or 'pitch', got {self.encoder!r}")
+        if self.encoder not in ("seanet", "stft", "pitch", "chroma"):
+            raise ValueError(f"CodecConfig.encoder must be seanet, stft, pitch or chroma: {self.encoder!r}")
+        if self.encoder == "chroma" and self.dimension != CHROMA_DIM:
+            raise ValueError(f"CodecConfig.encoder='chroma' needs dimension={CHROMA_DIM}: {self.dimension}")
         if self.encoder == "pitch":
             if self.dimension != PITCH_DIM:
                 raise ValueError(f"CodecConfig.encoder='pitch' needs dimension={PITCH_DIM}: {self.dimension}")
@@ -169,11 +172,13 @@ class CodecConfig:
                 raise ValueError("CodecConfig.stft_n_ffts must be >= hop_length / stft_down")
             if self.stft_width < 1 or self.stft_layers < 0:
                 raise ValueError("CodecConfig.stft_width must be >= 1 and stft_layers >= 0")
-        if self.decoder not in ("seanet", "istft", "harmonic"):
-            raise ValueError(f"CodecConfig.decoder must be seanet, istft or harmonic, got {self.decoder!r}")
-        if self.decoder == "harmonic":
-            if self.encoder != "pitch":
-                raise ValueError("CodecConfig.decoder='harmonic' reads the pitch latent: use encoder='pitch'")
+        if self.decoder not in ("seanet", "istft", "harmonic", "tonal"):
+            raise ValueError(f"CodecConfig.decoder must be seanet/istft/harmonic/tonal: {self.decoder!r}")
+        if self.decoder == "tonal" and self.encoder != "chroma":
+            raise ValueError("CodecConfig.decoder='tonal' reads the chroma latent: use encoder='chroma'")
+        if self.decoder == "harmonic" and self.encoder != "pitch":
+            raise ValueError("CodecConfig.decoder='harmonic' reads the pitch latent: use encoder='pitch'")
+        if self.decoder in ("harmonic", "tonal"):
             sizes = (self.synth_width, self.synth_harmonics, self.synth_noise_bands)
             if min(sizes) < 1 or self.synth_layers < 0:
                 raise ValueError("CodecConfig.synth_width/harmonics/noise_bands must be >= 1, layers >= 0")
@@ -293,6 +298,8 @@ class StemCodec(nn.Module):
         self.encoder: nn.Module
         if cfg.encoder == "pitch":
             self.encoder = PitchEncoder(cfg.sample_rate, cfg.hop_length, cfg.pitch_fmin, cfg.pitch_fmax)
+        elif cfg.encoder == "chroma":
+            self.encoder = ChromaEncoder(cfg.sample_rate, cfg.hop_length)
         elif cfg.encoder == "stft":
             self.encoder = STFTEncoder(
                 cfg.channels,
@@ -316,6 +323,16 @@ class StemCodec(nn.Module):
                 cfg.synth_width,
                 cfg.synth_layers,
                 cfg.synth_harmonics,
+                cfg.synth_noise_bands,
+            )
+        elif cfg.decoder == "tonal":
+            self.decoder = TonalDecoder(
+                cfg.channels,
+                cfg.dimension,
+                cfg.sample_rate,
+                cfg.hop_length,
+                cfg.synth_width,
+                cfg.synth_layers,
                 cfg.synth_noise_bands,
             )
         elif cfg.decoder == "istft":

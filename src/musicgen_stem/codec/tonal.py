@@ -1,0 +1,204 @@
+"""Chroma encoder and tone-bank decoder (`CodecConfig` options encoder="chroma", decoder="tonal"):
+a parametric codec for polyphonic stems (chords, pads, leads) whose codes keep the harmony.
+
+- `ChromaEncoder` (no parameters): per frame, an 8192-point STFT (frames centred on (f + 1) * hop,
+  as in `codec/harmonic.py`) summed into semitone bands C2..C7; latent [B, 21, F] = (chroma, the
+  12 pitch-class energies over the frame's strongest, x `CHROMA_SCALE`; the level of each of the
+  five octaves relative to the frame's level, 6 dB units; the level, 3 dB units; three high bands
+  2-4, 4-8, 8-16 kHz relative to the level, 6 dB units). Chroma dominates VQ distances, so the
+  first codebook's k-means sorts frames by harmony, the next codebooks by register and timbre.
+- `TonalDecoder`: `ToneControls` (ConvNeXt blocks at the frame rate) predicts the amplitude of
+  each semitone oscillator C2..C7 and noise band gains; `FrameCounter` (stateful) numbers the
+  frames; `ToneSynth` renders fixed equal-tempered sines (A = 440 Hz) whose phase is a function of
+  the absolute sample, plus band-limited noise, with amplitudes moving linearly inside each frame.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .harmonic import exp_sigmoid, midi_to_hz, noise_table, previous_frame
+from .istft import ConvNeXtBlock, FrameConv
+
+__all__ = [
+    "CHROMA_DIM",
+    "ChromaEncoder",
+    "ChromaFeatures",
+    "FrameCounter",
+    "ToneControls",
+    "ToneSynth",
+    "TonalDecoder",
+]
+
+LOW_NOTE, OCTAVES = 36, 5  # C2, five octaves: the oscillators are MIDI 36..95
+NOTES = 12 * OCTAVES
+CHROMA_DIM = 12 + OCTAVES + 1 + 3
+CHROMA_SCALE = 10.0  # latent units of a pitch class at the frame's strongest
+LEVEL_DB, BAND_DB, SILENCE_DB = 3.0, 6.0, -60.0
+HIGH_BANDS = (2000.0, 4000.0, 8000.0, 16000.0)
+N_FFT = 8192
+
+
+class ChromaFeatures(nn.Module):
+    """wav [B, C, T] -> latent [B, 21, ceil(T / hop)] (see the module docstring); no parameters."""
+
+    def __init__(self, sample_rate: int, hop: int) -> None:
+        super().__init__()
+        self.sample_rate, self.hop = sample_rate, hop
+        self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
+        freqs = torch.arange(N_FFT // 2 + 1) * (sample_rate / N_FFT)
+        midi = 69.0 + 12.0 * torch.log2(freqs.clamp(min=1.0) / 440.0)
+        # triangular semitone bands: weight 1 at the note, 0 one semitone away
+        notes = torch.arange(LOW_NOTE, LOW_NOTE + NOTES, dtype=torch.float32)
+        bands = (1 - (midi[None] - notes[:, None]).abs()).clamp(min=0)  # [NOTES, bins]
+        self.register_buffer("bands", bands, persistent=False)
+        edges = torch.tensor(HIGH_BANDS)
+        high = (freqs[None] >= edges[:-1, None]) & (freqs[None] < edges[1:, None])
+        self.register_buffer("high", high.float(), persistent=False)
+
+    def needs(self, a: int, b: int) -> tuple[int, int]:
+        """Input samples read by output frames [a, b]."""
+        return (a + 1) * self.hop - N_FFT // 2, (b + 1) * self.hop + N_FFT // 2 - 1
+
+    @torch.no_grad()
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        b, _, length = wav.shape
+        hop, frames = self.hop, -(-length // self.hop)
+        left = N_FFT // 2 - hop
+        x = nn.functional.pad(wav.float().mean(1), (left, frames * hop - length + N_FFT - hop - left))
+        seg = x.unfold(-1, N_FFT, hop)[:, :frames]  # [B, F, N_FFT]
+        power = torch.fft.rfft(seg * self.window, dim=-1).abs().square()
+        power = power * (4.0 / (N_FFT * self.window.square().sum()))  # a full-scale sine sums to ~1
+        level = 10 * torch.log10(power.sum(-1) + 1e-10)  # [B, F]
+        notes = (power @ self.bands.t()).view(b, frames, OCTAVES, 12)  # [B, F, octave, pitch class]
+        chroma = notes.sum(2)
+        chroma = chroma / chroma.amax(-1, keepdim=True).clamp(min=1e-10)
+        octave = 10 * torch.log10(notes.sum(3) + 1e-10) - level[..., None]
+        high = 10 * torch.log10(power @ self.high.t() + 1e-10) - level[..., None]
+        voiced = (level > SILENCE_DB)[..., None]
+        latent = torch.cat(
+            [
+                chroma * CHROMA_SCALE * voiced,
+                octave.clamp(min=-60.0) / BAND_DB,
+                level[..., None].clamp(-90.0, 6.0) / LEVEL_DB,
+                high.clamp(min=-60.0) / BAND_DB,
+            ],
+            dim=-1,
+        )  # [B, F, 21]
+        return latent.transpose(1, 2).to(wav.dtype)
+
+
+class ChromaEncoder(nn.Module):
+    """`ChromaFeatures` as a one-layer stack (`model`), which `StemCodec.encode` chunks exactly."""
+
+    def __init__(self, sample_rate: int, hop: int) -> None:
+        super().__init__()
+        self.model = nn.Sequential(ChromaFeatures(sample_rate, hop))
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.model(wav)
+
+
+class ToneControls(nn.Module):
+    """latent [B, D, F] -> [B, NOTES + 1 + N, F]: note logits, amplitude logit, noise gain logits."""
+
+    def __init__(self, dimension: int, width: int, layers: int, noise_bands: int) -> None:
+        super().__init__()
+        stack: list[nn.Module] = [FrameConv(dimension, width, 7)]
+        stack += [ConvNeXtBlock(width, 3 * width, layer_scale=1.0 / max(1, layers)) for _ in range(layers)]
+        stack.append(FrameConv(width, NOTES + 1 + noise_bands, 1))
+        self.net = nn.Sequential(*stack)
+        self.register_buffer("scale", torch.full((dimension, 1), 0.5), persistent=False)
+        self.scale[:12] = 1.0 / CHROMA_SCALE
+
+    def needs(self, a: int, b: int) -> tuple[int, int]:
+        for layer in reversed(self.net):
+            a, b = layer.needs(a, b)
+        return a, b
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.net(latent * self.scale)
+
+
+class FrameCounter(nn.Module):
+    """x [B, R, F] -> [B, 1 + R, F] with each frame's index in the stream first. Stateful:
+    `stream(x, state)` continues from `state` [B, 1] (frames so far)."""
+
+    stateful = True
+
+    def needs(self, a: int, b: int) -> tuple[int, int]:
+        return a, b
+
+    def stream(self, x: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        b, _, frames = x.shape
+        if state is None:
+            state = torch.zeros(b, 1, dtype=torch.float64, device=x.device)
+        index = state + torch.arange(frames, device=x.device, dtype=torch.float64)  # [B, F]
+        return torch.cat([index[:, None].to(x.dtype), x], dim=1), state + frames
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stream(x, None)[0]
+
+
+class ToneSynth(nn.Module):
+    """[B, 1 + NOTES + 1 + N, F] (from `FrameCounter`) -> wav [B, C, F * hop]: sines at MIDI
+    36..95 with amplitudes amplitude x softmax(note logits), plus N noise bands."""
+
+    def __init__(self, channels: int, sample_rate: int, hop: int, noise_bands: int) -> None:
+        super().__init__()
+        self.channels, self.sample_rate, self.hop, self.noise_bands = channels, sample_rate, hop, noise_bands
+        hz = midi_to_hz(torch.arange(LOW_NOTE, LOW_NOTE + NOTES, dtype=torch.float64))
+        self.register_buffer("cycles", hz / sample_rate, persistent=False)  # [NOTES] per sample
+        self.register_buffer("noise", noise_table(sample_rate, noise_bands), persistent=False)
+
+    def needs(self, a: int, b: int) -> tuple[int, int]:
+        return a // self.hop - 1, b // self.hop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, frames = x.shape
+        hop, n = self.hop, self.noise_bands
+        start = x[:, 0].double().round() * hop  # [B, F] first sample of each frame
+        sample = start[..., None] + torch.arange(hop, device=x.device, dtype=torch.float64)  # [B, F, hop]
+        # the phase of every sine is a function of the absolute sample: chunks join exactly
+        turns = torch.remainder(sample[:, None] * self.cycles[None, :, None, None], 1.0)  # [B, NOTES, F, hop]
+        amps = exp_sigmoid(x[:, 1 + NOTES : 2 + NOTES]) * torch.softmax(x[:, 1 : 1 + NOTES], dim=1)
+        w = torch.arange(1, hop + 1, device=x.device, dtype=x.dtype) / hop
+        prev = previous_frame(amps)
+        amps = prev[..., None] + (amps - prev)[..., None] * w  # [B, NOTES, F, hop]
+        tones = (amps * torch.sin(2 * math.pi * turns).to(x.dtype)).sum(1)  # [B, F, hop]
+        gains = exp_sigmoid(x[:, 2 + NOTES : 2 + NOTES + n]) * 0.1  # [B, N, F]
+        prev = previous_frame(gains)
+        gains = prev[..., None] + (gains - prev)[..., None] * w
+        pos = sample.long() % self.noise.shape[1]
+        noise = (gains * self.noise[:, pos].permute(1, 0, 2, 3)).sum(1)
+        wav = (tones + noise).reshape(b, 1, frames * hop)
+        return wav.expand(b, self.channels, frames * hop).contiguous()
+
+
+class TonalDecoder(nn.Module):
+    """Latent of `ChromaEncoder` [B, 21, F] -> waveform [B, channels, F * hop]; `model` is the stack
+    `ToneControls`, `FrameCounter` (stateful), `ToneSynth`."""
+
+    def __init__(
+        self,
+        channels: int,
+        dimension: int,
+        sample_rate: int,
+        hop: int,
+        width: int,
+        layers: int,
+        noise_bands: int,
+    ) -> None:
+        super().__init__()
+        self.channels, self.dimension, self.hop_length = channels, dimension, hop
+        self.model = nn.Sequential(
+            ToneControls(dimension, width, layers, noise_bands),
+            FrameCounter(),
+            ToneSynth(channels, sample_rate, hop, noise_bands),
+        )
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.model(latent)
