@@ -57,6 +57,14 @@ CODECS = {
     "istft": {"decoder": "istft", "istft_width": 16, "istft_layers": 2, "istft_n_fft": 192, "istft_hop": 64},
     "istft_absolute": {"decoder": "istft", "istft_phase": "absolute", "istft_n_fft": 192, "istft_hop": 64},
     "istft_no_lstm": {"decoder": "istft", "lstm": 0, "istft_width": 8, "istft_layers": 1, "istft_n_fft": 320},
+    "harmonic": {
+        **{"encoder": "pitch", "decoder": "harmonic", "dimension": 8, "lstm": 0, "synth_width": 8},
+        **{"synth_layers": 1, "synth_harmonics": 8, "synth_noise_bands": 4},
+    },
+    "tonal": {
+        **{"encoder": "chroma", "decoder": "tonal", "dimension": 21, "lstm": 0, "synth_width": 8},
+        **{"synth_layers": 1, "synth_noise_bands": 4},
+    },
 }
 #: most frames a stage may hold back: SEANet's kernels reach 6 frames; ConvNeXt blocks 3 each
 MAX_LAG = {"istft": 3 + 2 * 3 + 2, "istft_no_lstm": 3 + 3 + 1, "istft_absolute": 3 + 4 * 3 + 2}

@@ -133,9 +133,7 @@ class _StateStage:
         self._state: torch.Tensor | None = None
 
     def push(self, x: torch.Tensor, final: bool = False) -> torch.Tensor:
-        if x.shape[-1] == 0:
-            return x
-        y, self._state = self.module.stream(x, self._state)
+        y, self._state = self.module.stream(x, self._state)  # also for no frames: its channels may differ
         return y
 
 

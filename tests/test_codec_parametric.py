@@ -1,0 +1,156 @@
+"""The parametric codecs: pitch encoder + harmonic decoder (bass), chroma encoder + tone bank (other)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from musicgen_stem.codec import CodecConfig, StemCodec
+from musicgen_stem.codec.harmonic import SEMITONE, SILENT, HarmonicDecoder
+from musicgen_stem.codec.tonal import LOW_NOTE, NOTES, TonalDecoder
+
+SR = 32000
+
+
+def _hz(midi: float) -> float:
+    return 440.0 * 2 ** ((midi - 69) / 12)
+
+
+def _line(notes: list[list[int]], seconds: float = 1.0, amp: float = 0.3) -> torch.Tensor:
+    """Decaying sines, one chord (list of MIDI notes) per `seconds`: wav [1, 1, T]."""
+    t = np.arange(int(SR * seconds)) / SR
+    parts = [sum(np.sin(2 * np.pi * _hz(m) * t) for m in chord) * np.exp(-2 * t) * amp for chord in notes]
+    return torch.from_numpy(np.concatenate(parts).astype(np.float32))[None, None]
+
+
+def _cfg(kind: str, **kw: object) -> CodecConfig:
+    base = {"lstm": 0, "synth_width": 16, "synth_layers": 1, "synth_noise_bands": 4, "bins": 64}
+    if kind == "pitch":
+        base |= {"encoder": "pitch", "decoder": "harmonic", "dimension": 8, "synth_harmonics": 8, "n_q": 1}
+    else:
+        base |= {"encoder": "chroma", "decoder": "tonal", "dimension": 21, "n_q": 2}
+    return dataclasses.replace(CodecConfig.tiny(), **(base | kw))
+
+
+def _peak_hz(wav: torch.Tensor) -> float:
+    x = wav.detach().flatten().double().numpy()
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x)), n=1 << 20))
+    freqs = np.fft.rfftfreq(1 << 20, 1 / SR)
+    spec[freqs < 20] = 0
+    return float(freqs[np.argmax(spec)])
+
+
+def _cents(f: float, ref: float) -> float:
+    return float(1200 * np.log2(f / ref))
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"encoder": "pitch", "dimension": 16}, "dimension=8"),
+        ({"encoder": "chroma", "dimension": 8}, "dimension=21"),
+        ({"decoder": "harmonic"}, "encoder='pitch'"),
+        ({"decoder": "tonal", "dimension": 8, "encoder": "pitch"}, "encoder='chroma'"),
+        ({"encoder": "pitch", "dimension": 8, "pitch_fmin": 500.0}, "pitch_fmin"),
+        ({"encoder": "pitch", "decoder": "harmonic", "dimension": 8, "synth_harmonics": 0}, "synth_width"),
+    ],
+)
+def test_parametric_config_checks(kw: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        dataclasses.replace(CodecConfig.tiny(), **kw)
+
+
+def test_pitch_latent_follows_the_bass_line_and_codes_differ_per_note() -> None:
+    """The issue's probe: A1, C2, E2, G2 got one code sequence from the shipped codec."""
+    notes = [33, 36, 40, 43]
+    wav = torch.cat([_line([[m] for m in notes]), torch.zeros(1, 1, SR // 2)], dim=-1)
+    codec = StemCodec(_cfg("pitch"))
+    latent = codec.encode_latent(wav)  # [1, 8, F]
+    assert latent.shape == (1, 8, codec.num_frames(wav.shape[-1]))
+    for i, m in enumerate(notes):  # the middle of each second
+        pitch = latent[0, 0, i * 50 + 10 : i * 50 + 40] / SEMITONE + 28
+        assert (pitch - m).abs().max() < 0.2, (m, pitch)
+    assert (latent[0, 0, -10:] == SILENT).all()  # the silent half second
+    codec.train()
+    for _ in range(300):  # k-means initialisation, then EMA updates until the init is forgotten
+        codec.quantizer(latent)
+    codes = codec.eval().encode(wav)[0, 0]
+    per_note = [set(codes[i * 50 + 10 : i * 50 + 40].tolist()) for i in range(4)]
+    assert all(not (a & b) for j, a in enumerate(per_note) for b in per_note[j + 1 :])
+
+
+@pytest.mark.parametrize("midi", [28, 43, 55])
+def test_harmonic_decoder_plays_the_latent_pitch(midi: int) -> None:
+    dec = HarmonicDecoder(1, 8, SR, 640, width=8, layers=1, harmonics=8, noise_bands=4)
+    head = dec.model[0].net[-1].conv
+    with torch.no_grad():  # all the amplitude on the first harmonic, no noise
+        head.weight.zero_()
+        head.bias.fill_(-20.0)
+        head.bias[0] = 10.0
+        head.bias[8] = 5.0
+    latent = torch.zeros(1, 8, 50)
+    latent[0, 0] = (midi - 28) * SEMITONE
+    wav = dec(latent)
+    assert wav.shape == (1, 1, 50 * 640)
+    assert abs(_cents(_peak_hz(wav[..., 3200:]), _hz(midi))) < 5
+    latent[0, 0] = SILENT  # silent frames: no tone
+    assert dec(latent)[..., 3200:].abs().max() < 1e-3
+
+
+def test_chroma_latent_names_the_chords_and_chunks_exactly() -> None:
+    chords = [[60, 64, 67], [57, 60, 64], [53, 57, 60], [55, 59, 62]]  # C, Am, F, G
+    wav = _line(chords, amp=0.2)
+    codec = StemCodec(_cfg("chroma"))
+    latent = codec.encode_latent(wav)
+    for i, chord in enumerate(chords):
+        chroma = latent[0, :12, i * 50 + 25]
+        assert set(chroma.topk(3).indices.tolist()) == {m % 12 for m in chord}
+    codec.train()
+    codec(wav)
+    codec.eval()
+    assert torch.equal(codec.encode(wav, chunk_seconds=0.7), codec.encode(wav))
+
+
+def test_tone_bank_plays_equal_tempered_notes() -> None:
+    dec = TonalDecoder(1, 21, SR, 640, width=8, layers=1, noise_bands=4)
+    head = dec.model[0].net[-1].conv
+    a4 = 69 - LOW_NOTE
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(-20.0)
+        head.bias[a4] = 10.0
+        head.bias[NOTES] = 5.0
+    wav = dec(torch.zeros(1, 21, 50))
+    assert abs(_cents(_peak_hz(wav[..., 3200:]), 440.0)) < 5
+
+
+@pytest.mark.parametrize("kind", ["pitch", "chroma"])
+def test_parametric_codec_trains_and_reloads(kind: str, tmp_path) -> None:
+    torch.manual_seed(0)
+    codec = StemCodec(_cfg(kind))
+    wav = _line([[40, 47], [43, 50]], seconds=0.5)
+    opt = torch.optim.Adam(codec.decoder.parameters(), lr=3e-3)
+    codec.train()
+    losses = []
+    for _ in range(12):
+        out = codec(wav)
+        loss = (out.recon - wav).abs().mean() + torch.stft(
+            (out.recon - wav)[0], 512, window=torch.hann_window(512), return_complex=True
+        ).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    codec.eval()
+    state = codec.state_dict()
+    assert not any("noise" in k or "window" in k for k in state)  # fixed tables are not weights
+    again = StemCodec(_cfg(kind))
+    again.load_state_dict(state, strict=True)
+    again.eval()
+    codes = codec.encode(wav)
+    assert torch.equal(again.encode(wav), codes)
+    assert torch.allclose(again.decode(codes), codec.decode(codes))
