@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import julius
 import numpy as np
 import soundfile as sf
 import torch
@@ -155,6 +156,7 @@ class CodecTrainConfig:
     num_workers: int = 0
     silence_db: float = -50.0  # crops quieter than this RMS (dBFS) are re-drawn...
     silence_retries: int = 5  # ...up to this many times
+    pitch_shift: float = 0.0  # transpose each crop by up to this many semitones (resampling)
     memory_cap_gb: float = 2.0  # keep all audio in RAM when it fits, else read crops from disk
     val_fraction: float = 0.1
     val_batches: int = 4
@@ -191,6 +193,7 @@ class CodecTrainConfig:
             (self.grad_accum >= 1, f"gradient accumulation must be >= 1, got {self.grad_accum}"),
             (self.stop_at is None or self.stop_at >= 1, f"stop-at must be >= 1, got {self.stop_at}"),
             (self.n_q is None or self.n_q >= 1, f"n_q must be >= 1, got {self.n_q}"),
+            (0 <= self.pitch_shift <= 12, f"pitch shift must be in [0, 12] semitones: {self.pitch_shift}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -281,8 +284,10 @@ class StemSegments:
         memory_cap_bytes: float = 2e9,
         silence_db: float = -50.0,
         silence_retries: int = 5,
+        pitch_shift: float = 0.0,
     ) -> None:
         self.files = list(files)
+        self.pitch_shift = pitch_shift
         self.sample_rate = sample_rate
         self.channels = channels
         self.segment = segment_samples
@@ -309,20 +314,27 @@ class StemSegments:
     def __len__(self) -> int:
         return len(self.files)
 
-    def _read(self, i: int, offset: int) -> torch.Tensor:
-        """Crop of file i starting at `offset` (codec-rate samples) -> [C, segment] (zero-padded)."""
+    def _read(self, i: int, offset: int, length: int) -> torch.Tensor:
+        """Crop of file i starting at `offset` (codec-rate samples) -> [C, length] (zero-padded)."""
         if self.in_memory:
-            wav = self.audio[i][:, offset : offset + self.segment]
+            wav = self.audio[i][:, offset : offset + length]
         else:
             _, sr = self.native[i]
             start = int(offset * sr // self.sample_rate)
-            frames = int(math.ceil(self.segment * sr / self.sample_rate)) + 64
+            frames = int(math.ceil(length * sr / self.sample_rate)) + 64
             data, _ = sf.read(str(self.files[i]), start=start, frames=frames, dtype="float32", always_2d=True)
             raw = torch.from_numpy(np.ascontiguousarray(data.T))  # [C_native, n]
-            wav = convert_audio(raw, sr, self.sample_rate, self.channels)[:, : self.segment]
-        if wav.shape[-1] < self.segment:
-            wav = torch.nn.functional.pad(wav, (0, self.segment - wav.shape[-1]))
+            wav = convert_audio(raw, sr, self.sample_rate, self.channels)[:, :length]
+        if wav.shape[-1] < length:
+            wav = torch.nn.functional.pad(wav, (0, length - wav.shape[-1]))
         return wav
+
+    def _shifted(self, i: int, offset: int, semitones: float) -> torch.Tensor:
+        """Crop [C, segment] transposed by `semitones`: segment x ratio samples played at the
+        codec rate (ratio to 1/100, resampled by `julius`: transposes and changes tempo alike)."""
+        num = round(100 * 2 ** (semitones / 12))
+        wav = self._read(i, offset, -(-self.segment * num // 100))
+        return julius.resample_frac(wav, num, 100)[:, : self.segment]
 
     def crop(self, gen: torch.Generator) -> torch.Tensor:
         """One random crop [C, segment] drawn with `gen`; near-silent crops are re-drawn."""
@@ -331,7 +343,11 @@ class StemSegments:
             i = int(torch.randint(len(self.files), (1,), generator=gen))
             room = max(0, self.lengths[i] - self.segment)
             offset = int(torch.randint(room + 1, (1,), generator=gen))
-            wav = self._read(i, offset)
+            if self.pitch_shift > 0:
+                semitones = (2 * float(torch.rand((), generator=gen)) - 1) * self.pitch_shift
+                wav = self._shifted(i, offset, semitones)
+            else:
+                wav = self._read(i, offset, self.segment)
             db = 10 * math.log10(float(wav.pow(2).mean()) + 1e-12)
             if db > best_db:
                 best, best_db = wav, db
@@ -653,12 +669,13 @@ def _train(
         "segment_samples": segment,
         "memory_cap_bytes": cfg.memory_cap_gb * 1e9,
         "silence_db": cfg.silence_db,
+        "pitch_shift": cfg.pitch_shift,
         "silence_retries": cfg.silence_retries,
     }
     train_data = StemSegments(train_files, **kwargs)
     val: list[torch.Tensor] = []
     if val_files and main:
-        val_data = StemSegments(val_files, **kwargs)
+        val_data = StemSegments(val_files, **(kwargs | {"pitch_shift": 0.0}))
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, 0, 10_000))  # fixed held-out crops
         val = [val_data.batch(gen, cfg.batch_size) for _ in range(max(1, cfg.val_batches))]
     task = CodecTask(cfg, codec_cfg, info, train_data, val, bool(val_files), disc, disc_opt)
@@ -758,6 +775,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--num-workers", type=int, default=d.num_workers, help="data loader worker processes")
     g.add_argument("--val-fraction", type=float, default=d.val_fraction, help="songs held out (last by name)")
     g.add_argument("--memory-cap-gb", type=float, default=d.memory_cap_gb, help="max audio kept in RAM")
+    g.add_argument(
+        "--pitch-shift",
+        type=float,
+        default=d.pitch_shift,
+        metavar="SEMITONES",
+        help="transpose each training crop by a random amount up to this (spreads the notes a "
+        "pitch codec sees over its whole range)",
+    )
     g = parser.add_argument_group("run")
     g.add_argument("--seed", type=int, default=d.seed, help="random seed")
     g.add_argument("--log-every", type=int, default=d.log_every, help="steps between log lines")
@@ -816,6 +841,7 @@ def config_from_args(args: argparse.Namespace) -> CodecTrainConfig:
         grad_accum=args.grad_accum,
         fsdp=args.fsdp,
         stop_at=args.stop_at,
+        pitch_shift=args.pitch_shift,
         mel_scales=tuple(args.mel_scales),
         num_workers=args.num_workers,
         val_fraction=args.val_fraction,
