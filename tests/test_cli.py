@@ -545,3 +545,24 @@ def test_precision_options_on_cpu_are_usage_errors(capsys, tiny_model_dir, tmp_p
     rc, _, err = generate(capsys, tiny_model_dir, out, "--duration", "0.2", "--device", "cpu", *opts)
     assert_usage_error(rc, err, match=match)
     assert_nothing_written(out)
+
+
+def test_help_version_and_argument_errors_do_not_import_torch() -> None:
+    """The first answers of the command line come before torch loads (benchmarks/cli_startup.py)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from musicgen_stem.cli import main\n"
+        "for argv in (['--version'], ['--help'], ['generate'], ['edit', 'x'], ['nope']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "import musicgen_stem\n"
+        "assert musicgen_stem.StemLayout.__name__ == 'StemLayout'\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]

@@ -7,6 +7,7 @@ helpers live in `commands.options` (re-exported here); nothing imports this modu
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import signal
 import sys
@@ -77,7 +78,12 @@ def _add_output(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
-def build_parser() -> argparse.ArgumentParser:
+ALL = "*"  # build_parser(ALL): every command's options (imports every module command)
+
+
+def build_parser(command: str | None = ALL) -> argparse.ArgumentParser:
+    """The `musicgen-stem` parser. Module commands (train-codec, evaluate...) get their options only
+    when `command` is theirs (or ALL): their modules import torch, which `--help` must not wait for."""
     parser = OneLineParser(
         prog="musicgen-stem",
         description="Generate and edit music as separate stems (bass, drums, other).",
@@ -206,39 +212,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="songs rendered in parallel")
     p.add_argument("--force", action="store_true", help="re-render songs that are already complete")
 
-    for name, (module, summary) in _module_commands().items():
-        p = sub.add_parser(name, help=summary, description=module.__doc__, formatter_class=ModuleFormatter)
-        module.add_arguments(p)
+    for name, (path, summary) in MODULE_COMMANDS.items():
+        if command in (name, ALL):
+            module = importlib.import_module(path, __package__)
+            doc = module.__doc__
+            p = sub.add_parser(name, help=summary, description=doc, formatter_class=ModuleFormatter)
+            module.add_arguments(p)
+        else:
+            sub.add_parser(name, help=summary, add_help=False)
 
     p = sub.add_parser("info", help="describe a model", formatter_class=FORMATTER)
     add_model_options(p)
     return parser
 
 
-def _module_commands() -> dict[str, tuple[Any, str]]:
-    """Commands whose options and code live in their own module (`add_arguments`, `run`)."""
-    from . import app, export, separation, separator_files
-    from .data import prepare
-    from .evaluation import cli as evaluate
-    from .training import codec as train_codec
-    from .training import lm as train_lm
+#: Commands whose options and code live in their own module (`add_arguments`, `run`).
+MODULE_COMMANDS = {
+    "app": (".app", "web app: generate, edit, play (solo/mute) and download stems in the browser"),
+    "evaluate": (".evaluation.cli", "score editing coherence, codec fidelity and generation statistics"),
+    "export": (".export", "output folder -> DAW-ready stem pack (WAV/FLAC/MP3, 44.1/48 kHz, zip, .stem.mp4)"),
+    "separate": (".separation", "split songs into bass, drums, other and vocals (Demucs)"),
+    "convert-separator": (
+        ".separator_files",
+        "Demucs .th weights -> .safetensors (read without running code from the file)",
+    ),
+    "prepare": (".data.prepare", "songs or multitracks -> cached stems -> LM token dataset"),
+    "train-codec": (".training.codec", "train one stem's codec (reconstruction, commitment, optional GAN)"),
+    "train-lm": (".training.lm", "train or fine-tune the LM (text-to-stems + masked-stem editing)"),
+}
 
-    return {
-        "app": (app, "web app: generate, edit, play (solo/mute) and download stems in the browser"),
-        "evaluate": (evaluate, "score editing coherence, codec fidelity and generation statistics"),
-        "export": (
-            export,
-            "output folder -> DAW-ready stem pack (WAV/FLAC/MP3, 44.1/48 kHz, zip, .stem.mp4)",
-        ),
-        "separate": (separation, "split songs into bass, drums, other and vocals (Demucs)"),
-        "convert-separator": (
-            separator_files,
-            "Demucs .th weights -> .safetensors (read without running code from the file)",
-        ),
-        "prepare": (prepare, "songs or multitracks -> cached stems -> LM token dataset"),
-        "train-codec": (train_codec, "train one stem's codec (reconstruction, commitment, optional GAN)"),
-        "train-lm": (train_lm, "train or fine-tune the LM (text-to-stems + masked-stem editing)"),
-    }
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command named in argv (its first word not starting with '-'), if any."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 # ---------------------------------------------------------------------------------------- commands
@@ -583,12 +589,17 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    modules = {name: module.run for name, (module, _) in _module_commands().items()}
+    modules = {
+        name: importlib.import_module(path, __package__).run
+        for name, (path, _) in MODULE_COMMANDS.items()
+        if name == args.command
+    }
     main_thread = threading.current_thread() is threading.main_thread()
     # SIGTERM unwinds like Ctrl-C, so that half-written temporary folders are removed on the way out
     old_term = signal.signal(signal.SIGTERM, _raise_interrupted) if main_thread else None
