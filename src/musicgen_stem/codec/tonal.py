@@ -161,17 +161,23 @@ class ToneSynth(nn.Module):
         b, _, frames = x.shape
         hop, n = self.hop, self.noise_bands
         start = x[:, 0].double().round() * hop  # [B, F] first sample of each frame
-        sample = start[..., None] + torch.arange(hop, device=x.device, dtype=torch.float64)  # [B, F, hop]
-        # the phase of every sine is a function of the absolute sample: chunks join exactly
-        turns = torch.remainder(sample[:, None] * self.cycles[None, :, None, None], 1.0)  # [B, NOTES, F, hop]
+        # sin(a + c) = sin a cos c + cos a sin c: a the phase at each frame's start (a function of
+        # the absolute sample, so chunks join exactly), c the advance inside the frame (a table)
+        a = 2 * math.pi * torch.remainder(start[:, None] * self.cycles[None, :, None], 1.0)  # [B, K, F]
+        c = 2 * math.pi * torch.remainder(self.cycles[:, None] * torch.arange(hop, device=x.device), 1.0)
+        table = torch.cat([torch.cos(c), torch.sin(c)]).to(x.dtype)  # [2K, hop]
+        sin_a, cos_a = torch.sin(a).to(x.dtype), torch.cos(a).to(x.dtype)
         amps = exp_sigmoid(x[:, 1 + NOTES : 2 + NOTES]) * torch.softmax(x[:, 1 : 1 + NOTES], dim=1)
-        w = torch.arange(1, hop + 1, device=x.device, dtype=x.dtype) / hop
         prev = previous_frame(amps)
-        amps = prev[..., None] + (amps - prev)[..., None] * w  # [B, NOTES, F, hop]
-        tones = (amps * torch.sin(2 * math.pi * turns).to(x.dtype)).sum(1)  # [B, F, hop]
+        slope = amps - prev  # amplitudes move linearly from the previous frame's: prev + slope * w
+        w = torch.arange(1, hop + 1, device=x.device, dtype=x.dtype) / hop
+        base = torch.einsum("bkf,kn->bfn", torch.cat([prev * sin_a, prev * cos_a], dim=1), table)
+        ramp = torch.einsum("bkf,kn->bfn", torch.cat([slope * sin_a, slope * cos_a], dim=1), table)
+        tones = base + ramp * w  # [B, F, hop]
         gains = exp_sigmoid(x[:, 2 + NOTES : 2 + NOTES + n]) * 0.1  # [B, N, F]
         prev = previous_frame(gains)
         gains = prev[..., None] + (gains - prev)[..., None] * w
+        sample = start[..., None] + torch.arange(hop, device=x.device, dtype=torch.float64)  # [B, F, hop]
         pos = sample.long() % self.noise.shape[1]
         noise = (gains * self.noise[:, pos].permute(1, 0, 2, 3)).sum(1)
         wav = (tones + noise).reshape(b, 1, frames * hop)
