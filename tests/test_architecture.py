@@ -14,6 +14,7 @@ LAYERS = {
     "layout": 0,
     "dsp": 0,
     "threads": 0,
+    "devices": 0,
     "safeio": 0,
     "audio": 1,
     "samples": 2,

@@ -62,6 +62,9 @@ __all__ = [
     "run",
 ]
 
+#: Output rates a stem pack may have: the standard audio rates DAWs and players open.
+RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000, 176400, 192000)
+
 PathLike = str | os.PathLike
 
 SIDECAR_FILE = "stems.json"
@@ -150,9 +153,9 @@ def _check_options(fmt: str, bit_depth: str | int | None, out_rate: int | None, 
             )
             raise MusicGenStemError(f"bit depth {bits!r} is not available for {fmt.upper()}; {hint}")
     if out_rate is not None:
-        if isinstance(out_rate, bool) or not isinstance(out_rate, int | np.integer) or out_rate <= 0:
+        if isinstance(out_rate, bool) or not isinstance(out_rate, int | np.integer) or out_rate not in RATES:
             raise MusicGenStemError(
-                f"invalid output rate {out_rate!r}; give a positive integer such as 44100 or 48000"
+                f"invalid output rate {out_rate!r}; use one of {', '.join(map(str, RATES))} (Hz)"
             )
     if channels is not None and (isinstance(channels, bool) or channels not in (1, 2)):
         raise MusicGenStemError(f"invalid channel count {channels!r}; use 1 (mono) or 2 (stereo)")

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .audio import convert_audio_channels, load_audio, save_audio
+from .devices import resolve_device
 from .errors import AudioError, ModelError, MusicGenStemError, OutputExistsError
 from .safeio import io_reason, make_temp_sibling, replace_dir
 
@@ -122,7 +123,7 @@ def load_separator(
         else:
             model = _load_pretrained(name)
     model = _check_sources(model, name)
-    return model.to(torch.device(device) if device else torch.device("cpu")).eval()
+    return model.to(resolve_device(device) if device else torch.device("cpu")).eval()
 
 
 def _load_pretrained(name: str) -> nn.Module:

@@ -17,6 +17,7 @@ import torch
 from .. import __version__
 from ..audio import convert_audio
 from ..codec.streaming import MultiStemStreamingDecoder
+from ..devices import resolve_device
 from ..errors import GenerationError
 from ..generation import PREFIX_STRIDE, SamplingParams, generate_codes
 from ..generation.engine import FramesCallback
@@ -36,10 +37,6 @@ Texts = Sequence[str | None]
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def auto_dtype(device: torch.device) -> torch.dtype:
     """The LM dtype of `--dtype auto`: bfloat16 on CUDA devices that support it (fp32's range:
     no overflow), float32 elsewhere (float16 only when asked for)."""
@@ -56,7 +53,7 @@ class MusicGenStem:
     its own modules out of it)."""
 
     def __init__(self, parts: ModelParts, device: str | torch.device | None = None, name: str | None = None):
-        self.device = torch.device(device) if device is not None else _default_device()
+        self.device = resolve_device(device)
         self.config: ModelConfig = parts.config
         self.lm = parts.lm.to(self.device).eval()
         if self.device.type == "cpu":
@@ -82,21 +79,24 @@ class MusicGenStem:
         text_encoder: for T5-conditioned models, a local T5 folder (or hub id) to use instead of
         the one named in the model's config.
         """
-        return cls(load_parts(name_or_path, text_encoder), device=device, name=str(name_or_path))
+        dev = resolve_device(device)  # refused before any weights load
+        return cls(load_parts(name_or_path, text_encoder), device=dev, name=str(name_or_path))
 
     get_pretrained = from_pretrained
 
     @classmethod
     def default(cls, device: str | None = None) -> MusicGenStem:
         """The small model shipped with the package (`mini`), which works offline."""
-        return cls(default_parts(), device=device, name="mini")
+        dev = resolve_device(device)
+        return cls(default_parts(), device=dev, name="mini")
 
     @classmethod
     def from_config(cls, config: ModelConfig | str, seed: int = 0, device: str | None = None) -> MusicGenStem:
         """A freshly initialised (random) model from a config or a preset name."""
         cfg = preset(config) if isinstance(config, str) else config
         torch.manual_seed(seed)
-        return cls(build_parts(cfg), device=device)
+        dev = resolve_device(device)
+        return cls(build_parts(cfg), device=dev)
 
     def save(self, path: str | os.PathLike[str], force: bool = False) -> Path:
         """Write this model as a model folder."""

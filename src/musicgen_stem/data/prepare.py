@@ -50,6 +50,7 @@ from torch import nn
 from .. import __version__
 from .. import separation as sep
 from ..audio import convert_audio, load_audio
+from ..devices import resolve_device
 from ..errors import AudioError, ModelError, MusicGenStemError
 from ..layout import StemLayout
 
@@ -128,7 +129,7 @@ def load_codecs(model_dir: PathLike, device: str | torch.device = "cpu") -> Code
     path = Path(model_dir)
     if not path.is_dir():
         raise ModelError(f"--model '{path}' is not a folder; give a model folder (see `musicgen-stem init`)")
-    dev = torch.device(device)
+    dev = resolve_device(device)
     if is_model_dir(path):
         codecs = load_our_codecs(path, dev)
     elif is_reference_dir(path):
