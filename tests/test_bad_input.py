@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import shutil
 import struct
 import warnings
@@ -342,3 +343,33 @@ def test_fuzz_safetensors_header_reader(tmp_path: Path):
             got = state[key]
             torch.testing.assert_close(got, expected.to(got.dtype), rtol=0, atol=0, equal_nan=True)
     assert loaded > 20 and refused > 100, (loaded, refused)
+
+
+@pytest.mark.parametrize(
+    ("stem", "match"),
+    [
+        (torch.full((1, 3200), float("nan")), "NaN"),
+        (np.full((1, 3200), np.inf, dtype=np.float32), "NaN or infinite"),
+        (torch.zeros(0), "empty"),
+        ("drums.wav", "got str"),
+        (torch.zeros(1, 2, 3, 4), "got (1, 2, 3, 4)"),
+    ],
+)
+def test_api_refuses_bad_stems(tiny_model, stem, match):
+    from musicgen_stem.errors import GenerationError
+
+    with pytest.raises(GenerationError, match=re.escape(match)):
+        tiny_model.encode_stems({"drums": stem}, 32000)
+
+
+def test_api_takes_numpy_stems_and_checks_seeds(tiny_model):
+    from musicgen_stem.errors import GenerationError
+
+    audio = np.zeros((1, 3200), dtype=np.float32)
+    assert torch.equal(
+        tiny_model.encode_stems({"drums": audio}, 32000),
+        tiny_model.encode_stems({"drums": torch.zeros(1, 3200)}, 32000),
+    )
+    for seed in ("abc", 1.5, True):
+        with pytest.raises(GenerationError, match="seed must be an integer"):
+            tiny_model.generate(["x"], duration=0.1, seed=seed)
