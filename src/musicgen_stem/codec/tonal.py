@@ -4,13 +4,16 @@ a parametric codec for polyphonic stems (chords, pads, leads) whose codes keep t
 - `ChromaEncoder` (no parameters): per frame, an 8192-point STFT (frames centred on (f + 1) * hop,
   as in `codec/harmonic.py`) summed into semitone bands C2..C7; latent [B, 21, F] = (chroma, the
   12 pitch-class energies over the frame's strongest, x `CHROMA_SCALE`; the level of each of the
-  five octaves relative to the frame's level, 6 dB units; the level, 3 dB units; three high bands
-  2-4, 4-8, 8-16 kHz relative to the level, 6 dB units). Chroma dominates VQ distances, so the
-  first codebook's k-means sorts frames by harmony, the next codebooks by register and timbre.
+  five octaves relative to the frame's level, 10 dB units down to -40 dB; the level, 6 dB units;
+  three high bands 2-4, 4-8, 8-16 kHz relative to the level, 10 dB units). Chroma spans the
+  largest distances, so the first codebook's k-means sorts frames by harmony, the next ones by
+  register, level and timbre.
 - `TonalDecoder`: `ToneControls` (ConvNeXt blocks at the frame rate) predicts the amplitude of
-  each semitone oscillator C2..C7 and noise band gains; `FrameCounter` (stateful) numbers the
-  frames; `ToneSynth` renders fixed equal-tempered sines (A = 440 Hz) whose phase is a function of
-  the absolute sample, plus band-limited noise, with amplitudes moving linearly inside each frame.
+  each semitone oscillator C2..C7 and noise band gains, on top of the note energies the latent
+  itself implies (chroma share x octave level: right before any training); `FrameCounter`
+  (stateful) numbers the frames; `ToneSynth` renders fixed equal-tempered sines (A = 440 Hz)
+  whose phase is a function of the absolute sample, plus band-limited noise, with amplitudes
+  moving linearly inside each frame.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ LOW_NOTE, OCTAVES = 36, 5  # C2, five octaves: the oscillators are MIDI 36..95
 NOTES = 12 * OCTAVES
 CHROMA_DIM = 12 + OCTAVES + 1 + 3
 CHROMA_SCALE = 10.0  # latent units of a pitch class at the frame's strongest
-LEVEL_DB, BAND_DB, SILENCE_DB = 3.0, 6.0, -60.0
+LEVEL_DB, BAND_DB, BAND_FLOOR, SILENCE_DB = 6.0, 10.0, -40.0, -60.0
 HIGH_BANDS = (2000.0, 4000.0, 8000.0, 16000.0)
 N_FFT = 8192
 
@@ -82,9 +85,9 @@ class ChromaFeatures(nn.Module):
         latent = torch.cat(
             [
                 chroma * CHROMA_SCALE * voiced,
-                octave.clamp(min=-60.0) / BAND_DB,
+                octave.clamp(min=BAND_FLOOR) / BAND_DB,
                 level[..., None].clamp(-90.0, 6.0) / LEVEL_DB,
-                high.clamp(min=-60.0) / BAND_DB,
+                high.clamp(min=BAND_FLOOR) / BAND_DB,
             ],
             dim=-1,
         )  # [B, F, 21]
@@ -103,14 +106,20 @@ class ChromaEncoder(nn.Module):
 
 
 class ToneControls(nn.Module):
-    """latent [B, D, F] -> [B, NOTES + 1 + N, F]: note logits, amplitude logit, noise gain logits."""
+    """latent [B, D, F] -> [B, NOTES + 1 + N, F]: note logits, amplitude logit, noise gain logits.
+    The note logits are the learned ones plus log(amplitude) of each note as the latent implies it:
+    its pitch class's share of the chroma times its octave's level."""
 
     def __init__(self, dimension: int, width: int, layers: int, noise_bands: int) -> None:
         super().__init__()
         stack: list[nn.Module] = [FrameConv(dimension, width, 7)]
         stack += [ConvNeXtBlock(width, 3 * width, layer_scale=1.0 / max(1, layers)) for _ in range(layers)]
-        stack.append(FrameConv(width, NOTES + 1 + noise_bands, 1))
-        self.net = nn.Sequential(*stack)
+        head = FrameConv(width, NOTES + 1 + noise_bands, 1)
+        with torch.no_grad():  # start from the implied notes, without noise
+            head.conv.weight.mul_(0.01)
+            head.conv.bias.zero_()
+            head.conv.bias[NOTES + 1 :] = -4.0
+        self.net = nn.Sequential(*stack, head)
         self.register_buffer("scale", torch.full((dimension, 1), 0.5), persistent=False)
         self.scale[:12] = 1.0 / CHROMA_SCALE
 
@@ -119,8 +128,18 @@ class ToneControls(nn.Module):
             a, b = layer.needs(a, b)
         return a, b
 
+    @staticmethod
+    def implied(latent: torch.Tensor) -> torch.Tensor:
+        """latent [B, D, F] -> log amplitude of each note [B, NOTES, F] (up to a constant)."""
+        chroma = latent[:, :12].clamp(min=0) / CHROMA_SCALE
+        share = chroma / chroma.sum(1, keepdim=True).clamp(min=1e-6)  # [B, 12, F]
+        octave_db = latent[:, 12 : 12 + OCTAVES] * BAND_DB  # [B, O, F]
+        energy = share[:, None] * torch.pow(10.0, octave_db / 10)[:, :, None]  # [B, O, 12, F]
+        return 0.5 * torch.log(energy.flatten(1, 2) + 1e-8)
+
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.net(latent * self.scale)
+        out = self.net(latent * self.scale)
+        return torch.cat([out[:, :NOTES] + self.implied(latent), out[:, NOTES:]], dim=1)
 
 
 class FrameCounter(nn.Module):
