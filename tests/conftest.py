@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -12,24 +11,16 @@ import torch
 torch.set_num_threads(1)
 
 #: The reference-made tiny 6cb checkpoint with golden outputs, in ../shared beside the repository.
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ref6cb_tiny"
-#: Set to 1 (e.g. in CI) to make a missing reference fixture an error instead of a skip.
-REQUIRE_ENV = "MUSICGEN_STEM_REQUIRE_FIXTURES"
+#: Checkpoint and golden outputs made with the reference implementation (its README says how),
+#: kept in the repository so that parity is checked in every clone.
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "ref6cb_tiny"
 
 
 @pytest.fixture(scope="session")
 def ref_fixture() -> Path:
-    """The reference fixture folder; parity tests that use it skip, with the reason in pytest's
-    summary (`-ra`), where it is absent, or fail when MUSICGEN_STEM_REQUIRE_FIXTURES=1."""
+    """The reference fixture folder; a missing one fails the parity tests (never a skip)."""
     if not (FIXTURE / "golden.npz").is_file():
-        reason = (
-            f"reference parity test not run: fixture folder {FIXTURE} (../shared/fixtures/ref6cb_tiny "
-            "beside the repository) is missing; it holds a checkpoint and golden outputs made with the "
-            f"reference implementation. Set {REQUIRE_ENV}=1 to fail instead of skipping"
-        )
-        if os.environ.get(REQUIRE_ENV) == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        pytest.fail(f"reference fixture {FIXTURE} is missing: restore tests/fixtures from git")
     return FIXTURE
 
 

@@ -1,5 +1,5 @@
 """Loading the released checkpoint format through the public loader, against the reference's
-golden outputs (../shared/fixtures/ref6cb_tiny), and a 7cb layout of the same format."""
+golden outputs (tests/fixtures/ref6cb_tiny), and a 7cb layout of the same format."""
 
 from __future__ import annotations
 
