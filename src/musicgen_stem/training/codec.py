@@ -156,7 +156,7 @@ class CodecTrainConfig:
     num_workers: int = 0
     silence_db: float = -50.0  # crops quieter than this RMS (dBFS) are re-drawn...
     silence_retries: int = 5  # ...up to this many times
-    pitch_shift: float = 0.0  # transpose each crop by up to this many semitones (resampling)
+    pitch_shift: int = 0  # transpose each crop by a whole number of semitones up to this (resampling)
     memory_cap_gb: float = 2.0  # keep all audio in RAM when it fits, else read crops from disk
     val_fraction: float = 0.1
     val_batches: int = 4
@@ -284,7 +284,7 @@ class StemSegments:
         memory_cap_bytes: float = 2e9,
         silence_db: float = -50.0,
         silence_retries: int = 5,
-        pitch_shift: float = 0.0,
+        pitch_shift: int = 0,
     ) -> None:
         self.files = list(files)
         self.pitch_shift = pitch_shift
@@ -329,7 +329,7 @@ class StemSegments:
             wav = torch.nn.functional.pad(wav, (0, length - wav.shape[-1]))
         return wav
 
-    def _shifted(self, i: int, offset: int, semitones: float) -> torch.Tensor:
+    def _shifted(self, i: int, offset: int, semitones: int) -> torch.Tensor:
         """Crop [C, segment] transposed by `semitones`: segment x ratio samples played at the
         codec rate (ratio to 1/100, resampled by `julius`: transposes and changes tempo alike)."""
         num = round(100 * 2 ** (semitones / 12))
@@ -344,7 +344,8 @@ class StemSegments:
             room = max(0, self.lengths[i] - self.segment)
             offset = int(torch.randint(room + 1, (1,), generator=gen))
             if self.pitch_shift > 0:
-                semitones = (2 * float(torch.rand((), generator=gen)) - 1) * self.pitch_shift
+                top = int(self.pitch_shift)
+                semitones = int(torch.randint(-top, top + 1, (), generator=gen))
                 wav = self._shifted(i, offset, semitones)
             else:
                 wav = self._read(i, offset, self.segment)
@@ -675,7 +676,7 @@ def _train(
     train_data = StemSegments(train_files, **kwargs)
     val: list[torch.Tensor] = []
     if val_files and main:
-        val_data = StemSegments(val_files, **(kwargs | {"pitch_shift": 0.0}))
+        val_data = StemSegments(val_files, **(kwargs | {"pitch_shift": 0}))
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, 0, 10_000))  # fixed held-out crops
         val = [val_data.batch(gen, cfg.batch_size) for _ in range(max(1, cfg.val_batches))]
     task = CodecTask(cfg, codec_cfg, info, train_data, val, bool(val_files), disc, disc_opt)
@@ -777,11 +778,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--memory-cap-gb", type=float, default=d.memory_cap_gb, help="max audio kept in RAM")
     g.add_argument(
         "--pitch-shift",
-        type=float,
+        type=int,
         default=d.pitch_shift,
         metavar="SEMITONES",
-        help="transpose each training crop by a random amount up to this (spreads the notes a "
-        "pitch codec sees over its whole range)",
+        help="transpose each training crop by a random whole number of semitones up to this (spreads "
+        "the notes a pitch codec sees over its range, and keeps them on the semitone grid)",
     )
     g = parser.add_argument_group("run")
     g.add_argument("--seed", type=int, default=d.seed, help="random seed")
