@@ -320,3 +320,41 @@ def test_torchrun_ddp_two_processes_gloo(songs, tmp_path):
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
     assert (out / "codec_drums.safetensors").is_file()
     assert proc.stdout.count("step 2 | commit") == 1  # rank 0 logs only
+
+
+def test_resume_from_a_checkpoint_older_than_new_codec_fields(songs, tmp_path):
+    """A run checkpointed before CodecConfig grew a field (its defaults keep the codec unchanged)
+    continues; a real change of the codec is still refused."""
+    out = tmp_path / "run"
+    train_codec(_cfg(songs, out, steps=2))
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    del ckpt["codec_config"]["synth_width"], ckpt["codec_config"]["pitch_fmin"]
+    torch.save(ckpt, out / "checkpoint.pt")
+    train_codec(_cfg(songs, out))
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 4
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    ckpt["codec_config"]["bins"] = 7
+    torch.save(ckpt, out / "checkpoint.pt")
+    with pytest.raises(MusicGenStemError, match="different codec config"):
+        train_codec(_cfg(songs, out, steps=6))
+
+
+def test_pitch_shift_crops_are_transposed(tmp_path):
+    """--pitch-shift: whole semitones, by resampling; the crop keeps its length."""
+    sr = 32000
+    t = np.arange(sr * 3) / sr
+    song = tmp_path / "s" / "song_0"
+    song.mkdir(parents=True)
+    sf.write(song / "bass.wav", 0.5 * np.sin(2 * np.pi * 110.0 * t), sr)
+    data = StemSegments([song / "bass.wav"], sr, 1, sr // 2, pitch_shift=5)
+    gen = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(12):
+        crop = data.crop(gen)[0].numpy()
+        assert crop.shape == (sr // 2,)
+        spec = np.abs(np.fft.rfft(crop * np.hanning(len(crop)), n=1 << 18))
+        hz = np.argmax(spec) * sr / (1 << 18)
+        semis = 12 * np.log2(hz / 110.0)
+        assert abs(semis - round(semis)) < 0.1 and abs(semis) <= 5.1, semis
+        seen.add(round(semis))
+    assert len(seen) >= 4

@@ -607,7 +607,11 @@ class CodecTask(loop.Task):
 
     def check_resume(self, header: dict[str, Any]) -> None:
         path = Path(self.cfg.out) / CHECKPOINT_NAME
-        if header.get("codec_config") != self.codec_cfg.to_dict():
+        try:  # fields added to CodecConfig since the checkpoint take their defaults
+            same = CodecConfig.from_dict(header.get("codec_config") or {}) == self.codec_cfg
+        except (TypeError, ValueError):
+            same = False
+        if not same:
             raise MusicGenStemError(
                 f"'{path}' was made with a different codec config; use another --out or move it away"
             )
