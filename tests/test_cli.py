@@ -566,3 +566,17 @@ def test_help_version_and_argument_errors_do_not_import_torch() -> None:
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_help_pages_show_each_default_once():
+    import re
+
+    from musicgen_stem.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # noqa: SLF001
+    for name, sub in commands.items():
+        text = sub.format_help()
+        assert "(default: None)" not in text and "(default: False)" not in text, name
+        for block in re.split(r"\n  (?=-)", text):  # one option's help
+            assert block.lower().count("default") <= 1, (name, block)

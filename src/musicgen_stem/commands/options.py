@@ -16,6 +16,7 @@ from ..errors import MusicGenStemError
 
 __all__ = [
     "FORMATTER",
+    "DefaultsFormatter",
     "MAX_PROMPT_CHARS",
     "ModuleFormatter",
     "OneLineParser",
@@ -27,12 +28,27 @@ __all__ = [
     "prepare_model",
 ]
 
-#: Help formatter of the built-in commands: defaults shown.
-FORMATTER = argparse.ArgumentDefaultsHelpFormatter
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Each option's default shown once: not when its help already names one, nor when there is
+    nothing to show (None, False, a suppressed default)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if "default" in text.lower() or default in (None, False, argparse.SUPPRESS) or default == []:
+            return text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return f"{text} (default: %(default)s)"
+        return text
 
 
-class ModuleFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown, and a module docstring used as description kept as written."""
+#: Help formatter of the built-in commands.
+FORMATTER = DefaultsFormatter
+
+
+class ModuleFormatter(DefaultsFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown once, and a module docstring used as description kept as written."""
 
 
 class UsageError(MusicGenStemError):
