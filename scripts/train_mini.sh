@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
-# Reproduce the shipped default model `mini` on a CPU (2 cores: about 1 h 30 min in all).
-# Every step is resumable: rerun the script after an interruption and it continues.
+# Reproduce the shipped default model `mini` on a CPU (2 cores; TRAINING.md has the times).
+# Every step resumes: rerun the script after an interruption and it continues.
 #   usage: scripts/train_mini.sh [WORK_DIR]     (default WORK_DIR: ./mini-work)
+# The three codec runs are independent: with more cores, run them in parallel (one thread each).
 set -euo pipefail
 WORK=${1:-mini-work}
 MSG=${MSG:-musicgen-stem}
 THREADS=${THREADS:-2}
+HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$WORK"
 
-# 1. 400 synthetic songs of 30 s, every stem rendered with FluidSynth (seed 0).
-$MSG synth "$WORK/synth" --num-songs 400 --duration 30 --seed 0
+# 1. 300 synthetic songs of 30 s (seed 0): several soundfonts, sampled drum kits, a mix per stem.
+$MSG synth "$WORK/synth" --num-songs 300 --duration 30 --seed 0
 
-# 2. One codec per stem (mini codec: n_filters 8, dimension 64, 1024 bins), 1500 steps each.
-for spec in bass:1 drums:1 other:2; do
-  stem=${spec%%:*}; nq=${spec##*:}
-  $MSG train-codec "$WORK/synth" --stem "$stem" --n-q "$nq" --out "$WORK/codec_$stem" \
-    --steps 1500 --warmup 100 --lr 5e-4 --log-every 25 --checkpoint-every 250 --val-every 500 \
-    --threads "$THREADS" --seed 0
-done
+# 2. One codec per stem (scripts/codecs/): the parametric bass codec (YIN pitch, harmonic + noise
+#    decoder; crops transposed by up to 7 semitones so every note E1..G3 has codes), the drums codec
+#    (spectral encoder, iSTFT decoder; the 4000-step schedule stopped at 1900 as it was shipped) and
+#    the parametric "other" codec (chroma encoder, tone bank). One thread each (deterministic).
+COMMON=(--w-stft 1 --stft-scales 2048 4096 --mel-scales 512 1024 2048 --log-every 25 --checkpoint-every 100
+  --val-every 500 --threads 1 --seed 0)
+$MSG train-codec "$WORK/synth" --stem bass --codec "$HERE/codecs/bass_harmonic.json" --out "$WORK/codec_bass" \
+  --steps 1200 --warmup 50 --lr 1e-3 --segment 1.0 --batch-size 16 --pitch-shift 7 --w-l1 0 --w-commit 0 "${COMMON[@]}"
+$MSG train-codec "$WORK/synth" --stem drums --codec "$HERE/codecs/drums.json" --out "$WORK/codec_drums" \
+  --steps 4000 --stop-at 1900 --warmup 100 --lr 5e-4 --segment 0.5 --batch-size 8 "${COMMON[@]}"
+$MSG train-codec "$WORK/synth" --stem other --codec "$HERE/codecs/other_tonal.json" --out "$WORK/codec_other" \
+  --steps 1000 --warmup 50 --lr 1e-3 --segment 1.0 --batch-size 16 --w-l1 0 --w-commit 0 "${COMMON[@]}"
 
 # 3. Assemble a model folder: the mini preset with the trained codecs and a fresh LM.
 $MSG init "$WORK/init" --preset mini --seed 0 --force \

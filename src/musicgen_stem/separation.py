@@ -153,7 +153,8 @@ def _load_pretrained(name: str) -> nn.Module:
     except Exception as exc:  # offline, unknown name, bad cache: one clear message
         reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
         where = (
-            f"download {url} and pass it with --separator PATH (or separator=PATH)"
+            f"download {url} and pass the file with --separator {url.rsplit('/', 1)[1]} "
+            "(Python: separator=PATH)"
             if url
             else "check the name (e.g. htdemucs) or pass a local weights file with --separator PATH"
         )
