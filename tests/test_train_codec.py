@@ -17,17 +17,9 @@ import torch
 
 from musicgen_stem.codec.model import CodecConfig, StemCodec
 from musicgen_stem.errors import MusicGenStemError
-from musicgen_stem.training.codec import (
-    CodecTrainConfig,
-    StemSegments,
-    add_arguments,
-    codec_loss,
-    codec_preset,
-    find_songs,
-    run,
-    split_songs,
-    train_codec,
-)
+from musicgen_stem.training.codec import CodecTrainConfig, add_arguments, codec_loss, run, train_codec
+from musicgen_stem.training.codec_config import codec_preset
+from musicgen_stem.training.codec_data import StemSegments, find_songs, split_songs
 from musicgen_stem.training.losses import (
     MelSpectrogram,
     MultiScaleMelLoss,

@@ -36,7 +36,8 @@ class DefaultsFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         default = action.default
-        if "default" in text.lower() or default in (None, False, argparse.SUPPRESS) or default == []:
+        nothing = default is None or default is False or default is argparse.SUPPRESS or default == []
+        if "default" in text.lower() or nothing:
             return text
         if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
             return f"{text} (default: %(default)s)"
