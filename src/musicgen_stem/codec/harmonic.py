@@ -6,9 +6,10 @@ every note of a bass line came back as one drone). This codec has pitch in its l
 
 - `PitchEncoder` (no parameters): per frame, f0 by YIN (`librosa.yin` at 8 kHz) and, from a 4096-point
   STFT, the frame's level and the level of six bands around harmonics 1, 2, 3-4, 5-8, 9-16 and above.
-  Latent [B, 8, F] = (pitch in tenths of a semitone above E1, or `SILENT`; level in 3 dB units; band
-  levels relative to the frame's level in 6 dB units). A semitone is 10 units, more than any level or
-  timbre difference, so the codebook's k-means keeps notes apart and splits each by level and timbre.
+  Latent [B, 8, F] = (pitch in tenths of a semitone above E1, or `SILENT`; level (40 ms window: the
+  envelope) in 3 dB units; band levels relative to the frame's level in 6 dB units). A semitone is
+  10 units, more than any level or timbre difference, so the codebook's k-means keeps notes apart
+  and splits each by level and timbre.
 - `HarmonicDecoder`: `HarmonicControls` (ConvNeXt blocks at the frame rate) predicts harmonic
   amplitudes and noise band gains, and passes on the pitch read from the latent: a code's pitch is
   exact without any learning. `HarmonicPhase` integrates the phase frame by frame (stateful: it streams
@@ -47,6 +48,18 @@ NOISE_TABLE = 32768  # samples of the fixed noise table (periodic)
 
 def midi_to_hz(midi: torch.Tensor) -> torch.Tensor:
     return 440.0 * torch.pow(2.0, (midi - 69.0) / 12.0)
+
+
+def short_level_db(mono: torch.Tensor, frames: int, hop: int) -> torch.Tensor:
+    """mono [B, >= frames * hop] -> level (dB re a full-scale sine) [B, frames] in a Hann window of
+    2 * hop samples centred on (f + 1) * hop: the envelope at the frame rate (note attacks, stabs),
+    which a long analysis window would smear."""
+    x = mono.float()[:, : frames * hop]
+    x = nn.functional.pad(x, (0, (frames + 1) * hop - x.shape[-1]))  # zeros past the end
+    seg = x.unfold(-1, 2 * hop, hop)[:, :frames]  # [B, F, 2 hop]
+    w = torch.hann_window(2 * hop, periodic=False, device=mono.device)
+    power = (seg * w).square().sum(-1) / w.square().sum()
+    return 10 * torch.log10(2 * power + 1e-10)
 
 
 class PitchEncoder(nn.Module):
@@ -92,6 +105,7 @@ class PitchEncoder(nn.Module):
         f = self.freqs[:, None]  # [bins, 1]
         bands = (power[..., None] * ((f >= lo) & (f < hi))).sum(-2)  # [B, F, 6]
         rel = 10 * torch.log10(bands + 1e-10) - level[..., None]
+        level = short_level_db(mono, frames, hop)  # the envelope; the bands keep the long window
         return torch.cat([level[:, None], rel.clamp(min=-60.0).transpose(1, 2)], dim=1)
 
     @torch.no_grad()

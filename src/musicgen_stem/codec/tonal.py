@@ -4,7 +4,8 @@ a parametric codec for polyphonic stems (chords, pads, leads) whose codes keep t
 - `ChromaEncoder` (no parameters): per frame, an 8192-point STFT (frames centred on (f + 1) * hop,
   as in `codec/harmonic.py`) summed into semitone bands C2..C7; latent [B, 21, F] = (chroma, the
   12 pitch-class energies over the frame's strongest, x `CHROMA_SCALE`; the level of each of the
-  five octaves relative to the frame's level, 10 dB units down to -40 dB; the level, 6 dB units;
+  five octaves relative to the frame's level, 10 dB units down to -40 dB; the level in a 40 ms
+  window (the envelope), 6 dB units;
   three high bands 2-4, 4-8, 8-16 kHz relative to the level, 10 dB units). Chroma spans the
   largest distances, so the first codebook's k-means sorts frames by harmony, the next ones by
   register, level and timbre.
@@ -23,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from .harmonic import exp_sigmoid, midi_to_hz, noise_table, previous_frame
+from .harmonic import exp_sigmoid, midi_to_hz, noise_table, previous_frame, short_level_db
 from .istft import ConvNeXtBlock, FrameConv
 
 __all__ = [
@@ -81,6 +82,7 @@ class ChromaFeatures(nn.Module):
         chroma = chroma / chroma.amax(-1, keepdim=True).clamp(min=1e-10)
         octave = 10 * torch.log10(notes.sum(3) + 1e-10) - level[..., None]
         high = 10 * torch.log10(power @ self.high.t() + 1e-10) - level[..., None]
+        level = short_level_db(wav.mean(1), frames, hop)  # the envelope: stabs, attacks
         voiced = (level > SILENCE_DB)[..., None]
         latent = torch.cat(
             [
