@@ -15,6 +15,7 @@ LAYERS = {
     "dsp": 0,
     "threads": 0,
     "devices": 0,
+    "inputs": 0,
     "safeio": 0,
     "audio": 1,
     "samples": 2,

@@ -20,25 +20,22 @@ from typing import Any
 from . import __version__
 from .commands.options import (
     FORMATTER,
-    MAX_PROMPT_CHARS,
     ModuleFormatter,
     OneLineParser,
     UsageError,
     add_model_options,
-    check_prompt,
     load_model_from_args,
     module_main,
     prepare_model,
 )
 from .errors import MusicGenStemError
+from .inputs import check_prompt, check_seed
 from .safeio import Interrupted, io_reason
 
 __all__ = [
-    "MAX_PROMPT_CHARS",
     "UsageError",
     "add_model_options",
     "build_parser",
-    "check_prompt",
     "load_model_from_args",
     "main",
     "module_main",
@@ -266,8 +263,8 @@ def _set_params(model: Any, args: argparse.Namespace) -> None:
 
 def _check_common(args: argparse.Namespace) -> None:
     check_prompt(getattr(args, "text", None) or getattr(args, "text_pos", None))
-    if args.seed is not None and not 0 <= args.seed < 2**63:
-        raise UsageError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
+    if args.seed is not None:
+        check_seed(args.seed, "--seed")
     if args.batch < 1 or args.batch > 64:
         raise UsageError(f"--batch must be between 1 and 64, got {args.batch}")
     for option, value in (("--temperature", args.temperature), ("--cfg", args.cfg)):

@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .. import __version__
@@ -23,6 +22,7 @@ from ..errors import GenerationError
 from ..generation import PREFIX_STRIDE, SamplingParams, generate_codes
 from ..generation.engine import FramesCallback
 from ..generation.windows import fill_windows
+from ..inputs import check_seed, stem_audio
 from ..lm.packing import pack_for_decoding
 from ..modeldir import ModelConfig, ModelParts, build_parts, save_model
 from ..presets import preset
@@ -352,7 +352,7 @@ class MusicGenStem:
             )
         if not stems:
             raise GenerationError("no stems given to encode")
-        wavs = {s: _stem_wav(s, w) for s, w in stems.items()}
+        wavs = {s: stem_audio(s, w) for s, w in stems.items()}
         wavs = {
             s: convert_audio(w, sample_rate, self.sample_rate, self.codec.channels) for s, w in wavs.items()
         }
@@ -671,33 +671,9 @@ class MusicGenStem:
         return (audio, audio.codes) if return_tokens else audio
 
 
-def _stem_wav(stem: str, wav: Any) -> torch.Tensor:
-    """A stem given to the API (torch tensor or numpy array, [T], [C, T] or [B, C, T]) as a
-    float32 CPU tensor [B, C, T]; empty, NaN or infinite audio is refused."""
-    if isinstance(wav, np.ndarray):
-        wav = torch.from_numpy(np.ascontiguousarray(wav))
-    if not isinstance(wav, torch.Tensor) or wav.dim() not in (1, 2, 3) or wav.is_complex():
-        what = tuple(wav.shape) if isinstance(wav, torch.Tensor) else type(wav).__name__
-        raise GenerationError(
-            f"stem '{stem}' must be audio [C, T] or [B, C, T] (tensor or array), got {what}"
-        )
-    if wav.numel() == 0:
-        raise GenerationError(f"stem '{stem}' is empty")
-    wav = wav.detach().float().cpu()
-    if not torch.isfinite(wav).all():
-        raise GenerationError(f"stem '{stem}' holds NaN or infinite samples; clean the audio first")
-    return wav.reshape(1, 1, -1) if wav.dim() == 1 else wav if wav.dim() == 3 else wav[None]
-
-
 def _check_seed(seed: int | None) -> int:
-    """A seed for torch's generator: drawn at random when None; must fit in 63 bits."""
-    if seed is None:
-        return secrets.randbelow(2**31)
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise GenerationError(f"seed must be an integer or None, got {seed!r}")
-    if not 0 <= int(seed) < 2**63:
-        raise GenerationError(f"seed must be between 0 and 2**63 - 1, got {seed}")
-    return int(seed)
+    """A seed for torch's generator: drawn at random when None."""
+    return secrets.randbelow(2**31) if seed is None else check_seed(seed)
 
 
 def _texts(descriptions: Texts | str | None, batch: int = 1) -> list[str | None]:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import AudioError, GenerationError
+from ..inputs import check_seed
 
 __all__ = [
     "DEFAULT_MAX_DURATION",
@@ -81,9 +82,7 @@ def parse_seed(seed: Any) -> int | None:
         value = int(text)
     except ValueError:
         raise GenerationError(f"the seed must be a whole number or 'random', got '{seed}'") from None
-    if not 0 <= value < 2**63:
-        raise GenerationError(f"the seed must be between 0 and 2**63 - 1, got {value}")
-    return value
+    return check_seed(value, "the seed")
 
 
 def parse_seconds(value: Any, what: str) -> float | None:

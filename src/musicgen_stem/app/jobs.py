@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..commands.options import check_prompt
 from ..errors import AudioError, GenerationError, MusicGenStemError
+from ..inputs import check_prompt
 from ..samples import Samples
 from .forms import MAX_VARIATIONS, Limits, parse_seconds, parse_seed
 from .holder import ModelHolder

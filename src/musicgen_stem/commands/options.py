@@ -17,12 +17,10 @@ from ..errors import MusicGenStemError
 __all__ = [
     "FORMATTER",
     "DefaultsFormatter",
-    "MAX_PROMPT_CHARS",
     "ModuleFormatter",
     "OneLineParser",
     "UsageError",
     "add_model_options",
-    "check_prompt",
     "load_model_from_args",
     "module_main",
     "prepare_model",
@@ -61,10 +59,6 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message.splitlines()[0]} (see {self.prog} --help)\n")
-
-
-#: Longest description we take, characters.
-MAX_PROMPT_CHARS = 2000
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -130,12 +124,6 @@ def prepare_model(model: Any, dtype: str = "auto", quantize: str = "none", compi
     else:
         model.set_dtype(dtype)
     return model.compile() if compile else model
-
-
-def check_prompt(text: str | None, what: str = "the description") -> None:
-    """Refuse a description longer than MAX_PROMPT_CHARS (the text encoder would choke on it)."""
-    if text is not None and len(text) > MAX_PROMPT_CHARS:
-        raise UsageError(f"{what} has {len(text)} characters; keep it under {MAX_PROMPT_CHARS}")
 
 
 def module_main(module: Any, prog: str, argv: Sequence[str] | None = None) -> int:
