@@ -1,14 +1,16 @@
 """The rules for what users give, shared by the command line, the Python API and the web app:
-descriptions, seeds and stem audio. Each refusal is one line naming the problem and the fix."""
+descriptions, seeds and stem audio. Each refusal is one line naming the problem and the fix.
+Imports no torch until audio is checked (the command line answers argument errors without it)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
-import torch
+import numbers
+from typing import TYPE_CHECKING, Any
 
 from .errors import GenerationError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["MAX_PROMPT_CHARS", "MAX_SEED", "check_prompt", "check_seed", "stem_audio"]
 
@@ -26,7 +28,7 @@ def check_prompt(text: str | None, what: str = "the description") -> None:
 
 def check_seed(seed: Any, what: str = "seed") -> int:
     """`seed` as an int: a whole number in [0, 2**63) (not a bool, float or string)."""
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise GenerationError(f"{what} must be a whole number, got {seed!r}")
     if not 0 <= int(seed) < MAX_SEED:
         raise GenerationError(f"{what} must be between 0 and 2**63 - 1, got {seed}")
@@ -36,6 +38,9 @@ def check_seed(seed: Any, what: str = "seed") -> int:
 def stem_audio(stem: str, wav: Any) -> torch.Tensor:
     """A stem's audio (torch tensor or numpy array, [T], [C, T] or [B, C, T]) as a float32 CPU
     tensor [B, C, T]; empty, NaN or infinite audio is refused."""
+    import numpy as np
+    import torch
+
     if isinstance(wav, np.ndarray):
         wav = torch.from_numpy(np.ascontiguousarray(wav))
     if not isinstance(wav, torch.Tensor) or wav.dim() not in (1, 2, 3) or wav.is_complex():
