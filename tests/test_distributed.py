@@ -33,7 +33,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from musicgen_stem import presets
 from musicgen_stem.api import MusicGenStem
-from musicgen_stem.codec.model import CodecConfig, StemCodec
+from musicgen_stem.codec import CodecConfig, StemCodec
 from musicgen_stem.errors import MusicGenStemError
 from musicgen_stem.modeldir import load_model
 from musicgen_stem.training import distributed as dist_mod

@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from musicgen_stem.codec.model import CodecConfig, StemCodec
+from musicgen_stem.codec import CodecConfig, StemCodec
 from musicgen_stem.errors import MusicGenStemError
 from musicgen_stem.training.codec import CodecTrainConfig, add_arguments, codec_loss, run, train_codec
 from musicgen_stem.training.codec_config import codec_preset

@@ -1,6 +1,7 @@
 """Per-stem neural audio codec (EnCodec-style SEANet + residual VQ) and its multi-stem wrapper."""
 
-from .model import CodecConfig, CodecOutput, MultiStemCodec, StemCodec
+from .config import CodecConfig
+from .model import CodecOutput, MultiStemCodec, StemCodec
 from .streaming import MultiStemStreamingDecoder, StreamingDecoder
 
 __all__ = [

@@ -32,7 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..codec.model import CodecConfig, StemCodec
+from ..codec.config import CodecConfig
+from ..codec.model import StemCodec
 from ..errors import MusicGenStemError
 from . import loop
 from .checkpoint import CHECKPOINT_NAME, step_seed

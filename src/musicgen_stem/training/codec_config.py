@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..codec.model import CodecConfig
+from ..codec.config import CodecConfig
 from ..errors import MusicGenStemError
 from ..layout import LAYOUT_6CB
 
