@@ -270,7 +270,8 @@ def test_stem_errors(tmp_path: Path) -> None:
 
 def test_cli_export(tmp_path: Path) -> None:
     src = tmp_path / "gen"
-    outputs.write_stems_folder(src, _stems(), SR, np.zeros((4, 10), np.int64), {"prompt": "hi", "seed": 3})
+    meta = {"prompt": "hi", "seed": 3, "song_sha256": "ab" * 32}  # as an edit of a song records it
+    outputs.write_stems_folder(src, _stems(), SR, np.zeros((4, 10), np.int64), meta)
     parser = argparse.ArgumentParser()
     export.add_arguments(parser)
     args = parser.parse_args(
@@ -290,6 +291,7 @@ def test_cli_export(tmp_path: Path) -> None:
     assert export.run(args) == 0
     side = json.loads((tmp_path / "pack" / "stems.json").read_text())
     assert side["prompt"] == "hi" and side["seed"] == 3 and side["sample_rate"] == 48000
+    assert side["source_sha256"] == "ab" * 32
     assert (tmp_path / "pack" / "stems.zip").is_file()
     with pytest.raises(OutputExistsError, match="source folder"):
         export.run(parser.parse_args([str(src), "--out", str(src), "--force"]))

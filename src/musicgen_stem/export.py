@@ -372,7 +372,7 @@ def _sidecar(
         "model": meta.get("model"),
         "params": params,
         "tempo": tempo,
-        "source_sha256": source_sha256 or meta.get("source_sha256"),
+        "source_sha256": source_sha256 or meta.get("source_sha256") or meta.get("song_sha256"),
         "sample_rate": int(sample_rate),
         "channels": int(channels),
         "format": fmt,
