@@ -112,7 +112,13 @@ def build_parser(command: str | None = ALL) -> argparse.ArgumentParser:
         "regenerated are kept as silence. Put the description before --regenerate, or use --text.",
         formatter_class=FORMATTER,
     )
-    p.add_argument("text_pos", nargs="?", default=None, metavar="TEXT", help="description of the new stems")
+    p.add_argument(
+        "text_pos",
+        nargs="?",
+        default=None,
+        metavar="TEXT",
+        help="description of the new stems (optional: without one they follow only the kept stems)",
+    )
     p.add_argument("--text", "-t", default=None, help="description of the new stems (same as TEXT)")
     add_model_options(p)
     p.add_argument("--regenerate", "-r", nargs="+", required=True, metavar="STEM", help="stems to regenerate")
