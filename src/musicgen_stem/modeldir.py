@@ -128,12 +128,14 @@ class ModelParts:
 
 
 def build_parts(config: ModelConfig, device: str | torch.device = "cpu", empty: bool = False) -> ModelParts:
-    """Build freshly initialised modules; with `empty`, the LM and codecs are allocated on the
-    meta device so that loading weights into them (with assign) keeps a single copy in memory."""
+    """Build freshly initialised modules; with `empty`, the LM is allocated on the meta device so
+    that loading weights into it (with assign) keeps a single copy in memory. Codecs are small and
+    always built for real: their fixed tables (windows, noise, oscillator tables) are buffers
+    outside the weight files."""
     text = TextConditioner(config.text, config.lm.dim).to(device)
-    ctx = torch.device("meta") if empty else torch.device(device)
-    with ctx:
+    with torch.device("meta") if empty else torch.device(device):
         lm = StemLM(config.layout, config.lm)
+    with torch.device(device):
         codec = MultiStemCodec(config.layout, config.codecs)
     return ModelParts(config, lm.eval(), text.eval(), codec.eval())
 
@@ -428,8 +430,7 @@ def load_codecs(path: str | os.PathLike[str], device: str | torch.device = "cpu"
     if not path.is_dir():
         raise ModelError(f"model folder '{path}' does not exist")
     config = read_config(path)
-    with torch.device("meta"):
-        codec = MultiStemCodec(config.layout, config.codecs)
+    codec = MultiStemCodec(config.layout, config.codecs)  # real tensors: see `build_parts`
     files = [path / codec_file(stem) for stem in config.layout.stems]
     for stem, file in zip(config.layout.stems, files, strict=True):
         _load_into(codec.codecs[stem], file)
