@@ -30,7 +30,14 @@ from torch import nn
 
 from .istft import ConvNeXtBlock, FrameConv
 
-__all__ = ["HarmonicControls", "HarmonicDecoder", "HarmonicPhase", "HarmonicSynth", "PitchEncoder"]
+__all__ = [
+    "band_noise",
+    "HarmonicControls",
+    "HarmonicDecoder",
+    "HarmonicPhase",
+    "HarmonicSynth",
+    "PitchEncoder",
+]
 
 PITCH_DIM = 8  # latent dimension of the pitch encoder: pitch, level, 6 band levels
 SEMITONE = 10.0  # latent units per semitone
@@ -225,6 +232,18 @@ def noise_table(sample_rate: int, bands: int, length: int = NOISE_TABLE, seed: i
     return torch.stack(out).float()
 
 
+def band_noise(logits: torch.Tensor, start: torch.Tensor, hop: int, table: torch.Tensor) -> torch.Tensor:
+    """Noise of frames [B, F, hop]: the bands of `table` [N, L] read at absolute samples from
+    `start` [B, F] (int64, each frame's first sample: chunks join exactly), with gains
+    exp_sigmoid(logits [B, N, F]) / 10 moving linearly from the previous frame's."""
+    gains = exp_sigmoid(logits) * 0.1
+    prev = previous_frame(gains)
+    w = torch.arange(1, hop + 1, device=logits.device, dtype=logits.dtype) / hop
+    gains = prev[..., None] + (gains - prev)[..., None] * w  # [B, N, F, hop]
+    pos = (start[..., None] + torch.arange(hop, device=logits.device)) % table.shape[1]  # [B, F, hop]
+    return (gains * table[:, pos].permute(1, 0, 2, 3)).sum(1)
+
+
 class HarmonicSynth(nn.Module):
     """[B, 4 + H + 1 + N, F] (from `HarmonicPhase`) -> wav [B, C, F * hop]: the sum of H harmonics of
     f0 (amplitudes = amplitude x softmax of the harmonic logits, zero above Nyquist and in silent
@@ -255,11 +274,7 @@ class HarmonicSynth(nn.Module):
         prev = previous_frame(amps)
         amps = prev[..., None] + (amps - prev)[..., None] * w  # [B, H, F, hop]
         harmonic = (amps * torch.sin(self.k[None, :, None, None] * phase[:, None])).sum(1)  # [B, F, hop]
-        gains = exp_sigmoid(x[:, 5 + h : 5 + h + n]) * 0.1  # [B, N, F]
-        prev = previous_frame(gains)
-        gains = prev[..., None] + (gains - prev)[..., None] * w  # [B, N, F, hop]
-        pos = (index.long()[..., None] * hop + torch.arange(hop, device=x.device)) % self.noise.shape[1]
-        noise = (gains * self.noise[:, pos].permute(1, 0, 2, 3)).sum(1)  # [B, F, hop]
+        noise = band_noise(x[:, 5 + h : 5 + h + n], index.long() * hop, hop, self.noise)  # [B, F, hop]
         wav = (harmonic + noise).reshape(b, 1, frames * hop)
         return wav.expand(b, self.channels, frames * hop).contiguous()
 

@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from .harmonic import exp_sigmoid, midi_to_hz, noise_table, previous_frame, short_level_db
+from .harmonic import band_noise, exp_sigmoid, midi_to_hz, noise_table, previous_frame, short_level_db
 from .istft import ConvNeXtBlock, FrameConv
 
 __all__ = [
@@ -195,12 +195,7 @@ class ToneSynth(nn.Module):
         base = torch.einsum("bkf,kn->bfn", torch.cat([prev * sin_a, prev * cos_a], dim=1), table)
         ramp = torch.einsum("bkf,kn->bfn", torch.cat([slope * sin_a, slope * cos_a], dim=1), table)
         tones = base + ramp * w  # [B, F, hop]
-        gains = exp_sigmoid(x[:, 2 + NOTES : 2 + NOTES + n]) * 0.1  # [B, N, F]
-        prev = previous_frame(gains)
-        gains = prev[..., None] + (gains - prev)[..., None] * w
-        sample = start[..., None] + torch.arange(hop, device=x.device, dtype=torch.float64)  # [B, F, hop]
-        pos = sample.long() % self.noise.shape[1]
-        noise = (gains * self.noise[:, pos].permute(1, 0, 2, 3)).sum(1)
+        noise = band_noise(x[:, 2 + NOTES : 2 + NOTES + n], start.long(), hop, self.noise)  # [B, F, hop]
         wav = (tones + noise).reshape(b, 1, frames * hop)
         return wav.expand(b, self.channels, frames * hop).contiguous()
 
