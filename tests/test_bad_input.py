@@ -223,6 +223,7 @@ CASES: dict[str, tuple[list[str], str]] = {
     "export-rate-0": ([*EXPORT, "--rate", "0"], "invalid output rate"),
     "export-rate-negative": ([*EXPORT, "--rate", "-44100"], "invalid output rate"),
     "export-rate-12345": ([*EXPORT, "--rate", "12345"], "invalid output rate"),
+    "out-under-a-file": (["generate", "x", "--model", "{w}/model", "-o", "{w}/good.wav/s"], "not a folder"),
     "device-unknown": ([*G, "--device", "foo"], "unknown device"),
     "device-no-such-gpu": ([*G, "--device", "cuda:99"], "not available"),
     "export-channels-3": ([*EXPORT, "--channels", "3"], "invalid choice"),

@@ -261,3 +261,18 @@ def test_real_full_disk_and_read_only_disk(tiny_disk: Path, capsys):
     with pytest.raises(MusicGenStemError, match="Read-only file system"):
         write_stems_folder(out, stems(2), SR, codes(), {"v": 2}, force=True)
     assert snapshot(out) == old
+
+
+def test_check_writable_refuses_files_as_folders_and_full_disks(tmp_path):
+    import errno
+
+    from musicgen_stem.safeio import check_writable
+
+    check_writable(tmp_path / "new" / "deeper", need_bytes=1)  # a folder that does not exist yet
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(OSError) as info:
+        check_writable(tmp_path / "f" / "out")
+    assert info.value.errno == errno.ENOTDIR
+    with pytest.raises(OSError) as info:
+        check_writable(tmp_path / "out", need_bytes=2**62)
+    assert info.value.errno == errno.ENOSPC and "MB needed" in str(info.value)

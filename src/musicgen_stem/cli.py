@@ -30,7 +30,7 @@ from .commands.options import (
 )
 from .errors import MusicGenStemError
 from .inputs import check_prompt, check_seed
-from .safeio import Interrupted, io_reason
+from .safeio import Interrupted, check_writable, io_reason
 
 __all__ = [
     "UsageError",
@@ -287,6 +287,13 @@ def _check_common(args: argparse.Namespace) -> None:
         raise UsageError(
             f"output folder '{out}' already exists and is not empty; choose another --out or pass --force"
         )
+    seconds = getattr(args, "duration", None) or 30.0  # an edit's length is known only later
+    seconds = seconds if math.isfinite(seconds) and 0 < seconds <= 600 else 30.0  # bad ones refused later
+    need = int(seconds * 48000 * 2 * 4 * 5 * args.batch)  # 3 stems + mix (+ vocals), stereo float: a bound
+    try:  # before the model loads: a read-only or full disk is found now, not after generating
+        check_writable(out, need)
+    except OSError as e:
+        raise UsageError(f"--out '{out}': {io_reason(e)}; choose another folder") from None
 
 
 def _run_meta(model: Any, meta: dict[str, Any]) -> dict[str, Any]:

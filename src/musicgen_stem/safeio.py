@@ -25,6 +25,7 @@ from pathlib import Path
 
 __all__ = [
     "Interrupted",
+    "check_writable",
     "fsync_dir",
     "fsync_tree",
     "held_signals",
@@ -190,3 +191,20 @@ def replace_dir(tmp: Path, target: Path, check: Callable[[], None] | None = None
         fsync_dir(target.parent)
     finally:  # the new version is in place: the old one goes
         shutil.rmtree(old, ignore_errors=True)
+
+
+def check_writable(target: Path, need_bytes: int = 0) -> None:
+    """Refuse, before any work, an output folder that cannot be created or written (its nearest
+    existing parent is read-only or not a folder) or whose disk has less than `need_bytes` free."""
+    parent = Path(os.path.abspath(target))
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OSError(errno.ENOTDIR, f"'{parent}' is not a folder", str(target))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OSError(errno.EACCES, f"cannot write into '{parent}'", str(target))
+    free = shutil.disk_usage(parent).free
+    if need_bytes > free:
+        raise OSError(
+            errno.ENOSPC, f"{free / 2**20:.0f} MB free, about {need_bytes / 2**20:.0f} MB needed", str(target)
+        )
