@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .istft import ConvNeXtBlock, FrameConv
+from .istft import FrameNet, StackDecoder
 
 __all__ = [
     "band_noise",
@@ -140,6 +140,14 @@ def previous_frame(x: torch.Tensor, first: torch.Tensor | None = None) -> torch.
     return torch.cat([head, x[..., :-1]], dim=-1)
 
 
+def frame_ramp(x: torch.Tensor, hop: int) -> torch.Tensor:
+    """Per-frame values x [..., F] -> per-sample [..., F, hop], moving linearly from the previous
+    frame's value to this frame's (reached at the frame's last sample)."""
+    prev = previous_frame(x)
+    w = torch.arange(1, hop + 1, device=x.device, dtype=x.dtype) / hop
+    return prev[..., None] + (x - prev)[..., None] * w
+
+
 def _frame_f0(
     prev_midi: torch.Tensor, prev_voiced: torch.Tensor, midi: torch.Tensor, hop: int
 ) -> torch.Tensor:
@@ -159,15 +167,10 @@ class HarmonicControls(nn.Module):
         self.harmonics, self.noise_bands = harmonics, noise_bands
         scale = torch.tensor([1.0 / (12 * SEMITONE), LEVEL_DB / 30.0] + [0.5] * (dimension - 2))
         self.register_buffer("scale", scale[:, None], persistent=False)
-        stack: list[nn.Module] = [FrameConv(dimension, width, 7)]
-        stack += [ConvNeXtBlock(width, 3 * width, layer_scale=1.0 / max(1, layers)) for _ in range(layers)]
-        stack.append(FrameConv(width, harmonics + 1 + noise_bands, 1))
-        self.net = nn.Sequential(*stack)
+        self.net = FrameNet(dimension, width, layers, harmonics + 1 + noise_bands)
 
     def needs(self, a: int, b: int) -> tuple[int, int]:
-        for layer in reversed(self.net):
-            a, b = layer.needs(a, b)
-        return a, b
+        return self.net.needs(a, b)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         pitch = latent[:, :1]
@@ -236,10 +239,7 @@ def band_noise(logits: torch.Tensor, start: torch.Tensor, hop: int, table: torch
     """Noise of frames [B, F, hop]: the bands of `table` [N, L] read at absolute samples from
     `start` [B, F] (int64, each frame's first sample: chunks join exactly), with gains
     exp_sigmoid(logits [B, N, F]) / 10 moving linearly from the previous frame's."""
-    gains = exp_sigmoid(logits) * 0.1
-    prev = previous_frame(gains)
-    w = torch.arange(1, hop + 1, device=logits.device, dtype=logits.dtype) / hop
-    gains = prev[..., None] + (gains - prev)[..., None] * w  # [B, N, F, hop]
+    gains = frame_ramp(exp_sigmoid(logits) * 0.1, hop)  # [B, N, F, hop]
     pos = (start[..., None] + torch.arange(hop, device=logits.device)) % table.shape[1]  # [B, F, hop]
     return (gains * table[:, pos].permute(1, 0, 2, 3)).sum(1)
 
@@ -270,16 +270,14 @@ class HarmonicSynth(nn.Module):
         audible = self.k[:, None, None] * top < self.sample_rate / 2  # [H, B, F]
         amps = exp_sigmoid(x[:, 4 + h : 5 + h]) * torch.softmax(x[:, 4 : 4 + h], dim=1)  # [B, H, F]
         amps = amps * audible.permute(1, 0, 2) * voiced[:, None]
-        w = torch.arange(1, hop + 1, device=x.device, dtype=x.dtype) / hop
-        prev = previous_frame(amps)
-        amps = prev[..., None] + (amps - prev)[..., None] * w  # [B, H, F, hop]
+        amps = frame_ramp(amps, hop)  # [B, H, F, hop]
         harmonic = (amps * torch.sin(self.k[None, :, None, None] * phase[:, None])).sum(1)  # [B, F, hop]
         noise = band_noise(x[:, 5 + h : 5 + h + n], index.long() * hop, hop, self.noise)  # [B, F, hop]
         wav = (harmonic + noise).reshape(b, 1, frames * hop)
         return wav.expand(b, self.channels, frames * hop).contiguous()
 
 
-class HarmonicDecoder(nn.Module):
+class HarmonicDecoder(StackDecoder):
     """Latent of `PitchEncoder` [B, 8, F] -> waveform [B, channels, F * hop]; `model` is the stack
     `HarmonicControls`, `HarmonicPhase` (stateful), `HarmonicSynth`."""
 
@@ -294,13 +292,9 @@ class HarmonicDecoder(nn.Module):
         harmonics: int,
         noise_bands: int,
     ) -> None:
-        super().__init__()
-        self.channels, self.dimension, self.hop_length = channels, dimension, hop
-        self.model = nn.Sequential(
+        stack = [
             HarmonicControls(dimension, width, layers, harmonics, noise_bands),
             HarmonicPhase(sample_rate, hop),
             HarmonicSynth(channels, sample_rate, hop, harmonics, noise_bands),
-        )
-
-    def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.model(latent)
+        ]
+        super().__init__(channels, dimension, hop, stack)

@@ -22,6 +22,7 @@ __all__ = [
     "ConvNeXtBlock",
     "Downsample",
     "FrameConv",
+    "FrameNet",
     "ISTFTDecoder",
     "LatentNorm",
     "OverlapAdd",
@@ -29,6 +30,7 @@ __all__ = [
     "STFTEncoder",
     "STFTFeatures",
     "SpectralHead",
+    "StackDecoder",
 ]
 
 
@@ -67,6 +69,32 @@ class ConvNeXtBlock(nn.Module):
         y = self.dwconv(x).transpose(1, 2)  # [B, F, dim]
         y = self.fc2(self.act(self.fc1(self.norm(y))))
         return x + (self.scale * y).transpose(1, 2)
+
+
+class FrameNet(nn.Sequential):
+    """[B, in, F] -> [B, out, F]: a width-7 convolution, ConvNeXt blocks, a 1x1 projection (`[-1]`)."""
+
+    def __init__(self, in_ch: int, width: int, layers: int, out_ch: int) -> None:
+        blocks = [ConvNeXtBlock(width, 3 * width, layer_scale=1.0 / max(1, layers)) for _ in range(layers)]
+        super().__init__(FrameConv(in_ch, width, 7), *blocks, FrameConv(width, out_ch, 1))
+
+    def needs(self, a: int, b: int) -> tuple[int, int]:
+        for layer in reversed(self):
+            a, b = layer.needs(a, b)
+        return a, b
+
+
+class StackDecoder(nn.Module):
+    """A decoder that is one stack of layers, `model` (frame-rate layers, then audio), which
+    `StemCodec.decode` chunks and `StreamingDecoder` streams layer by layer."""
+
+    def __init__(self, channels: int, dimension: int, hop: int, layers: list[nn.Module]) -> None:
+        super().__init__()
+        self.channels, self.dimension, self.hop_length = channels, dimension, hop
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.model(latent)
 
 
 class SpectralHead(nn.Module):
@@ -271,7 +299,7 @@ class STFTEncoder(nn.Module):
         return self.model(wav)
 
 
-class ISTFTDecoder(nn.Module):
+class ISTFTDecoder(StackDecoder):
     """Latent [B, dimension, F] -> waveform [B, channels, F * hop]: conv in, optional `SkipLSTM`,
     ConvNeXt blocks, `SpectralHead`, `PhaseIntegrator` (phase "integrated" or "absolute"),
     `OverlapAdd`. `model` is the layer stack; its stateful layers (LSTM, integrator) carry their
@@ -289,8 +317,6 @@ class ISTFTDecoder(nn.Module):
         lstm: nn.Module | None = None,
         phase: str = "integrated",
     ) -> None:
-        super().__init__()
-        self.channels, self.dimension, self.hop_length = channels, dimension, hop
         stack: list[nn.Module] = [FrameConv(dimension, width, 7)]
         if lstm is not None:
             stack.append(lstm)
@@ -301,7 +327,4 @@ class ISTFTDecoder(nn.Module):
             PhaseIntegrator(channels, ola.up, n_fft, istft_hop, integrate=phase == "integrated"),
             ola,
         ]
-        self.model = nn.Sequential(*stack)
-
-    def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.model(latent)
+        super().__init__(channels, dimension, hop, stack)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .harmonic import band_noise, exp_sigmoid, midi_to_hz, noise_table, previous_frame, short_level_db
-from .istft import ConvNeXtBlock, FrameConv
+from .istft import FrameNet, StackDecoder
 
 __all__ = [
     "CHROMA_DIM",
@@ -114,21 +114,17 @@ class ToneControls(nn.Module):
 
     def __init__(self, dimension: int, width: int, layers: int, noise_bands: int) -> None:
         super().__init__()
-        stack: list[nn.Module] = [FrameConv(dimension, width, 7)]
-        stack += [ConvNeXtBlock(width, 3 * width, layer_scale=1.0 / max(1, layers)) for _ in range(layers)]
-        head = FrameConv(width, NOTES + 1 + noise_bands, 1)
+        self.net = FrameNet(dimension, width, layers, NOTES + 1 + noise_bands)
+        head = self.net[-1].conv
         with torch.no_grad():  # start from the implied notes, without noise
-            head.conv.weight.mul_(0.01)
-            head.conv.bias.zero_()
-            head.conv.bias[NOTES + 1 :] = -4.0
-        self.net = nn.Sequential(*stack, head)
+            head.weight.mul_(0.01)
+            head.bias.zero_()
+            head.bias[NOTES + 1 :] = -4.0
         self.register_buffer("scale", torch.full((dimension, 1), 0.5), persistent=False)
         self.scale[:12] = 1.0 / CHROMA_SCALE
 
     def needs(self, a: int, b: int) -> tuple[int, int]:
-        for layer in reversed(self.net):
-            a, b = layer.needs(a, b)
-        return a, b
+        return self.net.needs(a, b)
 
     @staticmethod
     def implied(latent: torch.Tensor) -> torch.Tensor:
@@ -200,7 +196,7 @@ class ToneSynth(nn.Module):
         return wav.expand(b, self.channels, frames * hop).contiguous()
 
 
-class TonalDecoder(nn.Module):
+class TonalDecoder(StackDecoder):
     """Latent of `ChromaEncoder` [B, 21, F] -> waveform [B, channels, F * hop]; `model` is the stack
     `ToneControls`, `FrameCounter` (stateful), `ToneSynth`."""
 
@@ -214,13 +210,9 @@ class TonalDecoder(nn.Module):
         layers: int,
         noise_bands: int,
     ) -> None:
-        super().__init__()
-        self.channels, self.dimension, self.hop_length = channels, dimension, hop
-        self.model = nn.Sequential(
+        stack = [
             ToneControls(dimension, width, layers, noise_bands),
             FrameCounter(),
             ToneSynth(channels, sample_rate, hop, noise_bands),
-        )
-
-    def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.model(latent)
+        ]
+        super().__init__(channels, dimension, hop, stack)
