@@ -1,5 +1,6 @@
 """Evaluation: editing coherence (rhythm, harmony), codec fidelity (incl. what a musician hears: pitch,
-chroma, onsets, frame-rate artifacts, codebook use), distribution metrics, reports.
+chroma, onsets, frame-rate artifacts, codebook use), distribution metrics,
+text control (tempo, key, pitch content, instruments), reports.
 
 ```python
 from musicgen_stem.evaluation import evaluate_editing, evaluate_codec, write_report
@@ -27,10 +28,12 @@ from .report import markdown_summary, write_report
 from .rhythm import beat_f_measure, detect_onsets, estimate_tempo, grid_fraction, onset_strength, track_beats
 from .runner import EvaluationResult, evaluate_codec, evaluate_editing, evaluate_generation
 from .songs import Song, find_songs, load_song
+from .text_control import PromptSpec, evaluate_text_control, load_prompt_file
 
 __all__ = [
     "EvaluationResult",
     "Key",
+    "PromptSpec",
     "Song",
     "bass_line_check",
     "beat_f_measure",
@@ -50,11 +53,13 @@ __all__ = [
     "evaluate_codec",
     "evaluate_editing",
     "evaluate_generation",
+    "evaluate_text_control",
     "external_embedders",
     "find_songs",
     "frechet_distance",
     "grid_fraction",
     "key_relation",
+    "load_prompt_file",
     "load_song",
     "logmel_embedding",
     "markdown_summary",

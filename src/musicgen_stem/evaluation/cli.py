@@ -1,6 +1,7 @@
 """Evaluate a model on held-out songs: editing coherence (rhythm/harmony of regenerated stems against
-the kept ones, with ground-truth and shuffled baselines), codec fidelity per stem, and Fréchet
-distances of generated audio to the songs. Writes report.json, report.md and PNG plots.
+the kept ones, with ground-truth and shuffled baselines), codec fidelity per stem, Fréchet
+distances of generated audio to the songs, and text control (tempo, key, pitch content and
+instruments of songs generated from prompts). Writes report.json, report.md and PNG plots.
 
 Example: musicgen-stem evaluate --model runs/mini --data data/heldout --out report --regenerate bass
 """
@@ -15,7 +16,7 @@ from ..errors import MusicGenStemError
 
 __all__ = ["TASKS", "add_arguments", "run"]
 
-TASKS = ("edit", "codec", "generate")
+TASKS = ("edit", "codec", "generate", "text")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="a song folder or a folder of song folders (stem wavs)")
     parser.add_argument("--out", required=True, help="report folder to create")
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS), help="what to evaluate")
+    parser.add_argument(
+        "--prompts",
+        default=None,
+        help='text task: JSON lines {"prompt", "tempo", "key", "program"} (default: the songs\' captions)',
+    )
     parser.add_argument("--num-songs", type=int, default=None, help="use only the first N songs")
     parser.add_argument(
         "--regenerate", nargs="+", default=["bass"], help="stems to regenerate in the editing task"
@@ -40,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from .report import write_report
     from .runner import evaluate_codec, evaluate_editing, evaluate_generation
     from .songs import find_songs
+    from .text_control import evaluate_text_control, load_prompt_file
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
@@ -48,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         raise MusicGenStemError(f"--num-songs must be >= 1, got {args.num_songs}")
     if not 0 < args.duration <= 600:
         raise MusicGenStemError(f"--duration must be between 0 and 600 seconds, got {args.duration}")
+    prompts = load_prompt_file(args.prompts) if args.prompts else None
     start = time.time()
     model = (
         MusicGenStem.default(device=args.device)
@@ -63,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
             results.append(evaluate_editing(model, songs, args.regenerate, args.duration, seed=args.seed))
         elif task == "codec":
             results.append(evaluate_codec(model, songs, args.duration))
+        elif task == "text":
+            results.append(evaluate_text_control(model, songs, prompts, args.duration, seed=args.seed))
         else:
             results.append(evaluate_generation(model, songs, duration=args.duration, seed=args.seed))
     config = {
@@ -72,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         "num_songs": len(songs),
         "regenerate": list(args.regenerate),
         "seed": args.seed,
+        "prompts": args.prompts,
         "duration": args.duration,
     }
     path = write_report(out, results, config, force=args.force)

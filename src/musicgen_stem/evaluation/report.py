@@ -94,10 +94,33 @@ def _generate_table(r: EvaluationResult) -> list[str]:
     return lines
 
 
+def _text_table(r: EvaluationResult) -> list[str]:
+    s = r.summary
+    span = s.get("tempo_range_bpm")
+    conds = ("generated", "ground_truth", "shuffled")
+    lines = [
+        f"{s['num_prompts']} prompts, {s['duration']:g} s, seed {s['seed']}"
+        + (f", tempi {span[0]:g}-{span[1]:g} BPM" if span else "")
+        + f", instrument bank of {s['num_reference_songs']} songs.",
+        "",
+        "| metric | " + " | ".join(c.replace("_", " ") for c in conds) + " |",
+        "|---|" + "---:|" * len(conds),
+    ]
+    names = list(dict.fromkeys(k for c in conds for k in s["metrics"].get(c, {})))
+    for m in names:
+        lines.append(f"| {m} | " + " | ".join(_fmt(s["metrics"].get(c, {}).get(m)) for c in conds) + " |")
+    return lines
+
+
 def markdown_summary(results: Sequence[EvaluationResult], config: dict[str, Any] | None = None) -> str:
     """The Markdown report: one section (table + notes) per task."""
-    titles = {"edit": "Editing coherence", "codec": "Codec fidelity", "generate": "Generation distribution"}
-    tables = {"edit": _edit_table, "codec": _codec_table, "generate": _generate_table}
+    titles = {
+        "edit": "Editing coherence",
+        "codec": "Codec fidelity",
+        "generate": "Generation distribution",
+        "text": "Text control",
+    }
+    tables = {"edit": _edit_table, "codec": _codec_table, "generate": _generate_table, "text": _text_table}
     lines = ["# musicgen-stem evaluation", ""]
     if config:
         lines += [f"- {k}: {v}" for k, v in config.items()] + [""]

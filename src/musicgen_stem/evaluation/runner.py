@@ -26,11 +26,14 @@ from .songs import Song, find_songs, load_song
 __all__ = [
     "CONDITIONS",
     "EvaluationResult",
+    "PathLike",
     "Reference",
+    "aggregate",
     "coherence_metrics",
     "evaluate_codec",
     "evaluate_editing",
     "evaluate_generation",
+    "load_songs",
     "make_reference",
 ]
 
@@ -149,7 +152,7 @@ def _nanmean(values: Sequence[float]) -> float:
     return float(arr.mean()) if len(arr) else float("nan")
 
 
-def _aggregate(rows: list[dict[str, Any]], path: Sequence[str]) -> dict[str, Any]:
+def aggregate(rows: list[dict[str, Any]], path: Sequence[str]) -> dict[str, Any]:
     """Mean over rows of the nested dicts found at `path` ({...: {metric: value}} leaves)."""
 
     def get(row: dict[str, Any]) -> dict[str, Any]:
@@ -164,13 +167,13 @@ def _aggregate(rows: list[dict[str, Any]], path: Sequence[str]) -> dict[str, Any
     for k in keys:
         vals = [get(r).get(k) for r in rows]
         if all(isinstance(v, dict) or v is None for v in vals):
-            out[k] = _aggregate(rows, [*path, k])
+            out[k] = aggregate(rows, [*path, k])
         else:
             out[k] = _nanmean([float(v) for v in vals if isinstance(v, int | float)])
     return out
 
 
-def _load_songs(model: Any, songs: Sequence[PathLike] | PathLike, duration: float | None) -> list[Song]:
+def load_songs(model: Any, songs: Sequence[PathLike] | PathLike, duration: float | None) -> list[Song]:
     paths = find_songs(songs, model.stems) if isinstance(songs, str | os.PathLike) else list(songs)
     if not paths:
         raise MusicGenStemError("no songs to evaluate")
@@ -199,7 +202,7 @@ def evaluate_editing(
     kept = [s for s in model.stems if s not in regen]
     limit = model.max_edit_duration if kept else model.max_duration
     duration = min(float(duration or limit), limit)
-    loaded = _load_songs(model, songs, duration)
+    loaded = load_songs(model, songs, duration)
     sr = model.sample_rate
     notes = []
     if len(loaded) < 2:
@@ -260,7 +263,7 @@ def evaluate_editing(
         "duration": duration,
         "seed": seed,
         "tolerance_s": TOLERANCE,
-        "metrics": _aggregate(rows, ["metrics"]),
+        "metrics": aggregate(rows, ["metrics"]),
     }
     return EvaluationResult("edit", summary, rows, notes, examples, sr)
 
@@ -276,7 +279,7 @@ def evaluate_codec(
     the frame-rate artifact of every stem. `summary["codebooks"]` holds each stem's codebook usage and
     perplexity pooled over the songs; with `probes`, `summary["probes"]` the pure-tone and bass-line
     checks of the bass codec (skipped for a model without a bass stem)."""
-    loaded = _load_songs(model, songs, duration)
+    loaded = load_songs(model, songs, duration)
     rows = []
     codes: dict[str, list[np.ndarray]] = {}
     for s in loaded:
@@ -287,7 +290,7 @@ def evaluate_codec(
     summary: dict[str, Any] = {
         "num_songs": len(loaded),
         "duration": duration,
-        "metrics": _aggregate(rows, ["metrics"]),
+        "metrics": aggregate(rows, ["metrics"]),
         "codebooks": {stem: codebook_stats(c, model.codec.codecs[stem].card) for stem, c in codes.items()},
     }
     notes = []
@@ -319,7 +322,7 @@ def evaluate_generation(
     """Generate `num_samples` items (prompts cycled; default: the reference songs' captions, else
     unconditional) and compute Fréchet distances to the reference songs on codec-latent and log-mel
     embeddings, per stem and for the mix."""
-    refs = _load_songs(model, reference, duration)
+    refs = load_songs(model, reference, duration)
     n = num_samples or len(refs)
     if prompts is None or len(prompts) == 0:
         prompts = [s.caption for s in refs]
