@@ -23,8 +23,9 @@ import torch
 
 from musicgen_stem.codec import StemCodec
 from musicgen_stem.dsp import to_mono
-from musicgen_stem.evaluation.codec_metrics import codec_round_trip, pure_tone_check, stem_metrics
+from musicgen_stem.evaluation.codec_metrics import stem_metrics
 from musicgen_stem.evaluation.fidelity import fidelity_metrics, round_trip
+from musicgen_stem.evaluation.probes import codec_round_trip, pure_tone_check
 from musicgen_stem.evaluation.songs import find_songs, load_song
 from musicgen_stem.modeldir import load_codecs, read_trained_codec
 

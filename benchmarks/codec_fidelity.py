@@ -12,7 +12,7 @@ for every stem the frame-rate artifact (comb share at multiples of the codec fra
 minus input), multi-scale mel distance, SI-SNR, codebook usage and perplexity. The bass codec also
 gets probe signals: decaying sines on every semitone E1..G3 (strongest peak within ±25 cents?) and
 the bass line A1 C2 E2 G2 (distinct codes per note? pYIN error). Definitions:
-`musicgen_stem.evaluation.codec_metrics`.
+`musicgen_stem.evaluation.codec_metrics` and `.probes`.
 
 `--model default` is the shipped model; other values are model folders or hub ids. `--codec
 STEM=FILE` (repeatable) adds one more entry: the first model with that stem's codec replaced by a
@@ -34,10 +34,11 @@ import torch
 
 from musicgen_stem import MusicGenStem
 from musicgen_stem.codec import StemCodec
-from musicgen_stem.evaluation.codec_metrics import METRIC_NOTE, comparison_table, probe_metrics, tone_table
+from musicgen_stem.evaluation.probes import probe_metrics
 from musicgen_stem.evaluation.report import _json_safe
 from musicgen_stem.evaluation.runner import evaluate_codec
 from musicgen_stem.evaluation.songs import find_songs
+from musicgen_stem.evaluation.tables import METRIC_NOTE, comparison_table, tone_table
 from musicgen_stem.modeldir import read_trained_codec
 
 

@@ -12,20 +12,22 @@ import torch
 from musicgen_stem.codec import CodecConfig, StemCodec
 from musicgen_stem.evaluation.codec_metrics import (
     PitchTrack,
-    bass_line_check,
     chroma_metrics,
     codebook_stats,
-    codec_round_trip,
     comb_share,
-    comparison_table,
-    decaying_tone,
     frame_rate_artifact,
-    midi_hz,
     onset_metrics,
     pitch_metrics,
+)
+from musicgen_stem.evaluation.probes import (
+    bass_line_check,
+    codec_round_trip,
+    decaying_tone,
+    midi_hz,
     pure_tone_check,
     strongest_peak_hz,
 )
+from musicgen_stem.evaluation.tables import comparison_table
 
 SR = 32000
 FRAME_RATE = 50.0

@@ -10,7 +10,6 @@ write_report("report", [edit, evaluate_codec(model, "data/heldout")])
 """
 
 from .codec_metrics import (
-    bass_line_check,
     chroma_metrics,
     codebook_stats,
     codec_song_metrics,
@@ -18,12 +17,11 @@ from .codec_metrics import (
     onset_metrics,
     pitch_metrics,
     pitch_track,
-    probe_metrics,
-    pure_tone_check,
 )
 from .distribution import codec_latent_embedding, external_embedders, frechet_distance, logmel_embedding
 from .fidelity import bitrate, codec_fidelity, multiscale_mel_distance, round_trip
 from .harmony import Key, chord_chroma, chroma, chroma_correlation, estimate_key, key_relation
+from .probes import bass_line_check, probe_metrics, pure_tone_check
 from .report import markdown_summary, write_report
 from .rhythm import beat_f_measure, detect_onsets, estimate_tempo, grid_fraction, onset_strength, track_beats
 from .runner import EvaluationResult, evaluate_codec, evaluate_editing, evaluate_generation

@@ -31,15 +31,7 @@ input, on the same mono signal at the codec's sample rate (channels averaged):
   entries used at least once, and `perplexity`, exp of the entropy (nats) of its code histogram
   (1 = one code for everything, `bins` = uniform use).
 
-Probe signals (32 kHz, generated here) go through one stem's codec (the bass):
-
-- pure tones: a 1 s sine with a 10 ms attack and an exponential decay (time constant 0.35 s) on every
-  semitone E1..G3 (MIDI 28..55); a tone passes when the strongest spectral peak above 20 Hz of its
-  round trip (Hann window, zero-padded FFT, parabolic interpolation) is within ±25 cents of the note.
-- bass line: A1 C2 E2 G2, one second each (decaying tones with harmonics 1, 1/2, 1/4); whether the
-  notes get different codes (the most frequent code tuple over each note's interior frames, the
-  two frames at either end left out), the mean pairwise Jaccard overlap of the notes' code sets, and
-  the pitch metrics above against the input (plus the median |cents| to the written notes).
+Probe signals through one stem's codec: `probes`; the Markdown tables of a comparison: `tables`.
 """
 
 from __future__ import annotations
@@ -47,8 +39,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,30 +51,17 @@ from ..dsp import to_mono
 from .fidelity import fidelity_metrics, round_trip
 
 __all__ = [
-    "BASS_LINE",
-    "METRIC_NOTE",
-    "PROBE_NOTES",
     "STEM_METRICS",
     "PitchTrack",
-    "RoundTrip",
-    "bass_line_check",
     "chroma_metrics",
     "codebook_stats",
-    "codec_round_trip",
     "codec_song_metrics",
     "comb_share",
-    "comparison_table",
-    "decaying_tone",
     "frame_rate_artifact",
-    "midi_hz",
     "onset_metrics",
     "pitch_metrics",
     "pitch_track",
-    "probe_metrics",
-    "pure_tone_check",
     "stem_metrics",
-    "strongest_peak_hz",
-    "tone_table",
 ]
 
 # pYIN (bass pitch)
@@ -103,28 +81,10 @@ ONSET_WINDOW = 0.03
 # frame-rate comb
 COMB_HALF_WIDTH_HZ = 2.0
 COMB_MAX_HZ = 2000.0
-# probes
-PEAK_TOLERANCE_CENTS = 25.0
-PROBE_NOTES: tuple[int, ...] = tuple(range(28, 56))  # E1 .. G3 (MIDI)
-BASS_LINE: tuple[int, ...] = (33, 36, 40, 43)  # A1 C2 E2 G2
-PROBE_SAMPLE_RATE = 32000
 #: What is judged on which stem, beyond the metrics every stem gets.
 STEM_METRICS: dict[str, str] = {"bass": "pitch", "other": "chroma", "drums": "onsets"}
 
-NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 NAN = float("nan")
-
-#: A codec as a function: mono audio [B, T] at its sample rate -> (round trip [B, T], codes [B, n_q, F]).
-RoundTrip = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
-
-
-def midi_hz(midi: float) -> float:
-    """Equal-tempered frequency of a MIDI note (A4 = 69 = 440 Hz)."""
-    return 440.0 * 2.0 ** ((midi - 69) / 12)
-
-
-def note_name(midi: int) -> str:
-    return f"{NOTE_NAMES[midi % 12]}{midi // 12 - 1}"
 
 
 @contextlib.contextmanager
@@ -375,274 +335,3 @@ def codec_song_metrics(
         metrics[stem] = m
         codes[stem] = c[0].numpy()
     return metrics, codes
-
-
-# ------------------------------------------------------------------------------------------- probes
-def decaying_tone(
-    hz: float,
-    sample_rate: int = PROBE_SAMPLE_RATE,
-    seconds: float = 1.0,
-    harmonics: Sequence[float] = (1.0,),
-    tau: float = 0.35,
-    attack: float = 0.01,
-    amplitude: float = 0.5,
-) -> np.ndarray:
-    """A plucked-like tone [T] float32: partials h x hz with amplitudes `harmonics`, a linear
-    `attack` (s) and an exponential decay (time constant `tau` s); peak about `amplitude`."""
-    t = np.arange(round(seconds * sample_rate)) / sample_rate
-    env = np.minimum(1.0, t / attack) * np.exp(-t / tau)
-    x = sum(a * np.sin(2 * np.pi * hz * (h + 1) * t) for h, a in enumerate(harmonics) if a)
-    x = np.asarray(x) * env
-    peak = float(np.abs(x).max()) or 1.0
-    return (amplitude * x / peak).astype(np.float32)
-
-
-def strongest_peak_hz(x: np.ndarray, sample_rate: int, fmin: float = 20.0) -> float:
-    """Frequency of the largest magnitude-spectrum peak of `x` above `fmin` (Hann window, FFT
-    zero-padded to >= 8 s, parabolic interpolation on log magnitude); NaN for silence."""
-    if len(x) == 0 or float(np.abs(x).max()) == 0.0:
-        return NAN
-    nfft = 1 << max(int(np.ceil(np.log2(len(x)))), int(np.ceil(np.log2(8 * sample_rate))))
-    mag = np.abs(np.fft.rfft(x * np.hanning(len(x)), nfft))
-    lo = int(np.ceil(fmin * nfft / sample_rate))
-    k = lo + int(np.argmax(mag[lo:]))
-    shift = 0.0
-    if lo < k < len(mag) - 1:
-        a, b, c = np.log(mag[k - 1 : k + 2] + 1e-30)
-        den = a - 2 * b + c
-        shift = 0.5 * (a - c) / den if den < 0 else 0.0
-    return float((k + shift) * sample_rate / nfft)
-
-
-def pure_tone_check(
-    codec: RoundTrip,
-    sample_rate: int = PROBE_SAMPLE_RATE,
-    notes: Sequence[int] = PROBE_NOTES,
-    tolerance: float = PEAK_TOLERANCE_CENTS,
-) -> dict[str, Any]:
-    """Round-trip a decaying sine on every note in `notes` (MIDI) and check that the strongest peak
-    of each is within ±`tolerance` cents. Returns {"notes": [{note, midi, hz, peak_hz, cents,
-    passed}], "passed": count, "total", "pass_fraction"}."""
-    batch = np.stack([decaying_tone(midi_hz(m), sample_rate) for m in notes])
-    recon, _ = codec(batch)
-    rows = []
-    for m, y in zip(notes, recon, strict=True):
-        hz = midi_hz(m)
-        peak = strongest_peak_hz(y, sample_rate)
-        c = float(_cents(np.array(peak), np.array(hz))) if math.isfinite(peak) else NAN
-        rows.append(
-            {
-                "note": note_name(m),
-                "midi": m,
-                "hz": hz,
-                "peak_hz": peak,
-                "cents": c,
-                "passed": bool(math.isfinite(c) and abs(c) <= tolerance),
-            }
-        )
-    passed = sum(r["passed"] for r in rows)
-    return {"notes": rows, "passed": passed, "total": len(rows), "pass_fraction": passed / max(1, len(rows))}
-
-
-def bass_line_check(
-    codec: RoundTrip,
-    frame_rate: float,
-    sample_rate: int = PROBE_SAMPLE_RATE,
-    notes: Sequence[int] = BASS_LINE,
-    seconds: float = 1.0,
-) -> dict[str, Any]:
-    """Round-trip a bass line (one decaying tone per note, `seconds` each): do the notes get different
-    codes, and does pYIN hear the same pitches? See the module docstring."""
-    per = round(seconds * sample_rate)
-    x = np.concatenate([decaying_tone(midi_hz(m), sample_rate, seconds, (1.0, 0.5, 0.25)) for m in notes])
-    recon, codes = codec(x[None])
-    y, codes = recon[0], np.asarray(codes[0])  # [T], [n_q, F]
-    hop = sample_rate / frame_rate
-    note_codes: list[list[tuple[int, ...]]] = []
-    for i in range(len(notes)):
-        first = int(np.ceil(i * per / hop)) + 2
-        last = int((i + 1) * per // hop) - 2  # exclusive
-        note_codes.append(
-            [tuple(int(v) for v in codes[:, j]) for j in range(first, min(last, codes.shape[1]))]
-        )
-    modes = [Counter(seq).most_common(1)[0][0] if seq else None for seq in note_codes]
-    sets = [set(s) for s in note_codes]
-    pairs = [(a, b) for i, a in enumerate(sets) for b in sets[i + 1 :] if a or b]
-    jaccard = float(np.mean([len(a & b) / len(a | b) for a, b in pairs])) if pairs else NAN
-    distinct = len({m for m in modes if m is not None})
-    ref_track, est_track = pitch_track(x, sample_rate), pitch_track(y, sample_rate)
-    out: dict[str, Any] = {
-        "notes": [note_name(m) for m in notes],
-        "note_modal_codes": [list(m) if m is not None else None for m in modes],
-        "distinct_note_codes": distinct,
-        "codes_differ": distinct == len(notes),
-        "code_jaccard": jaccard,
-    }
-    out.update(pitch_metrics(ref_track, est_track))
-    # against the written notes: which note each pYIN frame falls in (len(notes): after the line)
-    note_of = np.minimum((est_track.times // seconds).astype(int), len(notes))
-    written = np.array([midi_hz(m) for m in notes] + [0.0])[note_of]
-    ok = est_track.voiced & (written > 0)
-    out["median_cents_vs_notes"] = (
-        float(np.median(np.abs(_cents(est_track.f0[ok], written[ok])))) if ok.any() else NAN
-    )
-    out["note_median_hz"] = [
-        float(np.median(est_track.f0[ok & (note_of == i)])) if (ok & (note_of == i)).any() else NAN
-        for i in range(len(notes))
-    ]
-    return out
-
-
-def codec_round_trip(codec: Any, device: torch.device | str | None = None) -> RoundTrip:
-    """A `StemCodec` as a `RoundTrip` on mono [B, T] arrays at its sample rate (repeated to its
-    channels on the way in, averaged on the way out)."""
-    device = device if device is not None else next(codec.parameters()).device
-
-    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = torch.from_numpy(np.asarray(batch, np.float32))[:, None].expand(-1, codec.channels, -1)
-        with torch.inference_mode():
-            codes = codec.encode(x.contiguous().to(device))
-            y = codec.decode(codes)[..., : x.shape[-1]].float().cpu()
-        y = torch.nn.functional.pad(y, (0, x.shape[-1] - y.shape[-1])).mean(1)
-        return y.numpy(), codes.cpu().numpy()
-
-    return run
-
-
-def probe_metrics(model: Any, stem: str = "bass") -> dict[str, Any]:
-    """Pure tones E1..G3 and the bass line through `stem`'s codec (probes at the codec's rate)."""
-    codec = model.codec.codecs[stem]
-    rt = codec_round_trip(codec, model.device)
-    return {
-        "stem": stem,
-        "pure_tones": pure_tone_check(rt, codec.sample_rate),
-        "bass_line": bass_line_check(rt, codec.frame_rate, codec.sample_rate),
-    }
-
-
-# ------------------------------------------------------------------------------------------- tables
-#: (stem or None for every stem, metric key, label, better: "up" / "down" / "").
-TABLE_ROWS: tuple[tuple[str | None, str, str, str], ...] = (
-    ("bass", "pitch_median_cents", "pitch: median abs error vs input (cents)", "down"),
-    ("bass", "pitch_within_50c", "pitch: frames within 50 cents", "up"),
-    ("bass", "voicing_recall", "pitch: voicing recall", "up"),
-    ("bass", "raw_pitch_accuracy", "pitch: raw pitch accuracy (mir_eval, 50 c)", "up"),
-    ("other", "chroma_corr", "chroma correlation", "up"),
-    ("drums", "onset_f", "onset F-measure (±30 ms)", "up"),
-    (None, "artifact_score", "frame-rate artifact (comb share Δ)", "down"),
-    (None, "mel_distance", "multi-scale mel distance", "down"),
-    (None, "si_snr_db", "SI-SNR (dB)", "up"),
-    (None, "bitrate_bps", "bitrate (kbps)", ""),
-)
-
-
-def _fmt(v: Any, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "–"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
-
-
-#: A short legend of the comparison table (full definitions: the module docstring).
-METRIC_NOTE = (
-    "Pitch: pYIN at 16 kHz (30-400 Hz), cents over frames voiced in both; chroma: mean per-frame "
-    "Pearson of CQT chroma over frames with energy; onsets: librosa onsets matched by mir_eval within "
-    "±30 ms; frame-rate artifact: share of the long-term spectrum (25-2025 Hz) within ±2 Hz of "
-    "multiples of the frame rate, round trip minus input (0: clean, ~1: a comb); codebook usage: "
-    "fraction of entries used, perplexity: exp entropy of the code histogram (both pooled over songs); "
-    "song metrics are means over songs."
-)
-
-
-FIDELITY_KEYS = ("mel_distance", "si_snr_db", "bitrate_bps")
-
-
-def comparison_table(summaries: Mapping[str, Mapping[str, Any]], fidelity: bool = True) -> list[str]:
-    """Markdown lines: one column per model ({name: evaluate_codec summary}), one row per metric
-    (without mel distance, SI-SNR and bitrate unless `fidelity`)."""
-    names = list(summaries)
-    stems: list[str] = []
-    for s in summaries.values():
-        stems += [k for k in s.get("metrics", {}) if k not in stems]
-    arrow = {"up": " ↑", "down": " ↓", "": ""}
-    lines = ["| stem | metric | " + " | ".join(names) + " |", "|---|---|" + "---:|" * len(names)]
-
-    def row(stem: str, label: str, cells: list[str]) -> None:
-        lines.append(f"| {stem} | {label} | " + " | ".join(cells) + " |")
-
-    for want, key, label, better in TABLE_ROWS:
-        if not fidelity and key in FIDELITY_KEYS:
-            continue
-        for stem in stems if want is None else [want]:
-            if stem not in stems:
-                continue
-            vals = [s.get("metrics", {}).get(stem, {}).get(key) for s in summaries.values()]
-            if key == "bitrate_bps":
-                vals = [v / 1000 if isinstance(v, float) else v for v in vals]
-            row(stem, label + arrow[better], [_fmt(v) for v in vals])
-    for stem in stems:
-        cb = [s.get("codebooks", {}).get(stem, {}) for s in summaries.values()]
-        row(
-            stem,
-            "codebook usage (per codebook) ↑",
-            [" / ".join(_fmt(u, 4) for u in c.get("usage", [])) or "–" for c in cb],
-        )
-        row(
-            stem,
-            "codebook perplexity (per codebook) ↑",
-            [" / ".join(_fmt(u, 1) for u in c.get("perplexity", [])) or "–" for c in cb],
-        )
-    probes = [s.get("probes") or {} for s in summaries.values()]
-    if any(probes):
-        tones = [p.get("pure_tones", {}) for p in probes]
-        line = [p.get("bass_line", {}) for p in probes]
-        stem = next((p["stem"] for p in probes if p), "bass")
-        row(
-            f"probe ({stem})",
-            "pure tones E1–G3: peak within ±25 c ↑",
-            [f"{t['passed']}/{t['total']}" if t else "–" for t in tones],
-        )
-        row(
-            f"probe ({stem})",
-            "bass line A1 C2 E2 G2: notes with distinct codes ↑",
-            [f"{b['distinct_note_codes']}/{len(b['notes'])}" if b else "–" for b in line],
-        )
-        row(
-            f"probe ({stem})",
-            "bass line: code overlap between notes (Jaccard) ↓",
-            [_fmt(b.get("code_jaccard")) for b in line],
-        )
-        row(
-            f"probe ({stem})",
-            "bass line: pYIN median abs error vs input (cents) ↓",
-            [_fmt(b.get("pitch_median_cents"), 1) for b in line],
-        )
-        row(
-            f"probe ({stem})",
-            "bass line: pYIN median abs error vs written notes (cents) ↓",
-            [_fmt(b.get("median_cents_vs_notes"), 1) for b in line],
-        )
-        row(f"probe ({stem})", "bass line: voicing recall ↑", [_fmt(b.get("voicing_recall")) for b in line])
-    return lines
-
-
-def tone_table(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """Markdown lines: the pure-tone probe per note, strongest peak (Hz, cents) per model."""
-    tones = {n: (s.get("probes") or {}).get("pure_tones") for n, s in summaries.items()}
-    tones = {n: t for n, t in tones.items() if t}
-    if not tones:
-        return []
-    lines = [
-        "| note | Hz | " + " | ".join(f"{n}: peak Hz (cents)" for n in tones) + " |",
-        "|---|---:|" + "---:|" * len(tones),
-    ]
-    first = next(iter(tones.values()))["notes"]
-    for i, r in enumerate(first):
-        cells = []
-        for t in tones.values():
-            q = t["notes"][i]
-            mark = "✓" if q["passed"] else "✗"
-            cells.append(f"{_fmt(q['peak_hz'], 1)} ({_fmt(q['cents'], 0)}) {mark}")
-        lines.append(f"| {r['note']} | {r['hz']:.1f} | " + " | ".join(cells) + " |")
-    return lines

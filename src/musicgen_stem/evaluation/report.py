@@ -16,8 +16,8 @@ import numpy as np
 
 from ..errors import MusicGenStemError
 from ..outputs import _write_atomic
-from .codec_metrics import METRIC_NOTE, comparison_table, tone_table
 from .runner import CONDITIONS, EvaluationResult
+from .tables import METRIC_NOTE, comparison_table, tone_table
 
 __all__ = ["markdown_summary", "write_report"]
 

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from ..errors import MusicGenStemError
-from .codec_metrics import codebook_stats, codec_song_metrics, probe_metrics
+from .codec_metrics import codebook_stats, codec_song_metrics
 from .distribution import codec_latent_embedding, external_embedders, frechet_distance, logmel_embedding
 from .harmony import KEY_SCORES, Key, chord_chroma, chroma, chroma_correlation, estimate_key, key_relation
+from .probes import probe_metrics
 from .rhythm import TOLERANCE, beat_f_measure, detect_onsets, grid_fraction, subdivide, track_beats
 from .songs import Song, find_songs, load_song
 
