@@ -12,9 +12,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from musicgen_stem import export, outputs
+from musicgen_stem import audio, export, outputs
 from musicgen_stem.errors import MusicGenStemError, OutputExistsError
-from musicgen_stem.export import export_stem_pack, file_sha256
+from musicgen_stem.export import export_stem_pack, file_sha256, ni_stems
 
 SR = 32000
 
@@ -179,9 +179,9 @@ def test_stem_mp4(tmp_path: Path) -> None:
     assert np.sqrt(np.mean(drums**2)) > 0.1 and np.abs(vocals).max() < 1e-4
     # The NI metadata box sits in moov/udta.
     data = res.stem_mp4.read_bytes()
-    top = {k: (p, e) for k, _, p, e in export._iter_boxes(data, 0, len(data))}
-    moov = {k: (p, e) for k, _, p, e in export._iter_boxes(data, *top[b"moov"])}
-    udta = {k: (p, e) for k, _, p, e in export._iter_boxes(data, *moov[b"udta"])}
+    top = {k: (p, e) for k, _, p, e in ni_stems._iter_boxes(data, 0, len(data))}
+    moov = {k: (p, e) for k, _, p, e in ni_stems._iter_boxes(data, *top[b"moov"])}
+    udta = {k: (p, e) for k, _, p, e in ni_stems._iter_boxes(data, *moov[b"udta"])}
     p, e = udta[b"stem"]
     meta = json.loads(data[p:e])
     assert [s["name"] for s in meta["stems"]] == ["Drums", "Bass", "Other", "Vocals"]
@@ -223,7 +223,7 @@ def test_no_temp_dir_left_after_failure(tmp_path: Path, monkeypatch: pytest.Monk
             raise MusicGenStemError("disk full")
         return Path(path)
 
-    monkeypatch.setattr(export.audio, "save_audio", boom)
+    monkeypatch.setattr(audio, "save_audio", boom)
     with pytest.raises(MusicGenStemError, match="disk full"):
         export_stem_pack(tmp_path / "pack", _stems(), SR)
     assert not (tmp_path / "pack").exists() and _no_temp_dirs(tmp_path)
