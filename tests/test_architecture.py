@@ -34,10 +34,10 @@ LAYERS = {
     "data": 5,
     "song": 5,
     "evaluation": 5,
-    "commands": 5,
-    "training": 6,
-    "app": 6,
-    "cli": 7,
+    "commands": 6,
+    "training": 7,
+    "app": 7,
+    "cli": 8,
 }
 
 

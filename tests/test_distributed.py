@@ -41,7 +41,8 @@ from musicgen_stem.training import loop
 from musicgen_stem.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from musicgen_stem.training.codec import CodecTrainConfig, train_codec
 from musicgen_stem.training.distributed import DistInfo, on_main
-from musicgen_stem.training.lm import LMTrainConfig, LMWithText, train_lm
+from musicgen_stem.training.lm import LMTrainConfig, train_lm
+from musicgen_stem.training.lm_loss import LMWithText
 from musicgen_stem.training.optim import DECAY, NO_DECAY, decay_groups
 
 STEPS = 6

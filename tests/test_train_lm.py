@@ -24,8 +24,9 @@ from musicgen_stem.training import lm as train_mod
 from musicgen_stem.training import loop
 from musicgen_stem.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from musicgen_stem.training.distributed import DistInfo
-from musicgen_stem.training.lm import LMTrainConfig, LMWithText, lm_loss, sequence_loss, train_lm
+from musicgen_stem.training.lm import LMTrainConfig, train_lm
 from musicgen_stem.training.lm_data import EDIT, TEXT, BatchBuilder, TokenDataset
+from musicgen_stem.training.lm_loss import LMWithText, lm_loss, sequence_loss, target_counts
 
 WINDOW = 50  # 1.0 s edit window at 50 Hz
 CROP = 100  # 2.0 s crop
@@ -240,7 +241,7 @@ def test_global_token_normalisation(model_dir, data_dir):
     parts = load_model(model_dir)
     module = LMWithText(parts.lm, parts.text).eval()
     batch = _builder(data_dir).build(4, torch.Generator().manual_seed(5), EDIT, False)
-    norm = train_mod.target_counts(presets.tiny().layout, batch.loss_mask)
+    norm = target_counts(presets.tiny().layout, batch.loss_mask)
     with torch.no_grad():
         whole, _ = module(batch.codes, batch.texts, batch.loss_mask)
         pieces = [

@@ -1,23 +1,25 @@
-"""The `musicgen-stem` command line: generate, edit, init, info.
+"""The `musicgen-stem` command line: its parser, and the dispatch to each command.
 
-User mistakes print one line `musicgen-stem: error: ...` and exit with code 2. The shared option
-helpers live in `commands.options` (re-exported here); nothing imports this module back.
+The built-in commands live in `commands/` (generate, edit, model_files, synth), the module commands
+in their own modules (`MODULE_COMMANDS`). User mistakes print one line `musicgen-stem: error: ...`
+and exit with code 2. The shared option helpers live in `commands.options` (re-exported here);
+nothing imports this module back.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import math
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .commands.edit import cmd_edit
+from .commands.generate import cmd_generate
+from .commands.model_files import cmd_convert, cmd_info, cmd_init
 from .commands.options import (
     FORMATTER,
     ModuleFormatter,
@@ -28,9 +30,9 @@ from .commands.options import (
     module_main,
     prepare_model,
 )
+from .commands.synth import cmd_synth
 from .errors import MusicGenStemError
-from .inputs import check_prompt, check_seed
-from .safeio import Interrupted, check_writable, io_reason
+from .safeio import Interrupted, io_reason
 
 __all__ = [
     "UsageError",
@@ -250,340 +252,9 @@ def _command_of(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
-# ---------------------------------------------------------------------------------------- commands
+# ---------------------------------------------------------------------------------------- dispatch
 
-
-def _load(args: argparse.Namespace) -> Any:
-    return load_model_from_args(args.model, args)
-
-
-def _set_params(model: Any, args: argparse.Namespace) -> None:
-    model.set_generation_params(
-        use_sampling=not args.greedy,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        temperature=args.temperature,
-        cfg_coef=args.cfg,
-    )
-
-
-def _check_common(args: argparse.Namespace) -> None:
-    check_prompt(getattr(args, "text", None) or getattr(args, "text_pos", None))
-    if args.seed is not None:
-        check_seed(args.seed, "--seed")
-    if args.batch < 1 or args.batch > 64:
-        raise UsageError(f"--batch must be between 1 and 64, got {args.batch}")
-    for option, value in (("--temperature", args.temperature), ("--cfg", args.cfg)):
-        if not (math.isfinite(value) and value >= 0):
-            raise UsageError(f"{option} must be a finite number >= 0, got {value}")
-    if not 0 <= args.top_p <= 1:
-        raise UsageError(f"--top-p must be between 0 (off) and 1, got {args.top_p}")
-    if args.top_k < 0:
-        raise UsageError(f"--top-k must be >= 0 (0: off), got {args.top_k}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out '{out}' is a file; give a folder path")
-    if out.is_dir() and any(out.iterdir()) and not args.force:
-        raise UsageError(
-            f"output folder '{out}' already exists and is not empty; choose another --out or pass --force"
-        )
-    seconds = getattr(args, "duration", None) or 30.0  # an edit's length is known only later
-    seconds = seconds if math.isfinite(seconds) and 0 < seconds <= 600 else 30.0  # bad ones refused later
-    need = int(seconds * 48000 * 2 * 4 * 5 * args.batch)  # 3 stems + mix (+ vocals), stereo float: a bound
-    try:  # before the model loads: a read-only or full disk is found now, not after generating
-        check_writable(out, need)
-    except OSError as e:
-        raise UsageError(f"--out '{out}': {io_reason(e)}; choose another folder") from None
-
-
-def _run_meta(model: Any, meta: dict[str, Any]) -> dict[str, Any]:
-    """What every output folder records about the run: the task's facts plus model and settings."""
-    return {**meta, "model": model.name, "params": model.params.to_dict(), "version": __version__}
-
-
-def _save(
-    args: argparse.Namespace,
-    items: list[tuple[Any, Any, dict[str, Any]]],
-    sample_rate: int,
-    kept: dict[str, Any] | None = None,
-) -> Path:
-    """One output folder, or one var_NN subfolder per item with --batch; (stems, codes, meta) items.
-    `kept`: {stem: samples.Samples} written exactly as read (the same in every item)."""
-    from .outputs import StemsItem, write_batch_folders, write_stems_folder
-    from .samples import lossless_subtype
-
-    kept = kept or {}
-    if args.bits == "auto":
-        subtype = lossless_subtype(kept.values()) if kept else "PCM_16"
-    else:
-        subtype = {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT"}[args.bits]
-    if len(items) == 1:
-        stems, codes, meta = items[0]
-        return write_stems_folder(
-            args.out, stems, sample_rate, codes, meta, force=args.force, subtype=subtype, kept=kept
-        )
-    batch = [StemsItem(stems, codes, meta, kept) for stems, codes, meta in items]
-    write_batch_folders(args.out, batch, sample_rate, force=args.force, subtype=subtype)
-    return Path(args.out)
-
-
-def _write(args: argparse.Namespace, model: Any, audio: Any, meta: dict[str, Any]) -> Path:
-    meta = {**_run_meta(model, meta), "seed": audio.seed}
-    items = [({s: audio[s][i] for s in audio}, audio.codes[i], meta) for i in range(audio.codes.shape[0])]
-    return _save(args, items, audio.sample_rate)
-
-
-def cmd_generate(args: argparse.Namespace) -> int:
-    _check_common(args)
-    if not args.text.strip():
-        raise UsageError("the description is empty; describe the music in a few words")
-    model = _load(args)
-    _set_params(model, args)
-    start = time.time()
-    audio = model.generate(
-        [args.text] * args.batch, progress=not args.quiet, seed=args.seed, duration=args.duration
-    )
-    out = _write(args, model, audio, {"task": "generate", "prompt": args.text})
-    _done(out, audio, start)
-    return 0
-
-
-def _parse_stems(specs: list[str], option: str = "--stem") -> dict[str, Path]:
-    stems: dict[str, Path] = {}
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            raise UsageError(f"{option} expects NAME=FILE (e.g. drums=loop.wav), got '{spec}'")
-        if name in stems:
-            raise UsageError(f"{option} {name} given twice")
-        stems[name] = Path(path)
-    return stems
-
-
-def _edit_range(args: argparse.Namespace) -> tuple[float | None, float | None]:
-    """--start/--end seconds, or --bars A-B at --bpm (1-based, inclusive bars)."""
-    if args.bars is None:
-        return args.start, args.end
-    if args.start is not None or args.end is not None:
-        raise UsageError("give the range either with --start/--end or with --bars, not both")
-    if args.bpm is None or not 20 <= args.bpm <= 400:
-        raise UsageError("--bars needs the tempo: pass --bpm (between 20 and 400)")
-    if not 1 <= args.beats_per_bar <= 32:
-        raise UsageError(f"--beats-per-bar must be between 1 and 32, got {args.beats_per_bar}")
-    first, sep, last = args.bars.partition("-")
-    try:
-        a, b = int(first), int(last if sep else first)
-    except ValueError:
-        raise UsageError(f"--bars expects A-B (e.g. 9-16), got '{args.bars}'") from None
-    if not 1 <= a <= b:
-        raise UsageError(f"--bars expects 1 <= A <= B, got '{args.bars}'")
-    bar = args.beats_per_bar * 60.0 / args.bpm
-    return (a - 1) * bar, b * bar
-
-
-def cmd_edit(args: argparse.Namespace) -> int:
-    from .outputs import read_stems_folder
-
-    _check_common(args)
-    if args.text and args.text_pos:
-        raise UsageError("give the description once: as TEXT or with --text, not both")
-    text = args.text or args.text_pos
-    given = [
-        name for name, v in (("--from", args.from_dir), ("--stem", args.stem), ("--song", args.song)) if v
-    ]
-    if len(given) > 1:
-        raise UsageError(f"give the kept material one way only, not with {' and '.join(given)}")
-    if not given:
-        raise UsageError(
-            "nothing to keep: give --song SONG, --stem NAME=FILE or a previous output with --from"
-        )
-    if args.song is not None and Path(args.out).resolve() == Path(args.song).resolve():
-        raise UsageError("--out must be a new folder, not the song itself")
-    start_s, end_s = _edit_range(args)
-    stem_files = _parse_stems(args.stem)
-    model = _load(args)
-    layout = model.layout
-    for name in list(args.regenerate) + [n for n in stem_files if n != "vocals"]:
-        if name not in layout.stems:
-            hint = "; put the description before --regenerate or pass it with --text" if " " in name else ""
-            raise UsageError(f"unknown stem '{name}': this model's stems are {', '.join(layout.stems)}{hint}")
-    both = sorted(set(stem_files) & set(args.regenerate))
-    if both:
-        raise UsageError(f"stem(s) {both} are both given with --stem and asked to be regenerated")
-    _set_params(model, args)
-    began = time.time()
-    meta: dict[str, Any] = {
-        "task": "edit",
-        "prompt": text,
-        "regenerate": layout.check_stems(args.regenerate),
-        "range": [start_s, end_s],
-    }
-    if args.from_dir is None:
-        if args.duration is not None:
-            raise UsageError(
-                "--duration applies to --from edits; song and stem edits keep the input's length"
-            )
-        return _edit_audio(args, model, text, stem_files, start_s, end_s, meta, began)
-    import torch
-
-    codes = torch.from_numpy(read_stems_folder(args.from_dir).codes)
-    meta["kept_from"] = str(args.from_dir)
-    audio = model.regenerate_range(
-        codes,
-        args.regenerate,
-        [text] * args.batch,
-        progress=not args.quiet,
-        start=start_s,
-        end=end_s,
-        seed=args.seed,
-        duration=args.duration,
-    )
-    out = _write(args, model, audio, meta)
-    _done(out, audio, began)
-    return 0
-
-
-def _edit_audio(
-    args: argparse.Namespace,
-    model: Any,
-    text: str | None,
-    stem_files: dict[str, Path],
-    start_s: float | None,
-    end_s: float | None,
-    meta: dict[str, Any],
-    began: float,
-) -> int:
-    """Edits of real audio (a song, or stem files): kept stems and vocals come back untouched."""
-    from .export import file_sha256
-    from .samples import Samples, read_kept
-    from .song import check_song, edit_stems
-
-    if args.song is not None:
-        from .api import MAX_SECONDS
-        from .audio import duration_seconds, load_audio
-        from .separation import load_separator, separate
-
-        if duration_seconds(args.song) > MAX_SECONDS:  # before decoding hours of audio
-            raise UsageError(f"--song '{args.song}' is longer than {MAX_SECONDS:g} s; trim it first")
-        wav, sr = load_audio(args.song)
-        check_song(wav, sr)  # before loading the separator
-        separator = load_separator(args.separator, device=args.device)
-        sources = separate(separator, wav, sr, progress=not args.quiet)
-        kept = {n: Samples.from_tensor(w, sr) for n, w in sources.items() if n not in args.regenerate}
-        meta.update(song=str(args.song), song_sha256=file_sha256(args.song), separator=str(args.separator))
-    else:
-        from .api import MAX_SECONDS
-
-        kept, sr = read_kept(stem_files, max_seconds=MAX_SECONDS)
-        sources = {n: s.to_tensor() for n, s in kept.items()}
-        meta["kept_from"] = {n: str(p) for n, p in stem_files.items()}
-    edits = []
-    for i in range(args.batch):
-        seed = None if args.seed is None else args.seed + i
-        edits.append(
-            edit_stems(
-                model,
-                sources,
-                sr,
-                args.regenerate,
-                [text],
-                start=start_s,
-                end=end_s,
-                seed=seed,
-                progress=not args.quiet,
-            )
-        )
-    common = _run_meta(model, meta)
-    out = _save(args, [(e.stems, e.codes, {**common, "seed": e.seed}) for e in edits], sr, kept)
-    length = next(iter(edits[0].stems.values())).shape[-1] / sr
-    print(f"wrote {out} ({len(edits)} x {length:.2f} s, seed {edits[0].seed}, {time.time() - began:.1f} s)")
-    return 0
-
-
-def cmd_init(args: argparse.Namespace) -> int:
-    from .api import MusicGenStem
-    from .modeldir import check_target, read_codec_export
-    from .presets import preset
-
-    check_target(Path(args.dir), args.force)
-    config = preset(args.preset)
-    trained = {}
-    for stem, file in _parse_stems(args.codec, "--codec").items():
-        config.layout.stem_index(stem)
-        codec_cfg, state = read_codec_export(file)
-        if codec_cfg.n_q != config.layout.codebooks[config.layout.stem_index(stem)]:
-            raise UsageError(
-                f"codec {file} has {codec_cfg.n_q} codebooks; the {args.preset} layout wants "
-                f"{config.layout.codebooks[config.layout.stem_index(stem)]} for {stem}"
-            )
-        config.codecs[stem] = codec_cfg
-        trained[stem] = state
-    model = MusicGenStem.from_config(config, seed=args.seed, device="cpu")
-    for stem, state in trained.items():
-        model.codec.codecs[stem].load_state_dict(state, strict=True)
-    path = model.save(args.dir, force=args.force)
-    n = sum(p.numel() for p in model.lm.parameters())
-    codecs = f"trained codecs for {', '.join(trained)}" if trained else "random codecs"
-    print(f"wrote {path} (preset {args.preset}, LM {n / 1e6:.1f} M parameters, random LM, {codecs})")
-    return 0
-
-
-def cmd_convert(args: argparse.Namespace) -> int:
-    from .modeldir import check_target, save_model
-    from .reference import load_reference
-
-    dst = Path(args.dst)
-    check_target(dst, args.force)  # refuse before the slow load
-    parts = load_reference(args.src, text_encoder=args.text_encoder)
-    path = save_model(parts, dst, force=args.force)
-    print(f"wrote {path} from {args.src}")
-    return 0
-
-
-def cmd_synth(args: argparse.Namespace) -> int:
-    from .data.synth import synth_dataset
-
-    if args.num_songs < 1:
-        raise UsageError(f"--num-songs must be >= 1, got {args.num_songs}")
-    if not 0 < args.duration <= 600:
-        raise UsageError(f"--duration must be between 0 and 600 seconds, got {args.duration}")
-    start = time.time()
-    folders = synth_dataset(
-        args.out,
-        args.num_songs,
-        seed=args.seed,
-        duration=args.duration,
-        soundfont=args.soundfont,
-        force=args.force,
-        num_workers=max(1, args.workers),
-    )
-    print(f"{len(folders)} songs in {args.out} ({time.time() - start:.1f} s)")
-    return 0
-
-
-def cmd_info(args: argparse.Namespace) -> int:
-    model = _load(args)
-    cfg = model.config
-    n = sum(p.numel() for p in model.lm.parameters())
-    print(f"model: {model.name}")
-    stems = (f"{s} ({c} codebooks)" for s, c in zip(cfg.layout.stems, cfg.layout.codebooks, strict=True))
-    print(f"stems: {', '.join(stems)}")
-    print(f"delays: {list(cfg.layout.delays)}  cardinality: {cfg.layout.card}")
-    lm = cfg.lm
-    print(f"LM: {n / 1e6:.1f} M parameters, dim {lm.dim}, {lm.num_layers} layers, {lm.num_heads} heads")
-    print(f"text encoder: {cfg.text.kind} {cfg.text.name or ''}".rstrip())
-    print(f"sample rate: {model.sample_rate} Hz, frame rate: {model.frame_rate:g} Hz")
-    print(f"longest generation: {model.max_duration:g} s, longest edit: {model.max_edit_duration:g} s")
-    return 0
-
-
-def _done(out: Path, audio: Any, start: float) -> None:
-    print(
-        f"wrote {out} ({audio.codes.shape[0]} x {audio.duration:.2f} s, seed {audio.seed}, "
-        f"{time.time() - start:.1f} s)"
-    )
-
-
+#: Built-in commands: their code lives in `commands/` (heavy imports inside the functions).
 COMMANDS = {
     "generate": cmd_generate,
     "edit": cmd_edit,

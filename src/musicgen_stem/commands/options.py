@@ -1,8 +1,8 @@
 """Command-line helpers shared by `musicgen-stem` and the modules that bring their own commands.
 
-The model options (`add_model_options`, `load_model_from_args`), prompt checks, the one-line
+The model options (`add_model_options`, `load_model_from_args`), NAME=FILE options, the one-line
 argument parser and `module_main` (a module command run on its own, e.g. under torchrun). This
-module imports no command, so the app, trainers and `cli.py` all import it without a cycle.
+module imports no command, so the app, trainers, command modules and `cli.py` import it without a cycle.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from ..errors import MusicGenStemError
@@ -23,6 +24,7 @@ __all__ = [
     "add_model_options",
     "load_model_from_args",
     "module_main",
+    "parse_stem_files",
     "prepare_model",
 ]
 
@@ -124,6 +126,19 @@ def prepare_model(model: Any, dtype: str = "auto", quantize: str = "none", compi
     else:
         model.set_dtype(dtype)
     return model.compile() if compile else model
+
+
+def parse_stem_files(specs: list[str], option: str = "--stem") -> dict[str, Path]:
+    """NAME=FILE values of a repeatable `option` -> {name: path}; each name once."""
+    stems: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"{option} expects NAME=FILE (e.g. drums=loop.wav), got '{spec}'")
+        if name in stems:
+            raise UsageError(f"{option} {name} given twice")
+        stems[name] = Path(path)
+    return stems
 
 
 def module_main(module: Any, prog: str, argv: Sequence[str] | None = None) -> int:

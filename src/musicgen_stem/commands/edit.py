@@ -1,0 +1,159 @@
+"""`musicgen-stem edit`: regenerate some stems, keep the others exactly.
+
+Kept material comes from a previous output folder (`--from`, its codes), from stem files (`--stem`)
+or from a song separated with Demucs (`--song`); the time range from `--start/--end` or `--bars`.
+Heavy modules are imported inside the functions (see `generate`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from .generate import check_common, load_model, print_done, run_meta, save_items, set_sampling, write_audio
+from .options import UsageError, parse_stem_files
+
+__all__ = ["cmd_edit", "edit_range"]
+
+
+def edit_range(args: argparse.Namespace) -> tuple[float | None, float | None]:
+    """--start/--end seconds, or --bars A-B at --bpm (1-based, inclusive bars)."""
+    if args.bars is None:
+        return args.start, args.end
+    if args.start is not None or args.end is not None:
+        raise UsageError("give the range either with --start/--end or with --bars, not both")
+    if args.bpm is None or not 20 <= args.bpm <= 400:
+        raise UsageError("--bars needs the tempo: pass --bpm (between 20 and 400)")
+    if not 1 <= args.beats_per_bar <= 32:
+        raise UsageError(f"--beats-per-bar must be between 1 and 32, got {args.beats_per_bar}")
+    first, sep, last = args.bars.partition("-")
+    try:
+        a, b = int(first), int(last if sep else first)
+    except ValueError:
+        raise UsageError(f"--bars expects A-B (e.g. 9-16), got '{args.bars}'") from None
+    if not 1 <= a <= b:
+        raise UsageError(f"--bars expects 1 <= A <= B, got '{args.bars}'")
+    bar = args.beats_per_bar * 60.0 / args.bpm
+    return (a - 1) * bar, b * bar
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    """`musicgen-stem edit`: checks, then an edit of codes (--from) or of audio (`_edit_audio`)."""
+    from ..outputs import read_stems_folder
+
+    check_common(args)
+    if args.text and args.text_pos:
+        raise UsageError("give the description once: as TEXT or with --text, not both")
+    text = args.text or args.text_pos
+    given = [
+        name for name, v in (("--from", args.from_dir), ("--stem", args.stem), ("--song", args.song)) if v
+    ]
+    if len(given) > 1:
+        raise UsageError(f"give the kept material one way only, not with {' and '.join(given)}")
+    if not given:
+        raise UsageError(
+            "nothing to keep: give --song SONG, --stem NAME=FILE or a previous output with --from"
+        )
+    if args.song is not None and Path(args.out).resolve() == Path(args.song).resolve():
+        raise UsageError("--out must be a new folder, not the song itself")
+    start_s, end_s = edit_range(args)
+    stem_files = parse_stem_files(args.stem)
+    model = load_model(args)
+    layout = model.layout
+    for name in list(args.regenerate) + [n for n in stem_files if n != "vocals"]:
+        if name not in layout.stems:
+            hint = "; put the description before --regenerate or pass it with --text" if " " in name else ""
+            raise UsageError(f"unknown stem '{name}': this model's stems are {', '.join(layout.stems)}{hint}")
+    both = sorted(set(stem_files) & set(args.regenerate))
+    if both:
+        raise UsageError(f"stem(s) {both} are both given with --stem and asked to be regenerated")
+    set_sampling(model, args)
+    began = time.time()
+    meta: dict[str, Any] = {
+        "task": "edit",
+        "prompt": text,
+        "regenerate": layout.check_stems(args.regenerate),
+        "range": [start_s, end_s],
+    }
+    if args.from_dir is None:
+        if args.duration is not None:
+            raise UsageError(
+                "--duration applies to --from edits; song and stem edits keep the input's length"
+            )
+        return _edit_audio(args, model, text, stem_files, start_s, end_s, meta, began)
+    import torch
+
+    codes = torch.from_numpy(read_stems_folder(args.from_dir).codes)
+    meta["kept_from"] = str(args.from_dir)
+    audio = model.regenerate_range(
+        codes,
+        args.regenerate,
+        [text] * args.batch,
+        progress=not args.quiet,
+        start=start_s,
+        end=end_s,
+        seed=args.seed,
+        duration=args.duration,
+    )
+    out = write_audio(args, model, audio, meta)
+    print_done(out, audio, began)
+    return 0
+
+
+def _edit_audio(
+    args: argparse.Namespace,
+    model: Any,
+    text: str | None,
+    stem_files: dict[str, Path],
+    start_s: float | None,
+    end_s: float | None,
+    meta: dict[str, Any],
+    began: float,
+) -> int:
+    """Edits of real audio (a song, or stem files): kept stems and vocals come back untouched."""
+    from ..export import file_sha256
+    from ..samples import Samples, read_kept
+    from ..song import check_song, edit_stems
+
+    if args.song is not None:
+        from ..api import MAX_SECONDS
+        from ..audio import duration_seconds, load_audio
+        from ..separation import load_separator, separate
+
+        if duration_seconds(args.song) > MAX_SECONDS:  # before decoding hours of audio
+            raise UsageError(f"--song '{args.song}' is longer than {MAX_SECONDS:g} s; trim it first")
+        wav, sr = load_audio(args.song)
+        check_song(wav, sr)  # before loading the separator
+        separator = load_separator(args.separator, device=args.device)
+        sources = separate(separator, wav, sr, progress=not args.quiet)
+        kept = {n: Samples.from_tensor(w, sr) for n, w in sources.items() if n not in args.regenerate}
+        meta.update(song=str(args.song), song_sha256=file_sha256(args.song), separator=str(args.separator))
+    else:
+        from ..api import MAX_SECONDS
+
+        kept, sr = read_kept(stem_files, max_seconds=MAX_SECONDS)
+        sources = {n: s.to_tensor() for n, s in kept.items()}
+        meta["kept_from"] = {n: str(p) for n, p in stem_files.items()}
+    edits = []
+    for i in range(args.batch):
+        seed = None if args.seed is None else args.seed + i
+        edits.append(
+            edit_stems(
+                model,
+                sources,
+                sr,
+                args.regenerate,
+                [text],
+                start=start_s,
+                end=end_s,
+                seed=seed,
+                progress=not args.quiet,
+            )
+        )
+    common = run_meta(model, meta)
+    out = save_items(args, [(e.stems, e.codes, {**common, "seed": e.seed}) for e in edits], sr, kept)
+    length = next(iter(edits[0].stems.values())).shape[-1] / sr
+    print(f"wrote {out} ({len(edits)} x {length:.2f} s, seed {edits[0].seed}, {time.time() - began:.1f} s)")
+    return 0

@@ -1,0 +1,139 @@
+"""`musicgen-stem generate` (text -> stems), and what `edit` shares with it: the checks made before
+the model loads, the sampling settings and the writing of output folders.
+
+Heavy modules (torch, the model, audio writing) are imported inside the functions: the command
+line's `--help` must not wait for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..inputs import check_prompt, check_seed
+from ..safeio import check_writable, io_reason
+from .options import UsageError, load_model_from_args
+
+__all__ = [
+    "check_common",
+    "cmd_generate",
+    "load_model",
+    "print_done",
+    "run_meta",
+    "save_items",
+    "set_sampling",
+    "write_audio",
+]
+
+
+def load_model(args: argparse.Namespace) -> Any:
+    """The model of --model, with the model options of `add_model_options`."""
+    return load_model_from_args(args.model, args)
+
+
+def set_sampling(model: Any, args: argparse.Namespace) -> None:
+    """The sampling options (--greedy, --top-k, --top-p, --temperature, --cfg) set on `model`."""
+    model.set_generation_params(
+        use_sampling=not args.greedy,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        temperature=args.temperature,
+        cfg_coef=args.cfg,
+    )
+
+
+def check_common(args: argparse.Namespace) -> None:
+    """The checks of generate and edit made before the model loads: prompt, seed, batch, sampling
+    settings, and an --out folder that can be written (not a file, empty or --force, room on disk)."""
+    check_prompt(getattr(args, "text", None) or getattr(args, "text_pos", None))
+    if args.seed is not None:
+        check_seed(args.seed, "--seed")
+    if args.batch < 1 or args.batch > 64:
+        raise UsageError(f"--batch must be between 1 and 64, got {args.batch}")
+    for option, value in (("--temperature", args.temperature), ("--cfg", args.cfg)):
+        if not (math.isfinite(value) and value >= 0):
+            raise UsageError(f"{option} must be a finite number >= 0, got {value}")
+    if not 0 <= args.top_p <= 1:
+        raise UsageError(f"--top-p must be between 0 (off) and 1, got {args.top_p}")
+    if args.top_k < 0:
+        raise UsageError(f"--top-k must be >= 0 (0: off), got {args.top_k}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out '{out}' is a file; give a folder path")
+    if out.is_dir() and any(out.iterdir()) and not args.force:
+        raise UsageError(
+            f"output folder '{out}' already exists and is not empty; choose another --out or pass --force"
+        )
+    seconds = getattr(args, "duration", None) or 30.0  # an edit's length is known only later
+    seconds = seconds if math.isfinite(seconds) and 0 < seconds <= 600 else 30.0  # bad ones refused later
+    need = int(seconds * 48000 * 2 * 4 * 5 * args.batch)  # 3 stems + mix (+ vocals), stereo float: a bound
+    try:  # before the model loads: a read-only or full disk is found now, not after generating
+        check_writable(out, need)
+    except OSError as e:
+        raise UsageError(f"--out '{out}': {io_reason(e)}; choose another folder") from None
+
+
+def run_meta(model: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    """What every output folder records about the run: the task's facts plus model and settings."""
+    return {**meta, "model": model.name, "params": model.params.to_dict(), "version": __version__}
+
+
+def save_items(
+    args: argparse.Namespace,
+    items: list[tuple[Any, Any, dict[str, Any]]],
+    sample_rate: int,
+    kept: dict[str, Any] | None = None,
+) -> Path:
+    """One output folder, or one var_NN subfolder per item with --batch; (stems, codes, meta) items.
+    `kept`: {stem: samples.Samples} written exactly as read (the same in every item)."""
+    from ..outputs import StemsItem, write_batch_folders, write_stems_folder
+    from ..samples import lossless_subtype
+
+    kept = kept or {}
+    if args.bits == "auto":
+        subtype = lossless_subtype(kept.values()) if kept else "PCM_16"
+    else:
+        subtype = {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT"}[args.bits]
+    if len(items) == 1:
+        stems, codes, meta = items[0]
+        return write_stems_folder(
+            args.out, stems, sample_rate, codes, meta, force=args.force, subtype=subtype, kept=kept
+        )
+    batch = [StemsItem(stems, codes, meta, kept) for stems, codes, meta in items]
+    write_batch_folders(args.out, batch, sample_rate, force=args.force, subtype=subtype)
+    return Path(args.out)
+
+
+def write_audio(args: argparse.Namespace, model: Any, audio: Any, meta: dict[str, Any]) -> Path:
+    """A generation result (one item per variation) written to --out with the run's meta."""
+    meta = {**run_meta(model, meta), "seed": audio.seed}
+    items = [({s: audio[s][i] for s in audio}, audio.codes[i], meta) for i in range(audio.codes.shape[0])]
+    return save_items(args, items, audio.sample_rate)
+
+
+def print_done(out: Path, audio: Any, start: float) -> None:
+    """The closing line: where, how many variations of which length, seed and time taken."""
+    print(
+        f"wrote {out} ({audio.codes.shape[0]} x {audio.duration:.2f} s, seed {audio.seed}, "
+        f"{time.time() - start:.1f} s)"
+    )
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """`musicgen-stem generate`: every stem from a text description."""
+    check_common(args)
+    if not args.text.strip():
+        raise UsageError("the description is empty; describe the music in a few words")
+    model = load_model(args)
+    set_sampling(model, args)
+    start = time.time()
+    audio = model.generate(
+        [args.text] * args.batch, progress=not args.quiet, seed=args.seed, duration=args.duration
+    )
+    out = write_audio(args, model, audio, {"task": "generate", "prompt": args.text})
+    print_done(out, audio, start)
+    return 0

@@ -1,0 +1,104 @@
+"""The LM's training loss (method.md §2): cross-entropy per stream by teacher forcing, computed in
+step space (`sequence_loss`) with `lm_loss` on frame logits as its reference, the token counts
+that normalise it over a global batch, and `LMWithText`, the trainable module whose forward it is."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..conditioning.text import Texts
+from ..layout import StemLayout
+from ..lm.model import StemLM
+from ..lm.pattern import build_sequence
+from ..modeldir import ModelParts
+
+__all__ = ["LMWithText", "lm_loss", "sequence_loss", "stream_names", "target_counts"]
+
+
+class LMWithText(nn.Module):
+    """The trainable pair: text conditioner and LM, as one module for DDP/FSDP."""
+
+    def __init__(self, lm: StemLM, text: nn.Module) -> None:
+        super().__init__()
+        self.lm = lm
+        self.text = text
+
+    def forward(
+        self, codes: torch.Tensor, texts: Texts, loss_mask: torch.Tensor, norm: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """codes [B, K, T], loss_mask [B, K, T] bool -> (loss, per-stream losses [K]) by teacher
+        forcing; `norm` [K]: token counts to divide by (see `sequence_loss`)."""
+        memory, _ = self.text(texts)  # [B, L, D]
+        return sequence_loss(self.lm, codes, memory, loss_mask, norm)
+
+
+def target_counts(layout: StemLayout, loss_mask: torch.Tensor) -> torch.Tensor:
+    """Positions per stream that count in `sequence_loss` for loss_mask [B, K, T] -> [K] long."""
+    step_mask, _ = build_sequence(loss_mask.long(), layout.delays, 0, valid_steps_only=True)  # [B, K, T+1]
+    return step_mask[:, :, 1:].sum(dim=(0, 2))
+
+
+def sequence_loss(
+    lm: StemLM,
+    codes: torch.Tensor,
+    memory: torch.Tensor,
+    loss_mask: torch.Tensor,
+    norm: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss of `lm_loss(*lm.frame_logits(codes, memory), ...)`, computed in step space.
+
+    Equal to taking the frame logits (the output at step t + delays[k] predicts frame t of stream
+    k), but without gathering and NaN-filling the [B, K, T, card] logits: the targets and the mask
+    are laid out by the delay pattern instead. Positions without a prediction and positions outside
+    `loss_mask` are ignored. norm [K]: divide each stream's summed cross-entropy by these counts
+    (those of a whole global batch, `target_counts`) instead of this batch's own; the streams
+    averaged are those with norm > 0.
+    """
+    layout = lm.layout
+    seq, _ = build_sequence(codes, layout.delays, layout.special_token, valid_steps_only=True)  # [B, K, T+1]
+    # frame mask laid out like the codes; 0 outside the pattern
+    step_mask, _ = build_sequence(loss_mask.long(), layout.delays, 0, valid_steps_only=True)  # [B, K, T+1]
+    logits = lm(seq, memory)  # [B, T+1, K, card]: step s predicts step s + 1
+    B, S, K, card = logits.shape
+    targets = seq[:, :, 1:].masked_fill(step_mask[:, :, 1:] == 0, -100)  # [B, K, T]
+    targets = F.pad(targets, (0, 1), value=-100).transpose(1, 2)  # [B, S, K]: last step predicts nothing
+    ce = F.cross_entropy(
+        logits.reshape(-1, card).float(), targets.reshape(-1), ignore_index=-100, reduction="none"
+    ).view(B, S, K)
+    count = (targets != -100).sum(dim=(0, 1)) if norm is None else norm.to(ce.device)  # [K]
+    per_stream = ce.sum(dim=(0, 1)) / count.clamp(min=1)
+    has = count > 0
+    loss = per_stream[has].mean() if bool(has.any()) else ce.sum() * 0.0
+    return loss, per_stream.detach()
+
+
+def lm_loss(
+    logits: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy per stream, averaged over the streams, on frame logits (reference for `sequence_loss`).
+
+    Args:
+        logits: [B, K, T, card] (may hold NaN outside `mask`).
+        codes: [B, K, T] targets.
+        mask: [B, K, T] bool, positions that count.
+    Returns:
+        the loss (scalar) and the per-stream losses [K] (detached; 0 for a stream without positions).
+    """
+    card = logits.shape[-1]
+    logits = torch.where(mask[..., None], logits.float(), torch.zeros((), device=logits.device))
+    targets = codes.masked_fill(~mask, -100)
+    ce = F.cross_entropy(logits.reshape(-1, card), targets.reshape(-1), ignore_index=-100, reduction="none")
+    ce = ce.view_as(codes)  # [B, K, T]
+    count = mask.sum(dim=(0, 2))  # [K]
+    per_stream = ce.sum(dim=(0, 2)) / count.clamp(min=1)
+    has = count > 0
+    loss = per_stream[has].mean() if bool(has.any()) else ce.sum() * 0.0
+    return loss, per_stream.detach()
+
+
+def stream_names(parts: ModelParts) -> list[str]:
+    """bass0, drums0, other0..3: one name per stream for logs."""
+    layout = parts.config.layout
+    return [f"{s}{i}" for s in layout.stems for i in range(len(layout.streams_of(s)))]
