@@ -32,12 +32,13 @@ LAYOUT_MINI = StemLayout(("bass", "drums", "other"), (1, 1, 2), (0, 0, 0, 1), 10
 
 
 def mini() -> ModelConfig:
-    """The small model trained on CPU and shipped with the package: MiniLM text encoder (offline),
-    6-layer LM of width 192, small codecs, 10 s generation, 8 s edit window."""
+    """The small model trained on CPU and shipped with the package: MiniLM text encoder (offline) plus
+    tempo and key tokens read from the text, 6-layer LM of width 192, small codecs, 10 s generation,
+    8 s edit window."""
     return ModelConfig(
         layout=LAYOUT_MINI,
         lm=LMConfig(dim=192, num_heads=6, num_layers=6, ff_dim=768),
-        text=TextEncoderConfig(kind="minilm"),
+        text=TextEncoderConfig(kind="minilm", attributes=True),
         codecs=_codecs(LAYOUT_MINI, CodecConfig.mini),
         name="mini",
         max_duration=10.0,

@@ -1,7 +1,8 @@
 """Text conditioning: a text encoder, then a linear projection to the LM width.
 
 The LM cross-attends to the output of `TextConditioner`: a memory `cond [B, L, lm_dim]` with a
-mask `[B, L]`. As in the reference (audiocraft `T5Conditioner` / `LUTConditioner`):
+mask `[B, L]` (plus tempo and key tokens with `attributes`, see `attributes.py`). As in the
+reference (audiocraft `T5Conditioner` / `LUTConditioner`):
 
 - the texts of a batch are padded to the longest one; padded positions are zeroed
   (`cond = output_proj(embeds) * mask`) but are NOT masked out in the LM's cross-attention;
@@ -34,6 +35,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from .attributes import ATTRIBUTE_DROPOUT, AttributeEmbedding, parse_attributes
 
 TEXT_ENCODER_KINDS = ("t5", "minilm", "lut")
 DEFAULT_T5 = "t5-base"
@@ -86,6 +88,8 @@ class TextEncoderConfig:
     n_bins, dim: lut only: table size and embedding width.
     word_dropout: t5/minilm only: probability of dropping each word in training mode.
     max_length: t5/minilm only: truncate token sequences to this length (None: t5 no limit, minilm 256).
+    attributes: also condition on the tempo and key named in the text (`conditioning.attributes`: two
+        more memory tokens); off for the released checkpoints.
     """
 
     kind: str
@@ -94,6 +98,7 @@ class TextEncoderConfig:
     dim: int | None = None
     word_dropout: float = 0.0
     max_length: int | None = None
+    attributes: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in TEXT_ENCODER_KINDS:
@@ -383,6 +388,8 @@ class TextConditioner(nn.Module):
         if isinstance(encoder, LUTTextEncoder):
             self.embed = encoder.embed  # registered: trainable, saved as `embed.weight`
         self.output_proj = nn.Linear(encoder.output_dim, self.lm_dim, bias=True, device=device)
+        if cfg.attributes:
+            self.attributes = AttributeEmbedding(self.lm_dim, device=device)
 
     def train(self, mode: bool = True) -> TextConditioner:
         super().train(mode)
@@ -390,12 +397,18 @@ class TextConditioner(nn.Module):
         return self
 
     def forward(self, texts: Texts) -> tuple[torch.Tensor, torch.Tensor]:
-        """Memory `cond [B, L, lm_dim]` = output_proj(embeds) * mask, and `mask [B, L]` (long)."""
+        """Memory `cond [B, L, lm_dim]` = output_proj(embeds) * mask, and `mask [B, L]` (long); with
+        `cfg.attributes`, two more rows: the tempo and key tokens."""
         weight = self.output_proj.weight
         if not isinstance(self.encoder, LUTTextEncoder) and self.encoder.device != weight.device:
             self.encoder.to(weight.device)
         embeds, mask = self.encoder.encode(list(texts))  # [B, L, D], [B, L]
         cond = self.output_proj(embeds.to(weight)) * mask.unsqueeze(-1).to(weight.dtype)  # [B, L, lm_dim]
+        if self.cfg.attributes:  # + tempo and key tokens: [B, L + 2, lm_dim]
+            attrs = [parse_attributes(t) for t in texts]
+            tokens, named = self.attributes(attrs, ATTRIBUTE_DROPOUT if self.training else 0.0)
+            cond = torch.cat([cond, tokens.to(cond)], 1)
+            mask = torch.cat([mask, named.to(mask)], 1)
         return cond, mask
 
     def null(self, batch_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

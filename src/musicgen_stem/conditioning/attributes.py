@@ -1,0 +1,109 @@
+"""Musical attributes read from a description: tempo and key, as two extra conditioning tokens.
+
+A musician writes "a walking jazz bass in F at 120 bpm": a small model learns the words for genres and
+instruments from its captions, but numbers and note names reach it only weakly through a sentence
+encoder. With `TextEncoderConfig(attributes=True)` the text conditioner parses the tempo ("120 bpm",
+"120-BPM", "tempo 120") and the key ("in F", "F# minor", "Ebm") from the same text and appends two
+tokens to the cross-attention memory: Fourier features of log-tempo through a linear layer, and a
+learnt embedding per key (24 rows). An attribute the text does not name is a zero token with mask 0,
+like the null condition; in training each is dropped with probability `ATTRIBUTE_DROPOUT` so the
+model also works without it. The released checkpoints have no attributes (the default).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["ATTRIBUTE_DROPOUT", "AttributeEmbedding", "MusicAttributes", "parse_attributes"]
+
+ATTRIBUTE_DROPOUT = 0.2
+TEMPO_RANGE = (30.0, 300.0)  # BPM; outside it a number is not read as a tempo
+NUM_FREQS = 8
+_TONICS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+_TEMPO = re.compile(
+    r"(?<![\d.])(\d{2,3}(?:\.\d+)?)\s*-?\s*(?:bpm|beats per minute)\b"
+    r"|\btempo\s*(?:of\s*)?(\d{2,3}(?:\.\d+)?)(?![\d.])",
+    re.I,
+)
+_KEY = re.compile(r"(?<![A-Za-z#])([A-G])(#|♯|b|♭)?\s*(major|minor|maj|min|m)?(?![A-Za-z#])")
+
+
+@dataclass(frozen=True)
+class MusicAttributes:
+    """What a description names: `tempo` (BPM) and `key` (tonic pitch class 0-11, "major"/"minor")."""
+
+    tempo: float | None = None
+    key: tuple[int, str] | None = None
+
+    @property
+    def key_index(self) -> int | None:
+        """0-11: C..B major, 12-23: C..B minor."""
+        return None if self.key is None else self.key[0] + 12 * (self.key[1] == "minor")
+
+
+def _pitch_class(letter: str, accidental: str | None) -> int:
+    shift = {"#": 1, "♯": 1, "b": -1, "♭": -1}.get(accidental or "", 0)
+    return (_TONICS[letter] + shift) % 12
+
+
+def parse_attributes(text: str | None) -> MusicAttributes:
+    """Tempo and key named in `text` (the first of each). A key needs a mode word ("F minor",
+    "Ebm", "C# major") or "in <note>" / "key of <note>" (major); a lone capital letter is not a key."""
+    if not text:
+        return MusicAttributes()
+    tempo = None
+    for m in _TEMPO.finditer(text):
+        value = float(m.group(1) or m.group(2))
+        if TEMPO_RANGE[0] <= value <= TEMPO_RANGE[1]:
+            tempo = value
+            break
+    key = None
+    for m in _KEY.finditer(text):
+        letter, accidental, mode = m.group(1), m.group(2), m.group(3)
+        if mode:
+            minor = mode.lower() in ("minor", "min") or mode == "m"
+            key = (_pitch_class(letter, accidental), "minor" if minor else "major")
+            break
+        before = " " + text[: m.start()].rstrip().lower()
+        if before.endswith((" in", " key of")):
+            key = (_pitch_class(letter, accidental), "major")
+            break
+    return MusicAttributes(tempo, key)
+
+
+class AttributeEmbedding(nn.Module):
+    """Attributes -> memory tokens `[B, 2, dim]` (tempo, key) and mask `[B, 2]` (1 where named).
+
+    tempo: sin/cos of `2^j * pi * u` (j < NUM_FREQS, u = log-tempo scaled to [0, 1] over TEMPO_RANGE)
+    through `tempo` (Linear 2 * NUM_FREQS -> dim); key: `key` (Embedding 24 x dim)."""
+
+    def __init__(self, dim: int, device: str | torch.device | None = None) -> None:
+        super().__init__()
+        self.tempo = nn.Linear(2 * NUM_FREQS, dim, device=device)
+        self.key = nn.Embedding(24, dim, device=device)
+
+    def forward(
+        self, attrs: Sequence[MusicAttributes], dropout: float = 0.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self.key.weight.device
+        n = len(attrs)
+        named = torch.tensor(
+            [[a.tempo is not None, a.key is not None] for a in attrs], device=device
+        ).reshape(n, 2)
+        if dropout > 0:
+            named &= torch.rand(n, 2).to(device) >= dropout
+        lo, hi = (math.log2(t) for t in TEMPO_RANGE)
+        u = torch.tensor(
+            [(math.log2(a.tempo) - lo) / (hi - lo) if a.tempo else 0.0 for a in attrs], device=device
+        )
+        angles = u[:, None] * math.pi * 2.0 ** torch.arange(NUM_FREQS, device=device)  # [B, F]
+        tempo = self.tempo(torch.cat([angles.sin(), angles.cos()], -1).to(self.tempo.weight))  # [B, dim]
+        key = self.key(torch.tensor([a.key_index or 0 for a in attrs], device=device))  # [B, dim]
+        tokens = torch.stack([tempo, key], 1) * named.unsqueeze(-1).to(tempo.dtype)  # [B, 2, dim]
+        return tokens, named.long()
