@@ -10,8 +10,11 @@ THREADS=${THREADS:-2}
 HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$WORK"
 
-# 1. 300 synthetic songs of 30 s (seed 0): several soundfonts, sampled drum kits, a mix per stem.
-$MSG synth "$WORK/synth" --num-songs 300 --duration 30 --seed 0
+# 1. 900 synthetic songs of 30 s (seed 0): several soundfonts, sampled drum kits, a mix per stem.
+#    The codecs train on the first 300 (as shipped: they were trained before the other 600 existed).
+$MSG synth "$WORK/synth300" --num-songs 300 --duration 30 --seed 0
+[ -d "$WORK/synth" ] || cp -r "$WORK/synth300" "$WORK/synth"    # songs 0-299 are the same; add 600
+$MSG synth "$WORK/synth" --num-songs 900 --duration 30 --seed 0
 
 # 2. One codec per stem (scripts/codecs/): the parametric bass codec (YIN pitch, harmonic + noise
 #    decoder; crops transposed by up to 7 semitones so every note E1..G3 has codes), the drums codec
@@ -19,14 +22,15 @@ $MSG synth "$WORK/synth" --num-songs 300 --duration 30 --seed 0
 #    the parametric "other" codec (chroma encoder, tone bank). One thread each (deterministic).
 COMMON=(--w-stft 1 --stft-scales 2048 4096 --mel-scales 512 1024 2048 --log-every 25 --checkpoint-every 100
   --val-every 500 --threads 1 --seed 0)
-$MSG train-codec "$WORK/synth" --stem bass --codec "$HERE/codecs/bass_harmonic.json" --out "$WORK/codec_bass" \
+$MSG train-codec "$WORK/synth300" --stem bass --codec "$HERE/codecs/bass_harmonic.json" --out "$WORK/codec_bass" \
   --steps 1200 --warmup 50 --lr 1e-3 --segment 1.0 --batch-size 16 --pitch-shift 7 --w-l1 0 --w-commit 0 "${COMMON[@]}"
-$MSG train-codec "$WORK/synth" --stem drums --codec "$HERE/codecs/drums.json" --out "$WORK/codec_drums" \
+$MSG train-codec "$WORK/synth300" --stem drums --codec "$HERE/codecs/drums.json" --out "$WORK/codec_drums" \
   --steps 4000 --stop-at 1900 --warmup 100 --lr 5e-4 --segment 0.5 --batch-size 8 "${COMMON[@]}"
-$MSG train-codec "$WORK/synth" --stem other --codec "$HERE/codecs/other_tonal.json" --out "$WORK/codec_other" \
+$MSG train-codec "$WORK/synth300" --stem other --codec "$HERE/codecs/other_tonal.json" --out "$WORK/codec_other" \
   --steps 1000 --warmup 50 --lr 1e-3 --segment 1.0 --batch-size 16 --w-l1 0 --w-commit 0 "${COMMON[@]}"
 
-# 3. Assemble a model folder: the mini preset with the trained codecs and a fresh LM.
+# 3. Assemble a model folder: the mini preset (MiniLM text + tempo and key tokens) with the trained
+#    codecs and a fresh LM.
 $MSG init "$WORK/init" --preset mini --seed 0 --force \
   --codec bass="$WORK/codec_bass/codec_bass.safetensors" \
   --codec drums="$WORK/codec_drums/codec_drums.safetensors" \
@@ -35,9 +39,11 @@ $MSG init "$WORK/init" --preset mini --seed 0 --force \
 # 4. Encode every song's stems into the token dataset.
 $MSG prepare --input "$WORK/synth" --model "$WORK/init" --out "$WORK/tokens" --quiet
 
-# 5. Train the LM: text-to-stems and masked-stem edit batches (half each), 10 s crops.
+# 5. Train the LM: text-to-stems and masked-stem edit batches (half each), 10 s crops. (The shipped
+#    run prepared the same 900 songs in three folders of 300, so its 18 validation songs and batch
+#    order differ from this single folder's.)
 $MSG train-lm --model "$WORK/init" --data "$WORK/tokens" --out "$WORK/lm" \
-  --steps "${LM_STEPS:-2000}" --batch-size 8 --lr 1e-3 --warmup 100 --ema-decay 0.995 \
+  --steps "${LM_STEPS:-4000}" --batch-size 8 --lr 1e-3 --warmup 100 --ema-decay 0.995 \
   --log-every 10 --checkpoint-every 50 --validate-every 250 --num-threads "$THREADS" --seed 0
 
 # 6. Ship it: the LM in float16 (loading upcasts to float32), codecs as trained.
