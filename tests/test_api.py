@@ -183,6 +183,21 @@ def test_regenerate_from_stems_keeps_encoded_drums(model):
     out = model.regenerate_instruments_from_stems({"drums": drums}, 44100, ["bass", "other"], ["y"], seed=1)
     assert out.codes.shape == (1, 6, 25)
     assert torch.equal(out.codes[:, 1], expected[:, 1])
+    # as the command line: the result in the input's format, the given stem exactly as passed
+    assert (
+        out.sample_rate == 44100
+        and out["drums"].shape == (1, 2, 22050)
+        and out["bass"].shape == (1, 2, 22050)
+    )
+    assert torch.equal(out["drums"][0], drums)
+    assert out.params["output_format"] == "input"
+    native = model.regenerate_instruments_from_stems(
+        {"drums": drums}, 44100, ["bass", "other"], ["y"], seed=1, output_format="model"
+    )
+    assert native.sample_rate == model.sample_rate and native["drums"].shape[-2] == model.codec.channels
+    assert torch.equal(native.codes, out.codes)
+    with pytest.raises(GenerationError, match="output_format"):
+        model.regenerate_instruments_from_stems({"drums": drums}, 44100, ["bass"], ["y"], output_format="wav")
     with pytest.raises(GenerationError, match="both"):
         model.regenerate_instruments_from_stems({"drums": drums}, 44100, ["drums"], ["y"], seed=1)
     with pytest.raises(GenerationError, match="piano"):

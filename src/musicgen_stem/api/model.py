@@ -27,7 +27,7 @@ from ..lm.packing import pack_for_decoding
 from ..modeldir import ModelConfig, ModelParts, build_parts, save_model
 from ..presets import preset
 from .loading import default_parts, load_parts
-from .results import AudioCallback, AudioChunk, StemAudio
+from .results import AudioCallback, AudioChunk, StemAudio, in_input_format
 from .streaming import STREAM_SECONDS, AudioStream, check_stream_seconds, stoppable
 
 Progress = bool | Callable[[int, int], None]
@@ -595,26 +595,36 @@ class MusicGenStem:
         duration: float | None = None,
         on_audio: AudioCallback | None = None,
         stream_seconds: float = STREAM_SECONDS,
+        output_format: str = "input",
     ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
         """Regenerate some stems under given stem audio {stem: [C, T]} at any sample rate.
 
-        Stems neither given nor regenerated are kept as silence.
+        Stems neither given nor regenerated are kept as silence. output_format "input" (as the
+        command line): the result is at `stems_sample_rate` with the given stems' channels, the given
+        stems returned exactly as passed (as float32); "model": everything decoded at the model's
+        rate and channels. `on_audio` chunks are at the model's rate either way.
         """
+        if output_format not in ("input", "model"):
+            raise GenerationError(f"output_format must be 'input' or 'model', got {output_format!r}")
         both = sorted(set(stems) & set(which_instruments_regenerate))
         if both:
             raise GenerationError(f"stem(s) {both} are both given to keep and asked to be regenerated")
         codes = self.encode_stems(stems, stems_sample_rate)
-        return self.regenerate_from_codes(
+        out = self.regenerate_from_codes(
             codes,
             which_instruments_regenerate,
             descriptions,
             progress,
-            return_tokens,
             seed=seed,
             duration=duration,
             on_audio=on_audio,
             stream_seconds=stream_seconds,
         )
+        assert isinstance(out, StemAudio)
+        if output_format == "input":
+            given = {s: stem_audio(s, w) for s, w in stems.items()}
+            out = in_input_format(out, given, stems_sample_rate)
+        return (out, out.codes) if return_tokens else out
 
     def compose(
         self,

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["AudioCallback", "AudioChunk", "StemAudio", "StreamJob"]
+__all__ = ["AudioCallback", "AudioChunk", "StemAudio", "StreamJob", "in_input_format"]
 
 
 @dataclass
@@ -41,6 +41,26 @@ class StemAudio(Mapping[str, torch.Tensor]):
     @property
     def duration(self) -> float:
         return next(iter(self.stems.values())).shape[-1] / self.sample_rate
+
+
+def in_input_format(audio: StemAudio, kept: Mapping[str, torch.Tensor], sample_rate: int) -> StemAudio:
+    """`audio` in the format of the user's stems `kept` {stem: [B, C, T]} at `sample_rate`: the kept
+    stems are returned as given (cut or padded with silence to the output's length), the others
+    resampled to `sample_rate` and converted to the most channels among the kept stems."""
+    from ..audio import convert_audio, convert_audio_channels
+
+    channels = max(w.shape[-2] for w in kept.values())
+    batch = next(iter(audio.stems.values())).shape[0]
+    length = round(audio.duration * sample_rate)
+    stems = {}
+    for stem, wav in audio.stems.items():
+        if stem in kept:
+            w = convert_audio_channels(kept[stem], channels).expand(batch, -1, -1)[..., :length]
+        else:
+            w = convert_audio(wav, audio.sample_rate, sample_rate, channels)[..., :length]
+        stems[stem] = torch.nn.functional.pad(w, (0, length - w.shape[-1]))
+    params = {**audio.params, "output_format": "input"}
+    return StemAudio(stems, int(sample_rate), audio.codes, audio.seed, params)
 
 
 @dataclass
