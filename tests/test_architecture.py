@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "musicgen_stem"
 LAYERS = {
     "__version__": -1,  # the constant in the package's __init__
     "errors": -1,
+    "lazy": -1,
     "layout": 0,
     "dsp": 0,
     "threads": 0,

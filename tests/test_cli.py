@@ -555,7 +555,9 @@ def test_help_version_and_argument_errors_do_not_import_torch() -> None:
     code = (
         "import sys\n"
         "from musicgen_stem.cli import main\n"
-        "for argv in (['--version'], ['--help'], ['generate'], ['edit', 'x'], ['nope']):\n"
+        "for argv in (['--version'], ['--help'], ['generate'], ['edit', 'x'], ['nope'],\n"
+        "             ['train-lm', '--help'], ['train-codec', '--help'], ['evaluate', '--help'],\n"
+        "             ['export', '--help'], ['train-lm']):\n"
         "    try:\n"
         "        main(argv)\n"
         "    except SystemExit:\n"

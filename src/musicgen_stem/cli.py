@@ -9,11 +9,14 @@ nothing imports this module back.
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import importlib.util
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -219,10 +222,10 @@ def build_parser(command: str | None = ALL) -> argparse.ArgumentParser:
 
     for name, (path, summary) in MODULE_COMMANDS.items():
         if command in (name, ALL):
-            module = importlib.import_module(path, __package__)
-            doc = module.__doc__
+            options = importlib.import_module(OPTIONS_MODULES.get(name, path), __package__)
+            doc = _docstring(path) if name in OPTIONS_MODULES else options.__doc__
             p = sub.add_parser(name, help=summary, description=doc, formatter_class=ModuleFormatter)
-            module.add_arguments(p)
+            options.add_arguments(p)
         else:
             sub.add_parser(name, help=summary, add_help=False)
 
@@ -245,6 +248,19 @@ MODULE_COMMANDS = {
     "train-codec": (".training.codec", "train one stem's codec (reconstruction, commitment, optional GAN)"),
     "train-lm": (".training.lm", "train or fine-tune the LM (text-to-stems + masked-stem editing)"),
 }
+
+
+#: Module commands whose options live in a module of their own that imports no torch (the help is
+#: still the docstring of the command's module, read without importing it).
+OPTIONS_MODULES = {"train-codec": ".training.codec_config", "train-lm": ".training.lm_config"}
+
+
+def _docstring(path: str) -> str | None:
+    """The docstring of module `path` (relative to this package), read from its source."""
+    spec = importlib.util.find_spec(path, __package__)
+    if spec is None or spec.origin is None:
+        return None
+    return ast.get_docstring(ast.parse(Path(spec.origin).read_text(encoding="utf-8")), clean=False)
 
 
 def _command_of(argv: Sequence[str]) -> str | None:

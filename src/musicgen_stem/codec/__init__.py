@@ -1,8 +1,24 @@
 """Per-stem neural audio codec (EnCodec-style SEANet + residual VQ) and its multi-stem wrapper."""
 
-from .config import CodecConfig
-from .model import CodecOutput, MultiStemCodec, StemCodec
-from .streaming import MultiStemStreamingDecoder, StreamingDecoder
+from __future__ import annotations
+
+from ..lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        ".config": ("CodecConfig",),
+        ".model": (
+            "CodecOutput",
+            "MultiStemCodec",
+            "StemCodec",
+        ),
+        ".streaming": (
+            "MultiStemStreamingDecoder",
+            "StreamingDecoder",
+        ),
+    },
+)
 
 __all__ = [
     "CodecConfig",

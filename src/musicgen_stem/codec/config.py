@@ -11,8 +11,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .harmonic import PITCH_DIM
-from .tonal import CHROMA_DIM
+#: Latent sizes of the parametric encoders (the features are defined in harmonic.py and tonal.py).
+PITCH_DIM = 8  # pitch, level, 6 harmonic band levels
+CHROMA_DIM = 21  # 12 pitch classes, 5 octave levels, envelope, 3 high bands
 
 __all__ = ["CodecConfig"]
 

@@ -39,7 +39,6 @@ __all__ = [
     "PitchEncoder",
 ]
 
-PITCH_DIM = 8  # latent dimension of the pitch encoder: pitch, level, 6 band levels
 SEMITONE = 10.0  # latent units per semitone
 LOW_MIDI = 28.0  # E1: pitch 0 in the latent
 SILENT = -150.0  # latent pitch of frames without a note

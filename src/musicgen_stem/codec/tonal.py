@@ -24,6 +24,7 @@ import math
 import torch
 from torch import nn
 
+from .config import CHROMA_DIM
 from .harmonic import band_noise, exp_sigmoid, midi_to_hz, noise_table, previous_frame, short_level_db
 from .istft import FrameNet, StackDecoder
 
@@ -39,7 +40,7 @@ __all__ = [
 
 LOW_NOTE, OCTAVES = 36, 5  # C2, five octaves: the oscillators are MIDI 36..95
 NOTES = 12 * OCTAVES
-CHROMA_DIM = 12 + OCTAVES + 1 + 3
+assert CHROMA_DIM == 12 + OCTAVES + 1 + 3  # chroma, octave levels, envelope, high bands
 CHROMA_SCALE = 10.0  # latent units of a pitch class at the frame's strongest
 LEVEL_DB, BAND_DB, BAND_FLOOR, SILENCE_DB = 6.0, 10.0, -40.0, -60.0
 HIGH_BANDS = (2000.0, 4000.0, 8000.0, 16000.0)

@@ -1,20 +1,29 @@
 """Datasets: synthetic multi-stem songs rendered with FluidSynth (see :mod:`musicgen_stem.data.synth`)."""
 
-from .synth import (
-    GENRES,
-    SAMPLE_RATE,
-    STEMS,
-    ChordSpan,
-    Note,
-    PartSpec,
-    SongSpec,
-    find_fluidsynth,
-    find_soundfont,
-    make_song_spec,
-    render_song,
-    song_midi,
-    song_seed,
-    synth_dataset,
+from __future__ import annotations
+
+from ..lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        ".synth": (
+            "GENRES",
+            "SAMPLE_RATE",
+            "STEMS",
+            "ChordSpan",
+            "Note",
+            "PartSpec",
+            "SongSpec",
+            "find_fluidsynth",
+            "find_soundfont",
+            "make_song_spec",
+            "render_song",
+            "song_midi",
+            "song_seed",
+            "synth_dataset",
+        ),
+    },
 )
 
 __all__ = [

@@ -9,24 +9,77 @@ write_report("report", [edit, evaluate_codec(model, "data/heldout")])
 ```
 """
 
-from .codec_metrics import (
-    chroma_metrics,
-    codebook_stats,
-    codec_song_metrics,
-    comb_share,
-    onset_metrics,
-    pitch_metrics,
-    pitch_track,
+from __future__ import annotations
+
+from ..lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        ".codec_metrics": (
+            "chroma_metrics",
+            "codebook_stats",
+            "codec_song_metrics",
+            "comb_share",
+            "onset_metrics",
+            "pitch_metrics",
+            "pitch_track",
+        ),
+        ".distribution": (
+            "codec_latent_embedding",
+            "external_embedders",
+            "frechet_distance",
+            "logmel_embedding",
+        ),
+        ".fidelity": (
+            "bitrate",
+            "codec_fidelity",
+            "multiscale_mel_distance",
+            "round_trip",
+        ),
+        ".harmony": (
+            "Key",
+            "chord_chroma",
+            "chroma",
+            "chroma_correlation",
+            "estimate_key",
+            "key_relation",
+        ),
+        ".probes": (
+            "bass_line_check",
+            "probe_metrics",
+            "pure_tone_check",
+        ),
+        ".report": (
+            "markdown_summary",
+            "write_report",
+        ),
+        ".rhythm": (
+            "beat_f_measure",
+            "detect_onsets",
+            "estimate_tempo",
+            "grid_fraction",
+            "onset_strength",
+            "track_beats",
+        ),
+        ".runner": (
+            "EvaluationResult",
+            "evaluate_codec",
+            "evaluate_editing",
+            "evaluate_generation",
+        ),
+        ".songs": (
+            "Song",
+            "find_songs",
+            "load_song",
+        ),
+        ".text_control": (
+            "PromptSpec",
+            "evaluate_text_control",
+            "load_prompt_file",
+        ),
+    },
 )
-from .distribution import codec_latent_embedding, external_embedders, frechet_distance, logmel_embedding
-from .fidelity import bitrate, codec_fidelity, multiscale_mel_distance, round_trip
-from .harmony import Key, chord_chroma, chroma, chroma_correlation, estimate_key, key_relation
-from .probes import bass_line_check, probe_metrics, pure_tone_check
-from .report import markdown_summary, write_report
-from .rhythm import beat_f_measure, detect_onsets, estimate_tempo, grid_fraction, onset_strength, track_beats
-from .runner import EvaluationResult, evaluate_codec, evaluate_editing, evaluate_generation
-from .songs import Song, find_songs, load_song
-from .text_control import PromptSpec, evaluate_text_control, load_prompt_file
 
 __all__ = [
     "EvaluationResult",

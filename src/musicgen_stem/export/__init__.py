@@ -30,15 +30,30 @@ non-empty folder is refused unless `force`, and then only the entries we write a
 
 from __future__ import annotations
 
-from .cli import add_arguments, run
-from .formats import BIT_DEPTHS, FORMATS
-from .ni_stems import NI_SLOTS
-from .pack import SIDECAR_FILE, ZIP_FILE, ExportResult, export_stem_pack, file_sha256
+from ..lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        ".cli": (
+            "add_arguments",
+            "run",
+        ),
+        ".spec": ("BIT_DEPTHS", "FORMATS", "RATES", "SIDECAR_FILE", "ZIP_FILE"),
+        ".ni_stems": ("NI_SLOTS",),
+        ".pack": (
+            "ExportResult",
+            "export_stem_pack",
+            "file_sha256",
+        ),
+    },
+)
 
 __all__ = [
     "BIT_DEPTHS",
     "FORMATS",
     "NI_SLOTS",
+    "RATES",
     "SIDECAR_FILE",
     "ZIP_FILE",
     "ExportResult",

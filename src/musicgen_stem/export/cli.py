@@ -7,10 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import outputs
 from ..errors import OutputExistsError
-from .formats import FORMATS
-from .pack import ZIP_FILE, export_stem_pack
+from .spec import FORMATS, ZIP_FILE
 
 __all__ = ["add_arguments", "run"]
 
@@ -48,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `musicgen-stem export`; returns the exit code."""
+    from .. import outputs
+    from .pack import export_stem_pack
+
     src_path, out = Path(args.src), Path(args.out)
     src = outputs.read_stems_folder(src_path)
     src_r, out_r = src_path.resolve(), out.resolve()

@@ -14,25 +14,13 @@ import torch
 
 from .. import audio, outputs
 from ..errors import MusicGenStemError
+from .spec import BIT_DEPTHS, FORMATS, MP3_BIT_RATE, MP3_RATES, RATES
 
 __all__ = ["BIT_DEPTHS", "FORMATS", "MP3_BIT_RATE", "MP3_RATES", "RATES", "PathLike"]
 
-#: Output rates a stem pack may have: the standard audio rates DAWs and players open.
-RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000, 176400, 192000)
-
 PathLike = str | os.PathLike
 
-# Allowed bit depths per format; the first one is the default.
-BIT_DEPTHS: dict[str, tuple[str, ...]] = {
-    "wav": ("24", "16", "float", "double"),
-    "flac": ("24", "16"),
-    "mp3": (),
-}
-FORMATS: tuple[str, ...] = tuple(BIT_DEPTHS)
 _SUBTYPE = {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT", "double": "DOUBLE"}
-COMMON_RATES = (32000, 44100, 48000)
-MP3_RATES = (32000, 44100, 48000, 22050, 24000, 16000, 11025, 12000, 8000)
-MP3_BIT_RATE = 320_000
 _CHUNK = 8192  # samples per encoded frame we hand to PyAV (it re-chunks to the codec's frame size)
 
 

@@ -30,11 +30,9 @@ from .formats import (
     _write_zip,
 )
 from .ni_stems import NI_SLOTS, STEM_MP4_RATE, STEM_MP4_SUFFIX, _ni_slots, _write_stem_mp4
+from .spec import SIDECAR_FILE, ZIP_FILE
 
 __all__ = ["SIDECAR_FILE", "ZIP_FILE", "ExportResult", "export_stem_pack", "file_sha256"]
-
-SIDECAR_FILE = "stems.json"
-ZIP_FILE = "stems.zip"
 
 
 @dataclass

@@ -31,10 +31,32 @@ an OUT made with other codecs is refused unless `force` (then its tracks are re-
 
 from __future__ import annotations
 
-from .cli import add_arguments, run
-from .dataset import PREPARE_VERSION, prepare_dataset
-from .tokens import CodecBundle, codec_hash, encode_track, load_codecs
-from .tracks import AUDIO_EXTENSIONS, Track, discover
+from ...lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        ".cli": (
+            "add_arguments",
+            "run",
+        ),
+        ".dataset": (
+            "PREPARE_VERSION",
+            "prepare_dataset",
+        ),
+        ".tokens": (
+            "CodecBundle",
+            "codec_hash",
+            "encode_track",
+            "load_codecs",
+        ),
+        ".tracks": (
+            "AUDIO_EXTENSIONS",
+            "Track",
+            "discover",
+        ),
+    },
+)
 
 __all__ = [
     "AUDIO_EXTENSIONS",
