@@ -15,8 +15,9 @@ for chunk in model.generate_stream(["ambient pads"], seed=3):  # audio while it 
 
 from __future__ import annotations
 
+from .checks import DTYPES, MAX_SECONDS, Progress, Texts, auto_dtype
 from .loading import default_model_path
-from .model import DTYPES, MAX_SECONDS, MusicGenStem, Progress, Texts, auto_dtype
+from .model import MusicGenStem
 from .results import AudioCallback, AudioChunk, StemAudio, StreamJob
 from .streaming import STREAM_SECONDS, AudioStream
 

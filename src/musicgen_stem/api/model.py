@@ -3,47 +3,41 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import os
-import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from .. import __version__
 from ..audio import convert_audio
-from ..codec.streaming import MultiStemStreamingDecoder
 from ..devices import resolve_device
 from ..errors import GenerationError
 from ..generation import PREFIX_STRIDE, SamplingParams, generate_codes
 from ..generation.engine import FramesCallback
 from ..generation.windows import fill_windows
-from ..inputs import check_seed, stem_audio
+from ..inputs import stem_audio
 from ..lm.packing import pack_for_decoding
 from ..modeldir import ModelConfig, ModelParts, build_parts, save_model
 from ..presets import preset
+from .checks import (
+    DTYPES,
+    MAX_SECONDS,
+    Progress,
+    Texts,
+    auto_dtype,
+    check_codes,
+    check_duration,
+    draw_seed,
+    progress_callback,
+    texts_of,
+    time_range,
+)
 from .loading import default_parts, load_parts
-from .results import AudioCallback, AudioChunk, StemAudio, in_input_format
-from .streaming import STREAM_SECONDS, AudioStream, check_stream_seconds, stoppable
-
-Progress = bool | Callable[[int, int], None]
-#: Longest generation or edit, seconds (windows slide beyond the model's own window).
-MAX_SECONDS = 600.0
-Texts = Sequence[str | None]
-#: LM dtypes by name (`set_dtype`, `--dtype`).
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def auto_dtype(device: torch.device) -> torch.dtype:
-    """The LM dtype of `--dtype auto`: bfloat16 on CUDA devices that support it (fp32's range:
-    no overflow), float32 elsewhere (float16 only when asked for)."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+from .results import AudioCallback, StemAudio, in_input_format
+from .streaming import STREAM_SECONDS, AudioStream, audio_of_frames, check_stream_seconds, stoppable
 
 
 class MusicGenStem:
@@ -195,20 +189,10 @@ class MusicGenStem:
         if extend_stride is not None:
             self.extend_stride = float(extend_stride)
         if duration is not None:
-            self.duration = self._check_duration(duration, MAX_SECONDS)
-
-    def _check_duration(self, duration: float, limit: float) -> float:
-        d = float(duration)
-        if not math.isfinite(d) or d <= 0:
-            raise GenerationError(f"duration must be a positive number of seconds, got {duration}")
-        if d * self.frame_rate < 1:
-            raise GenerationError(f"duration {d} s is shorter than one frame ({1 / self.frame_rate:.3f} s)")
-        if d > limit + 1e-6:
-            raise GenerationError(f"duration {d:g} s is too long: ask for {limit:g} s or less")
-        return d
+            self.duration = check_duration(duration, self.frame_rate)
 
     def _frames(self, duration: float | None) -> int:
-        d = self.duration if duration is None else self._check_duration(duration, MAX_SECONDS)
+        d = self.duration if duration is None else check_duration(duration, self.frame_rate)
         return max(1, round(d * self.frame_rate))
 
     def _windows(self, regenerate: Sequence[str]) -> tuple[int, int]:
@@ -250,12 +234,14 @@ class MusicGenStem:
         """
         if len(texts) != codes.shape[0]:
             raise GenerationError(f"{len(texts)} descriptions for a batch of {codes.shape[0]}")
-        seed = _check_seed(seed)
+        seed = draw_seed(seed)
         frames = codes.shape[-1]
-        on_frames = None if on_audio is None else self._audio_stream(on_audio, stream_seconds, frames)
+        on_frames = (
+            None if on_audio is None else audio_of_frames(self.codec, on_audio, stream_seconds, frames)
+        )
         gen = torch.Generator(device=self.device).manual_seed(seed)
         mem, null = self._memories(texts)
-        callback, bar = _progress(progress)
+        callback, bar = progress_callback(progress)
         cancel = threading.Event()  # set when the caller stops waiting for a decoding thread
         callback = stoppable(callback, lambda: cancel.is_set() or (stop is not None and stop()))
         window, overlap = self._windows(regenerate)
@@ -297,32 +283,6 @@ class MusicGenStem:
             with contextlib.suppress(BaseException):
                 future.result()
             raise
-
-    def _audio_stream(self, on_audio: AudioCallback, stream_seconds: float, frames: int) -> FramesCallback:
-        """An on_frames callback that decodes the final frames `stream_seconds` at a time (all the
-        rest at the end, final == frames) and hands their audio to `on_audio`."""
-        every = max(1, round(check_stream_seconds(stream_seconds) * self.frame_rate))
-        decoder = MultiStemStreamingDecoder(self.codec)
-        pushed = start = 0
-
-        def on_frames(codes: torch.Tensor, final: int) -> None:
-            nonlocal pushed, start
-            last = final >= frames
-            if final - pushed < every and not last:
-                return
-            stems = decoder.push(codes[..., pushed:final])
-            if last:
-                rest = decoder.flush()
-                stems = {k: torch.cat([w, rest[k]], dim=-1) for k, w in stems.items()}
-            pushed = final
-            chunk = AudioChunk(start, {k: w.float().cpu() for k, w in stems.items()}, self.sample_rate, last)
-            if last:
-                chunk.codes = codes.cpu()
-            if chunk.num_samples or last:
-                start += chunk.num_samples
-                on_audio(chunk)
-
-        return on_frames
 
     def decode(self, codes: torch.Tensor, seed: int | None = None) -> StemAudio:
         """Frame tokens [B, K, F] -> StemAudio."""
@@ -369,9 +329,9 @@ class MusicGenStem:
     def compute_logits(self, codes: torch.Tensor, descriptions: Texts) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced logits [B, K, T, card] for codes [B, K, T] (NaN where the delay pattern
         gives no prediction) and the mask [K, T] of valid positions."""
-        codes = self._check_codes(codes)
+        codes = check_codes(codes, self.layout)
         with torch.inference_mode():
-            memory, _ = self.text(_texts(descriptions, len(codes)))
+            memory, _ = self.text(texts_of(descriptions, len(codes)))
             logits, mask = self.lm.frame_logits(codes.to(self.device), memory)
         return logits.float().cpu(), mask.cpu()
 
@@ -386,7 +346,7 @@ class MusicGenStem:
         self, descriptions: Texts, duration: float | None
     ) -> tuple[list[str | None], torch.Tensor, torch.Tensor]:
         """Texts, codes [B, K, T] and free [K, T] (everywhere) of text -> stems."""
-        descriptions = _texts(descriptions)
+        descriptions = texts_of(descriptions)
         frames = self._frames(duration)
         codes = torch.zeros(len(descriptions), self.layout.num_streams, frames, dtype=torch.long)
         free = torch.ones(self.layout.num_streams, frames, dtype=torch.bool)
@@ -434,7 +394,7 @@ class MusicGenStem:
         block, or drop it) to stop early: the generation stops at its next step.
         """
         descriptions, codes, free = self._text_task(descriptions, duration)
-        seed = _check_seed(seed)
+        seed = draw_seed(seed)
         check_stream_seconds(stream_seconds)
 
         def job(on_audio: AudioCallback, stop: Callable[[], bool]) -> None:
@@ -455,8 +415,8 @@ class MusicGenStem:
         stream_seconds: float = STREAM_SECONDS,
     ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
         """Continue prompt codes [B, K, P] up to `duration` seconds in total."""
-        codes = self._check_codes(codes)
-        descriptions = _texts(descriptions, len(codes))
+        codes = check_codes(codes, self.layout)
+        descriptions = texts_of(descriptions, len(codes))
         codes = codes.expand(len(descriptions), -1, -1) if len(codes) == 1 else codes
         frames, P = self._frames(duration), codes.shape[-1]
         if P >= frames:
@@ -544,8 +504,8 @@ class MusicGenStem:
     ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
         """Regenerate stems only between `start` and `end` seconds (default: everywhere); every
         token outside that range, and of every other stem, is kept bit-exact."""
-        codes = self._check_codes(codes)
-        descriptions = _texts(descriptions, len(codes))
+        codes = check_codes(codes, self.layout)
+        descriptions = texts_of(descriptions, len(codes))
         regen = self.layout.check_stems(list(which_instruments_regenerate))
         if not regen:
             raise GenerationError(f"choose at least one stem to regenerate among {', '.join(self.stems)}")
@@ -556,7 +516,7 @@ class MusicGenStem:
             raise GenerationError(
                 f"the material lasts {frames / self.frame_rate:.0f} s; edits hold {MAX_SECONDS} s at most"
             )
-        a, b = self._range(start, end, frames)
+        a, b = time_range(start, end, frames, self.frame_rate)
         if frames > kept:  # generated past the kept material: pad with silence as in training
             pad = torch.tensor(self.silence_tokens())[None, :, None].expand(len(codes), -1, frames - kept)
             codes = torch.cat([codes, pad], dim=-1)
@@ -566,21 +526,6 @@ class MusicGenStem:
         free[:, kept:] = True
         out, seed = self._fill(codes, free, regen, descriptions, seed, progress, on_audio, stream_seconds)
         return self._result(out, seed, return_tokens)
-
-    def _range(self, start: float | None, end: float | None, frames: int) -> tuple[int, int]:
-        """Frames [a, b) of a time range in seconds, checked against the material's length."""
-        total = frames / self.frame_rate
-        s = 0.0 if start is None else float(start)
-        e = total if end is None else float(end)
-        if math.isfinite(s) and s >= total:
-            raise GenerationError(
-                f"the range starts at {s:g} s, after the end of the material ({total:.2f} s)"
-            )
-        if not (math.isfinite(s) and math.isfinite(e)) or s < 0 or e <= s:
-            raise GenerationError(f"the range must satisfy 0 <= start < end, got start={start}, end={end}")
-        return round(s * self.frame_rate), min(
-            frames, max(round(e * self.frame_rate), round(s * self.frame_rate) + 1)
-        )
 
     def regenerate_instruments_from_stems(
         self,
@@ -642,11 +587,11 @@ class MusicGenStem:
             raise GenerationError(f"order must list at least one stem of {', '.join(self.stems)}")
         if sorted(order) != sorted(self.layout.check_stems(order)) or len(set(order)) != len(order):
             raise GenerationError(f"order must list distinct stems of {', '.join(self.stems)}")
-        descriptions = _texts(descriptions)
+        descriptions = texts_of(descriptions)
         frames = self._frames(duration)
         silence = torch.tensor(self.silence_tokens())[None, :, None]
         codes = silence.expand(len(descriptions), -1, frames).clone()
-        seed = _check_seed(seed)
+        seed = draw_seed(seed)
         stages = []
         for i, stem in enumerate(order):
             out = self.regenerate_from_codes(
@@ -658,57 +603,8 @@ class MusicGenStem:
         return stages
 
     # --- helpers ---------------------------------------------------------------------------
-    def _check_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes [B, K, T] (or [K, T]) from any device, checked, as a CPU long tensor: windows and
-        masks are planned on the CPU, the decoding moves what it needs to the model's device."""
-        codes = torch.as_tensor(codes).cpu()
-        if codes.dim() == 2:
-            codes = codes[None]
-        if codes.dim() != 3 or codes.shape[1] != self.layout.num_streams:
-            raise GenerationError(
-                f"codes must be [B, {self.layout.num_streams}, T] for this model, got {list(codes.shape)}"
-            )
-        if codes.shape[-1] == 0:
-            raise GenerationError("codes hold no frames; give at least one frame")
-        if codes.is_floating_point() or codes.min() < 0 or codes.max() >= self.layout.card:
-            raise GenerationError(f"codes must be integers in [0, {self.layout.card})")
-        return codes.long()
-
     def _result(
         self, codes: torch.Tensor, seed: int, return_tokens: bool
     ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
         audio = self.decode(codes, seed)
         return (audio, audio.codes) if return_tokens else audio
-
-
-def _check_seed(seed: int | None) -> int:
-    """A seed for torch's generator: drawn at random when None."""
-    return secrets.randbelow(2**31) if seed is None else check_seed(seed)
-
-
-def _texts(descriptions: Texts | str | None, batch: int = 1) -> list[str | None]:
-    if descriptions is None:
-        return [None] * batch
-    if isinstance(descriptions, str):
-        return [descriptions]
-    out = list(descriptions)
-    if not out:
-        raise GenerationError("give at least one description (None for unconditional)")
-    return out
-
-
-def _progress(progress: Progress) -> tuple[Callable[[int, int], None] | None, Any]:
-    if callable(progress):
-        return progress, None
-    if not progress:
-        return None, None
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=None, unit="step", desc="generating", leave=False, disable=None)
-
-    def update(done: int, total: int) -> None:
-        if bar.total != total:
-            bar.reset(total=total)
-        bar.update(done - bar.n)
-
-    return update, bar

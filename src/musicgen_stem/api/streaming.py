@@ -9,10 +9,20 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..errors import GenerationError
-from .results import AudioChunk, StreamJob
+import torch
 
-__all__ = ["STREAM_SECONDS", "AudioStream", "StreamStopped", "check_stream_seconds", "stoppable"]
+from ..codec.streaming import MultiStemStreamingDecoder
+from ..errors import GenerationError
+from .results import AudioCallback, AudioChunk, StreamJob
+
+__all__ = [
+    "STREAM_SECONDS",
+    "AudioStream",
+    "StreamStopped",
+    "audio_of_frames",
+    "check_stream_seconds",
+    "stoppable",
+]
 
 #: Default seconds of audio per streamed chunk (`on_audio`, `generate_stream`).
 STREAM_SECONDS = 1.0
@@ -41,6 +51,37 @@ def stoppable(
             callback(done, total)
 
     return step
+
+
+def audio_of_frames(
+    codec: Any, on_audio: AudioCallback, stream_seconds: float, frames: int
+) -> Callable[[torch.Tensor, int], None]:
+    """An `on_frames(codes [B, K, T], final)` callback for the decoding engine: decodes the final
+    frames of a generation of `frames` frames `stream_seconds` at a time (all the rest at the end,
+    final == frames) with `codec` (a `MultiStemCodec`) and hands their audio to `on_audio`."""
+    every = max(1, round(check_stream_seconds(stream_seconds) * codec.frame_rate))
+    decoder = MultiStemStreamingDecoder(codec)
+    pushed = start = 0
+
+    def on_frames(codes: torch.Tensor, final: int) -> None:
+        nonlocal pushed, start
+        last = final >= frames
+        if final - pushed < every and not last:
+            return
+        stems = decoder.push(codes[..., pushed:final])
+        if last:
+            rest = decoder.flush()
+            stems = {k: torch.cat([w, rest[k]], dim=-1) for k, w in stems.items()}
+        pushed = final
+        audio = {k: w.float().cpu() for k, w in stems.items()}
+        chunk = AudioChunk(start, audio, int(codec.sample_rate), last)
+        if last:
+            chunk.codes = codes.cpu()
+        if chunk.num_samples or last:
+            start += chunk.num_samples
+            on_audio(chunk)
+
+    return on_frames
 
 
 _DONE = object()
