@@ -120,7 +120,7 @@ def main() -> int:
     ap.add_argument("--out", default="docs", help="docs folder (examples.md and examples/ are replaced)")
     ap.add_argument("--song", default=None, help="song folder to edit (default: a synthesised held-out song)")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(2)
     model = MusicGenStem.default() if args.model is None else MusicGenStem.from_pretrained(args.model)
     sr = model.sample_rate
     out = Path(args.out)
