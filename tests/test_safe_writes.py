@@ -181,8 +181,14 @@ def test_checkpoint_survives_a_full_disk(tmp_path, monkeypatch):
 
 
 @pytest.fixture()
-def src_folder(tmp_path: Path) -> Path:
-    return write_stems_folder(tmp_path / "src", stems(3), SR, codes(), {"prompt": "x"})
+def src_folder(tmp_path: Path) -> Iterator[Path]:
+    """A source output folder; SIGINT raises KeyboardInterrupt meanwhile, as in a terminal (a test run
+    earlier in the same process may have left another handler installed)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield write_stems_folder(tmp_path / "src", stems(3), SR, codes(), {"prompt": "x"})
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.parametrize("sig,rc", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
