@@ -13,8 +13,8 @@ __all__ = ["lazy_exports"]
 
 def lazy_exports(
     package: str, exports: Mapping[str, Sequence[str]]
-) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """`__getattr__` and `__dir__` for `package` whose public names live in submodules:
+) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
+    """`__getattr__`, `__dir__` and `__all__` for `package` whose public names live in submodules:
     `exports` maps a relative module (".runner") to the names it defines."""
     where = {name: module for module, names in exports.items() for name in names}
 
@@ -28,4 +28,4 @@ def lazy_exports(
     def __dir__() -> list[str]:  # noqa: N807
         return sorted(set(vars(sys.modules[package])) | set(where))
 
-    return __getattr__, __dir__
+    return __getattr__, __dir__, sorted(where)

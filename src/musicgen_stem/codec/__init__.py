@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..lazy import lazy_exports
 
-__getattr__, __dir__ = lazy_exports(
+__getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
         ".config": ("CodecConfig",),
@@ -19,12 +19,3 @@ __getattr__, __dir__ = lazy_exports(
         ),
     },
 )
-
-__all__ = [
-    "CodecConfig",
-    "CodecOutput",
-    "MultiStemCodec",
-    "MultiStemStreamingDecoder",
-    "StemCodec",
-    "StreamingDecoder",
-]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..lazy import lazy_exports
 
-__getattr__, __dir__ = lazy_exports(
+__getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
         ".synth": (
@@ -25,20 +25,3 @@ __getattr__, __dir__ = lazy_exports(
         ),
     },
 )
-
-__all__ = [
-    "GENRES",
-    "SAMPLE_RATE",
-    "STEMS",
-    "ChordSpan",
-    "Note",
-    "PartSpec",
-    "SongSpec",
-    "find_fluidsynth",
-    "find_soundfont",
-    "make_song_spec",
-    "render_song",
-    "song_midi",
-    "song_seed",
-    "synth_dataset",
-]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..lazy import lazy_exports
 
-__getattr__, __dir__ = lazy_exports(
+__getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
         ".codec_metrics": (
@@ -80,48 +80,3 @@ __getattr__, __dir__ = lazy_exports(
         ),
     },
 )
-
-__all__ = [
-    "EvaluationResult",
-    "Key",
-    "PromptSpec",
-    "Song",
-    "bass_line_check",
-    "beat_f_measure",
-    "bitrate",
-    "chord_chroma",
-    "chroma",
-    "chroma_correlation",
-    "chroma_metrics",
-    "codebook_stats",
-    "codec_fidelity",
-    "codec_latent_embedding",
-    "codec_song_metrics",
-    "comb_share",
-    "detect_onsets",
-    "estimate_key",
-    "estimate_tempo",
-    "evaluate_codec",
-    "evaluate_editing",
-    "evaluate_generation",
-    "evaluate_text_control",
-    "external_embedders",
-    "find_songs",
-    "frechet_distance",
-    "grid_fraction",
-    "key_relation",
-    "load_prompt_file",
-    "load_song",
-    "logmel_embedding",
-    "markdown_summary",
-    "multiscale_mel_distance",
-    "onset_metrics",
-    "onset_strength",
-    "pitch_metrics",
-    "pitch_track",
-    "probe_metrics",
-    "pure_tone_check",
-    "round_trip",
-    "track_beats",
-    "write_report",
-]

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from ..lazy import lazy_exports
 
-__getattr__, __dir__ = lazy_exports(
+__getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
         ".cli": (
@@ -48,17 +48,3 @@ __getattr__, __dir__ = lazy_exports(
         ),
     },
 )
-
-__all__ = [
-    "BIT_DEPTHS",
-    "FORMATS",
-    "NI_SLOTS",
-    "RATES",
-    "SIDECAR_FILE",
-    "ZIP_FILE",
-    "ExportResult",
-    "add_arguments",
-    "export_stem_pack",
-    "file_sha256",
-    "run",
-]

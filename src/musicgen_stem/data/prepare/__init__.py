@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from ...lazy import lazy_exports
 
-__getattr__, __dir__ = lazy_exports(
+__getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
         ".cli": (
@@ -57,17 +57,3 @@ __getattr__, __dir__ = lazy_exports(
         ),
     },
 )
-
-__all__ = [
-    "AUDIO_EXTENSIONS",
-    "PREPARE_VERSION",
-    "CodecBundle",
-    "Track",
-    "add_arguments",
-    "codec_hash",
-    "discover",
-    "encode_track",
-    "load_codecs",
-    "prepare_dataset",
-    "run",
-]
