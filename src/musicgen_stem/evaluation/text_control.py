@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..conditioning.attributes import parse_attributes
 from ..errors import MusicGenStemError
 from .codec_metrics import pitch_track
 from .distribution import logmel_embedding
@@ -75,12 +76,11 @@ def parse_key(name: str) -> Key:
     parts = str(name).strip().split()
     if len(parts) != 2 or parts[1].lower() not in ("major", "minor"):
         raise MusicGenStemError(f"key {name!r} is not '<tonic> major|minor' (e.g. 'F# minor')")
-    tonic = parts[0][:1].upper() + parts[0][1:]
-    names = {n: i for i, n in enumerate(NOTE_NAMES)}
-    names.update({"Db": 1, "D#": 3, "Gb": 6, "G#": 8, "A#": 10, "Cb": 11, "Fb": 4, "E#": 5, "B#": 0})
-    if tonic not in names:
+    text = f"{parts[0][:1].upper()}{parts[0][1:]} {parts[1].lower()}"
+    key = parse_attributes(text).key  # the conditioner's own reading of note names
+    if key is None or len(parts[0]) > 2:
         raise MusicGenStemError(f"key {name!r}: unknown tonic {parts[0]!r} (use C, C#, Db ... B)")
-    return Key(names[tonic], parts[1].lower())
+    return Key(*key)
 
 
 def _mir_eval_key(key: Key) -> str:
