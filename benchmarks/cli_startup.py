@@ -4,8 +4,8 @@
 
 Runs each case in a fresh process (the installed `musicgen-stem` entry point) and prints the
 median and worst wall time. Cases: `--help`, `--version`, a command's missing argument, a bad
-choice, `generate --help`; module commands (`train-codec --help`) import torch and are listed for
-comparison. Report what else was running on the machine beside the numbers.
+choice, and every command's `--help` (none imports torch: the module commands' options live in
+torch-free modules). Report what else was running on the machine beside the numbers.
 """
 
 from __future__ import annotations
@@ -24,7 +24,13 @@ CASES = {
     "generate --help": ["generate", "--help"],
     "edit (missing --regenerate)": ["edit", "x", "-o", "/tmp/never"],
     "unknown command": ["frobnicate"],
-    "train-codec --help (imports torch)": ["train-codec", "--help"],
+    **{
+        f"{c} --help": [c, "--help"]
+        for c in ("edit", "app", "evaluate", "export", "separate", "convert-separator", "prepare")
+        + ("train-codec", "train-lm", "synth", "init", "convert", "info")
+    },
+    "separate (missing --out)": ["separate", "song.wav"],
+    "prepare (missing --model)": ["prepare", "-i", "x", "-o", "y"],
 }
 
 

@@ -555,9 +555,10 @@ def test_help_version_and_argument_errors_do_not_import_torch() -> None:
     code = (
         "import sys\n"
         "from musicgen_stem.cli import main\n"
-        "for argv in (['--version'], ['--help'], ['generate'], ['edit', 'x'], ['nope'],\n"
-        "             ['train-lm', '--help'], ['train-codec', '--help'], ['evaluate', '--help'],\n"
-        "             ['export', '--help'], ['train-lm']):\n"
+        "helps = [[c, '--help'] for c in ('train-lm', 'train-codec', 'evaluate', 'export', 'app',\n"
+        "                                  'separate', 'convert-separator', 'prepare', 'synth')]\n"
+        "for argv in (['--version'], ['--help'], ['generate'], ['edit', 'x'], ['nope'], ['train-lm'],\n"
+        "             ['separate', 'x.wav'], ['prepare', '-i', 'x'], *helps):\n"
         "    try:\n"
         "        main(argv)\n"
         "    except SystemExit:\n"

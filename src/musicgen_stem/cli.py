@@ -222,10 +222,11 @@ def build_parser(command: str | None = ALL) -> argparse.ArgumentParser:
 
     for name, (path, summary) in MODULE_COMMANDS.items():
         if command in (name, ALL):
-            options = importlib.import_module(OPTIONS_MODULES.get(name, path), __package__)
+            module, function = OPTIONS_MODULES.get(name, (path, "add_arguments"))
+            options = importlib.import_module(module, __package__)
             doc = _docstring(path) if name in OPTIONS_MODULES else options.__doc__
             p = sub.add_parser(name, help=summary, description=doc, formatter_class=ModuleFormatter)
-            options.add_arguments(p)
+            getattr(options, function)(p)
         else:
             sub.add_parser(name, help=summary, add_help=False)
 
@@ -250,9 +251,17 @@ MODULE_COMMANDS = {
 }
 
 
-#: Module commands whose options live in a module of their own that imports no torch (the help is
-#: still the docstring of the command's module, read without importing it).
-OPTIONS_MODULES = {"train-codec": ".training.codec_config", "train-lm": ".training.lm_config"}
+#: Where each module command's options live: (module, function), a module that imports no torch, so
+#: that `--help` answers at once (the help text is still the docstring of the command's module, read
+#: without importing it).
+OPTIONS_MODULES = {
+    "app": (".app.options", "add_arguments"),
+    "separate": (".separation_options", "add_arguments"),
+    "convert-separator": (".separation_options", "add_convert_arguments"),
+    "prepare": (".data.prepare.options", "add_arguments"),
+    "train-codec": (".training.codec_config", "add_arguments"),
+    "train-lm": (".training.lm_config", "add_arguments"),
+}
 
 
 def _docstring(path: str) -> str | None:

@@ -26,6 +26,7 @@ from .audio import convert_audio_channels, load_audio, save_audio
 from .devices import resolve_device
 from .errors import AudioError, ModelError, MusicGenStemError, OutputExistsError
 from .safeio import io_reason, make_temp_sibling, replace_dir
+from .separation_options import BITS, DEFAULT_SEPARATOR, KNOWN_FILES, add_arguments
 
 __all__ = [
     "DEFAULT_SEPARATOR",
@@ -38,14 +39,8 @@ __all__ = [
     "write_sources",
 ]
 
-DEFAULT_SEPARATOR = "htdemucs"
 #: The sources a separator must produce, in the order of the files we write.
 SOURCES: tuple[str, ...] = ("bass", "drums", "other", "vocals")
-#: Single-file weights of the known pretrained names (what `get_model` fetches from the legacy repo).
-_KNOWN_FILES: dict[str, str] = {
-    "htdemucs": "https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/955717e8-8726e21a.th",
-}
-_SUBTYPES = {"float": "FLOAT", "24": "PCM_24"}
 
 PathLike = str | os.PathLike
 
@@ -129,7 +124,7 @@ def load_separator(
 def _load_pretrained(name: str) -> nn.Module:
     """A Demucs pretrained name: its legacy single file (cached or downloaded), else its bag on the
     Demucs hub namespace (yaml + safetensors); both read without running code from them."""
-    url = _KNOWN_FILES.get(name)
+    url = KNOWN_FILES.get(name)
     if not name.replace("_", "").isalnum():
         raise ModelError(f"unknown separator '{name}'; give a Demucs name (e.g. htdemucs) or a local file")
     try:
@@ -266,28 +261,6 @@ def separate_file(
 # --------------------------------------------------------------------------------------------
 # Command line: musicgen-stem separate
 # --------------------------------------------------------------------------------------------
-def add_separator_arguments(parser: argparse.ArgumentParser) -> None:
-    """--separator and --device (shared with `musicgen-stem prepare`)."""
-    parser.add_argument(
-        "--separator",
-        default=DEFAULT_SEPARATOR,
-        metavar="PATH",
-        help="Demucs weights: a pretrained name (downloaded when online) or a local .th file / folder "
-        f"(offline: download {_KNOWN_FILES['htdemucs']})",
-    )
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `musicgen-stem separate SONG [SONG ...] --out DIR`."""
-    parser.add_argument("songs", nargs="+", metavar="SONG", help="audio files to separate (any format)")
-    parser.add_argument("--out", "-o", required=True, help="output folder; writes OUT/<song>/<source>.wav")
-    add_separator_arguments(parser)
-    parser.add_argument("--force", action="store_true", help="replace existing OUT/<song> folders")
-    parser.add_argument("--bits", choices=sorted(_SUBTYPES), default="float", help="WAV sample format")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-
-
 def default_device(device: str | None) -> str:
     if device:
         return device
@@ -320,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
             force=args.force,
             device=device,
             progress=not args.quiet,
-            subtype=_SUBTYPES[args.bits],
+            subtype=BITS[args.bits],
         )
         print(f"{song} -> {paths[SOURCES[0]].parent}", file=sys.stdout)
     return 0

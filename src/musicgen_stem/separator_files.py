@@ -29,6 +29,7 @@ from torch import nn
 
 from .errors import ModelError, OutputExistsError, load_failure
 from .safeio import fsync_dir, held_signals, io_reason
+from .separation_options import add_convert_arguments as add_arguments
 
 __all__ = ["MODEL_CLASSES", "ClassName", "add_arguments", "convert", "load_th", "load_weights", "run"]
 
@@ -187,13 +188,6 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], force: boo
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
     return dst
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `musicgen-stem convert-separator SRC DST`."""
-    parser.add_argument("src", help="Demucs weights file (.th, e.g. 955717e8-8726e21a.th)")
-    parser.add_argument("dst", help="the .safetensors file to write")
-    parser.add_argument("--force", action="store_true", help="replace an existing DST")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ locally (no CDN) and its analytics are turned off.
 """
 
 # Modules, from the bottom up (each imports only those above it):
+#   options   `musicgen-stem app` options and defaults (no torch: `--help` answers at once)
 #   sessions  per-session folders, logins, exposure rules
 #   forms     limits and the form's values (seed, sampling settings, seconds)
 #   holder    the launch-time model and separator, one job at a time, cancel flags
@@ -26,53 +27,20 @@ locally (no CDN) and its analytics are turned off.
 #   jobs      generate_job, edit_job, stream_job: plain functions of paths and dicts, no Gradio
 #   page      the mixer HTML, result summary and downloads, no Gradio
 #   ui        the Gradio page: tabs, result area, handlers (imported when the app is built)
-#   server    `musicgen-stem app` options, launch
+#   server    `musicgen-stem app`: checks, launch
 
-from .forms import MAX_VARIATIONS, UPLOAD_ROLES, Limits, parse_seed, sampling_settings
-from .holder import ModelHolder
-from .jobs import Cancelled, edit_job, generate_job, preview_pcm, stream_job
-from .page import file_url, head_html, mixer_html, result_files, result_summary
-from .results import write_result
-from .server import (
-    DEFAULT_HOST,
-    DEFAULT_PORT,
-    DEFAULT_QUEUE,
-    add_arguments,
-    build_app,
-    host_warning,
-    launch,
-    main,
-    run,
+from ..lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        ".forms": ["MAX_VARIATIONS", "UPLOAD_ROLES", "Limits", "parse_seed", "sampling_settings"],
+        ".holder": ["ModelHolder"],
+        ".jobs": ["Cancelled", "edit_job", "generate_job", "preview_pcm", "stream_job"],
+        ".options": ["DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_QUEUE", "add_arguments"],
+        ".page": ["file_url", "head_html", "mixer_html", "result_files", "result_summary"],
+        ".results": ["write_result"],
+        ".server": ["build_app", "host_warning", "launch", "main", "run"],
+        ".sessions": ["SessionStore", "is_loopback"],
+    },
 )
-from .sessions import SessionStore, is_loopback
-
-__all__ = [
-    "DEFAULT_HOST",
-    "DEFAULT_PORT",
-    "DEFAULT_QUEUE",
-    "MAX_VARIATIONS",
-    "UPLOAD_ROLES",
-    "Cancelled",
-    "Limits",
-    "ModelHolder",
-    "SessionStore",
-    "add_arguments",
-    "build_app",
-    "edit_job",
-    "file_url",
-    "generate_job",
-    "head_html",
-    "host_warning",
-    "is_loopback",
-    "launch",
-    "main",
-    "mixer_html",
-    "parse_seed",
-    "preview_pcm",
-    "result_files",
-    "result_summary",
-    "run",
-    "sampling_settings",
-    "stream_job",
-    "write_result",
-]

@@ -14,10 +14,9 @@ import numpy as np
 
 from ..errors import AudioError, GenerationError
 from ..inputs import check_seed
+from .options import DEFAULT_MAX_DURATION, DEFAULT_MAX_UPLOAD_MB
 
 __all__ = [
-    "DEFAULT_MAX_DURATION",
-    "DEFAULT_MAX_UPLOAD_MB",
     "MAX_VARIATIONS",
     "UPLOAD_ROLES",
     "Limits",
@@ -26,8 +25,6 @@ __all__ = [
     "sampling_settings",
 ]
 
-DEFAULT_MAX_DURATION = 30.0
-DEFAULT_MAX_UPLOAD_MB = 50.0
 MAX_VARIATIONS = 4
 #: Stems a user may upload on the Edit tab (vocals are passed through untouched).
 UPLOAD_ROLES = ("bass", "drums", "other", "vocals")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import MusicGenStemError
+from .options import DEFAULT_TTL
 
 __all__ = [
     "AUTH_ENV",
@@ -36,7 +37,6 @@ __all__ = [
 ]
 
 AUTH_ENV = "MUSICGEN_STEM_AUTH"
-DEFAULT_TTL = 3600.0
 
 
 def is_loopback(host: str) -> bool:
