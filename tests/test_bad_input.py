@@ -263,6 +263,28 @@ def test_bad_input(case: str, world: Path, tmp_path: Path, capsys):
     assert not (world / "pwned").exists()  # no code from a file ran
 
 
+#: Input cases refused from the files alone: they must fail before any model is loaded.
+BEFORE_MODEL = [
+    c
+    for c in CASES
+    if c.startswith(("stem-", "stems-", "song-", "from-"))
+    and c not in ("stem-name-with-path", "song-separator-with-code", "song-separator-missing")
+]
+
+
+@pytest.mark.parametrize("case", BEFORE_MODEL)
+def test_inputs_are_refused_before_the_model_loads(case: str, world: Path, tmp_path: Path, capsys):
+    """The same refusals with a model that does not exist: the input's error comes first."""
+    template, match = CASES[case]
+    argv = [
+        "{w}/no-such-model" if a == "{w}/model" else a.replace("{out}", str(tmp_path / "out"))
+        for a in template
+    ]
+    rc = main([a.replace("{w}", str(world)) for a in argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and match in err and "no-such-model" not in err, err
+
+
 def test_the_suite_is_big_enough():
     assert len(CASES) >= 50
 

@@ -318,7 +318,7 @@ def bad_files(tmp_path):
     corrupt.write_text("this is not audio\n" * 20)
     empty = tmp_path / "empty.wav"
     sf.write(str(empty), np.zeros((0, 1), dtype=np.float32), 32000)
-    good = write_wav(tmp_path / "good.wav", seconds=0.3, sr=32000, channels=1)
+    good = write_wav(tmp_path / "good.wav", seconds=0.6, sr=32000, channels=1)
     not_model = tmp_path / "not_a_model"
     not_model.mkdir()
     (not_model / "readme.txt").write_text("hello")

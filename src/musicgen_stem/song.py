@@ -40,9 +40,12 @@ def check_audio(sample_rate: int, length: int, what: str = "the song") -> None:
 
 
 def check_song(wav: torch.Tensor, sample_rate: int) -> None:
-    """Refuse a song that is not [C, T] audio, is silent, too short or at an unusable rate."""
+    """Refuse a song that is not mono or stereo [C, T] audio, is silent, too short or at an
+    unusable rate."""
     if wav.dim() != 2 or wav.shape[-1] == 0:
         raise AudioError(f"a song must be audio shaped [C, T] with T > 0, got {tuple(wav.shape)}")
+    if wav.shape[0] > 2:  # Demucs separates mono or stereo
+        raise AudioError(f"cannot separate {wav.shape[0]}-channel audio; downmix it to stereo or mono first")
     check_audio(sample_rate, wav.shape[-1])
     if float(wav.abs().max()) < SILENCE_PEAK:
         raise AudioError("the song is silent: nothing to edit")

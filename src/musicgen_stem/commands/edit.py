@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .generate import check_common, load_model, print_done, run_meta, save_items, set_sampling, write_audio
 from .options import UsageError, parse_stem_files
 
-__all__ = ["cmd_edit", "edit_range"]
+__all__ = ["KeptInput", "cmd_edit", "edit_range", "read_inputs"]
 
 
 def edit_range(args: argparse.Namespace) -> tuple[float | None, float | None]:
@@ -39,10 +40,44 @@ def edit_range(args: argparse.Namespace) -> tuple[float | None, float | None]:
     return (a - 1) * bar, b * bar
 
 
-def cmd_edit(args: argparse.Namespace) -> int:
-    """`musicgen-stem edit`: checks, then an edit of codes (--from) or of audio (`_edit_audio`)."""
-    from ..outputs import read_stems_folder
+@dataclass
+class KeptInput:
+    """The kept material, decoded and checked before the model loads (a bad file costs no load)."""
 
+    codes: Any = None  # np.ndarray [B, K, T] of --from
+    song: Any = None  # torch.Tensor [C, T] of --song
+    kept: dict[str, Any] = field(default_factory=dict)  # name -> Samples of --stem
+    sample_rate: int = 0
+
+
+def read_inputs(args: argparse.Namespace, stem_files: dict[str, Path]) -> KeptInput:
+    """Read --from's codes, or decode --song (length from its header first) or the --stem files."""
+    from ..api import MAX_SECONDS
+
+    if args.from_dir is not None:
+        from ..outputs import read_stems_folder
+
+        return KeptInput(codes=read_stems_folder(args.from_dir).codes)
+    if args.song is not None:
+        from ..audio import duration_seconds, load_audio
+        from ..song import check_song
+
+        if duration_seconds(args.song) > MAX_SECONDS:  # before decoding hours of audio
+            raise UsageError(f"--song '{args.song}' is longer than {MAX_SECONDS:g} s; trim it first")
+        wav, sr = load_audio(args.song)
+        check_song(wav, sr)
+        return KeptInput(song=wav, sample_rate=sr)
+    from ..samples import read_kept
+    from ..song import check_audio
+
+    kept, sr = read_kept(stem_files, max_seconds=MAX_SECONDS)
+    check_audio(sr, max(s.frames for s in kept.values()), "the stem audio")
+    return KeptInput(kept=kept, sample_rate=sr)
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    """`musicgen-stem edit`: checks and inputs first, then the model, then an edit of codes (--from)
+    or of audio (`_edit_audio`)."""
     check_common(args)
     if args.text and args.text_pos:
         raise UsageError("give the description once: as TEXT or with --text, not both")
@@ -60,15 +95,18 @@ def cmd_edit(args: argparse.Namespace) -> int:
         raise UsageError("--out must be a new folder, not the song itself")
     start_s, end_s = edit_range(args)
     stem_files = parse_stem_files(args.stem)
+    if args.from_dir is None and args.duration is not None:
+        raise UsageError("--duration applies to --from edits; song and stem edits keep the input's length")
+    both = sorted(set(stem_files) & set(args.regenerate))
+    if both:
+        raise UsageError(f"stem(s) {both} are both given with --stem and asked to be regenerated")
+    given_input = read_inputs(args, stem_files)
     model = load_model(args)
     layout = model.layout
     for name in list(args.regenerate) + [n for n in stem_files if n != "vocals"]:
         if name not in layout.stems:
             hint = "; put the description before --regenerate or pass it with --text" if " " in name else ""
             raise UsageError(f"unknown stem '{name}': this model's stems are {', '.join(layout.stems)}{hint}")
-    both = sorted(set(stem_files) & set(args.regenerate))
-    if both:
-        raise UsageError(f"stem(s) {both} are both given with --stem and asked to be regenerated")
     set_sampling(model, args)
     began = time.time()
     meta: dict[str, Any] = {
@@ -78,14 +116,10 @@ def cmd_edit(args: argparse.Namespace) -> int:
         "range": [start_s, end_s],
     }
     if args.from_dir is None:
-        if args.duration is not None:
-            raise UsageError(
-                "--duration applies to --from edits; song and stem edits keep the input's length"
-            )
-        return _edit_audio(args, model, text, stem_files, start_s, end_s, meta, began)
+        return _edit_audio(args, model, text, given_input, stem_files, start_s, end_s, meta, began)
     import torch
 
-    codes = torch.from_numpy(read_stems_folder(args.from_dir).codes)
+    codes = torch.from_numpy(given_input.codes)
     meta["kept_from"] = str(args.from_dir)
     audio = model.regenerate_range(
         codes,
@@ -106,6 +140,7 @@ def _edit_audio(
     args: argparse.Namespace,
     model: Any,
     text: str | None,
+    given: KeptInput,
     stem_files: dict[str, Path],
     start_s: float | None,
     end_s: float | None,
@@ -114,26 +149,19 @@ def _edit_audio(
 ) -> int:
     """Edits of real audio (a song, or stem files): kept stems and vocals come back untouched."""
     from ..export import file_sha256
-    from ..samples import Samples, read_kept
-    from ..song import check_song, edit_stems
+    from ..samples import Samples
+    from ..song import edit_stems
 
+    sr = given.sample_rate
     if args.song is not None:
-        from ..api import MAX_SECONDS
-        from ..audio import duration_seconds, load_audio
         from ..separation import load_separator, separate
 
-        if duration_seconds(args.song) > MAX_SECONDS:  # before decoding hours of audio
-            raise UsageError(f"--song '{args.song}' is longer than {MAX_SECONDS:g} s; trim it first")
-        wav, sr = load_audio(args.song)
-        check_song(wav, sr)  # before loading the separator
         separator = load_separator(args.separator, device=args.device)
-        sources = separate(separator, wav, sr, progress=not args.quiet)
+        sources = separate(separator, given.song, sr, progress=not args.quiet)
         kept = {n: Samples.from_tensor(w, sr) for n, w in sources.items() if n not in args.regenerate}
         meta.update(song=str(args.song), song_sha256=file_sha256(args.song), separator=str(args.separator))
     else:
-        from ..api import MAX_SECONDS
-
-        kept, sr = read_kept(stem_files, max_seconds=MAX_SECONDS)
+        kept = given.kept
         sources = {n: s.to_tensor() for n, s in kept.items()}
         meta["kept_from"] = {n: str(p) for n, p in stem_files.items()}
     edits = []
