@@ -309,6 +309,21 @@ def test_resume_equals_uninterrupted_and_final_model(model_dir, data_dir, tmp_pa
     assert train_lm(_cfg(model_dir, data_dir, tmp_path / "a")) == ref
 
 
+def test_dropout_option_trains_with_dropout_and_is_recorded(model_dir, data_dir, tmp_path):
+    """--dropout sets the LM's dropout while training: the steps differ from a run without it, and
+    the written model's config records it (inactive at inference: eval mode)."""
+    plain = load_checkpoint(
+        Path(train_lm(_cfg(model_dir, data_dir, tmp_path / "a", steps=2))).parent / CHECKPOINT_NAME
+    )
+    out = train_lm(_cfg(model_dir, data_dir, tmp_path / "b", steps=2, dropout=0.3))
+    dropped = load_checkpoint(Path(out).parent / CHECKPOINT_NAME)
+    assert not torch.equal(plain["lm"]["linears.0.weight"], dropped["lm"]["linears.0.weight"])
+    final = load_model(out)
+    assert final.config.lm.dropout == 0.3 and load_model(model_dir).config.lm.dropout == 0.0
+    with pytest.raises(MusicGenStemError, match="--dropout"):
+        train_lm(_cfg(model_dir, data_dir, tmp_path / "c", dropout=1.0))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -31,7 +31,7 @@ from torch import nn
 from ..conditioning.text import LUTTextEncoder, TextConditioner
 from ..errors import MusicGenStemError
 from ..generation.tasks import PREFIX_STRIDE
-from ..lm.model import StemLM
+from ..lm.model import Attention, StemLM
 from ..modeldir import ModelParts, load_model, save_model
 from . import loop
 from .checkpoint import step_seed
@@ -96,7 +96,19 @@ def _load_parts(cfg: LMTrainConfig) -> ModelParts:
                 f"--init-from '{cfg.init_from}': its text conditioner does not fit '{cfg.model}' "
                 f"({str(e).splitlines()[0][:200]})"
             ) from None
+    if cfg.dropout is not None:
+        parts = set_dropout(parts, cfg.dropout)
     return parts
+
+
+def set_dropout(parts: ModelParts, p: float) -> ModelParts:
+    """`parts` with LM dropout `p` (attention and residual), in its modules and its config."""
+    for module in parts.lm.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+        elif isinstance(module, Attention):
+            module.dropout = p
+    return replace(parts, config=replace(parts.config, lm=replace(parts.config.lm, dropout=p)))
 
 
 def _silence_tokens(parts: ModelParts) -> list[int]:

@@ -55,6 +55,7 @@ class LMTrainConfig:
     ema_decay: float = 0.99  # 0: no EMA (the final model holds the raw weights)
     edit_prob: float = 0.5
     cond_dropout: float = 0.3
+    dropout: float | None = None  # LM dropout while training (attention, residual); None: the model's
     crop_seconds: float | None = None  # default: the model's max_duration
     valid_fraction: float = 0.02
     valid_batches: int = 4
@@ -98,6 +99,8 @@ class LMTrainConfig:
         for name, p in (("edit probability", self.edit_prob), ("condition dropout", self.cond_dropout)):
             if not 0 <= p <= 1:
                 raise MusicGenStemError(f"the {name} must be in [0, 1], got {p}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise MusicGenStemError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.crop_seconds is not None and not self.crop_seconds > 0:
             raise MusicGenStemError(f"the crop must be > 0 seconds, got {self.crop_seconds}")
         if self.amp not in AMP_CHOICES:
@@ -177,6 +180,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="probability of dropping the text of a whole batch",
     )
     g.add_argument(
+        "--dropout",
+        type=float,
+        default=None,
+        help="LM dropout while training, attention and residual (default: the model's, 0 in the presets)",
+    )
+    g.add_argument(
         "--crop-seconds",
         type=float,
         default=None,
@@ -231,6 +240,7 @@ def config_from_args(args: argparse.Namespace) -> LMTrainConfig:
         ema_decay=args.ema_decay,
         edit_prob=args.edit_prob,
         cond_dropout=args.cond_dropout,
+        dropout=args.dropout,
         crop_seconds=args.crop_seconds,
         valid_fraction=args.valid_fraction,
         valid_batches=args.valid_batches,
