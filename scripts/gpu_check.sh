@@ -6,11 +6,19 @@
 #   2. 30 steps of LM and codec training under bf16 autocast;
 #   3. torchrun with NCCL on 1 GPU: both trainers with DDP, then FSDP2, then a rerun (resume).
 #   usage: scripts/gpu_check.sh [WORK_DIR]    (default: a fresh temporary folder)
-#   MEDIUM_COMPILE="bfloat16 float16" widens the compiled medium-6cb runs (2 min of compiling each).
+#   MEDIUM_COMPILE="bfloat16 float16" widens the compiled medium-6cb runs (2 min of compiling each);
+#   PRESETS=tiny skips the medium-6cb shapes, TINY_COMPILE=bfloat16 compiles tiny in one dtype only
+#   (a 4-minute check); PYTHON picks the interpreter; DEVICE=cpu DTYPES=float32 TINY_COMPILE="" is a
+#   dry run of the script itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-$(mktemp -d -t gpu-check-XXXX)}
 MEDIUM_COMPILE=${MEDIUM_COMPILE:-bfloat16}
+PRESETS=${PRESETS:-tiny medium-6cb}
+TINY_COMPILE=${TINY_COMPILE-float32 bfloat16 float16}
+DTYPES=${DTYPES:-float32 bfloat16 float16}
+PY=${PYTHON:-python}
+DEVICE=${DEVICE:-cuda}
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 echo "[gpu-check] work folder: $WORK"
@@ -18,26 +26,28 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 start=$(date +%s)
 
 # 1. generation (benchmarks/gpu_check.py imports benchmarks/common.py: run from there)
-(cd benchmarks && python gpu_check.py generate --presets tiny)
-(cd benchmarks && python gpu_check.py generate --presets medium-6cb --compile-dtypes $MEDIUM_COMPILE)
+(cd benchmarks && $PY gpu_check.py generate --presets tiny --dtypes $DTYPES --compile-dtypes $TINY_COMPILE --device "$DEVICE")
+if [[ " $PRESETS " == *" medium-6cb "* ]]; then
+  (cd benchmarks && $PY gpu_check.py generate --presets medium-6cb --dtypes $DTYPES --compile-dtypes $MEDIUM_COMPILE --device "$DEVICE")
+fi
 
 # 2. training under bf16 autocast (also writes the tiny model, tokens and songs used below)
-(cd benchmarks && python gpu_check.py train --work "$WORK" --steps 30)
+(cd benchmarks && $PY gpu_check.py train --work "$WORK" --steps 30 --device "$DEVICE")
 
 # 3. NCCL on one GPU: the commands of README/TRAINING.md with --nproc_per_node=1
 LM=(--model "$WORK/model" --data "$WORK/tokens" --steps 10 --batch-size 8 --log-every 5
-    --checkpoint-every 5 --validate-every 10 --valid-fraction 0.25 --valid-batches 1 --device cuda)
+    --checkpoint-every 5 --validate-every 10 --valid-fraction 0.25 --valid-batches 1 --device "$DEVICE")
 CODEC=("$WORK/songs" --stem bass --codec mini --steps 10 --batch-size 8 --segment 0.5 --log-every 5
-       --checkpoint-every 5 --val-every 10 --device cuda)
+       --checkpoint-every 5 --val-every 10 --device "$DEVICE")
 for mode in ddp fsdp; do
   fsdp=""; [ "$mode" = fsdp ] && fsdp=--fsdp
-  run=(torchrun --standalone --nproc_per_node=1 -m)
+  run=("$PY" -m torch.distributed.run --standalone --nproc_per_node=1 -m)
   "${run[@]}" musicgen_stem.training.lm "${LM[@]}" --out "$WORK/lm_$mode" $fsdp
   "${run[@]}" musicgen_stem.training.lm "${LM[@]}" --out "$WORK/lm_$mode" $fsdp --steps 15  # resumes at 10
   "${run[@]}" musicgen_stem.training.codec "${CODEC[@]}" --out "$WORK/codec_$mode" $fsdp
   echo "[gpu-check] torchrun NCCL $mode: LM and codec trained, LM resumed"
 done
-python - "$WORK" <<'EOF'
+"$PY" - "$WORK" <<'EOF'
 import sys, torch
 work = sys.argv[1]
 for mode in ("ddp", "fsdp"):
