@@ -30,7 +30,7 @@ from musicgen_stem.evaluation import (
     track_beats,
     write_report,
 )
-from musicgen_stem.evaluation.rhythm import grid_fraction, subdivide
+from musicgen_stem.evaluation.rhythm import grid_fraction, grid_phase_lock, subdivide
 
 SR = 16000
 
@@ -106,6 +106,24 @@ def test_grid_fraction_and_subdivide():
     assert len(grid) == 17 and np.allclose(np.diff(grid), 0.125)
     assert grid_fraction(np.array([0.5, 1.01, 1.25]), beats) == pytest.approx(2 / 3)
     assert np.isnan(grid_fraction(np.zeros(0), beats))
+
+
+def test_grid_phase_lock_known_answers():
+    """On the 16th grid of a changing tempo: 1; a constant offset of an 8th of a 16th keeps the lock
+    (same phase everywhere); onsets drawn at random: about 1/sqrt(n); a 32nd off the grid on every
+    other onset cancels half the vector."""
+    beats = np.cumsum(np.r_[0.0, np.linspace(0.5, 0.4, 16)])  # accelerating beats
+    on_grid = subdivide(beats, 4)[:-1]
+    assert grid_phase_lock(on_grid, beats) == pytest.approx(1.0)
+    shifted = on_grid + np.repeat(np.diff(beats), 4) / 32
+    assert grid_phase_lock(shifted, beats) == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    random = rng.uniform(beats[0], beats[-1], 4000)
+    assert grid_phase_lock(random, beats) < 3 / np.sqrt(4000)
+    half = on_grid.copy()
+    half[::2] += np.repeat(np.diff(beats), 4)[::2] / 8  # half a 16th: the opposite phase
+    assert grid_phase_lock(half, beats) == pytest.approx(0.0, abs=1e-9)
+    assert np.isnan(grid_phase_lock(np.zeros(0), beats)) and np.isnan(grid_phase_lock(on_grid, beats[:1]))
 
 
 # ---------------------------------------------------------------------------------------------- harmony

@@ -59,6 +59,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
             "detect_onsets",
             "estimate_tempo",
             "grid_fraction",
+            "grid_phase_lock",
             "onset_strength",
             "track_beats",
         ),

@@ -177,6 +177,22 @@ def grid_fraction(onsets: np.ndarray, grid: np.ndarray, tolerance: float = TOLER
     return float(np.mean(dist <= tolerance + 1e-9))
 
 
+def grid_phase_lock(onsets: np.ndarray, beats: np.ndarray, parts: int = 4) -> float:
+    """How strongly `onsets` (s) lock to the phase of a beat grid: each onset between two beats gets
+    its phase phi in [0, 1) of that beat; the result is |mean(exp(2 pi i parts phi))|, the resultant
+    length of the phases on the `parts`-per-beat grid (16ths for 4). 1: every onset on the grid,
+    about 1/sqrt(n) for onsets unrelated to it (no tolerance to choose); NaN without onsets."""
+    onsets, beats = np.asarray(onsets, float), np.sort(np.asarray(beats, float))
+    if len(beats) < 2:
+        return float("nan")
+    onsets = onsets[(onsets >= beats[0]) & (onsets < beats[-1])]
+    if len(onsets) == 0:
+        return float("nan")
+    j = np.searchsorted(beats, onsets, side="right") - 1  # the beat before each onset
+    phase = (onsets - beats[j]) / (beats[j + 1] - beats[j])
+    return float(np.abs(np.mean(np.exp(2j * np.pi * parts * phase))))
+
+
 def beat_f_measure(estimated: np.ndarray, reference: np.ndarray, tolerance: float = TOLERANCE) -> float:
     """mir_eval-style beat F-measure: one-to-one matches within ±`tolerance` s (greedy by distance),
     F = 2 * matches / (n_est + n_ref). 1.0 when both are empty, 0.0 when only one is."""

@@ -21,7 +21,15 @@ from .codec_metrics import codebook_stats, codec_song_metrics
 from .distribution import codec_latent_embedding, external_embedders, frechet_distance, logmel_embedding
 from .harmony import KEY_SCORES, Key, chord_chroma, chroma, chroma_correlation, estimate_key, key_relation
 from .probes import probe_metrics
-from .rhythm import TOLERANCE, beat_f_measure, detect_onsets, grid_fraction, subdivide, track_beats
+from .rhythm import (
+    TOLERANCE,
+    beat_f_measure,
+    detect_onsets,
+    grid_fraction,
+    grid_phase_lock,
+    subdivide,
+    track_beats,
+)
 from .songs import Song, find_songs, load_song
 
 __all__ = [
@@ -118,9 +126,10 @@ def coherence_metrics(wav: torch.Tensor, sample_rate: int, ref: Reference, pitch
 
     onset_beat_fraction: onsets within ±70 ms of a beat; onset_grid_fraction: within ±min(70 ms,
     a quarter of a 16th) of the 16th-note grid (a ±70 ms window would cover the whole 16th grid);
-    beat_f_measure: beats tracked on the stem vs the reference grid (±70 ms); chroma_kept /
-    chroma_chords: mean frame-wise cosine with the kept pitched stems / ground-truth chords;
-    key_score: MIREX credit of the stem's estimated key against the reference key.
+    grid_phase_lock: resultant length of the onsets' phases on the 16th grid (`grid_phase_lock`:
+    1 locked, ~0 unrelated); beat_f_measure: beats tracked on the stem vs the reference grid
+    (±70 ms); chroma_kept / chroma_chords: mean frame-wise cosine with the kept pitched stems /
+    ground-truth chords; key_score: MIREX credit of the stem's estimated key against the reference key.
     """
     nan = float("nan")
     out: dict[str, float] = {}
@@ -131,11 +140,12 @@ def coherence_metrics(wav: torch.Tensor, sample_rate: int, ref: Reference, pitch
     if len(beats) >= 2:
         sixteenth = float(np.median(np.diff(beats))) / 4
         out["onset_grid_fraction"] = grid_fraction(onsets, subdivide(beats, 4), min(TOLERANCE, sixteenth / 4))
+        out["grid_phase_lock"] = grid_phase_lock(onsets, beats, 4)
         tracked, bpm = (np.zeros(0), 0.0) if silent else track_beats(wav, sample_rate)
         out["beat_f_measure"] = beat_f_measure(tracked, beats)
         out["tempo_bpm"] = bpm
     else:
-        out.update(onset_grid_fraction=nan, beat_f_measure=nan, tempo_bpm=nan)
+        out.update(onset_grid_fraction=nan, grid_phase_lock=nan, beat_f_measure=nan, tempo_bpm=nan)
     if pitched:
         c = chroma(wav, sample_rate, hop_seconds=HOP)
         out["chroma_kept"] = nan if ref.kept_chroma is None else chroma_correlation(c, ref.kept_chroma)
