@@ -46,12 +46,14 @@ class KeptInput:
 
     codes: Any = None  # np.ndarray [B, K, T] of --from
     song: Any = None  # torch.Tensor [C, T] of --song
+    separator: Any = None  # the Demucs model that will separate --song
     kept: dict[str, Any] = field(default_factory=dict)  # name -> Samples of --stem
     sample_rate: int = 0
 
 
 def read_inputs(args: argparse.Namespace, stem_files: dict[str, Path]) -> KeptInput:
-    """Read --from's codes, or decode --song (length from its header first) or the --stem files."""
+    """Read --from's codes, or decode --song (length from its header first; its separator loaded)
+    or the --stem files."""
     from ..api import MAX_SECONDS
 
     if args.from_dir is not None:
@@ -64,9 +66,12 @@ def read_inputs(args: argparse.Namespace, stem_files: dict[str, Path]) -> KeptIn
 
         if duration_seconds(args.song) > MAX_SECONDS:  # before decoding hours of audio
             raise UsageError(f"--song '{args.song}' is longer than {MAX_SECONDS:g} s; trim it first")
+        from ..separation import load_separator
+
         wav, sr = load_audio(args.song)
         check_song(wav, sr)
-        return KeptInput(song=wav, sample_rate=sr)
+        separator = load_separator(args.separator, device=args.device)
+        return KeptInput(song=wav, separator=separator, sample_rate=sr)
     from ..samples import read_kept
     from ..song import check_audio
 
@@ -154,10 +159,9 @@ def _edit_audio(
 
     sr = given.sample_rate
     if args.song is not None:
-        from ..separation import load_separator, separate
+        from ..separation import separate
 
-        separator = load_separator(args.separator, device=args.device)
-        sources = separate(separator, given.song, sr, progress=not args.quiet)
+        sources = separate(given.separator, given.song, sr, progress=not args.quiet)
         kept = {n: Samples.from_tensor(w, sr) for n, w in sources.items() if n not in args.regenerate}
         meta.update(song=str(args.song), song_sha256=file_sha256(args.song), separator=str(args.separator))
     else:
