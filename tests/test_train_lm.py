@@ -324,6 +324,39 @@ def test_dropout_option_trains_with_dropout_and_is_recorded(model_dir, data_dir,
         train_lm(_cfg(model_dir, data_dir, tmp_path / "c", dropout=1.0))
 
 
+def test_history_noise_corrupts_only_the_regenerated_streams_after_the_prefix(data_dir):
+    """Edit batches: random inputs where a masked stream continues after the prefix (at rate p),
+    the kept streams and the prefix untouched; the targets are the batch's own codes."""
+    from musicgen_stem.training.lm_loss import history_noise
+
+    batch = _builder(data_dir).build(4, torch.Generator().manual_seed(0), EDIT, False)
+    card = presets.tiny().layout.card
+    torch.manual_seed(0)
+    noisy = history_noise(batch.codes, batch.masked, batch.prefix_len, 1.0, card)
+    changed = noisy != batch.codes
+    assert not changed[:, :, : batch.prefix_len].any()
+    assert not changed[~batch.masked].any()  # kept streams: [n, T]
+    main = batch.codes[:, :, batch.prefix_len :]
+    regen = batch.masked[:, :, None].expand_as(main)
+    assert changed[:, :, batch.prefix_len :][regen].float().mean() > 0.9  # random tokens (1/card equal)
+    assert int(noisy[:, :, batch.prefix_len :][regen].max()) < card
+    half = history_noise(batch.codes, batch.masked, batch.prefix_len, 0.5, card)
+    rate = (half != batch.codes)[:, :, batch.prefix_len :][regen].float().mean()
+    assert 0.4 < float(rate) < 0.6
+    assert torch.equal(history_noise(batch.codes, batch.masked, batch.prefix_len, 0.0, card), batch.codes)
+
+
+def test_history_noise_option_trains(model_dir, data_dir, tmp_path):
+    """--history-noise changes the edit steps' gradients (same seed, other weights) and is checked."""
+    a = train_lm(_cfg(model_dir, data_dir, tmp_path / "a", steps=2, edit_prob=1.0))
+    b = train_lm(_cfg(model_dir, data_dir, tmp_path / "b", steps=2, edit_prob=1.0, history_noise=0.5))
+    wa = load_checkpoint(Path(a).parent / CHECKPOINT_NAME)["lm"]["linears.0.weight"]
+    wb = load_checkpoint(Path(b).parent / CHECKPOINT_NAME)["lm"]["linears.0.weight"]
+    assert not torch.equal(wa, wb)
+    with pytest.raises(MusicGenStemError, match="history noise"):
+        train_lm(_cfg(model_dir, data_dir, tmp_path / "c", history_noise=1.5))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -46,7 +46,7 @@ from .distributed import (
 )
 from .lm_config import LMTrainConfig, add_arguments, changed_settings, config_from_args
 from .lm_data import EDIT, TEXT, BatchBuilder, LMBatch, TokenDataset, cat_batches
-from .lm_loss import LMWithText, stream_names, target_counts
+from .lm_loss import LMWithText, history_noise, stream_names, target_counts
 
 __all__ = [
     "LMTask",
@@ -197,7 +197,12 @@ class LMTask(loop.Task):
 
     def loss(self, model: nn.Module, batch: LMBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         device, world = self.info.device, self.info.world_size
-        loss, per_stream = model(batch.codes.to(device), batch.texts, batch.loss_mask.to(device), self.norm)
+        codes = batch.codes.to(device)
+        inputs = None
+        if self.cfg.history_noise > 0 and batch.masked is not None:  # global RNG: seeded per step
+            p, card = self.cfg.history_noise, self.builder.layout.card
+            inputs = history_noise(codes, batch.masked.to(device), batch.prefix_len, p, card)
+        loss, per_stream = model(codes, batch.texts, batch.loss_mask.to(device), self.norm, inputs)
         loss = loss * world  # this item's share of the global loss; DDP/FSDP average over the ranks
         terms = {
             "loss": loss.detach(),

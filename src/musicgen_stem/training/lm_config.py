@@ -56,6 +56,7 @@ class LMTrainConfig:
     edit_prob: float = 0.5
     cond_dropout: float = 0.3
     dropout: float | None = None  # LM dropout while training (attention, residual); None: the model's
+    history_noise: float = 0.0  # edit batches: P(an input token of a regenerated stream is random)
     crop_seconds: float | None = None  # default: the model's max_duration
     valid_fraction: float = 0.02
     valid_batches: int = 4
@@ -96,7 +97,11 @@ class LMTrainConfig:
             raise MusicGenStemError(f"the learning rate must be > 0, got {self.lr}")
         if self.grad_clip < 0 or not 0 <= self.ema_decay < 1:
             raise MusicGenStemError("grad clip must be >= 0 and the EMA decay in [0, 1)")
-        for name, p in (("edit probability", self.edit_prob), ("condition dropout", self.cond_dropout)):
+        for name, p in (
+            ("edit probability", self.edit_prob),
+            ("condition dropout", self.cond_dropout),
+            ("history noise", self.history_noise),
+        ):
             if not 0 <= p <= 1:
                 raise MusicGenStemError(f"the {name} must be in [0, 1], got {p}")
         if self.dropout is not None and not 0 <= self.dropout < 1:
@@ -186,6 +191,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="LM dropout while training, attention and residual (default: the model's, 0 in the presets)",
     )
     g.add_argument(
+        "--history-noise",
+        type=float,
+        default=d.history_noise,
+        help="edit batches: probability that an input token of a regenerated stem (after the prefix) is "
+        "replaced by a random one, the target kept: the model must take the timing from the kept stems",
+    )
+    g.add_argument(
         "--crop-seconds",
         type=float,
         default=None,
@@ -241,6 +253,7 @@ def config_from_args(args: argparse.Namespace) -> LMTrainConfig:
         edit_prob=args.edit_prob,
         cond_dropout=args.cond_dropout,
         dropout=args.dropout,
+        history_noise=args.history_noise,
         crop_seconds=args.crop_seconds,
         valid_fraction=args.valid_fraction,
         valid_batches=args.valid_batches,

@@ -14,7 +14,7 @@ from ..lm.model import StemLM
 from ..lm.pattern import build_sequence
 from ..modeldir import ModelParts
 
-__all__ = ["LMWithText", "lm_loss", "sequence_loss", "stream_names", "target_counts"]
+__all__ = ["LMWithText", "history_noise", "lm_loss", "sequence_loss", "stream_names", "target_counts"]
 
 
 class LMWithText(nn.Module):
@@ -26,12 +26,18 @@ class LMWithText(nn.Module):
         self.text = text
 
     def forward(
-        self, codes: torch.Tensor, texts: Texts, loss_mask: torch.Tensor, norm: torch.Tensor | None = None
+        self,
+        codes: torch.Tensor,
+        texts: Texts,
+        loss_mask: torch.Tensor,
+        norm: torch.Tensor | None = None,
+        inputs: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """codes [B, K, T], loss_mask [B, K, T] bool -> (loss, per-stream losses [K]) by teacher
-        forcing; `norm` [K]: token counts to divide by (see `sequence_loss`)."""
+        forcing; `norm` [K]: token counts to divide by; `inputs` [B, K, T]: tokens fed to the LM
+        when not `codes` (see `sequence_loss`)."""
         memory, _ = self.text(texts)  # [B, L, D]
-        return sequence_loss(self.lm, codes, memory, loss_mask, norm)
+        return sequence_loss(self.lm, codes, memory, loss_mask, norm, inputs)
 
 
 def target_counts(layout: StemLayout, loss_mask: torch.Tensor) -> torch.Tensor:
@@ -46,6 +52,7 @@ def sequence_loss(
     memory: torch.Tensor,
     loss_mask: torch.Tensor,
     norm: torch.Tensor | None = None,
+    inputs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss of `lm_loss(*lm.frame_logits(codes, memory), ...)`, computed in step space.
 
@@ -54,13 +61,15 @@ def sequence_loss(
     are laid out by the delay pattern instead. Positions without a prediction and positions outside
     `loss_mask` are ignored. norm [K]: divide each stream's summed cross-entropy by these counts
     (those of a whole global batch, `target_counts`) instead of this batch's own; the streams
-    averaged are those with norm > 0.
+    averaged are those with norm > 0. inputs [B, K, T]: the tokens the LM reads (default `codes`;
+    e.g. `history_noise`), the targets staying `codes`.
     """
     layout = lm.layout
     seq, _ = build_sequence(codes, layout.delays, layout.special_token, valid_steps_only=True)  # [B, K, T+1]
     # frame mask laid out like the codes; 0 outside the pattern
     step_mask, _ = build_sequence(loss_mask.long(), layout.delays, 0, valid_steps_only=True)  # [B, K, T+1]
-    logits = lm(seq, memory)  # [B, T+1, K, card]: step s predicts step s + 1
+    fed = seq if inputs is None else build_sequence(inputs, layout.delays, layout.special_token, True)[0]
+    logits = lm(fed, memory)  # [B, T+1, K, card]: step s predicts step s + 1
     B, S, K, card = logits.shape
     targets = seq[:, :, 1:].masked_fill(step_mask[:, :, 1:] == 0, -100)  # [B, K, T]
     targets = F.pad(targets, (0, 1), value=-100).transpose(1, 2)  # [B, S, K]: last step predicts nothing
@@ -72,6 +81,20 @@ def sequence_loss(
     has = count > 0
     loss = per_stream[has].mean() if bool(has.any()) else ce.sum() * 0.0
     return loss, per_stream.detach()
+
+
+def history_noise(
+    codes: torch.Tensor, masked: torch.Tensor, prefix_len: int, p: float, card: int
+) -> torch.Tensor:
+    """Inputs for an edit batch codes [B, K, T]: each frame after the prefix of the masked
+    (regenerated) streams masked [B, K] replaced by a random token with probability p (padding, the
+    special token, stays). With its
+    own history unreliable, the LM must take the timing and harmony from the kept streams."""
+    B, K, T = codes.shape
+    where = masked[:, :, None].expand(B, K, T).clone()
+    where[:, :, :prefix_len] = False
+    where &= (codes < card) & (torch.rand(B, K, T, device=codes.device) < p)  # not the special token
+    return torch.where(where, torch.randint(0, card, (B, K, T), device=codes.device), codes)
 
 
 def lm_loss(
