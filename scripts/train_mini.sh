@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce the shipped default model `mini` (TRAINING.md has the times): data and codecs on a CPU
-# (2 cores), the LM on one GPU (6 min on an H200; LM_DEVICE=cpu works too, about 11 h on 2 cores).
+# (2 cores), the LM on one GPU (6 min on an H200; LM_DEVICE=cpu works too: about 2 days on 2 cores).
 # Every step resumes: rerun the script after an interruption and it continues.
 #   usage: scripts/train_mini.sh [WORK_DIR]     (default WORK_DIR: ./mini-work)
 # The three codec runs are independent: with more cores, run them in parallel (one thread each).
