@@ -47,9 +47,11 @@ class Recorder:
 
     def __init__(self) -> None:
         self.calls: list[torch.Tensor] = []
+        self.starts: list[int] = []
 
-    def __call__(self, known: torch.Tensor) -> torch.Tensor:
+    def __call__(self, known: torch.Tensor, start: int = -1) -> torch.Tensor:
         self.calls.append(known.clone())
+        self.starts.append(start)
         out = known.clone()
         out[out == UNKNOWN] = 1000 + len(self.calls)
         return out
@@ -67,6 +69,8 @@ def test_whole_song_edit_forces_kept_streams_in_every_window():
     assert (out[:, 0] >= 1000).all()  # bass fully regenerated
     prefix_len = window // PREFIX_STRIDE + 1
     assert len(run.calls) > 1
+    plan = plan_windows(free.any(dim=0), T, window, overlap)
+    assert run.starts == [a for a, _ in plan]  # each window's first frame, for the beat grid
     for known in run.calls:
         prefix, main = known[..., :prefix_len], known[..., prefix_len:]
         assert (prefix[:, 0] == LAYOUT_6CB.special_token).all()  # bass masked in each window's prefix

@@ -13,6 +13,7 @@ import torch
 
 from .. import __version__
 from ..audio import convert_audio
+from ..conditioning.attributes import beat_grid, parse_attributes
 from ..devices import resolve_device
 from ..errors import GenerationError
 from ..generation import PREFIX_STRIDE, SamplingParams, generate_codes
@@ -225,8 +226,12 @@ class MusicGenStem:
         on_audio: AudioCallback | None = None,
         stream_seconds: float = STREAM_SECONDS,
         stop: Callable[[], bool] | None = None,
+        grid: bool = False,
     ) -> tuple[torch.Tensor, int]:
         """Generate the `free` [K, T] positions of `codes` [B, K, T], window by window.
+
+        grid: give a model with a beat grid the grid of the tempo each text names, frame 0 being a
+        downbeat (text -> stems; edits and continuations of the user's audio do not know its phase).
 
         on_audio: receives the audio of the final frames while they are generated (`AudioChunk`s
         of about `stream_seconds`); stop: checked after every step, generation raises
@@ -247,8 +252,11 @@ class MusicGenStem:
         window, overlap = self._windows(regenerate)
         silence = self.silence_tokens() if len(regenerate) < self.layout.num_stems else None
 
-        def run(known: torch.Tensor, on_frames: FramesCallback | None = None) -> torch.Tensor:
-            return generate_codes(self.lm, known, mem, null, self.params, gen, callback, on_frames)
+        tempos = [parse_attributes(t).tempo for t in texts] if grid and self.lm.beat is not None else None
+
+        def run(known: torch.Tensor, on_frames: FramesCallback | None = None, start: int = 0) -> torch.Tensor:
+            g = None if tempos is None else beat_grid(tempos, self.frame_rate, start)
+            return generate_codes(self.lm, known, mem, null, self.params, gen, callback, on_frames, g)
 
         def on_window(i: int, n: int) -> None:
             if bar is not None and n > 1:
@@ -372,7 +380,7 @@ class MusicGenStem:
         """
         descriptions, codes, free = self._text_task(descriptions, duration)
         out, seed = self._fill(
-            codes, free, self.stems, descriptions, seed, progress, on_audio, stream_seconds
+            codes, free, self.stems, descriptions, seed, progress, on_audio, stream_seconds, grid=True
         )
         return self._result(out, seed, return_tokens)
 
@@ -398,7 +406,8 @@ class MusicGenStem:
         check_stream_seconds(stream_seconds)
 
         def job(on_audio: AudioCallback, stop: Callable[[], bool]) -> None:
-            self._fill(codes, free, self.stems, descriptions, seed, progress, on_audio, stream_seconds, stop)
+            args = (codes, free, self.stems, descriptions, seed, progress, on_audio, stream_seconds, stop)
+            self._fill(*args, grid=True)
 
         return AudioStream(job)
 

@@ -8,6 +8,10 @@ tokens to the cross-attention memory: Fourier features of log-tempo through a li
 learnt embedding per key (24 rows). An attribute the text does not name is a zero token with mask 0,
 like the null condition; in training each is dropped with probability `ATTRIBUTE_DROPOUT` so the
 model also works without it. The released checkpoints have no attributes (the default).
+
+`beat_grid` turns the tempo into the LM's per-step beat grid (`LMConfig.beat_grid`): beats per
+step, and the beat at step 0 of a window that starts `start_frame` frames into the song, whose
+frame 0 is a downbeat (as in text -> stems and in the synthetic training songs).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["ATTRIBUTE_DROPOUT", "AttributeEmbedding", "MusicAttributes", "parse_attributes"]
+__all__ = ["ATTRIBUTE_DROPOUT", "AttributeEmbedding", "MusicAttributes", "beat_grid", "parse_attributes"]
 
 ATTRIBUTE_DROPOUT = 0.2
 TEMPO_RANGE = (30.0, 300.0)  # BPM; outside it a number is not read as a tempo
@@ -75,6 +79,20 @@ def parse_attributes(text: str | None) -> MusicAttributes:
             key = (_pitch_class(letter, accidental), "major")
             break
     return MusicAttributes(tempo, key)
+
+
+def beat_grid(
+    tempos: Sequence[float | None], frame_rate: float, start_frame: int | Sequence[int] = 0
+) -> torch.Tensor:
+    """Beat grids [B, 2] (beats per LM step, beat at step 0) for tempos in BPM (None: no grid, a
+    row of zeros). LM step s reads frame s - 1 and predicts frame s, so step 0 of a window that
+    starts at song frame f sits at beat f * rate."""
+    starts = [start_frame] * len(tempos) if isinstance(start_frame, int) else list(start_frame)
+    rows = []
+    for tempo, start in zip(tempos, starts, strict=True):
+        rate = 0.0 if tempo is None else float(tempo) / 60.0 / float(frame_rate)
+        rows.append((rate, start * rate))
+    return torch.tensor(rows, dtype=torch.float64).reshape(len(rows), 2)
 
 
 class AttributeEmbedding(nn.Module):

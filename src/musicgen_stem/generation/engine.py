@@ -55,6 +55,7 @@ def generate_codes(
     generator: torch.Generator | None = None,
     callback: ProgressCallback | None = None,
     on_frames: FramesCallback | None = None,
+    grid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Fill the unknown (-1) tokens of `known`.
 
@@ -69,6 +70,8 @@ def generate_codes(
             advance); `codes` [B, K, T] is a fresh tensor on the model's device (the callee may
             keep it) with -1 where a token is still unknown. The last call has final == T.
             An exception raised by a callback stops generation and propagates.
+        grid: [B, 2] beat grid of the window (`conditioning.attributes.beat_grid`) for models with
+            one; the null condition of guidance gets none.
     Returns:
         codes [B, K, T]: `known` with every -1 replaced by a model token (< card).
     """
@@ -95,7 +98,9 @@ def generate_codes(
 
     use_cfg = null_memory is not None and params.cfg_coef != 1.0
     mem = torch.cat([memory, null_memory.to(memory.device)], dim=0) if use_cfg else memory  # type: ignore[union-attr]
-    state = lm.new_state(mem.to(device), max_steps=S - 1, reuse=True)
+    if grid is not None and use_cfg:
+        grid = torch.cat([grid, torch.zeros_like(grid)])
+    state = lm.new_state(mem.to(device), max_steps=S - 1, reuse=True, grid=grid)
 
     prev = 0
     total = S - start

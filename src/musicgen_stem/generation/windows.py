@@ -28,11 +28,14 @@ from .tasks import PREFIX_STRIDE, masked_prefix
 class RunWindow(Protocol):
     """Runs one window: known [B, K, T'] (-1 where the model chooses) -> codes [B, K, T'].
 
-    Called as run(known) without streaming, run(known, on_frames=...) with it: on_frames then
+    Called as run(known, start=a) without streaming, run(known, on_frames=..., start=a) with it,
+    `a` being the window's first frame in the whole output (for the beat grid): on_frames then
     follows `generate_codes`'s contract in the window's own frames (prefix included).
     """
 
-    def __call__(self, known: torch.Tensor, on_frames: FramesCallback | None = ...) -> torch.Tensor: ...
+    def __call__(
+        self, known: torch.Tensor, on_frames: FramesCallback | None = ..., start: int = ...
+    ) -> torch.Tensor: ...
 
 
 def plan_windows(free_cols: torch.Tensor, total: int, window: int, overlap: int) -> list[tuple[int, int]]:
@@ -131,10 +134,10 @@ def fill_windows(
             prefix = masked_prefix(codes[..., a:b], masked, layout.special_token, window, silence_tokens)
             known = torch.cat([prefix, main], dim=-1)
         if on_frames is None:
-            out = run(known)
+            out = run(known, start=a)
         else:
             p = known.shape[-1] - (b - a)
-            out = run(known, on_frames=lambda c, f, a=a, b=b, p=p: report(a, b, p, c, f))
+            out = run(known, on_frames=lambda c, f, a=a, b=b, p=p: report(a, b, p, c, f), start=a)
         out = out[..., -(b - a) :].cpu()
         codes[..., a:b] = torch.where(sub[None], out, codes[..., a:b])
         todo[:, a:b] = False

@@ -6,6 +6,11 @@ Incremental decoding uses a static, preallocated KV cache (no per-step concatena
 calls (`new_state(..., reuse=True)`). Each block projects the text memory's keys/values itself.
 Module names follow the released checkpoints (`emb.k`, `transformer.layers.i.self_attn.in_proj_weight`,
 `linears.k`, ...), so their weights map one to one.
+
+With `LMConfig(beat_grid=True)` (our small models; the released ones have none) each step also adds
+a beat grid: sin/cos of the beat phase over bars, half bars, beats, 8ths and 16ths through one
+linear layer (`beat`, zero at init). A grid is `[B, 2]`: beats per step and the beat at step 0
+(`conditioning.attributes.beat_grid`); a row of zeros is "no grid" and adds nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class LMConfig:
     bias_ff: bool = False
     bias_proj: bool = False
     dropout: float = 0.0
+    beat_grid: bool = False
 
     def __post_init__(self) -> None:
         if self.dim % self.num_heads:
@@ -54,6 +60,20 @@ class LMConfig:
         if unknown:
             raise ValueError(f"unknown LM config fields {sorted(unknown)}")
         return cls(**d)
+
+
+#: Beat-grid cycles in beats (bar of 4/4, half bar, beat, 8th, 16th): 2 features each.
+BEAT_CYCLES = (4.0, 2.0, 1.0, 0.5, 0.25)
+
+
+def beat_features(steps: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """steps [T] (long), grid [B, 2] (beats per step, beat at step 0) -> [B, T, 2 * len(BEAT_CYCLES)]:
+    sin/cos of the phase in each cycle, zero for rows without a grid (beats per step 0)."""
+    beats = grid[:, 1:2].double() + steps.double()[None, :] * grid[:, 0:1].double()  # [B, T]
+    cycles = torch.tensor(BEAT_CYCLES, dtype=torch.float64, device=grid.device)
+    angle = (2 * math.pi * torch.remainder(beats[..., None] / cycles, 1.0)).float()  # [B, T, C]
+    on = (grid[:, 0] > 0).float()[:, None, None]
+    return torch.cat([angle.sin(), angle.cos()], -1) * on
 
 
 def sin_embedding(positions: torch.Tensor, dim: int, max_period: float) -> torch.Tensor:
@@ -139,6 +159,7 @@ class DecodeState:
 
     cache: KVCache
     pos: int = 0
+    grid: torch.Tensor | None = None  # [B, 2] beat grid (beat_grid models), on the model's device
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -323,6 +344,7 @@ class StemLM(nn.Module):
         self.transformer = Transformer(cfg)
         self.out_norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
         self.linears = nn.ModuleList(nn.Linear(cfg.dim, card, bias=cfg.bias_proj) for _ in range(K))
+        self.beat = nn.Linear(2 * len(BEAT_CYCLES), cfg.dim, bias=False) if cfg.beat_grid else None
         self.compiled_step: Any = None  # decode_step under torch.compile (see compile_decoding)
         self.decode_cache: KVCache | None = None  # reused by `new_state(..., reuse=True)`
         self.reset_parameters()
@@ -347,6 +369,26 @@ class StemLM(nn.Module):
                     nn.init.zeros_(m.bias)
         for lin in self.linears:
             init(lin.weight, self.cfg.dim)
+        if self.beat is not None:
+            nn.init.zeros_(self.beat.weight)  # a fine-tune from a model without a grid starts from it
+
+    def add_beat_grid(self) -> StemLM:
+        """Give a model without a beat grid a zero one (same outputs until it is trained). Returns self."""
+        if self.beat is None:
+            self.cfg = LMConfig.from_dict({**self.cfg.to_dict(), "beat_grid": True})
+            w = self.out_norm.weight
+            self.beat = nn.Linear(2 * len(BEAT_CYCLES), self.cfg.dim, False, w.device, w.dtype)
+            nn.init.zeros_(self.beat.weight)
+        return self
+
+    def _inputs(self, seq: torch.Tensor, steps: torch.Tensor, grid: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings + positions (+ the beat grid) of seq [B, K, T] at steps [T] -> [B, T, D]."""
+        x = sum(self.emb[k](seq[:, k]) for k in range(seq.shape[1]))  # [B, T, D]
+        pe = sin_embedding(steps, self.cfg.dim, self.cfg.max_period)  # [T, D]
+        x = x + self.cfg.positional_scale * pe.to(x.dtype)
+        if self.beat is not None and grid is not None:
+            x = x + self.beat(beat_features(steps, grid.to(steps.device)).to(x.dtype))
+        return x
 
     def split_projections(self) -> StemLM:
         """q/k/v of every attention as modules (self: one qkv matmul; cross: q, then k|v once), for
@@ -365,8 +407,10 @@ class StemLM(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.out_norm.weight.dtype
 
-    def new_state(self, memory: torch.Tensor, max_steps: int, reuse: bool = False) -> DecodeState:
-        """A decoding state for a batch whose conditioning memory is [B, L, D].
+    def new_state(
+        self, memory: torch.Tensor, max_steps: int, reuse: bool = False, grid: torch.Tensor | None = None
+    ) -> DecodeState:
+        """A decoding state for a batch whose conditioning memory is [B, L, D] (and beat grid [B, 2]).
 
         reuse: decode in the model's one cache (as gpt-fast's `setup_caches`), allocated for the
         first batch of its shape and reused by every later call and window that fits, so that a
@@ -404,7 +448,7 @@ class StemLM(nn.Module):
         cache.mem_len = L
         if compiled and device.type == "cuda":
             cache.mark_static()
-        return DecodeState(cache=cache)
+        return DecodeState(cache=cache, grid=None if grid is None else grid.to(device))
 
     def decode_step(self, tokens: torch.Tensor, pos: torch.Tensor, state: DecodeState) -> torch.Tensor:
         """One decoding step with static shapes (what torch.compile and CUDA graphs need).
@@ -414,9 +458,7 @@ class StemLM(nn.Module):
         reads the whole cache with later steps masked, so every step has the same shapes; the
         caller advances `state.pos`.
         """
-        K = tokens.shape[1]
-        x = sum(self.emb[k](tokens[:, k]) for k in range(K))  # [B, 1, D]
-        x = x + self.cfg.positional_scale * sin_embedding(pos, self.cfg.dim, self.cfg.max_period).to(x.dtype)
+        x = self._inputs(tokens, pos, state.grid)  # [B, 1, D]
         cache = state.cache
         for i, block in enumerate(self.transformer.layers):
             x = block(x, (cache.cross_k[i], cache.cross_v[i]), cache, i, pos, cache.cross_mask)
@@ -438,6 +480,7 @@ class StemLM(nn.Module):
         memory: torch.Tensor | None = None,
         state: DecodeState | None = None,
         last_only: bool = False,
+        grid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits for a delayed sequence.
 
@@ -447,6 +490,7 @@ class StemLM(nn.Module):
             state: incremental decoding state: seq is placed at steps [state.pos, state.pos + T)
                 and state.pos advances by T.
             last_only: compute the heads on the last step only.
+            grid: [B, 2] beat grid (beat_grid models; with `state`, the state's grid is used).
         Returns:
             logits [B, T, K, card] (T = 1 when last_only); the output at step s predicts step s + 1.
         """
@@ -460,11 +504,8 @@ class StemLM(nn.Module):
             logits = self.compiled_step(seq, torch.tensor([pos], device=seq.device), state)
             state.pos += 1
             return logits[:, None]
-        x = sum(self.emb[k](seq[:, k]) for k in range(K))  # [B, T, D]
         steps = torch.arange(pos, pos + T, device=seq.device)
-        x = x + self.cfg.positional_scale * sin_embedding(steps, self.cfg.dim, self.cfg.max_period).to(
-            x.dtype
-        )
+        x = self._inputs(seq, steps, grid if state is None else state.grid)  # [B, T, D]
         if state is None and memory is None:
             raise ValueError("memory is required without a decoding state")
         cache = None if state is None else state.cache
@@ -479,9 +520,11 @@ class StemLM(nn.Module):
         x = self.out_norm(x)
         return torch.stack([lin(x) for lin in self.linears], dim=2)  # [B, T, K, card]
 
-    def frame_logits(self, codes: torch.Tensor, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def frame_logits(
+        self, codes: torch.Tensor, memory: torch.Tensor, grid: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher forcing: logits [B, K, T, card] where [:, k, t] predicts codes[:, k, t], and the
         mask [K, T] of positions that have a prediction (the last delays[k] frames of stream k do not)."""
         T = codes.shape[-1]
         seq, _ = build_sequence(codes, self.layout.delays, self.layout.special_token, valid_steps_only=True)
-        return revert_logits(self(seq, memory), self.layout.delays, T)
+        return revert_logits(self(seq, memory, grid=grid), self.layout.delays, T)

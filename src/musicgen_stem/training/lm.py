@@ -98,6 +98,9 @@ def _load_parts(cfg: LMTrainConfig) -> ModelParts:
             ) from None
     if cfg.dropout is not None:
         parts = set_dropout(parts, cfg.dropout)
+    if cfg.beat_grid:
+        parts.lm.add_beat_grid()
+        parts = replace(parts, config=replace(parts.config, lm=replace(parts.config.lm, beat_grid=True)))
     return parts
 
 
@@ -202,7 +205,8 @@ class LMTask(loop.Task):
         if self.cfg.history_noise > 0 and batch.masked is not None:  # global RNG: seeded per step
             p, card = self.cfg.history_noise, self.builder.layout.card
             inputs = history_noise(codes, batch.masked.to(device), batch.prefix_len, p, card)
-        loss, per_stream = model(codes, batch.texts, batch.loss_mask.to(device), self.norm, inputs)
+        grid = None if batch.grid is None else batch.grid.to(device)
+        loss, per_stream = model(codes, batch.texts, batch.loss_mask.to(device), self.norm, inputs, grid)
         loss = loss * world  # this item's share of the global loss; DDP/FSDP average over the ranks
         terms = {
             "loss": loss.detach(),
@@ -289,9 +293,12 @@ def _train(cfg: LMTrainConfig, info: DistInfo) -> Path:
         if cfg.valid_fraction > 0 and cfg.validate_every > 0 and cfg.valid_batches > 0
         else None
     )
-    builder = BatchBuilder(train_set, crop_frames, window_frames, silence, cfg.edit_prob, cfg.cond_dropout)
+    grid_rate = frame_rate if parts.lm.beat is not None else None
+    builder = BatchBuilder(
+        train_set, crop_frames, window_frames, silence, cfg.edit_prob, cfg.cond_dropout, grid_rate
+    )
     valid_builder = (
-        BatchBuilder(valid_set, crop_frames, window_frames, silence, cfg.edit_prob, 0.0)
+        BatchBuilder(valid_set, crop_frames, window_frames, silence, cfg.edit_prob, 0.0, grid_rate, 0.0)
         if valid_set is not None and len(valid_set)
         else None
     )
@@ -335,7 +342,9 @@ def validate(
         kind = EDIT if (i % 2 and builder.edit_prob > 0) else TEXT
         batch = builder.build(batch_size, gen, kind, False)
         with autocast:
-            loss, _ = wrapped(batch.codes.to(device), batch.texts, batch.loss_mask.to(device))
+            grid = None if batch.grid is None else batch.grid.to(device)
+            codes, mask = batch.codes.to(device), batch.loss_mask.to(device)
+            loss, _ = wrapped(codes, batch.texts, mask, None, None, grid)
         losses[kind].append(float(all_reduce_mean(loss.detach().float())))
     wrapped.train()
     out = {f"valid_loss_{k}": sum(v) / len(v) for k, v in losses.items() if v}

@@ -57,6 +57,7 @@ class LMTrainConfig:
     cond_dropout: float = 0.3
     dropout: float | None = None  # LM dropout while training (attention, residual); None: the model's
     history_noise: float = 0.0  # edit batches: P(an input token of a regenerated stream is random)
+    beat_grid: bool = False  # add the LM's beat grid (zero at first) to a model without one
     crop_seconds: float | None = None  # default: the model's max_duration
     valid_fraction: float = 0.02
     valid_batches: int = 4
@@ -198,6 +199,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "replaced by a random one, the target kept: the model must take the timing from the kept stems",
     )
     g.add_argument(
+        "--beat-grid",
+        action="store_true",
+        help="give the LM a beat grid (zero at first) if it has none, fed in text batches from the tempo "
+        "the caption names (tracks start on a downbeat); text -> stems then follows the prompt's tempo",
+    )
+    g.add_argument(
         "--crop-seconds",
         type=float,
         default=None,
@@ -254,6 +261,7 @@ def config_from_args(args: argparse.Namespace) -> LMTrainConfig:
         cond_dropout=args.cond_dropout,
         dropout=args.dropout,
         history_noise=args.history_noise,
+        beat_grid=args.beat_grid,
         crop_seconds=args.crop_seconds,
         valid_fraction=args.valid_fraction,
         valid_batches=args.valid_batches,

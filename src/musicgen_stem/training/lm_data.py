@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..conditioning.attributes import ATTRIBUTE_DROPOUT, beat_grid, parse_attributes
 from ..errors import MusicGenStemError
 from ..generation.tasks import PREFIX_STRIDE, masked_prefix
 from ..layout import StemLayout
@@ -220,12 +221,14 @@ class LMBatch:
     kind: str  # "text" or "edit"
     prefix_len: int = 0  # edit: steps of the masked prefix (window / 5 + 1)
     masked: torch.Tensor | None = None  # edit: [B, K] bool, the masked streams
+    grid: torch.Tensor | None = None  # text: [B, 2] beat grids (`beat_grid`), rows of 0 where none
 
 
 def cat_batches(batches: Sequence[LMBatch]) -> LMBatch:
     """One batch from batches of the same kind and shape (e.g. items drawn one by one)."""
     first = batches[0]
     masked = None if first.masked is None else torch.cat([b.masked for b in batches])  # type: ignore[misc]
+    grid = None if first.grid is None else torch.cat([b.grid for b in batches])  # type: ignore[misc]
     return LMBatch(
         torch.cat([b.codes for b in batches]),
         torch.cat([b.loss_mask for b in batches]),
@@ -233,6 +236,7 @@ def cat_batches(batches: Sequence[LMBatch]) -> LMBatch:
         first.kind,
         first.prefix_len,
         masked,
+        grid,
     )
 
 
@@ -250,6 +254,9 @@ class BatchBuilder:
         silence_tokens: [K] codes of silence that pad the prefix of a short window.
         edit_prob: probability that a batch is an edit batch (0 with a one-stem layout).
         cond_dropout: probability that the whole batch is unconditioned (all texts None).
+        grid_frame_rate: the codec frame rate, to give text batches the beat grid of the tempo
+            their captions name (models with `LMConfig.beat_grid`; tracks start on a downbeat),
+            each dropped with probability `grid_dropout`; None: no grids.
     """
 
     def __init__(
@@ -260,6 +267,8 @@ class BatchBuilder:
         silence_tokens: Sequence[int],
         edit_prob: float = 0.5,
         cond_dropout: float = 0.3,
+        grid_frame_rate: float | None = None,
+        grid_dropout: float = ATTRIBUTE_DROPOUT,
     ) -> None:
         layout = dataset.layout
         if crop_frames < 1:
@@ -280,6 +289,8 @@ class BatchBuilder:
         self.silence_tokens = [int(s) for s in silence_tokens]
         self.edit_prob = float(edit_prob) if layout.num_stems > 1 else 0.0
         self.cond_dropout = float(cond_dropout)
+        self.grid_frame_rate = grid_frame_rate
+        self.grid_dropout = float(grid_dropout)
 
     @property
     def prefix_len(self) -> int:
@@ -290,15 +301,15 @@ class BatchBuilder:
         u = torch.rand(2, generator=gen).tolist()
         return (EDIT if u[0] < self.edit_prob else TEXT), u[1] < self.cond_dropout
 
-    def _item(self, frames: int, gen: torch.Generator) -> tuple[torch.Tensor, str | None]:
-        """A random crop [K, <= frames] of a random track and one of its captions."""
+    def _item(self, frames: int, gen: torch.Generator) -> tuple[torch.Tensor, str | None, int]:
+        """A random crop [K, <= frames] of a random track, one of its captions, the crop's start."""
         pool = self.dataset.pool(frames)
         index = pool[_randint(len(pool), gen)]
         track = self.dataset.tracks[index]
         start = _randint(max(track.frames - frames, 0) + 1, gen)
         codes = self.dataset.codes(index, start, min(frames, track.frames - start))
         caption = track.captions[_randint(len(track.captions), gen)] if track.captions else None
-        return codes, caption
+        return codes, caption, start
 
     def build(
         self, batch_size: int, gen: torch.Generator, kind: str | None = None, drop_cond: bool | None = None
@@ -312,6 +323,7 @@ class BatchBuilder:
         batch = self._edit(batch_size, gen) if kind == EDIT else self._text(batch_size, gen)
         if drop_cond:
             batch.texts = [None] * batch_size
+            batch.grid = None if batch.grid is None else torch.zeros_like(batch.grid)
         return batch
 
     def _text(self, batch_size: int, gen: torch.Generator) -> LMBatch:
@@ -319,12 +331,21 @@ class BatchBuilder:
         codes = torch.full((batch_size, K, T), special, dtype=torch.long)
         mask = torch.zeros(batch_size, K, T, dtype=torch.bool)
         texts: list[str | None] = []
+        tempos: list[float | None] = []
+        starts: list[int] = []
         for b in range(batch_size):
-            item, caption = self._item(T, gen)  # [K, n]
+            item, caption, start = self._item(T, gen)  # [K, n]
             codes[b, :, : item.shape[1]] = item
             mask[b, :, : item.shape[1]] = True
             texts.append(caption)
-        return LMBatch(codes, mask, texts, TEXT)
+            tempos.append(parse_attributes(caption).tempo)
+            starts.append(start)
+        grid = None
+        if self.grid_frame_rate is not None:
+            drop = (torch.rand(batch_size, generator=gen) < self.grid_dropout).tolist()
+            tempos = [None if d else t for t, d in zip(tempos, drop, strict=True)]
+            grid = beat_grid(tempos, self.grid_frame_rate, starts)
+        return LMBatch(codes, mask, texts, TEXT, grid=grid)
 
     def _edit(self, batch_size: int, gen: torch.Generator) -> LMBatch:
         layout, W, P = self.layout, self.window_frames, self.prefix_len
@@ -334,7 +355,7 @@ class BatchBuilder:
         masked = torch.zeros(batch_size, K, dtype=torch.bool)
         texts: list[str | None] = []
         for b in range(batch_size):
-            item, caption = self._item(W, gen)  # [K, n]
+            item, caption, _ = self._item(W, gen)  # [K, n]
             count = 1 + _randint(N - 1, gen)  # 1 .. N-1 stems
             stems = [layout.stems[i] for i in torch.randperm(N, generator=gen)[:count].tolist()]
             masked[b, layout.streams_of_stems(stems)] = True

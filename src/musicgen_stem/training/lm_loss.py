@@ -32,12 +32,13 @@ class LMWithText(nn.Module):
         loss_mask: torch.Tensor,
         norm: torch.Tensor | None = None,
         inputs: torch.Tensor | None = None,
+        grid: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """codes [B, K, T], loss_mask [B, K, T] bool -> (loss, per-stream losses [K]) by teacher
         forcing; `norm` [K]: token counts to divide by; `inputs` [B, K, T]: tokens fed to the LM
-        when not `codes` (see `sequence_loss`)."""
+        when not `codes` (see `sequence_loss`); `grid` [B, 2]: beat grids (models with one)."""
         memory, _ = self.text(texts)  # [B, L, D]
-        return sequence_loss(self.lm, codes, memory, loss_mask, norm, inputs)
+        return sequence_loss(self.lm, codes, memory, loss_mask, norm, inputs, grid)
 
 
 def target_counts(layout: StemLayout, loss_mask: torch.Tensor) -> torch.Tensor:
@@ -53,8 +54,9 @@ def sequence_loss(
     loss_mask: torch.Tensor,
     norm: torch.Tensor | None = None,
     inputs: torch.Tensor | None = None,
+    grid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The loss of `lm_loss(*lm.frame_logits(codes, memory), ...)`, computed in step space.
+    """The loss of `lm_loss(*lm.frame_logits(codes, memory, grid), ...)`, computed in step space.
 
     Equal to taking the frame logits (the output at step t + delays[k] predicts frame t of stream
     k), but without gathering and NaN-filling the [B, K, T, card] logits: the targets and the mask
@@ -69,7 +71,7 @@ def sequence_loss(
     # frame mask laid out like the codes; 0 outside the pattern
     step_mask, _ = build_sequence(loss_mask.long(), layout.delays, 0, valid_steps_only=True)  # [B, K, T+1]
     fed = seq if inputs is None else build_sequence(inputs, layout.delays, layout.special_token, True)[0]
-    logits = lm(fed, memory)  # [B, T+1, K, card]: step s predicts step s + 1
+    logits = lm(fed, memory, grid=grid)  # [B, T+1, K, card]: step s predicts step s + 1
     B, S, K, card = logits.shape
     targets = seq[:, :, 1:].masked_fill(step_mask[:, :, 1:] == 0, -100)  # [B, K, T]
     targets = F.pad(targets, (0, 1), value=-100).transpose(1, 2)  # [B, S, K]: last step predicts nothing

@@ -1,0 +1,174 @@
+"""The LM's beat grid: features, decoding, training batches, model folders, and text -> stems."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+from test_train_lm import write_token_dataset
+
+from musicgen_stem import presets
+from musicgen_stem.api import MusicGenStem
+from musicgen_stem.conditioning.attributes import beat_grid
+from musicgen_stem.conditioning.text import TextEncoderConfig
+from musicgen_stem.layout import LAYOUT_6CB
+from musicgen_stem.lm.model import BEAT_CYCLES, LMConfig, StemLM, beat_features
+from musicgen_stem.modeldir import build_parts, load_model
+from musicgen_stem.training.lm_data import EDIT, TEXT, BatchBuilder, TokenDataset
+
+TINY = LMConfig(dim=32, num_heads=4, num_layers=2, ff_dim=64, beat_grid=True)
+
+
+def test_beat_grid_rows_from_tempos():
+    """120 BPM at 50 frames/s: 0.04 beats per step; a window at frame 25 starts on beat 1.0."""
+    g = beat_grid([120.0, None, 90.0], 50.0, [25, 100, 0])
+    assert g.shape == (3, 2)
+    torch.testing.assert_close(g[0], torch.tensor([0.04, 1.0], dtype=torch.float64))
+    assert g[1].tolist() == [0.0, 0.0]  # no tempo named: no grid
+    assert g[2].tolist() == pytest.approx([0.03, 0.0])
+
+
+def test_beat_features_known_phases():
+    """Half a beat per step: step 2 is on beat 1 (beat and 8th phase 0, bar phase 1/4); no grid: 0."""
+    grid = torch.tensor([[0.5, 0.0], [0.0, 0.0]], dtype=torch.float64)
+    f = beat_features(torch.arange(4), grid)  # [2, 4, 10]
+    C = len(BEAT_CYCLES)
+    assert f.shape == (2, 4, 2 * C)
+    sin, cos = f[0, 2, :C], f[0, 2, C:]
+    bar, beat, eighth = BEAT_CYCLES.index(4.0), BEAT_CYCLES.index(1.0), BEAT_CYCLES.index(0.5)
+    assert sin[bar] == pytest.approx(1.0, abs=1e-6) and cos[bar] == pytest.approx(0.0, abs=1e-6)
+    assert sin[beat] == pytest.approx(0.0, abs=1e-6) and cos[beat] == pytest.approx(1.0, abs=1e-6)
+    assert cos[eighth] == pytest.approx(1.0, abs=1e-6)
+    assert f[0, 1, C + beat] == pytest.approx(-1.0, abs=1e-6)  # step 1: half a beat
+    assert not f[1].any()
+    # an offset is the same as later steps: beat 1.5 at step 0 == step 3 from beat 0
+    later = beat_features(torch.arange(3, 4), torch.tensor([[0.5, 0.0]], dtype=torch.float64))
+    shifted = beat_features(torch.arange(1), torch.tensor([[0.5, 1.5]], dtype=torch.float64))
+    torch.testing.assert_close(later, shifted)
+    assert math.isclose(float(f[0, 0, C + bar]), 1.0)
+
+
+def _lm(seed: int = 0) -> StemLM:
+    torch.manual_seed(seed)
+    lm = StemLM(LAYOUT_6CB, TINY).eval()
+    torch.nn.init.normal_(lm.beat.weight)  # a trained grid
+    return lm
+
+
+def test_grid_is_zero_at_init_and_added_to_a_plain_model():
+    torch.manual_seed(0)
+    plain = StemLM(LAYOUT_6CB, dataclasses.replace(TINY, beat_grid=False)).eval()
+    seq = torch.randint(0, 1024, (2, 6, 7))
+    mem = torch.randn(2, 3, 32)
+    grid = beat_grid([100.0, 140.0], 50.0)
+    with torch.no_grad():
+        before = plain(seq, mem)
+        plain.add_beat_grid()
+        assert plain.cfg.beat_grid and plain.beat is not None and not plain.beat.weight.any()
+        torch.testing.assert_close(plain(seq, mem, grid=grid), before)  # zero grid: same model
+        plain.beat.weight.normal_()
+        assert not torch.allclose(plain(seq, mem, grid=grid), before)
+        torch.testing.assert_close(plain(seq, mem, grid=torch.zeros_like(grid)), before)  # rows of 0
+
+
+def test_decoding_with_grid_equals_full_forward():
+    """Prefill + one step at a time (and the static decode step) read the grid at the same steps."""
+    lm = _lm()
+    T = 9
+    seq, mem = torch.randint(0, 1024, (2, 6, T)), torch.randn(2, 3, 32)
+    grid = beat_grid([96.0, 150.0], 50.0, [10, 0])
+    with torch.no_grad():
+        full = lm(seq, mem, grid=grid)
+        state = lm.new_state(mem, T, grid=grid)
+        outs = [lm(seq[..., :4], state=state)] + [lm(seq[..., t : t + 1], state=state) for t in range(4, T)]
+        torch.testing.assert_close(torch.cat(outs, 1), full, atol=1e-5, rtol=1e-5)
+        static = lm.new_state(mem, T, grid=grid)
+        steps = [lm.decode_step(seq[..., t : t + 1], torch.tensor([t]), static) for t in range(T)]
+        torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(lm(seq, mem, grid=beat_grid([96.0, 150.0], 50.0, [11, 0])), full)
+
+
+@pytest.fixture(scope="module")
+def captioned(tmp_path_factory):
+    root = write_token_dataset(tmp_path_factory.mktemp("grid") / "data", presets.tiny().layout, [300] * 3)
+    index = root / "index.jsonl"
+    lines = index.read_text().splitlines()
+    index.write_text(
+        "\n".join(line.replace('"caption ', '"funk at 120 bpm, caption ') for line in lines) + "\n"
+    )
+    return root
+
+
+def test_text_batches_carry_the_caption_tempo_at_the_crop_start(captioned):
+    ds = TokenDataset([captioned], presets.tiny().layout, 50.0)
+    builder = BatchBuilder(ds, 100, 50, [7] * 6, 0.5, 0.0, grid_frame_rate=50.0, grid_dropout=0.0)
+    batch = builder.build(4, torch.Generator().manual_seed(0), TEXT, False)
+    assert batch.grid is not None and batch.grid.shape == (4, 2)
+    for b in range(4):
+        rate, beat0 = batch.grid[b].tolist()
+        assert rate == pytest.approx(120 / 60 / 50)
+        start = round(beat0 / rate)  # the crop's first frame in its track
+        track = next(i for i in range(3) if torch.equal(ds.codes(i, start, 100), batch.codes[b]))
+        assert track >= 0
+    assert builder.build(4, torch.Generator().manual_seed(0), EDIT, False).grid is None
+    dropped = builder.build(4, torch.Generator().manual_seed(0), TEXT, True)
+    assert dropped.texts == [None] * 4 and not dropped.grid.any()  # the null condition has no grid
+    half = BatchBuilder(ds, 100, 50, [7] * 6, 0.5, 0.0, grid_frame_rate=50.0, grid_dropout=0.5)
+    rows = torch.cat([half.build(8, torch.Generator().manual_seed(s), TEXT, False).grid for s in range(10)])
+    assert 0.25 < float((rows[:, 0] == 0).float().mean()) < 0.75
+    assert BatchBuilder(ds, 100, 50, [7] * 6).build(2, torch.Generator(), TEXT, False).grid is None
+
+
+def test_model_with_grid_saves_loads_and_follows_the_prompt_tempo(tmp_path, monkeypatch):
+    cfg = presets.tiny()
+    cfg.lm = dataclasses.replace(cfg.lm, beat_grid=True)
+    cfg.text = TextEncoderConfig(kind="lut", n_bins=32, dim=32, attributes=True)
+    torch.manual_seed(0)
+    parts = build_parts(cfg)
+    with torch.no_grad():
+        parts.lm.beat.weight.normal_(std=3.0)  # a trained grid
+    model = MusicGenStem(parts, device="cpu")
+    folder = model.save(tmp_path / "m")
+    assert load_model(folder).config.lm.beat_grid
+    again = MusicGenStem.from_pretrained(folder, device="cpu")
+    a = model.generate(["funk at 100 bpm"], seed=3, duration=0.5)
+    torch.testing.assert_close(again.generate(["funk at 100 bpm"], seed=3, duration=0.5).codes, a.codes)
+
+    grids = []
+    new_state = StemLM.new_state
+
+    def spy(self, memory, max_steps, reuse=False, grid=None):
+        grids.append(None if grid is None else grid.clone())
+        return new_state(self, memory, max_steps, reuse, grid)
+
+    monkeypatch.setattr(StemLM, "new_state", spy)
+    model.set_generation_params(extend_stride=0.6)
+    model.generate(["funk at 100 bpm"], seed=3, duration=model.max_duration + 0.5)  # two windows
+    rate = 100 / 60 / model.frame_rate
+    assert len(grids) == 2 and grids[0][0].tolist() == pytest.approx([rate, 0.0])
+    assert grids[0][1].tolist() == [0.0, 0.0]  # the null condition of guidance: no grid
+    window = round(model.max_duration * model.frame_rate)
+    start = round(0.5 * model.frame_rate)  # the last window is a full one, ending with the song
+    assert 0 < start < window and grids[1][0].tolist() == pytest.approx([rate, start * rate])
+    grids.clear()
+    model.generate(["funk"], seed=3, duration=0.5)  # no tempo named
+    assert not grids[0].any()
+    grids.clear()
+    model.regenerate_from_codes(
+        a.codes, ["drums"], ["funk at 100 bpm"], seed=0
+    )  # the song's phase is unknown
+    assert grids == [None]
+
+
+def test_train_lm_beat_grid_option_adds_and_trains_the_grid(tmp_path, captioned):
+    from musicgen_stem.training.lm import LMTrainConfig, train_lm
+
+    cfg = dataclasses.replace(presets.tiny(), edit_window=1.0, max_duration=2.0)
+    start = MusicGenStem.from_config(cfg, seed=0, device="cpu").save(tmp_path / "m")
+    run = dict(steps=3, batch_size=2, lr=3e-3, warmup=1, edit_prob=0.0, valid_fraction=0.0, log_every=1)
+    out = train_lm(LMTrainConfig(str(start), [str(captioned)], str(tmp_path / "run"), beat_grid=True, **run))
+    final = load_model(out)
+    assert final.config.lm.beat_grid and final.lm.beat is not None and final.lm.beat.weight.any()
+    assert not load_model(start).config.lm.beat_grid
