@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
 from .. import __version__
 from ..audio import convert_audio
-from ..conditioning.attributes import beat_grid, parse_attributes
 from ..devices import resolve_device
 from ..errors import GenerationError
-from ..generation import PREFIX_STRIDE, SamplingParams, generate_codes
-from ..generation.engine import FramesCallback
-from ..generation.windows import fill_windows
+from ..generation import PREFIX_STRIDE, SamplingParams
 from ..inputs import stem_audio
 from ..lm.packing import pack_for_decoding
 from ..modeldir import ModelConfig, ModelParts, build_parts, save_model
@@ -32,13 +27,13 @@ from .checks import (
     check_codes,
     check_duration,
     draw_seed,
-    progress_callback,
     texts_of,
     time_range,
 )
+from .decoding import DecodingThread, fill
 from .loading import default_parts, load_parts
 from .results import AudioCallback, StemAudio, in_input_format
-from .streaming import STREAM_SECONDS, AudioStream, audio_of_frames, check_stream_seconds, stoppable
+from .streaming import STREAM_SECONDS, AudioStream, check_stream_seconds
 
 
 class MusicGenStem:
@@ -62,7 +57,7 @@ class MusicGenStem:
         self.duration = min(10.0, self.max_duration)
         self.extend_stride = 0.6 * self.max_duration
         self._silence: list[int] | None = parts.config.silence_tokens
-        self._decoder: ThreadPoolExecutor | None = None  # decoding thread of a model compiled on CUDA
+        self._thread = DecodingThread()  # decodings of a model compiled on CUDA run there
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
@@ -196,25 +191,6 @@ class MusicGenStem:
         d = self.duration if duration is None else check_duration(duration, self.frame_rate)
         return max(1, round(d * self.frame_rate))
 
-    def _windows(self, regenerate: Sequence[str]) -> tuple[int, int]:
-        """Window and overlap (frames): the edit window when some stems are kept, else the
-        generation window; consecutive windows share 40 % (or window - extend_stride)."""
-        if len(regenerate) < self.layout.num_stems:
-            window = self.edit_window_frames
-            stride = round(0.6 * window)
-        else:
-            window = round(self.max_duration * self.frame_rate)
-            stride = min(window - 1, round(self.extend_stride * self.frame_rate))
-        return window, window - max(1, stride)
-
-    # --- building blocks -------------------------------------------------------------------
-    def _memories(self, texts: Texts) -> tuple[torch.Tensor, torch.Tensor]:
-        """Memory of the texts and of the null condition, encoded as one batch: 2 x [B, L, D]."""
-        B = len(texts)
-        with torch.inference_mode():
-            mem, _ = self.text(list(texts) + [None] * B)
-        return mem[:B], mem[B:]
-
     def _fill(
         self,
         codes: torch.Tensor,
@@ -228,69 +204,14 @@ class MusicGenStem:
         stop: Callable[[], bool] | None = None,
         grid: bool = False,
     ) -> tuple[torch.Tensor, int]:
-        """Generate the `free` [K, T] positions of `codes` [B, K, T], window by window.
-
-        grid: give a model with a beat grid the grid of the tempo each text names, frame 0 being a
-        downbeat (text -> stems; edits and continuations of the user's audio do not know its phase).
-
-        on_audio: receives the audio of the final frames while they are generated (`AudioChunk`s
-        of about `stream_seconds`); stop: checked after every step, generation raises
-        `StreamStopped` once it returns True.
-        """
-        if len(texts) != codes.shape[0]:
-            raise GenerationError(f"{len(texts)} descriptions for a batch of {codes.shape[0]}")
-        seed = draw_seed(seed)
-        frames = codes.shape[-1]
-        on_frames = (
-            None if on_audio is None else audio_of_frames(self.codec, on_audio, stream_seconds, frames)
-        )
-        gen = torch.Generator(device=self.device).manual_seed(seed)
-        mem, null = self._memories(texts)
-        callback, bar = progress_callback(progress)
-        cancel = threading.Event()  # set when the caller stops waiting for a decoding thread
-        callback = stoppable(callback, lambda: cancel.is_set() or (stop is not None and stop()))
-        window, overlap = self._windows(regenerate)
-        silence = self.silence_tokens() if len(regenerate) < self.layout.num_stems else None
-
-        tempos = [parse_attributes(t).tempo for t in texts] if grid and self.lm.beat is not None else None
-
-        def run(known: torch.Tensor, on_frames: FramesCallback | None = None, start: int = 0) -> torch.Tensor:
-            g = None if tempos is None else beat_grid(tempos, self.frame_rate, start)
-            return generate_codes(self.lm, known, mem, null, self.params, gen, callback, on_frames, g)
-
-        def on_window(i: int, n: int) -> None:
-            if bar is not None and n > 1:
-                bar.set_description(f"generating window {i + 1}/{n}")
-
-        try:
-            out = self._decoding(
-                lambda: fill_windows(
-                    run, self.layout, codes, free, regenerate, window, overlap, silence, on_window, on_frames
-                ),
-                cancel,
-            )
-        finally:
-            if bar is not None:
-                bar.close()
-        return out, seed
+        """`decoding.fill` on this model: the `free` positions of `codes` generated, and the seed."""
+        args = (codes, free, regenerate, texts, seed, progress, on_audio, stream_seconds, stop, grid)
+        return fill(self, *args)
 
     def _decoding(self, job: Callable[[], torch.Tensor], cancel: threading.Event) -> torch.Tensor:
-        """Run a decoding job. A model compiled on CUDA decodes on one thread of its own for its
-        whole life (CUDA graph trees are per thread: streams and the app call from fresh threads,
-        which would record the graphs again); the caller waits, and if it stops waiting (Ctrl-C)
-        the job is cancelled at its next step. Elsewhere: in the calling thread."""
-        if self.lm.compiled_step is None or self.device.type != "cuda":
-            return job()
-        if self._decoder is None:
-            self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="musicgen-stem-decode")
-        future = self._decoder.submit(job)
-        try:
-            return future.result()
-        except BaseException:
-            cancel.set()
-            with contextlib.suppress(BaseException):
-                future.result()
-            raise
+        """Run a decoding job: on the model's own thread when compiled on CUDA (`DecodingThread`)."""
+        own = self.lm.compiled_step is not None and self.device.type == "cuda"
+        return self._thread.run(job, cancel, own)
 
     def decode(self, codes: torch.Tensor, seed: int | None = None) -> StemAudio:
         """Frame tokens [B, K, F] -> StemAudio."""

@@ -1,0 +1,128 @@
+"""How `MusicGenStem` runs a task: text memories, window sizes, the beat grid, and the thread a
+decoding runs on. Every task ends in `fill`: the free positions of `codes`, generated window by
+window (`generation.windows`) by the engine (`generation.engine`)."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from ..conditioning.attributes import beat_grid, parse_attributes
+from ..errors import GenerationError
+from ..generation import generate_codes
+from ..generation.engine import FramesCallback
+from ..generation.windows import fill_windows
+from .checks import Progress, Texts, draw_seed, progress_callback
+from .results import AudioCallback
+from .streaming import STREAM_SECONDS, audio_of_frames, stoppable
+
+if TYPE_CHECKING:
+    from .model import MusicGenStem
+
+
+def text_memories(text: nn.Module, texts: Texts) -> tuple[torch.Tensor, torch.Tensor]:
+    """Memory of the texts and of the null condition, encoded as one batch: 2 x [B, L, D]."""
+    B = len(texts)
+    with torch.inference_mode():
+        mem, _ = text(list(texts) + [None] * B)
+    return mem[:B], mem[B:]
+
+
+def window_sizes(model: MusicGenStem, regenerate: Sequence[str]) -> tuple[int, int]:
+    """Window and overlap (frames): the edit window when some stems are kept, else the
+    generation window; consecutive windows share 40 % (or window - extend_stride)."""
+    if len(regenerate) < model.layout.num_stems:
+        window = model.edit_window_frames
+        stride = round(0.6 * window)
+    else:
+        window = round(model.max_duration * model.frame_rate)
+        stride = min(window - 1, round(model.extend_stride * model.frame_rate))
+    return window, window - max(1, stride)
+
+
+class DecodingThread:
+    """The thread a model compiled on CUDA decodes on for its whole life (CUDA graph trees are per
+    thread: streams and the app call from fresh threads, which would record the graphs again)."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+
+    def run(self, job: Callable[[], torch.Tensor], cancel: threading.Event, own: bool) -> torch.Tensor:
+        """`job()` on this thread if `own`, else in the calling thread. The caller waits; if it
+        stops waiting (Ctrl-C), `cancel` is set so that the job stops at its next step."""
+        if not own:
+            return job()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="musicgen-stem-decode")
+        future = self._pool.submit(job)
+        try:
+            return future.result()
+        except BaseException:
+            cancel.set()
+            with contextlib.suppress(BaseException):
+                future.result()
+            raise
+
+
+def fill(
+    model: MusicGenStem,
+    codes: torch.Tensor,
+    free: torch.Tensor,
+    regenerate: Sequence[str],
+    texts: Texts,
+    seed: int | None,
+    progress: Progress,
+    on_audio: AudioCallback | None = None,
+    stream_seconds: float = STREAM_SECONDS,
+    stop: Callable[[], bool] | None = None,
+    grid: bool = False,
+) -> tuple[torch.Tensor, int]:
+    """Generate the `free` [K, T] positions of `codes` [B, K, T], window by window; returns the
+    codes and the seed used.
+
+    on_audio: receives the audio of the final frames while they are generated (`AudioChunk`s
+    of about `stream_seconds`); stop: checked after every step, generation raises
+    `StreamStopped` once it returns True. grid: give a model with a beat grid the grid of the
+    tempo each text names, frame 0 being a downbeat (text -> stems; edits and continuations of
+    the user's audio do not know its phase).
+    """
+    if len(texts) != codes.shape[0]:
+        raise GenerationError(f"{len(texts)} descriptions for a batch of {codes.shape[0]}")
+    seed = draw_seed(seed)
+    frames = codes.shape[-1]
+    on_frames = None if on_audio is None else audio_of_frames(model.codec, on_audio, stream_seconds, frames)
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    mem, null = text_memories(model.text, texts)
+    callback, bar = progress_callback(progress)
+    cancel = threading.Event()  # set when the caller stops waiting for a decoding thread
+    callback = stoppable(callback, lambda: cancel.is_set() or (stop is not None and stop()))
+    window, overlap = window_sizes(model, regenerate)
+    silence = model.silence_tokens() if len(regenerate) < model.layout.num_stems else None
+    tempos = [parse_attributes(t).tempo for t in texts] if grid and model.lm.beat is not None else None
+
+    def run(known: torch.Tensor, on_frames: FramesCallback | None = None, start: int = 0) -> torch.Tensor:
+        g = None if tempos is None else beat_grid(tempos, model.frame_rate, start)
+        return generate_codes(model.lm, known, mem, null, model.params, gen, callback, on_frames, g)
+
+    def on_window(i: int, n: int) -> None:
+        if bar is not None and n > 1:
+            bar.set_description(f"generating window {i + 1}/{n}")
+
+    layout = model.layout
+    try:
+        out = model._decoding(
+            lambda: fill_windows(
+                run, layout, codes, free, regenerate, window, overlap, silence, on_window, on_frames
+            ),
+            cancel,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    return out, seed
