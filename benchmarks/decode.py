@@ -2,6 +2,7 @@
 
     python benchmarks/decode.py --preset tiny medium-6cb --threads 2 --steps 30
     python benchmarks/decode.py --preset medium-6cb --batch 8 --quantize int8
+    python benchmarks/decode.py --preset medium-6cb --layout onednn column row auto
 
 --batch B decodes B items at once (2B rows with CFG); tokens/s = steps/s x B x streams.
 
@@ -21,7 +22,7 @@ from common import random_lm_
 
 from musicgen_stem.generation import SamplingParams, generate_codes, text_task
 from musicgen_stem.lm import StemLM
-from musicgen_stem.lm.packing import pack_for_decoding
+from musicgen_stem.lm.packing import LAYOUTS, fastest_layout, largest_projection, pack_for_decoding
 from musicgen_stem.lm.quantize import quantize_int8
 from musicgen_stem.presets import preset
 
@@ -37,12 +38,16 @@ def measure_bandwidth(gib: float = 2.0, repeats: int = 5) -> float:
     return x.numel() * 4 / best
 
 
-def build_lm(name: str) -> StemLM:
-    """The preset's LM with random weights, allocated once (no init pass over 7 GB)."""
+def build_lm(name: str, layout: str = "auto") -> StemLM:
+    """The preset's LM with random weights, allocated once (no init pass over 7 GB), its CPU
+    weights in `layout` ("auto": as MusicGenStem does, the fastest on this machine)."""
     cfg = preset(name)
     with torch.device("meta"):
         lm = StemLM(cfg.layout, cfg.lm)
-    return pack_for_decoding(random_lm_(lm))  # as MusicGenStem does on CPU
+    if layout == "auto":
+        layout = fastest_layout(*largest_projection(lm))
+        print(f"{name}: the load-time probe picks the {layout} layout")
+    return pack_for_decoding(random_lm_(lm), layout)
 
 
 def steps_per_second(
@@ -78,12 +83,19 @@ def main() -> None:
     parser.add_argument(
         "--quantize", choices=["none", "int8"], default="none", help="int8: fbgemm dynamic int8"
     )
+    parser.add_argument(
+        "--layout",
+        nargs="+",
+        choices=[*LAYOUTS, "auto"],
+        default=["auto"],
+        help="CPU weight layouts to time (auto: the load-time probe's choice, as MusicGenStem)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     bandwidth = measure_bandwidth()
     print(f"threads: {args.threads}   measured read bandwidth: {bandwidth / 1e9:.1f} GB/s")
-    for name in args.preset:
-        lm = build_lm(name)
+    for name, layout in itertools.product(args.preset, args.layout):
+        lm = build_lm(name, layout)
         n_bytes = sum(p.numel() * p.element_size() for p in lm.parameters())  # fp32 bytes read per step
         if args.quantize == "int8":
             lm = quantize_int8(lm)
@@ -97,7 +109,7 @@ def main() -> None:
         )
         per_step = args.batch * lm.layout.num_streams  # tokens decided per step
         print(
-            f"{name:>12} ({args.quantize}): {n_bytes / 1e9:6.2f} GB of fp32 weights | "
+            f"{name:>12} ({args.quantize}, {layout}): {n_bytes / 1e9:6.2f} GB of fp32 weights | "
             f"batch {args.batch} + CFG | "
             f"greedy {greedy:8.2f} steps/s ({greedy * per_step:8.1f} tokens/s) | "
             f"top-k 250 {sampled:8.2f} steps/s ({sampled * per_step:8.1f} tokens/s) | "

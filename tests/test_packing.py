@@ -101,3 +101,32 @@ def test_compiled_decoding_of_a_packed_model():
     plain = generate_codes(lm, known, mem, torch.zeros_like(mem), params)
     fast = pack_for_decoding(copy.deepcopy(lm)).compile_decoding(backend="aot_eager")
     assert torch.equal(generate_codes(fast, known, mem, torch.zeros_like(mem), params), plain)
+
+
+def test_every_cpu_layout_gives_the_same_model_and_auto_picks_by_timing(monkeypatch):
+    """ "row", "column", "onednn" and "auto" decode alike; the probe keeps oneDNN unless another
+    layout is clearly faster, and takes the clearly faster one."""
+    from musicgen_stem.lm import packing
+
+    lm = _lm()
+    seq, mem = torch.randint(0, 2049, (2, 6, 8)), torch.randn(2, 3, 64)
+    with torch.no_grad():
+        ref = lm(seq, mem)
+        for layout in (*packing.LAYOUTS, "auto"):
+            out = pack_for_decoding(copy.deepcopy(lm), layout)(seq, mem)
+            assert (out - ref).abs().max() < 1e-5, layout
+    assert packing.fastest_layout(128, 64) in packing.LAYOUTS
+    assert packing.largest_projection(lm) == (lm.layout.card, 64)  # an output head: [card, dim]
+    timings = {"row": 1.0, "column": 0.95, "onednn": 1.0}
+
+    def fake_median(fn, repeats):
+        return timings[next(calls)]
+
+    monkeypatch.setattr(packing, "_median_seconds", fake_median)
+    calls = iter(["row", "column", "onednn"])
+    assert packing.fastest_layout(128, 64) == "onednn"  # 5 % faster is noise: keep the default
+    timings["column"] = 0.5
+    calls = iter(["row", "column", "onednn"])
+    assert packing.fastest_layout(128, 64) == "column"
+    with pytest.raises(ValueError, match="layout"):
+        pack_for_decoding(copy.deepcopy(lm), "blocked")

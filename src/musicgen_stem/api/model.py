@@ -40,15 +40,22 @@ class MusicGenStem:
     """A multi-stem model: text conditioner, LM and one codec per stem.
 
     Built from `ModelParts`, it takes their modules over: on CPU the LM's projections are laid out
-    for decoding in place (`lm.packing`; `state_dict()` is unchanged, training code should keep
-    its own modules out of it)."""
+    for decoding in place (`lm.packing`; `cpu_layout` "auto" probes this machine, or one of
+    `lm.packing.LAYOUTS`; `state_dict()` is unchanged, training code should keep its own modules
+    out of it)."""
 
-    def __init__(self, parts: ModelParts, device: str | torch.device | None = None, name: str | None = None):
+    def __init__(
+        self,
+        parts: ModelParts,
+        device: str | torch.device | None = None,
+        name: str | None = None,
+        cpu_layout: str = "auto",
+    ):
         self.device = resolve_device(device)
         self.config: ModelConfig = parts.config
         self.lm = parts.lm.to(self.device).eval()
         if self.device.type == "cpu":
-            pack_for_decoding(self.lm)
+            pack_for_decoding(self.lm, cpu_layout)
         self.text = parts.text.to(self.device).eval()
         self.codec = parts.codec.to(self.device).eval()
         self.name = name or parts.config.name

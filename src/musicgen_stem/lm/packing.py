@@ -8,10 +8,15 @@ oneDNN's matmul on weights reordered once into its blocked layout reads ~27 GB/s
 `PackedLinear` holding the oneDNN layout, in place (no second copy of the weights), falling back
 to column-major storage when PyTorch has no oneDNN. `state_dict()` still gives plain tensors
 under the checkpoint's keys, so a packed model saves like any other.
+
+Which layout wins depends on the CPU (oneDNN's kernel choice, caches, page size): with
+`layout="auto"` a probe at load (`fastest_layout`, about 0.1 s) times each layout on a matrix the
+size of the model's largest projection and keeps the fastest.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -21,6 +26,8 @@ from .model import StemLM
 
 #: Rows per matmul the reorder is tuned for (batch 1 with CFG); other row counts still work.
 PACK_ROWS = 2
+#: CPU weight layouts: oneDNN's blocked one, column-major (W.t() contiguous), row-major (as loaded).
+LAYOUTS = ("onednn", "column", "row")
 
 
 def onednn_available() -> bool:
@@ -98,15 +105,72 @@ def _replace_linears(module: nn.Module, convert: Any) -> None:
             _replace_linears(child, convert)
 
 
+def _median_seconds(fn: Any, repeats: int) -> float:
+    fn()  # warm-up (first-touch, kernel selection)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
 @torch.no_grad()
-def pack_for_decoding(lm: StemLM) -> StemLM:
+def fastest_layout(
+    out_features: int, in_features: int, rows: int = PACK_ROWS, budget_s: float = 0.1, margin: float = 0.15
+) -> str:
+    """The layout whose [rows, in] x [in, out] product is fastest here (median of a few timed
+    products, within about `budget_s`), among those this PyTorch has; the default layout (oneDNN,
+    else column-major) stays unless another is faster by more than `margin`, so that a noisy
+    machine does not switch layouts (and float rounding) from one load to the next."""
+    w = torch.randn(out_features, in_features)
+    x = torch.randn(rows, in_features)
+    products: dict[str, Any] = {
+        "row": lambda: torch.nn.functional.linear(x, w),
+        "column": (lambda wt: lambda: torch.nn.functional.linear(x, wt))(w.t().contiguous().t()),
+    }
+    if onednn_available():
+        packed = _reorder(w, rows)
+        products["onednn"] = lambda: torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+    t0 = time.perf_counter()
+    products["row"]()
+    once = max(time.perf_counter() - t0, 1e-6)
+    repeats = int(min(15, max(3, budget_s / len(products) / once)))
+    speed = {name: _median_seconds(fn, repeats) for name, fn in products.items()}
+    best = min(speed, key=lambda name: speed[name])
+    keep = "onednn" if "onednn" in speed else "column"  # the default, unless clearly slower
+    return keep if speed[keep] <= (1 + margin) * speed[best] else best
+
+
+def largest_projection(lm: StemLM) -> tuple[int, int]:
+    """(out, in) of the biggest 2-D projection weight of `lm` (embeddings excluded)."""
+    shapes = [
+        tuple(p.shape)
+        for m in lm.modules()
+        if not isinstance(m, nn.Embedding)
+        for name in ("weight", "in_proj_weight")
+        if isinstance(p := getattr(m, name, None), nn.Parameter) and p.dim() == 2
+    ]
+    return max(shapes, key=lambda s: s[0] * s[1])  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def pack_for_decoding(lm: StemLM, layout: str = "onednn") -> StemLM:
     """Lay `lm`'s fp32 CPU weights out for decoding, in place (see the module docstring).
 
-    Embeddings keep their layout (rows are gathered). Other dtypes/devices are left unchanged.
+    layout: one of `LAYOUTS`, or "auto" (`fastest_layout` on the model's largest projection);
+    "onednn" falls back to "column" without oneDNN. Embeddings keep their layout (rows are
+    gathered). Other dtypes/devices are left unchanged.
     """
+    if layout not in (*LAYOUTS, "auto"):
+        raise ValueError(f"unknown CPU weight layout {layout!r}: choose auto or one of {', '.join(LAYOUTS)}")
     if lm.device.type != "cpu" or lm.dtype != torch.float32:
         return lm
-    if not onednn_available():
+    if layout == "auto":
+        layout = fastest_layout(*largest_projection(lm))
+    if layout == "row":
+        return lm
+    if layout == "column" or not onednn_available():
         for m in lm.modules():  # column-major: MKL reads W.t() faster for few-row products
             for name in ("weight", "in_proj_weight"):
                 p = getattr(m, name, None)
