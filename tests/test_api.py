@@ -308,3 +308,22 @@ def test_set_dtype_and_compile(tiny_model_dir):
     ref = m.generate(["x"], seed=3, duration=0.3).codes
     m.lm.compile_decoding(backend="aot_eager")  # what compile() does, without code generation
     assert torch.equal(m.generate(["x"], seed=3, duration=0.3).codes, ref)
+
+
+def test_keyword_options_are_checked_like_keyword_arguments(model):
+    """Every task takes the same keyword options (`api.Options`), checked as Python checks keyword
+    arguments: a misspelt one is a TypeError naming it, not silently ignored."""
+    from musicgen_stem.api import Options
+
+    assert set(Options.__annotations__) == {"seed", "duration", "on_audio", "stream_seconds"}
+    with pytest.raises(TypeError, match=r"generate\(\) got an unexpected keyword argument 'sed'"):
+        model.generate(["x"], sed=1)
+    with pytest.raises(TypeError, match="'on_audio'"):
+        model.generate_stream(["x"], on_audio=print)
+    with pytest.raises(TypeError, match=r"compose\(\).*'stream_seconds'"):
+        model.compose(["x"], stream_seconds=0.5)
+    with pytest.raises(GenerationError, match="stream_seconds"):
+        model.regenerate_from_codes(_codes(10), ["bass"], stream_seconds=-1)
+    a = model.regenerate_from_codes(_codes(10), ["bass"], ["x"], seed=4, duration=0.2)
+    b = model.regenerate_range(_codes(10), ["bass"], ["x"], seed=4, duration=0.2)
+    assert a.seed == b.seed == 4 and torch.equal(a.codes, b.codes)

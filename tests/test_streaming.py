@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from musicgen_stem import AudioChunk, MusicGenStem
+from musicgen_stem.api.decoding import text_memories
 from musicgen_stem.codec import CodecConfig, MultiStemCodec, StemCodec
 from musicgen_stem.codec.model import _receptive_field
 from musicgen_stem.codec.streaming import MultiStemStreamingDecoder, StreamingDecoder, _SliceStage
@@ -199,7 +200,7 @@ def test_final_frames_after_follows_the_delay_pattern():
 @pytest.fixture(scope="module")
 def tiny_lm():
     model = MusicGenStem.from_config("tiny", seed=0, device="cpu")
-    mem, null = model._memories(["x", "y"])
+    mem, null = text_memories(model.text, ["x", "y"])
     return model.lm, mem, null
 
 

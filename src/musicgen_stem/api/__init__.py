@@ -1,7 +1,8 @@
 """The Python API: `MusicGenStem`, with audiocraft-compatible method names.
 
-`model` (the class and its tasks), `results` (`StemAudio`, `AudioChunk`), `streaming`
-(`AudioStream`) and `loading` (local folder, released format, hub); every name is re-exported here.
+`model` (the class and its tasks), `options` (`Options`: the keyword options of every task),
+`decoding` (how a task runs), `results` (`StemAudio`, `AudioChunk`), `streaming` (`AudioStream`)
+and `loading` (local folder, released format, hub); the public names are re-exported here.
 
 ```python
 model = MusicGenStem.get_pretrained("path/to/model")
@@ -18,6 +19,7 @@ from __future__ import annotations
 from .checks import DTYPES, MAX_SECONDS, Progress, Texts, auto_dtype
 from .loading import default_model_path
 from .model import MusicGenStem
+from .options import Options
 from .results import AudioCallback, AudioChunk, StemAudio, StreamJob
 from .streaming import STREAM_SECONDS, AudioStream
 
@@ -29,6 +31,7 @@ __all__ = [
     "AudioChunk",
     "AudioStream",
     "MusicGenStem",
+    "Options",
     "Progress",
     "StemAudio",
     "StreamJob",

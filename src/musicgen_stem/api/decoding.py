@@ -19,7 +19,7 @@ from ..generation import generate_codes
 from ..generation.engine import FramesCallback
 from ..generation.windows import fill_windows
 from .checks import Progress, Texts, draw_seed, progress_callback
-from .results import AudioCallback
+from .options import Options
 from .streaming import STREAM_SECONDS, audio_of_frames, stoppable
 
 if TYPE_CHECKING:
@@ -76,26 +76,23 @@ def fill(
     free: torch.Tensor,
     regenerate: Sequence[str],
     texts: Texts,
-    seed: int | None,
     progress: Progress,
-    on_audio: AudioCallback | None = None,
-    stream_seconds: float = STREAM_SECONDS,
+    options: Options,
     stop: Callable[[], bool] | None = None,
     grid: bool = False,
 ) -> tuple[torch.Tensor, int]:
     """Generate the `free` [K, T] positions of `codes` [B, K, T], window by window; returns the
-    codes and the seed used.
+    codes and the seed used (`options`: seed, on_audio and stream_seconds are read here).
 
-    on_audio: receives the audio of the final frames while they are generated (`AudioChunk`s
-    of about `stream_seconds`); stop: checked after every step, generation raises
-    `StreamStopped` once it returns True. grid: give a model with a beat grid the grid of the
-    tempo each text names, frame 0 being a downbeat (text -> stems; edits and continuations of
-    the user's audio do not know its phase).
+    stop: checked after every step, generation raises `StreamStopped` once it returns True.
+    grid: give a model with a beat grid the grid of the tempo each text names, frame 0 being a
+    downbeat (text -> stems; edits and continuations of the user's audio do not know its phase).
     """
     if len(texts) != codes.shape[0]:
         raise GenerationError(f"{len(texts)} descriptions for a batch of {codes.shape[0]}")
-    seed = draw_seed(seed)
-    frames = codes.shape[-1]
+    seed = draw_seed(options.get("seed"))
+    frames, on_audio = codes.shape[-1], options.get("on_audio")
+    stream_seconds = options.get("stream_seconds", STREAM_SECONDS)
     on_frames = None if on_audio is None else audio_of_frames(model.codec, on_audio, stream_seconds, frames)
     gen = torch.Generator(device=model.device).manual_seed(seed)
     mem, null = text_memories(model.text, texts)

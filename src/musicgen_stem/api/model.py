@@ -6,6 +6,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -32,8 +33,12 @@ from .checks import (
 )
 from .decoding import DecodingThread, fill
 from .loading import default_parts, load_parts
+from .options import ALL, NO_STREAMING, Options, options_of
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 from .results import AudioCallback, StemAudio, in_input_format
-from .streaming import STREAM_SECONDS, AudioStream, check_stream_seconds
+from .streaming import AudioStream
 
 
 class MusicGenStem:
@@ -204,16 +209,13 @@ class MusicGenStem:
         free: torch.Tensor,
         regenerate: Sequence[str],
         texts: Texts,
-        seed: int | None,
         progress: Progress,
-        on_audio: AudioCallback | None = None,
-        stream_seconds: float = STREAM_SECONDS,
+        options: Options,
         stop: Callable[[], bool] | None = None,
         grid: bool = False,
     ) -> tuple[torch.Tensor, int]:
         """`decoding.fill` on this model: the `free` positions of `codes` generated, and the seed."""
-        args = (codes, free, regenerate, texts, seed, progress, on_audio, stream_seconds, stop, grid)
-        return fill(self, *args)
+        return fill(self, codes, free, regenerate, texts, progress, options, stop, grid)
 
     def _decoding(self, job: Callable[[], torch.Tensor], cancel: threading.Event) -> torch.Tensor:
         """Run a decoding job: on the model's own thread when compiled on CUDA (`DecodingThread`)."""
@@ -277,7 +279,7 @@ class MusicGenStem:
             self._silence = self.codec.silence_codes()
         return list(self._silence)
 
-    # --- tasks -----------------------------------------------------------------------------
+    # --- tasks (keyword options: `api.options.Options`) ------------------------------------
     def _text_task(
         self, descriptions: Texts, duration: float | None
     ) -> tuple[list[str | None], torch.Tensor, torch.Tensor]:
@@ -293,49 +295,33 @@ class MusicGenStem:
         descriptions: Texts,
         progress: Progress = False,
         return_tokens: bool = False,
-        *,
-        seed: int | None = None,
-        duration: float | None = None,
-        on_audio: AudioCallback | None = None,
-        stream_seconds: float = STREAM_SECONDS,
+        **options: Unpack[Options],
     ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
         """Text -> all stems, one item per description (None: unconditional). Longer than the
-        model's window, windows slide on with `extend_stride` seconds each.
-
-        on_audio: called with an `AudioChunk` each time about `stream_seconds` more audio is final,
-        and at the end (`last`); the chunks join into the returned audio (to float rounding). The
-        other generation methods take it too.
-        """
-        descriptions, codes, free = self._text_task(descriptions, duration)
-        out, seed = self._fill(
-            codes, free, self.stems, descriptions, seed, progress, on_audio, stream_seconds, grid=True
-        )
+        model's window, windows slide on with `extend_stride` seconds each."""
+        opts = options_of("generate", options)
+        descriptions, codes, free = self._text_task(descriptions, opts.get("duration"))
+        out, seed = self._fill(codes, free, self.stems, descriptions, progress, opts, grid=True)
         return self._result(out, seed, return_tokens)
 
     def generate_stream(
-        self,
-        descriptions: Texts,
-        progress: Progress = False,
-        *,
-        seed: int | None = None,
-        duration: float | None = None,
-        stream_seconds: float = STREAM_SECONDS,
+        self, descriptions: Texts, progress: Progress = False, **options: Unpack[Options]
     ) -> AudioStream:
         """Text -> all stems as an iterator of `AudioChunk`s of about `stream_seconds`, yielded
         while the later frames are still generated (on a worker thread, started at once); the
         last chunk has `last` True and the codes. The chunks join into the audio `generate`
-        returns with the same seed.
+        returns with the same seed (`on_audio` is not an option here).
 
         Errors of the generation are raised by the iterator. `close()` it (or use it in a `with`
         block, or drop it) to stop early: the generation stops at its next step.
         """
-        descriptions, codes, free = self._text_task(descriptions, duration)
-        seed = draw_seed(seed)
-        check_stream_seconds(stream_seconds)
+        opts = options_of("generate_stream", options, ALL - {"on_audio"})
+        descriptions, codes, free = self._text_task(descriptions, opts.get("duration"))
+        opts["seed"] = draw_seed(opts.get("seed"))
 
         def job(on_audio: AudioCallback, stop: Callable[[], bool]) -> None:
-            args = (codes, free, self.stems, descriptions, seed, progress, on_audio, stream_seconds, stop)
-            self._fill(*args, grid=True)
+            run = Options(opts, on_audio=on_audio)  # type: ignore[typeddict-item]
+            self._fill(codes, free, self.stems, descriptions, progress, run, stop, grid=True)
 
         return AudioStream(job)
 
@@ -345,17 +331,14 @@ class MusicGenStem:
         descriptions: Texts | None = None,
         progress: Progress = False,
         return_tokens: bool = False,
-        *,
-        seed: int | None = None,
-        duration: float | None = None,
-        on_audio: AudioCallback | None = None,
-        stream_seconds: float = STREAM_SECONDS,
+        **options: Unpack[Options],
     ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
         """Continue prompt codes [B, K, P] up to `duration` seconds in total."""
+        opts = options_of("generate_continuation_from_codes", options)
         codes = check_codes(codes, self.layout)
         descriptions = texts_of(descriptions, len(codes))
         codes = codes.expand(len(descriptions), -1, -1) if len(codes) == 1 else codes
-        frames, P = self._frames(duration), codes.shape[-1]
+        frames, P = self._frames(opts.get("duration")), codes.shape[-1]
         if P >= frames:
             raise GenerationError(
                 f"the prompt ({P / self.frame_rate:.2f} s) is as long as the requested duration: ask for more"
@@ -363,7 +346,7 @@ class MusicGenStem:
         full = torch.cat([codes, codes.new_zeros(*codes.shape[:2], frames - P)], dim=-1)
         free = torch.zeros(self.layout.num_streams, frames, dtype=torch.bool)
         free[:, P:] = True
-        out, seed = self._fill(full, free, self.stems, descriptions, seed, progress, on_audio, stream_seconds)
+        out, seed = self._fill(full, free, self.stems, descriptions, progress, opts)
         return self._result(out, seed, return_tokens)
 
     def generate_continuation(
@@ -373,24 +356,12 @@ class MusicGenStem:
         descriptions: Texts | None = None,
         progress: Progress = False,
         return_tokens: bool = False,
-        *,
-        seed: int | None = None,
-        duration: float | None = None,
-        on_audio: AudioCallback | None = None,
-        stream_seconds: float = STREAM_SECONDS,
+        **options: Unpack[Options],
     ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
         """Continue stem audio {stem: [C, T]} (missing stems are silence)."""
+        opts = options_of("generate_continuation", options)
         codes = self.encode_stems(stems, sample_rate)
-        return self.generate_continuation_from_codes(
-            codes,
-            descriptions,
-            progress,
-            return_tokens,
-            seed=seed,
-            duration=duration,
-            on_audio=on_audio,
-            stream_seconds=stream_seconds,
-        )
+        return self.generate_continuation_from_codes(codes, descriptions, progress, return_tokens, **opts)
 
     def regenerate_from_codes(
         self,
@@ -399,11 +370,7 @@ class MusicGenStem:
         descriptions: Texts | None = None,
         progress: Progress = False,
         return_tokens: bool = False,
-        *,
-        seed: int | None = None,
-        duration: float | None = None,
-        on_audio: AudioCallback | None = None,
-        stream_seconds: float = STREAM_SECONDS,
+        **options: Unpack[Options],
     ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
         """Regenerate some stems under the others, which come out bit-identical to `codes`.
 
@@ -412,17 +379,9 @@ class MusicGenStem:
         seconds (default: as long as `codes`); past the end of `codes` every stream is generated.
         Regenerating every stem is plain text -> stems.
         """
-        return self.regenerate_range(
-            codes,
-            which_instruments_regenerate,
-            descriptions,
-            progress,
-            return_tokens,
-            seed=seed,
-            duration=duration,
-            on_audio=on_audio,
-            stream_seconds=stream_seconds,
-        )
+        opts = options_of("regenerate_from_codes", options)
+        regen = which_instruments_regenerate
+        return self.regenerate_range(codes, regen, descriptions, progress, return_tokens, **opts)
 
     def regenerate_range(
         self,
@@ -434,13 +393,11 @@ class MusicGenStem:
         *,
         start: float | None = None,
         end: float | None = None,
-        seed: int | None = None,
-        duration: float | None = None,
-        on_audio: AudioCallback | None = None,
-        stream_seconds: float = STREAM_SECONDS,
+        **options: Unpack[Options],
     ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
         """Regenerate stems only between `start` and `end` seconds (default: everywhere); every
         token outside that range, and of every other stem, is kept bit-exact."""
+        opts = options_of("regenerate_range", options)
         codes = check_codes(codes, self.layout)
         descriptions = texts_of(descriptions, len(codes))
         regen = self.layout.check_stems(list(which_instruments_regenerate))
@@ -448,6 +405,7 @@ class MusicGenStem:
             raise GenerationError(f"choose at least one stem to regenerate among {', '.join(self.stems)}")
         codes = codes.expand(len(descriptions), -1, -1) if len(codes) == 1 else codes
         kept = codes.shape[-1]
+        duration = opts.get("duration")
         frames = kept if duration is None else self._frames(duration)
         if frames > MAX_SECONDS * self.frame_rate:
             raise GenerationError(
@@ -461,7 +419,7 @@ class MusicGenStem:
         free = torch.zeros(self.layout.num_streams, frames, dtype=torch.bool)
         free[self.layout.streams_of_stems(regen), a:b] = True
         free[:, kept:] = True
-        out, seed = self._fill(codes, free, regen, descriptions, seed, progress, on_audio, stream_seconds)
+        out, seed = self._fill(codes, free, regen, descriptions, progress, opts)
         return self._result(out, seed, return_tokens)
 
     def regenerate_instruments_from_stems(
@@ -473,11 +431,8 @@ class MusicGenStem:
         progress: Progress = False,
         return_tokens: bool = False,
         *,
-        seed: int | None = None,
-        duration: float | None = None,
-        on_audio: AudioCallback | None = None,
-        stream_seconds: float = STREAM_SECONDS,
         output_format: str = "input",
+        **options: Unpack[Options],
     ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
         """Regenerate some stems under given stem audio {stem: [C, T]} at any sample rate.
 
@@ -486,22 +441,14 @@ class MusicGenStem:
         stems returned exactly as passed (as float32); "model": everything decoded at the model's
         rate and channels. `on_audio` chunks are at the model's rate either way.
         """
+        opts = options_of("regenerate_instruments_from_stems", options)
         if output_format not in ("input", "model"):
             raise GenerationError(f"output_format must be 'input' or 'model', got {output_format!r}")
         both = sorted(set(stems) & set(which_instruments_regenerate))
         if both:
             raise GenerationError(f"stem(s) {both} are both given to keep and asked to be regenerated")
         codes = self.encode_stems(stems, stems_sample_rate)
-        out = self.regenerate_from_codes(
-            codes,
-            which_instruments_regenerate,
-            descriptions,
-            progress,
-            seed=seed,
-            duration=duration,
-            on_audio=on_audio,
-            stream_seconds=stream_seconds,
-        )
+        out = self.regenerate_from_codes(codes, which_instruments_regenerate, descriptions, progress, **opts)
         assert isinstance(out, StemAudio)
         if output_format == "input":
             given = {s: stem_audio(s, w) for s, w in stems.items()}
@@ -513,22 +460,22 @@ class MusicGenStem:
         descriptions: Texts,
         order: Sequence[str] = ("drums", "bass", "other"),
         progress: Progress = False,
-        *,
-        seed: int | None = None,
-        duration: float | None = None,
+        **options: Unpack[Options],
     ) -> list[StemAudio]:
         """Iterative composition: one stem at a time, each generated under the ones before
-        (stems not yet composed are kept silent). Returns the result after every stage."""
+        (stems not yet composed are kept silent). Returns the result after every stage (options:
+        seed and duration)."""
+        opts = options_of("compose", options, NO_STREAMING)
         order = list(order)
         if not order:
             raise GenerationError(f"order must list at least one stem of {', '.join(self.stems)}")
         if sorted(order) != sorted(self.layout.check_stems(order)) or len(set(order)) != len(order):
             raise GenerationError(f"order must list distinct stems of {', '.join(self.stems)}")
         descriptions = texts_of(descriptions)
-        frames = self._frames(duration)
+        frames = self._frames(opts.get("duration"))
         silence = torch.tensor(self.silence_tokens())[None, :, None]
         codes = silence.expand(len(descriptions), -1, frames).clone()
-        seed = draw_seed(seed)
+        seed = draw_seed(opts.get("seed"))
         stages = []
         for i, stem in enumerate(order):
             out = self.regenerate_from_codes(
