@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 from test_train_lm import write_token_dataset
@@ -13,6 +14,7 @@ from musicgen_stem import presets
 from musicgen_stem.api import MusicGenStem
 from musicgen_stem.conditioning.attributes import beat_grid
 from musicgen_stem.conditioning.text import TextEncoderConfig
+from musicgen_stem.dsp import beat_phase, onset_strength
 from musicgen_stem.layout import LAYOUT_6CB
 from musicgen_stem.lm.model import BEAT_CYCLES, LMConfig, StemLM, beat_features
 from musicgen_stem.modeldir import build_parts, load_model
@@ -24,18 +26,38 @@ TINY = LMConfig(dim=32, num_heads=4, num_layers=2, ff_dim=64, beat_grid=True)
 def test_beat_grid_rows_from_tempos():
     """120 BPM at 50 frames/s: 0.04 beats per step; a window at frame 25 starts on beat 1.0."""
     g = beat_grid([120.0, None, 90.0], 50.0, [25, 100, 0])
-    assert g.shape == (3, 2)
-    torch.testing.assert_close(g[0], torch.tensor([0.04, 1.0], dtype=torch.float64))
-    assert g[1].tolist() == [0.0, 0.0]  # no tempo named: no grid
-    assert g[2].tolist() == pytest.approx([0.03, 0.0])
+    assert g.shape == (3, 3)
+    torch.testing.assert_close(g[0], torch.tensor([0.04, 1.0, 4.0], dtype=torch.float64))  # bars known
+    assert g[1].tolist() == [0.0, 0.0, 0.0]  # no tempo named: no grid
+    assert g[2].tolist() == pytest.approx([0.03, 0.0, 4.0])
+    # a beat found at 0.25 s (an edit): frame 0 is half a beat before it, only 8ths trusted
+    assert beat_grid([120.0], 50.0, 0, [0.25])[0].tolist() == pytest.approx([0.04, -0.5, 0.5])
+
+
+def test_beat_phase_of_a_click_track():
+    """Clicks every 0.5 s from 0.13 s: the phase found at 120 BPM is 0.13 s (within a bin), and the
+    same clicks at 0.38 s give 0.38 s."""
+    sr = 16000
+    for t0 in (0.13, 0.38):
+        x = np.zeros(8 * sr, np.float32)
+        for t in np.arange(t0, 8.0, 0.5):
+            i = int(t * sr)
+            x[i : i + 200] = np.random.default_rng(int(t * 100)).standard_normal(200) * np.hanning(200)
+        phase = beat_phase(onset_strength(x, sr), 120.0)
+        assert abs(phase - t0) < 0.025, (t0, phase)
+    assert beat_phase(onset_strength(np.zeros(sr, np.float32), sr), 120.0) == 0.0
 
 
 def test_beat_features_known_phases():
     """Half a beat per step: step 2 is on beat 1 (beat and 8th phase 0, bar phase 1/4); no grid: 0."""
-    grid = torch.tensor([[0.5, 0.0], [0.0, 0.0]], dtype=torch.float64)
-    f = beat_features(torch.arange(4), grid)  # [2, 4, 10]
+    grid = torch.tensor([[0.5, 0.0, 4.0], [0.0, 0.0, 0.0], [0.5, 0.0, 0.5]], dtype=torch.float64)
+    f = beat_features(torch.arange(4), grid)  # [3, 4, 10]
     C = len(BEAT_CYCLES)
-    assert f.shape == (2, 4, 2 * C)
+    assert f.shape == (3, 4, 2 * C)
+    long = [i for i, c in enumerate(BEAT_CYCLES) if c > 0.5]  # bar, half bar and beat
+    assert not f[2][:, long].any() and not f[2][:, [C + i for i in long]].any()  # only 8ths known
+    short = [i for i in range(2 * C) if i % C not in long]
+    torch.testing.assert_close(f[2][:, short], f[0][:, short])  # 8ths and 16ths as with bars
     sin, cos = f[0, 2, :C], f[0, 2, C:]
     bar, beat, eighth = BEAT_CYCLES.index(4.0), BEAT_CYCLES.index(1.0), BEAT_CYCLES.index(0.5)
     assert sin[bar] == pytest.approx(1.0, abs=1e-6) and cos[bar] == pytest.approx(0.0, abs=1e-6)
@@ -44,8 +66,8 @@ def test_beat_features_known_phases():
     assert f[0, 1, C + beat] == pytest.approx(-1.0, abs=1e-6)  # step 1: half a beat
     assert not f[1].any()
     # an offset is the same as later steps: beat 1.5 at step 0 == step 3 from beat 0
-    later = beat_features(torch.arange(3, 4), torch.tensor([[0.5, 0.0]], dtype=torch.float64))
-    shifted = beat_features(torch.arange(1), torch.tensor([[0.5, 1.5]], dtype=torch.float64))
+    later = beat_features(torch.arange(3, 4), torch.tensor([[0.5, 0.0, 4.0]], dtype=torch.float64))
+    shifted = beat_features(torch.arange(1), torch.tensor([[0.5, 1.5, 4.0]], dtype=torch.float64))
     torch.testing.assert_close(later, shifted)
     assert math.isclose(float(f[0, 0, C + bar]), 1.0)
 
@@ -105,14 +127,21 @@ def test_text_batches_carry_the_caption_tempo_at_the_crop_start(captioned):
     ds = TokenDataset([captioned], presets.tiny().layout, 50.0)
     builder = BatchBuilder(ds, 100, 50, [7] * 6, 0.5, 0.0, grid_frame_rate=50.0, grid_dropout=0.0)
     batch = builder.build(4, torch.Generator().manual_seed(0), TEXT, False)
-    assert batch.grid is not None and batch.grid.shape == (4, 2)
+    assert batch.grid is not None and batch.grid.shape == (4, 3)
     for b in range(4):
-        rate, beat0 = batch.grid[b].tolist()
+        rate, beat0, known = batch.grid[b].tolist()
+        assert known == 4.0  # text batches: the song starts on a downbeat
         assert rate == pytest.approx(120 / 60 / 50)
         start = round(beat0 / rate)  # the crop's first frame in its track
         track = next(i for i in range(3) if torch.equal(ds.codes(i, start, 100), batch.codes[b]))
         assert track >= 0
-    assert builder.build(4, torch.Generator().manual_seed(0), EDIT, False).grid is None
+    edit = builder.build(4, torch.Generator().manual_seed(0), EDIT, False)
+    P = edit.prefix_len
+    for b in range(4):
+        rate, beat0, known = edit.grid[b].tolist()
+        assert rate == pytest.approx(120 / 60 / 50) and known == 0.5  # an edit trusts the 8ths only
+        start = round(beat0 / rate) + P  # column 0 is the prefix's first
+        assert any(torch.equal(ds.codes(i, start, 50), edit.codes[b, :, P:]) for i in range(3))
     dropped = builder.build(4, torch.Generator().manual_seed(0), TEXT, True)
     assert dropped.texts == [None] * 4 and not dropped.grid.any()  # the null condition has no grid
     half = BatchBuilder(ds, 100, 50, [7] * 6, 0.5, 0.0, grid_frame_rate=50.0, grid_dropout=0.5)
@@ -147,19 +176,22 @@ def test_model_with_grid_saves_loads_and_follows_the_prompt_tempo(tmp_path, monk
     model.set_generation_params(extend_stride=0.6)
     model.generate(["funk at 100 bpm"], seed=3, duration=model.max_duration + 0.5)  # two windows
     rate = 100 / 60 / model.frame_rate
-    assert len(grids) == 2 and grids[0][0].tolist() == pytest.approx([rate, 0.0])
-    assert grids[0][1].tolist() == [0.0, 0.0]  # the null condition of guidance: no grid
+    assert len(grids) == 2 and grids[0][0].tolist() == pytest.approx([rate, 0.0, 4.0])
+    assert grids[0][1].tolist() == [0.0, 0.0, 0.0]  # the null condition of guidance: no grid
     window = round(model.max_duration * model.frame_rate)
     start = round(0.5 * model.frame_rate)  # the last window is a full one, ending with the song
-    assert 0 < start < window and grids[1][0].tolist() == pytest.approx([rate, start * rate])
+    assert 0 < start < window and grids[1][0].tolist() == pytest.approx([rate, start * rate, 4.0])
     grids.clear()
     model.generate(["funk"], seed=3, duration=0.5)  # no tempo named
-    assert not grids[0].any()
-    grids.clear()
-    model.regenerate_from_codes(
-        a.codes, ["drums"], ["funk at 100 bpm"], seed=0
-    )  # the song's phase is unknown
     assert grids == [None]
+    grids.clear()
+    model.regenerate_from_codes(a.codes, ["drums"], ["funk at 100 bpm"], seed=0)
+    (edit,) = grids  # the beat of the kept stems, bars unknown (guidance's half: no grid)
+    assert edit[0, 0] == pytest.approx(rate) and edit[0, 2] == 0.5 and not edit[1].any()
+    grids.clear()
+    model.regenerate_from_codes(a.codes, ["drums"], ["funk"], seed=0)  # no tempo named
+    model.generate_continuation_from_codes(a.codes[..., :10], ["funk at 100 bpm"], seed=0, duration=0.5)
+    assert grids == [None, None]
 
 
 def test_train_lm_beat_grid_option_adds_and_trains_the_grid(tmp_path, captioned):

@@ -70,7 +70,7 @@ def test_whole_song_edit_forces_kept_streams_in_every_window():
     prefix_len = window // PREFIX_STRIDE + 1
     assert len(run.calls) > 1
     plan = plan_windows(free.any(dim=0), T, window, overlap)
-    assert run.starts == [a for a, _ in plan]  # each window's first frame, for the beat grid
+    assert run.starts == [a - prefix_len for a, _ in plan]  # frame of known's first column (beat grid)
     for known in run.calls:
         prefix, main = known[..., :prefix_len], known[..., prefix_len:]
         assert (prefix[:, 0] == LAYOUT_6CB.special_token).all()  # bass masked in each window's prefix

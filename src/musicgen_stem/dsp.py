@@ -244,3 +244,17 @@ def onset_strength(
     std = env.std()
     env = env / std if std > 1e-12 else np.zeros_like(env)
     return OnsetEnvelope(env.astype(np.float64), frame_rate)
+
+
+def beat_phase(envelope: OnsetEnvelope, bpm: float, bins: int = 48) -> float:
+    """Seconds in [0, 60 / bpm) of the beats that best fit the onsets at a known tempo: every
+    envelope frame is folded onto one beat period and its strength summed into `bins` bins
+    (smoothed over neighbours); the centre of the strongest bin. 0.0 without onsets."""
+    e = envelope.env
+    if bpm <= 0 or not np.any(e):
+        return 0.0
+    period = 60.0 / float(bpm)
+    phase = np.mod(envelope.times(), period) / period  # [N] in [0, 1)
+    hist = np.bincount((phase * bins).astype(np.int64) % bins, weights=e, minlength=bins)
+    smooth = hist + 0.5 * (np.roll(hist, 1) + np.roll(hist, -1))
+    return float((np.argmax(smooth) + 0.5) / bins * period)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..conditioning.attributes import beat_grid, parse_attributes
+from ..dsp import beat_phase, onset_strength
 from ..errors import GenerationError
 from ..generation import generate_codes
 from ..generation.engine import FramesCallback
@@ -70,6 +71,29 @@ class DecodingThread:
             raise
 
 
+def kept_beats(
+    model: MusicGenStem,
+    codes: torch.Tensor,
+    regenerate: Sequence[str],
+    tempos: Sequence[float | None],
+    seconds: float = 30.0,
+) -> list[float]:
+    """Per item of codes [B, K, T]: the time (s) of a beat of the kept stems at the named tempo
+    (`dsp.beat_phase` on their decoded mix, first `seconds`); 0.0 where no tempo is named."""
+    n = min(codes.shape[-1], max(1, round(seconds * model.frame_rate)))
+    slices = model.layout.stream_slices()
+    with torch.inference_mode():
+        audio = [
+            model.codec.codec(stem).decode(codes[:, slices[stem], :n].to(model.device))  # [B, C, T]
+            for stem in model.stems
+            if stem not in regenerate
+        ]
+    mix = torch.stack(audio).sum(0).float().cpu()  # [B, C, T]
+    return [
+        beat_phase(onset_strength(mix[b], model.sample_rate), t) if t else 0.0 for b, t in enumerate(tempos)
+    ]
+
+
 def fill(
     model: MusicGenStem,
     codes: torch.Tensor,
@@ -79,14 +103,15 @@ def fill(
     progress: Progress,
     options: Options,
     stop: Callable[[], bool] | None = None,
-    grid: bool = False,
+    downbeat: bool = False,
 ) -> tuple[torch.Tensor, int]:
     """Generate the `free` [K, T] positions of `codes` [B, K, T], window by window; returns the
     codes and the seed used (`options`: seed, on_audio and stream_seconds are read here).
 
     stop: checked after every step, generation raises `StreamStopped` once it returns True.
-    grid: give a model with a beat grid the grid of the tempo each text names, frame 0 being a
-    downbeat (text -> stems; edits and continuations of the user's audio do not know its phase).
+    downbeat: frame 0 is a downbeat (text -> stems). A model with a beat grid gets the grid of the
+    tempo each text names: from frame 0 with `downbeat`, else at the beat found in the kept stems
+    (`kept_beats`; bars unknown); none for a continuation of every stem.
     """
     if len(texts) != codes.shape[0]:
         raise GenerationError(f"{len(texts)} descriptions for a batch of {codes.shape[0]}")
@@ -101,10 +126,14 @@ def fill(
     callback = stoppable(callback, lambda: cancel.is_set() or (stop is not None and stop()))
     window, overlap = window_sizes(model, regenerate)
     silence = model.silence_tokens() if len(regenerate) < model.layout.num_stems else None
-    tempos = [parse_attributes(t).tempo for t in texts] if grid and model.lm.beat is not None else None
+    tempos = [parse_attributes(t).tempo for t in texts] if model.lm.beat is not None else []
+    edit = len(regenerate) < model.layout.num_stems
+    first = kept_beats(model, codes, regenerate, tempos) if edit and any(tempos) else None
+    if not any(tempos) or not (downbeat or edit):
+        tempos = []
 
     def run(known: torch.Tensor, on_frames: FramesCallback | None = None, start: int = 0) -> torch.Tensor:
-        g = None if tempos is None else beat_grid(tempos, model.frame_rate, start)
+        g = beat_grid(tempos, model.frame_rate, start, first) if tempos else None
         return generate_codes(model.lm, known, mem, null, model.params, gen, callback, on_frames, g)
 
     def on_window(i: int, n: int) -> None:

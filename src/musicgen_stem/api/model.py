@@ -212,10 +212,10 @@ class MusicGenStem:
         progress: Progress,
         options: Options,
         stop: Callable[[], bool] | None = None,
-        grid: bool = False,
+        downbeat: bool = False,
     ) -> tuple[torch.Tensor, int]:
         """`decoding.fill` on this model: the `free` positions of `codes` generated, and the seed."""
-        return fill(self, codes, free, regenerate, texts, progress, options, stop, grid)
+        return fill(self, codes, free, regenerate, texts, progress, options, stop, downbeat)
 
     def _decoding(self, job: Callable[[], torch.Tensor], cancel: threading.Event) -> torch.Tensor:
         """Run a decoding job: on the model's own thread when compiled on CUDA (`DecodingThread`)."""
@@ -301,7 +301,7 @@ class MusicGenStem:
         model's window, windows slide on with `extend_stride` seconds each."""
         opts = options_of("generate", options)
         descriptions, codes, free = self._text_task(descriptions, opts.get("duration"))
-        out, seed = self._fill(codes, free, self.stems, descriptions, progress, opts, grid=True)
+        out, seed = self._fill(codes, free, self.stems, descriptions, progress, opts, downbeat=True)
         return self._result(out, seed, return_tokens)
 
     def generate_stream(
@@ -321,7 +321,7 @@ class MusicGenStem:
 
         def job(on_audio: AudioCallback, stop: Callable[[], bool]) -> None:
             run = Options(opts, on_audio=on_audio)  # type: ignore[typeddict-item]
-            self._fill(codes, free, self.stems, descriptions, progress, run, stop, grid=True)
+            self._fill(codes, free, self.stems, descriptions, progress, run, stop, downbeat=True)
 
         return AudioStream(job)
 

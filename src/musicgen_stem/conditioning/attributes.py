@@ -10,8 +10,11 @@ like the null condition; in training each is dropped with probability `ATTRIBUTE
 model also works without it. The released checkpoints have no attributes (the default).
 
 `beat_grid` turns the tempo into the LM's per-step beat grid (`LMConfig.beat_grid`): beats per
-step, and the beat at step 0 of a window that starts `start_frame` frames into the song, whose
-frame 0 is a downbeat (as in text -> stems and in the synthetic training songs).
+step, the beat at step 0 of a window whose first column is `start_frame` frames into the song, and
+the longest cycle known. Text -> stems and the synthetic training songs start on a downbeat (4
+beats known); an edit gives the beat found in its kept stems (`dsp.beat_phase`), of which only the
+8th-note grid is trusted (a third of the songs measured put the beat half a beat off, on the
+offbeat bass or chords of house, reggae, funk or disco).
 """
 
 from __future__ import annotations
@@ -24,11 +27,21 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["ATTRIBUTE_DROPOUT", "AttributeEmbedding", "MusicAttributes", "beat_grid", "parse_attributes"]
+__all__ = [
+    "ATTRIBUTE_DROPOUT",
+    "BAR_CYCLE",
+    "EDIT_CYCLE",
+    "AttributeEmbedding",
+    "MusicAttributes",
+    "beat_grid",
+    "parse_attributes",
+]
 
 ATTRIBUTE_DROPOUT = 0.2
 TEMPO_RANGE = (30.0, 300.0)  # BPM; outside it a number is not read as a tempo
 NUM_FREQS = 8
+BAR_CYCLE = 4.0  # beats: a grid from a downbeat knows bars (4/4)
+EDIT_CYCLE = 0.5  # beats: a grid from onsets knows where the 8ths fall
 _TONICS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 _TEMPO = re.compile(
     r"(?<![\d.])(\d{2,3}(?:\.\d+)?)\s*-?\s*(?:bpm|beats per minute)\b"
@@ -82,17 +95,25 @@ def parse_attributes(text: str | None) -> MusicAttributes:
 
 
 def beat_grid(
-    tempos: Sequence[float | None], frame_rate: float, start_frame: int | Sequence[int] = 0
+    tempos: Sequence[float | None],
+    frame_rate: float,
+    start_frame: int | Sequence[int] = 0,
+    first_beat: Sequence[float] | None = None,
 ) -> torch.Tensor:
-    """Beat grids [B, 2] (beats per LM step, beat at step 0) for tempos in BPM (None: no grid, a
-    row of zeros). LM step s reads frame s - 1 and predicts frame s, so step 0 of a window that
-    starts at song frame f sits at beat f * rate."""
-    starts = [start_frame] * len(tempos) if isinstance(start_frame, int) else list(start_frame)
+    """Beat grids [B, 3] (beats per LM step, beat at step 0, longest cycle known in beats) for
+    tempos in BPM (None: no grid, a row of zeros). LM step s predicts column s of the window, so
+    step 0 of a window whose first column is song frame f sits at beat f * rate. first_beat:
+    seconds of a beat of each song (then only 8ths are known: `EDIT_CYCLE`); default: beat 0 on
+    song frame 0, a downbeat (bars known: `BAR_CYCLE`)."""
+    B = len(tempos)
+    starts = [start_frame] * B if isinstance(start_frame, int) else list(start_frame)
+    phases = [0.0] * B if first_beat is None else list(first_beat)
     rows = []
-    for tempo, start in zip(tempos, starts, strict=True):
+    for tempo, start, t0 in zip(tempos, starts, phases, strict=True):
         rate = 0.0 if tempo is None else float(tempo) / 60.0 / float(frame_rate)
-        rows.append((rate, start * rate))
-    return torch.tensor(rows, dtype=torch.float64).reshape(len(rows), 2)
+        known = 0.0 if tempo is None else (BAR_CYCLE if first_beat is None else EDIT_CYCLE)
+        rows.append((rate, start * rate - t0 * float(tempo or 0.0) / 60.0, known))
+    return torch.tensor(rows, dtype=torch.float64).reshape(B, 3)
 
 
 class AttributeEmbedding(nn.Module):

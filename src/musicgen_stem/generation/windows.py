@@ -28,9 +28,10 @@ from .tasks import PREFIX_STRIDE, masked_prefix
 class RunWindow(Protocol):
     """Runs one window: known [B, K, T'] (-1 where the model chooses) -> codes [B, K, T'].
 
-    Called as run(known, start=a) without streaming, run(known, on_frames=..., start=a) with it,
-    `a` being the window's first frame in the whole output (for the beat grid): on_frames then
-    follows `generate_codes`'s contract in the window's own frames (prefix included).
+    Called as run(known, start=f) without streaming, run(known, on_frames=..., start=f) with it,
+    `f` being the frame of the whole output at known's first column (the window's first frame
+    minus its prefix; for the beat grid): on_frames then follows `generate_codes`'s contract in
+    the window's own frames (prefix included).
     """
 
     def __call__(
@@ -133,11 +134,11 @@ def fill_windows(
         if use_prefix:
             prefix = masked_prefix(codes[..., a:b], masked, layout.special_token, window, silence_tokens)
             known = torch.cat([prefix, main], dim=-1)
+        p = known.shape[-1] - (b - a)  # prefix columns
         if on_frames is None:
-            out = run(known, start=a)
+            out = run(known, start=a - p)
         else:
-            p = known.shape[-1] - (b - a)
-            out = run(known, on_frames=lambda c, f, a=a, b=b, p=p: report(a, b, p, c, f), start=a)
+            out = run(known, on_frames=lambda c, f, a=a, b=b, p=p: report(a, b, p, c, f), start=a - p)
         out = out[..., -(b - a) :].cpu()
         codes[..., a:b] = torch.where(sub[None], out, codes[..., a:b])
         todo[:, a:b] = False

@@ -9,8 +9,10 @@ Module names follow the released checkpoints (`emb.k`, `transformer.layers.i.sel
 
 With `LMConfig(beat_grid=True)` (our small models; the released ones have none) each step also adds
 a beat grid: sin/cos of the beat phase over bars, half bars, beats, 8ths and 16ths through one
-linear layer (`beat`, zero at init). A grid is `[B, 2]`: beats per step and the beat at step 0
-(`conditioning.attributes.beat_grid`); a row of zeros is "no grid" and adds nothing.
+linear layer (`beat`, zero at init). A grid is `[B, 3]`: beats per step, the beat at step 0, and
+the longest cycle known (4: beat 0 is a downbeat; 0.5: only the 8ths are known, as in an edit, whose
+kept stems show where the 8th notes fall but not, reliably, which of them are beats); features of
+longer cycles are 0 (`conditioning.attributes.beat_grid`). A row of zeros adds nothing.
 """
 
 from __future__ import annotations
@@ -68,12 +70,14 @@ BEAT_CYCLES = (4.0, 2.0, 1.0, 0.5, 0.25)
 
 
 def beat_features(steps: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """steps [T] (long), grid [B, 2] (beats per step, beat at step 0) -> [B, T, 2 * len(BEAT_CYCLES)]:
-    sin/cos of the phase in each cycle, zero for rows without a grid (beats per step 0)."""
+    """steps [T] (long), grid [B, 3] (beats per step, beat at step 0, longest cycle known) ->
+    [B, T, 2 * len(BEAT_CYCLES)]: sin/cos of the phase in each cycle; zero for rows without a grid
+    (beats per step 0) and for the cycles longer than the row's longest known one."""
     beats = grid[:, 1:2].double() + steps.double()[None, :] * grid[:, 0:1].double()  # [B, T]
     cycles = torch.tensor(BEAT_CYCLES, dtype=torch.float64, device=grid.device)
     angle = (2 * math.pi * torch.remainder(beats[..., None] / cycles, 1.0)).float()  # [B, T, C]
-    on = (grid[:, 0] > 0).float()[:, None, None]
+    known = (cycles[None, :] <= grid[:, 2:3].double() + 1e-9) & (grid[:, 0:1] > 0)  # [B, C]
+    on = known.float()[:, None, :].repeat(1, 1, 2)  # [B, 1, 2C]
     return torch.cat([angle.sin(), angle.cos()], -1) * on
 
 

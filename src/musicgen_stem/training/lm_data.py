@@ -221,7 +221,7 @@ class LMBatch:
     kind: str  # "text" or "edit"
     prefix_len: int = 0  # edit: steps of the masked prefix (window / 5 + 1)
     masked: torch.Tensor | None = None  # edit: [B, K] bool, the masked streams
-    grid: torch.Tensor | None = None  # text: [B, 2] beat grids (`beat_grid`), rows of 0 where none
+    grid: torch.Tensor | None = None  # [B, 3] beat grids (`beat_grid`), rows of 0 where none
 
 
 def cat_batches(batches: Sequence[LMBatch]) -> LMBatch:
@@ -254,9 +254,10 @@ class BatchBuilder:
         silence_tokens: [K] codes of silence that pad the prefix of a short window.
         edit_prob: probability that a batch is an edit batch (0 with a one-stem layout).
         cond_dropout: probability that the whole batch is unconditioned (all texts None).
-        grid_frame_rate: the codec frame rate, to give text batches the beat grid of the tempo
-            their captions name (models with `LMConfig.beat_grid`; tracks start on a downbeat),
-            each dropped with probability `grid_dropout`; None: no grids.
+        grid_frame_rate: the codec frame rate, to give batches the beat grid of the tempo their
+            captions name (models with `LMConfig.beat_grid`; tracks start on a downbeat): text
+            batches with their bars, edit batches without (as an edit finds the beat, not the bar,
+            in the kept stems); each dropped with probability `grid_dropout`; None: no grids.
     """
 
     def __init__(
@@ -340,12 +341,18 @@ class BatchBuilder:
             texts.append(caption)
             tempos.append(parse_attributes(caption).tempo)
             starts.append(start)
-        grid = None
-        if self.grid_frame_rate is not None:
-            drop = (torch.rand(batch_size, generator=gen) < self.grid_dropout).tolist()
-            tempos = [None if d else t for t, d in zip(tempos, drop, strict=True)]
-            grid = beat_grid(tempos, self.grid_frame_rate, starts)
-        return LMBatch(codes, mask, texts, TEXT, grid=grid)
+        return LMBatch(codes, mask, texts, TEXT, grid=self._grids(tempos, starts, gen))
+
+    def _grids(
+        self, tempos: list[float | None], starts: list[int], gen: torch.Generator, bars: bool = True
+    ) -> torch.Tensor | None:
+        """Beat grids [B, 3] for windows whose first column is song frame `starts` (None: no grids)."""
+        if self.grid_frame_rate is None:
+            return None
+        drop = (torch.rand(len(tempos), generator=gen) < self.grid_dropout).tolist()
+        tempos = [None if d else t for t, d in zip(tempos, drop, strict=True)]
+        first = None if bars else [0.0] * len(tempos)  # a beat, not a downbeat, known
+        return beat_grid(tempos, self.grid_frame_rate, starts, first)
 
     def _edit(self, batch_size: int, gen: torch.Generator) -> LMBatch:
         layout, W, P = self.layout, self.window_frames, self.prefix_len
@@ -354,8 +361,12 @@ class BatchBuilder:
         mask = torch.zeros(batch_size, K, P + W, dtype=torch.bool)
         masked = torch.zeros(batch_size, K, dtype=torch.bool)
         texts: list[str | None] = []
+        tempos: list[float | None] = []
+        starts: list[int] = []
         for b in range(batch_size):
-            item, caption, _ = self._item(W, gen)  # [K, n]
+            item, caption, start = self._item(W, gen)  # [K, n]
+            tempos.append(parse_attributes(caption).tempo)
+            starts.append(start - P)  # column 0 is the prefix's first
             count = 1 + _randint(N - 1, gen)  # 1 .. N-1 stems
             stems = [layout.stems[i] for i in torch.randperm(N, generator=gen)[:count].tolist()]
             masked[b, layout.streams_of_stems(stems)] = True
@@ -366,4 +377,5 @@ class BatchBuilder:
             codes[b, :, P : P + item.shape[1]] = item
             mask[b, :, P : P + item.shape[1]] = True
             texts.append(caption)
-        return LMBatch(codes, mask, texts, EDIT, prefix_len=P, masked=masked)
+        grid = self._grids(tempos, starts, gen, bars=False)
+        return LMBatch(codes, mask, texts, EDIT, prefix_len=P, masked=masked, grid=grid)
