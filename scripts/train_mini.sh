@@ -57,8 +57,17 @@ $MSG train-lm --model "$WORK/lm/model" --data "$WORK/tokens" --out "$WORK/lm_edi
   --edit-prob 0.7 --log-every 25 --checkpoint-every 100 --validate-every 1000 --device cpu \
   --num-threads "$THREADS" --seed 1
 
+# 5c. Give the LM its beat grid (--beat-grid; zero at first) and fine-tune on the CPU (2 threads,
+#     40 min): text batches read the grid of their caption's tempo from the song's first downbeat,
+#     edit batches its 8th-note grid, so that text -> stems keeps the prompt's tempo and edits lock
+#     to the kept stems' beat. (The shipped run's first 500 steps had no grid in edit batches.)
+$MSG train-lm --model "$WORK/lm_edit/model" --data "$WORK/tokens" --out "$WORK/lm_grid" \
+  --steps 3000 --batch-size 8 --lr 3e-4 --warmup 50 --ema-decay 0.99 --dropout 0 --history-noise 0.5 \
+  --edit-prob 0.5 --beat-grid --log-every 25 --checkpoint-every 100 --validate-every 1000 --device cpu \
+  --num-threads "$THREADS" --seed 2
+
 # 6. Ship it: the LM in float16 (loading upcasts to float32), codecs as trained.
 python -c "import sys, torch; from musicgen_stem.modeldir import load_model, save_model; \
 save_model(load_model(sys.argv[1]), sys.argv[2], force=True, lm_dtype=torch.float16)" \
-  "$WORK/lm_edit/model" "${SHIP_TO:-$WORK/mini}"
+  "$WORK/lm_grid/model" "${SHIP_TO:-$WORK/mini}"
 echo "model: ${SHIP_TO:-$WORK/mini}"
