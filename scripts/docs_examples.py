@@ -137,9 +137,9 @@ def main() -> int:
         "the detectors of `musicgen-stem evaluate --tasks text`. `mini` is a small model trained "
         "on synthetic songs (TRAINING.md): judge its pitch, timing and editing, not its timbre. "
         "Single examples vary: over 30 held-out prompts (two seeds) the tempo follows the prompt for "
-        "77-80 % of them (within 4 %; 17-20 % more at double or half), the key about half the time "
-        "(MIREX 0.47-0.54), and drums regenerated under a song's other stems sit on its 8th-note grid "
-        "as tightly as the codec allows and find its beat at 80 % of the codec's ceiling (EVALUATION.md).",
+        "83-87 % of them (within 4 %; 10-13 % more at double or half), the key often (MIREX 0.42 and "
+        "0.70), and drums regenerated under a song's other stems sit on its 8th-note grid as tightly "
+        "as the true drums and find its beat (beat F 0.67; EVALUATION.md).",
         "",
         "## Text to stems",
         "",
