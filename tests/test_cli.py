@@ -583,3 +583,19 @@ def test_help_pages_show_each_default_once():
         assert "(default: None)" not in text and "(default: False)" not in text, name
         for block in re.split(r"\n  (?=-)", text):  # one option's help
             assert block.lower().count("default") <= 1, (name, block)
+
+
+def test_edit_bpm_reaches_the_model_when_the_text_names_no_tempo(capsys, gen_out, tiny_model_dir, tmp_path):
+    """--bpm is the song's tempo: with --bars it places the range, and a description without a
+    tempo gets it appended for the model (tempo token, beat grid); meta keeps both prompts."""
+    from musicgen_stem.commands.edit import with_tempo
+
+    assert with_tempo("new drums", 120.0) == "new drums at 120 bpm"
+    assert with_tempo("funk at 96 BPM", 120.0) == "funk at 96 BPM"  # the text's own tempo wins
+    assert with_tempo(None, 92.5) == "92.5 bpm" and with_tempo("x", None) == "x"
+    out = tmp_path / "edit"
+    args = ["edit", "new drums", "--model", tiny_model_dir, "--from", gen_out, "--regenerate", "drums"]
+    rc, _, err = run(capsys, *args, "--bars", "1-1", "--bpm", "240", "--seed", "2", "-q", "--out", out)
+    assert rc == 0, err
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["prompt"] == "new drums" and meta["model_prompt"] == "new drums at 240 bpm"

@@ -149,7 +149,13 @@ def build_parser(command: str | None = ALL) -> argparse.ArgumentParser:
     g.add_argument("--start", type=float, default=None, help="regenerate from this time (seconds)")
     g.add_argument("--end", type=float, default=None, help="regenerate until this time (seconds)")
     g.add_argument("--bars", default=None, metavar="A-B", help="regenerate bars A to B (1-based), with --bpm")
-    g.add_argument("--bpm", type=float, default=None, help="tempo for --bars")
+    g.add_argument(
+        "--bpm",
+        type=float,
+        default=None,
+        help="the song's tempo: for --bars, and read by the model (its tempo token and beat grid) "
+        "when the description names none",
+    )
     g.add_argument("--beats-per-bar", type=int, default=4, help="beats per bar for --bars")
     p.add_argument(
         "--duration",

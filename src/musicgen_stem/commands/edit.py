@@ -80,6 +80,16 @@ def read_inputs(args: argparse.Namespace, stem_files: dict[str, Path]) -> KeptIn
     return KeptInput(kept=kept, sample_rate=sr)
 
 
+def with_tempo(text: str | None, bpm: float | None) -> str | None:
+    """The description the model reads: `text`, plus "at <bpm> bpm" when `--bpm` is given and the
+    text names no tempo (the model's tempo token and beat grid then get it, as in its captions)."""
+    from ..conditioning.attributes import parse_attributes
+
+    if bpm is None or parse_attributes(text).tempo is not None:
+        return text
+    return f"{text} at {bpm:g} bpm" if text else f"{bpm:g} bpm"
+
+
 def cmd_edit(args: argparse.Namespace) -> int:
     """`musicgen-stem edit`: checks and inputs first, then the model, then an edit of codes (--from)
     or of audio (`_edit_audio`)."""
@@ -120,6 +130,9 @@ def cmd_edit(args: argparse.Namespace) -> int:
         "regenerate": layout.check_stems(args.regenerate),
         "range": [start_s, end_s],
     }
+    if with_tempo(text, args.bpm) != text:
+        text = with_tempo(text, args.bpm)
+        meta["model_prompt"] = text  # what the model read: the prompt with --bpm's tempo
     if args.from_dir is None:
         return _edit_audio(args, model, text, given_input, stem_files, start_s, end_s, meta, began)
     import torch
