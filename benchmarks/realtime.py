@@ -39,7 +39,7 @@ from common import bench_config, random_parts
 
 from musicgen_stem import MusicGenStem
 
-DESCRIPTION = "funky drums with a slap bass line and warm electric piano chords"
+DESCRIPTION = "funky drums with a slap bass line and warm electric piano chords at 110 bpm"
 
 
 @dataclass

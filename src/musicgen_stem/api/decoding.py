@@ -125,12 +125,12 @@ def fill(
     cancel = threading.Event()  # set when the caller stops waiting for a decoding thread
     callback = stoppable(callback, lambda: cancel.is_set() or (stop is not None and stop()))
     window, overlap = window_sizes(model, regenerate)
-    silence = model.silence_tokens() if len(regenerate) < model.layout.num_stems else None
-    tempos = [parse_attributes(t).tempo for t in texts] if model.lm.beat is not None else []
     edit = len(regenerate) < model.layout.num_stems
-    first = kept_beats(model, codes, regenerate, tempos) if edit and any(tempos) else None
-    if not any(tempos) or not (downbeat or edit):
-        tempos = []
+    silence = model.silence_tokens() if edit else None
+    tempos = [parse_attributes(t).tempo for t in texts]
+    if model.lm.beat is None or not any(tempos) or not (downbeat or edit):
+        tempos = []  # no grid: none to read, no tempo named, or a continuation (phase unknown)
+    first = kept_beats(model, codes, regenerate, tempos) if edit and tempos else None
 
     def run(known: torch.Tensor, on_frames: FramesCallback | None = None, start: int = 0) -> torch.Tensor:
         g = beat_grid(tempos, model.frame_rate, start, first) if tempos else None

@@ -203,20 +203,6 @@ class MusicGenStem:
         d = self.duration if duration is None else check_duration(duration, self.frame_rate)
         return max(1, round(d * self.frame_rate))
 
-    def _fill(
-        self,
-        codes: torch.Tensor,
-        free: torch.Tensor,
-        regenerate: Sequence[str],
-        texts: Texts,
-        progress: Progress,
-        options: Options,
-        stop: Callable[[], bool] | None = None,
-        downbeat: bool = False,
-    ) -> tuple[torch.Tensor, int]:
-        """`decoding.fill` on this model: the `free` positions of `codes` generated, and the seed."""
-        return fill(self, codes, free, regenerate, texts, progress, options, stop, downbeat)
-
     def _decoding(self, job: Callable[[], torch.Tensor], cancel: threading.Event) -> torch.Tensor:
         """Run a decoding job: on the model's own thread when compiled on CUDA (`DecodingThread`)."""
         own = self.lm.compiled_step is not None and self.device.type == "cuda"
@@ -301,7 +287,7 @@ class MusicGenStem:
         model's window, windows slide on with `extend_stride` seconds each."""
         opts = options_of("generate", options)
         descriptions, codes, free = self._text_task(descriptions, opts.get("duration"))
-        out, seed = self._fill(codes, free, self.stems, descriptions, progress, opts, downbeat=True)
+        out, seed = fill(self, codes, free, self.stems, descriptions, progress, opts, downbeat=True)
         return self._result(out, seed, return_tokens)
 
     def generate_stream(
@@ -321,7 +307,7 @@ class MusicGenStem:
 
         def job(on_audio: AudioCallback, stop: Callable[[], bool]) -> None:
             run = Options(opts, on_audio=on_audio)  # type: ignore[typeddict-item]
-            self._fill(codes, free, self.stems, descriptions, progress, run, stop, downbeat=True)
+            fill(self, codes, free, self.stems, descriptions, progress, run, stop, downbeat=True)
 
         return AudioStream(job)
 
@@ -346,7 +332,7 @@ class MusicGenStem:
         full = torch.cat([codes, codes.new_zeros(*codes.shape[:2], frames - P)], dim=-1)
         free = torch.zeros(self.layout.num_streams, frames, dtype=torch.bool)
         free[:, P:] = True
-        out, seed = self._fill(full, free, self.stems, descriptions, progress, opts)
+        out, seed = fill(self, full, free, self.stems, descriptions, progress, opts)
         return self._result(out, seed, return_tokens)
 
     def generate_continuation(
@@ -419,7 +405,7 @@ class MusicGenStem:
         free = torch.zeros(self.layout.num_streams, frames, dtype=torch.bool)
         free[self.layout.streams_of_stems(regen), a:b] = True
         free[:, kept:] = True
-        out, seed = self._fill(codes, free, regen, descriptions, progress, opts)
+        out, seed = fill(self, codes, free, regen, descriptions, progress, opts)
         return self._result(out, seed, return_tokens)
 
     def regenerate_instruments_from_stems(

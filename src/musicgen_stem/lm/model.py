@@ -308,14 +308,19 @@ class StemLM(nn.Module):
             nn.init.zeros_(self.beat.weight)
         return self
 
-    def _inputs(self, seq: torch.Tensor, steps: torch.Tensor, grid: torch.Tensor | None) -> torch.Tensor:
-        """Token embeddings + positions (+ the beat grid) of seq [B, K, T] at steps [T] -> [B, T, D]."""
+    def beat_embedding(self, steps: torch.Tensor, grid: torch.Tensor | None) -> torch.Tensor | None:
+        """The beat grid's input term at steps [T] for grid [B, 3] -> [B, T, D] (None without one)."""
+        if self.beat is None or grid is None:
+            return None
+        return self.beat(beat_features(steps, grid.to(steps.device)).to(self.dtype))
+
+    def _inputs(self, seq: torch.Tensor, steps: torch.Tensor, beat: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings + positions (+ beat [B, T, D], the grid's term) of seq [B, K, T] at
+        steps [T] -> [B, T, D]."""
         x = sum(self.emb[k](seq[:, k]) for k in range(seq.shape[1]))  # [B, T, D]
         pe = sin_embedding(steps, self.cfg.dim, self.cfg.max_period)  # [T, D]
         x = x + self.cfg.positional_scale * pe.to(x.dtype)
-        if self.beat is not None and grid is not None:
-            x = x + self.beat(beat_features(steps, grid.to(steps.device)).to(x.dtype))
-        return x
+        return x if beat is None else x + beat.to(x.dtype)
 
     def split_projections(self) -> StemLM:
         """q/k/v of every attention as modules (self: one qkv matmul; cross: q, then k|v once), for
@@ -337,7 +342,8 @@ class StemLM(nn.Module):
     def new_state(
         self, memory: torch.Tensor, max_steps: int, reuse: bool = False, grid: torch.Tensor | None = None
     ) -> DecodeState:
-        """A decoding state for a batch whose conditioning memory is [B, L, D] (and beat grid [B, 2]).
+        """A decoding state for a batch whose conditioning memory is [B, L, D] (and beat grid [B, 3],
+        whose embedding of every step is computed here, once).
 
         reuse: decode in the model's one cache (as gpt-fast's `setup_caches`), allocated for the
         first batch of its shape and reused by every later call and window that fits, so that a
@@ -375,7 +381,9 @@ class StemLM(nn.Module):
         cache.mem_len = L
         if compiled and device.type == "cuda":
             cache.mark_static()
-        return DecodeState(cache=cache, grid=None if grid is None else grid.to(device))
+        with torch.no_grad():
+            beat = self.beat_embedding(torch.arange(cache.max_steps, device=device), grid)  # [B, S, D]
+        return DecodeState(cache=cache, beat=beat)
 
     def decode_step(self, tokens: torch.Tensor, pos: torch.Tensor, state: DecodeState) -> torch.Tensor:
         """One decoding step with static shapes (what torch.compile and CUDA graphs need).
@@ -385,7 +393,8 @@ class StemLM(nn.Module):
         reads the whole cache with later steps masked, so every step has the same shapes; the
         caller advances `state.pos`.
         """
-        x = self._inputs(tokens, pos, state.grid)  # [B, 1, D]
+        beat = None if state.beat is None else state.beat.index_select(1, pos)  # [B, 1, D]
+        x = self._inputs(tokens, pos, beat)  # [B, 1, D]
         cache = state.cache
         for i, block in enumerate(self.transformer.layers):
             x = block(x, (cache.cross_k[i], cache.cross_v[i]), cache, i, pos, cache.cross_mask)
@@ -417,7 +426,7 @@ class StemLM(nn.Module):
             state: incremental decoding state: seq is placed at steps [state.pos, state.pos + T)
                 and state.pos advances by T.
             last_only: compute the heads on the last step only.
-            grid: [B, 2] beat grid (beat_grid models; with `state`, the state's grid is used).
+            grid: [B, 3] beat grid (beat_grid models; with `state`, the grid given to `new_state`).
         Returns:
             logits [B, T, K, card] (T = 1 when last_only); the output at step s predicts step s + 1.
         """
@@ -432,7 +441,11 @@ class StemLM(nn.Module):
             state.pos += 1
             return logits[:, None]
         steps = torch.arange(pos, pos + T, device=seq.device)
-        x = self._inputs(seq, steps, grid if state is None else state.grid)  # [B, T, D]
+        if state is None:
+            beat = self.beat_embedding(steps, grid)
+        else:
+            beat = None if state.beat is None else state.beat[:, pos : pos + T]
+        x = self._inputs(seq, steps, beat)  # [B, T, D]
         if state is None and memory is None:
             raise ValueError("memory is required without a decoding state")
         cache = None if state is None else state.cache
