@@ -58,7 +58,7 @@ $MSG train-lm --model "$WORK/lm/model" --data "$WORK/tokens" --out "$WORK/lm_edi
   --num-threads "$THREADS" --seed 1
 
 # 5c. Give the LM its beat grid (--beat-grid; zero at first) and fine-tune on the CPU (2 threads,
-#     40 min): text batches read the grid of their caption's tempo from the song's first downbeat,
+#     42 min): text batches read the grid of their caption's tempo from the song's first downbeat,
 #     edit batches its 8th-note grid, so that text -> stems keeps the prompt's tempo and edits lock
 #     to the kept stems' beat. (The shipped run's first 500 steps had no grid in edit batches.)
 $MSG train-lm --model "$WORK/lm_edit/model" --data "$WORK/tokens" --out "$WORK/lm_grid" \

@@ -133,8 +133,7 @@ def test_text_batches_carry_the_caption_tempo_at_the_crop_start(captioned):
         assert known == 4.0  # text batches: the song starts on a downbeat
         assert rate == pytest.approx(120 / 60 / 50)
         start = round(beat0 / rate)  # the crop's first frame in its track
-        track = next(i for i in range(3) if torch.equal(ds.codes(i, start, 100), batch.codes[b]))
-        assert track >= 0
+        assert any(torch.equal(ds.codes(i, start, 100), batch.codes[b]) for i in range(3))
     edit = builder.build(4, torch.Generator().manual_seed(0), EDIT, False)
     P = edit.prefix_len
     for b in range(4):
