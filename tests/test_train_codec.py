@@ -21,6 +21,7 @@ from musicgen_stem.training.codec import CodecTrainConfig, add_arguments, codec_
 from musicgen_stem.training.codec_config import codec_preset
 from musicgen_stem.training.codec_data import StemSegments, find_songs, split_songs
 from musicgen_stem.training.losses import (
+    ChromaLoss,
     MelSpectrogram,
     MultiScaleMelLoss,
     MultiScaleSTFTDiscriminator,
@@ -350,3 +351,46 @@ def test_pitch_shift_crops_are_transposed(tmp_path):
         assert abs(semis - round(semis)) < 0.1 and abs(semis) <= 5.1, semis
         seen.add(round(semis))
     assert len(seen) >= 4
+
+
+# ------------------------------------------------------------------ decoder fine-tunes, chroma loss
+def test_chroma_loss_tells_chords_apart():
+    t = torch.arange(SR) / SR
+
+    def chord(*midi: int) -> torch.Tensor:
+        return sum(torch.sin(2 * torch.pi * 440 * 2 ** ((m - 69) / 12) * t) for m in midi)[None, None] * 0.2
+
+    loss = ChromaLoss(SR)
+    c_major, c_octave_up, a_minor = chord(60, 64, 67), chord(72, 76, 79), chord(57, 60, 64)
+    assert float(loss(c_major, c_major)) == pytest.approx(0.0, abs=1e-5)
+    assert float(loss(c_octave_up, c_major)) < 0.05  # pitch classes, not octaves
+    assert float(loss(a_minor, c_major)) > 0.3
+    y = (a_minor + 0.01 * torch.randn_like(a_minor)).requires_grad_(True)
+    loss(y, c_major).backward()
+    assert y.grad is not None and y.grad.abs().sum() > 0
+
+
+def test_freeze_codes_trains_only_the_decoder(songs, tmp_path):
+    """--init-from + --freeze-codes: the encoder and codebooks stay bit-exact (tokens an LM learnt
+    stay valid), the decoder moves; the chroma loss is logged."""
+    first = train_codec(_cfg(songs, tmp_path / "first", steps=2))
+    from safetensors.torch import load_file
+
+    start = load_file(str(first))
+    path = train_codec(
+        _cfg(songs, tmp_path / "ft", steps=3, init_from=str(first), freeze_codes=True, w_chroma=1.0)
+    )
+    end = load_file(str(path))
+    frozen = [k for k in start if k.startswith(("encoder.", "quantizer."))]
+    moved = [k for k in start if k.startswith("decoder.") and not torch.equal(start[k], end[k])]
+    assert frozen and all(torch.equal(start[k], end[k]) for k in frozen)
+    assert moved
+    records = [json.loads(line) for line in (tmp_path / "ft" / "log.jsonl").read_text().splitlines()]
+    assert any("chroma" in r for r in records)
+
+    with pytest.raises(MusicGenStemError, match="--init-from"):
+        _cfg(songs, tmp_path / "x", freeze_codes=True)
+    with pytest.raises(MusicGenStemError, match="does not exist"):
+        train_codec(_cfg(songs, tmp_path / "y", init_from=str(tmp_path / "none.safetensors")))
+    with pytest.raises(MusicGenStemError, match="does not fit"):
+        train_codec(_cfg(songs, tmp_path / "z", init_from=str(first), n_q=2))

@@ -49,6 +49,7 @@ from .distributed import (
     wrap_model,
 )
 from .losses import (
+    ChromaLoss,
     MultiScaleMelLoss,
     MultiScaleSTFTDiscriminator,
     feature_matching_loss,
@@ -90,6 +91,7 @@ def codec_loss(
     commit: torch.Tensor,
     msspec: MultiScaleMelLoss,
     cfg: CodecTrainConfig,
+    chroma: ChromaLoss | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted reconstruction loss (without the adversarial terms) and its parts (detached)."""
     recon = recon.float()
@@ -98,6 +100,9 @@ def codec_loss(
     if cfg.w_stft > 0:
         terms["stft"] = multiscale_stft_loss(recon, wav, cfg.stft_scales)
         total = total + cfg.w_stft * terms["stft"]
+    if chroma is not None and cfg.w_chroma > 0:
+        terms["chroma"] = chroma(recon, wav)
+        total = total + cfg.w_chroma * terms["chroma"]
     return total, {k: v.detach() for k, v in terms.items()}
 
 
@@ -202,11 +207,14 @@ class CodecTask(loop.Task):
         has_val: bool,
         disc: MultiScaleSTFTDiscriminator | None,
         disc_opt: torch.optim.Optimizer | None,
+        frozen: list[nn.Module] | None = None,
     ) -> None:
         self.cfg, self.codec_cfg, self.info = cfg, codec_cfg, info
         self.data, self.val, self.has_val = data, val, has_val
         self.device = info.device
         self.msspec = MultiScaleMelLoss(codec_cfg.sample_rate, cfg.mel_scales, cfg.n_mels).to(self.device)
+        self.chroma = ChromaLoss(codec_cfg.sample_rate).to(self.device) if cfg.w_chroma > 0 else None
+        self.frozen = frozen or []
         self.disc, self.disc_opt = disc, disc_opt
         self.ddp_disc = wrap_model(disc, info, fsdp=False) if disc is not None else None
         self.batches: Iterator[torch.Tensor] | None = None
@@ -223,6 +231,8 @@ class CodecTask(loop.Task):
 
     def begin_step(self, step: int, micro: list[torch.Tensor]) -> None:
         self.step = step
+        for module in self.frozen:  # --freeze-codes: no k-means, no codebook EMA, no dead-code swaps
+            module.eval()
         self.pairs = []
 
     def _adversarial(self) -> bool:
@@ -233,7 +243,7 @@ class CodecTask(loop.Task):
         wav = batch.to(self.device, non_blocking=True)  # [B, C, T]
         result = model(wav)  # under the loop's autocast; the codebooks stay float32
         with torch.autocast(self.device.type, enabled=False):  # losses in float32
-            loss, terms = codec_loss(result.recon, wav, result.commit_loss, self.msspec, cfg)
+            loss, terms = codec_loss(result.recon, wav, result.commit_loss, self.msspec, cfg, self.chroma)
             if self._adversarial():
                 assert self.disc is not None
                 self.disc.requires_grad_(False)
@@ -334,12 +344,37 @@ class CodecTask(loop.Task):
         return core
 
 
+def load_init(model: StemCodec, path: str) -> None:
+    """Load trained weights (a codec safetensors file of the same config) into `model`."""
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise MusicGenStemError(f"--init-from '{path}' does not exist: give a codec_<stem>.safetensors file")
+    try:
+        state = load_file(path)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is one user error
+        raise MusicGenStemError(f"cannot read --init-from '{path}': {e}") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise MusicGenStemError(
+            f"--init-from '{path}' does not fit this codec config ({len(missing)} weights missing, "
+            f"{len(unexpected)} unexpected): give the --codec config it was trained with"
+        )
+
+
 def _train(
     cfg: CodecTrainConfig, codec_cfg: CodecConfig, files: list[Path], out: Path, info: DistInfo
 ) -> Path:
     device, main = info.device, info.is_main
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = StemCodec(codec_cfg)
+    frozen: list[nn.Module] = []
+    if cfg.init_from is not None:
+        load_init(model, cfg.init_from)
+    if cfg.freeze_codes:
+        frozen = [model.encoder, model.quantizer]
+        for module in frozen:
+            module.requires_grad_(False)
     extras: dict[str, tuple[nn.Module, torch.optim.Optimizer]] = {}
     disc: MultiScaleSTFTDiscriminator | None = None
     disc_opt: torch.optim.Optimizer | None = None
@@ -367,7 +402,7 @@ def _train(
         val_data = StemSegments(val_files, **(kwargs | {"pitch_shift": 0}))
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, 0, 10_000))  # fixed held-out crops
         val = [val_data.batch(gen, cfg.batch_size) for _ in range(max(1, cfg.val_batches))]
-    task = CodecTask(cfg, codec_cfg, info, train_data, val, bool(val_files), disc, disc_opt)
+    task = CodecTask(cfg, codec_cfg, info, train_data, val, bool(val_files), disc, disc_opt, frozen)
 
     if main:
         n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)

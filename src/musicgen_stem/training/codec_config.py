@@ -79,6 +79,13 @@ class CodecTrainConfig:
     # bass pitch, which 64 mel bands over 0-16 kHz cannot (their lowest bands are ~40 Hz wide)
     w_stft: float = 0.0
     stft_scales: tuple[int, ...] = (512, 1024, 2048, 4096)
+    # chroma loss (1 - per-frame correlation of 12-bin STFT chroma, frames weighted by level): keeps the
+    # harmony of tonal stems, which mel and linear STFT losses weigh little against broadband energy
+    w_chroma: float = 0.0
+    # start from trained weights (a codec_<stem>.safetensors); with freeze_codes only the decoder
+    # learns: encoder and codebooks stay as they are, so tokens made with the codec stay valid
+    init_from: str | None = None
+    freeze_codes: bool = False
     # adversarial (off by default)
     adversarial: bool = False
     w_adv: float = 4.0
@@ -135,6 +142,11 @@ class CodecTrainConfig:
             (self.stop_at is None or self.stop_at >= 1, f"stop-at must be >= 1, got {self.stop_at}"),
             (self.n_q is None or self.n_q >= 1, f"n_q must be >= 1, got {self.n_q}"),
             (0 <= self.pitch_shift <= 12, f"pitch shift must be in [0, 12] semitones: {self.pitch_shift}"),
+            (self.w_chroma >= 0, f"chroma loss weight must be >= 0, got {self.w_chroma}"),
+            (
+                not self.freeze_codes or self.init_from is not None,
+                "--freeze-codes keeps a trained codec's codes: give its weights with --init-from",
+            ),
         ]
         for ok, msg in checks:
             if not ok:
@@ -184,6 +196,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="number of codebooks (default: bass 1, drums 1, other 4 as in the 6cb layout; "
         "the preset's for other stems)",
     )
+    g.add_argument(
+        "--init-from",
+        default=None,
+        metavar="WEIGHTS",
+        help="start from these trained weights (codec_<stem>.safetensors of the same codec config)",
+    )
+    g.add_argument(
+        "--freeze-codes",
+        action="store_true",
+        help="train the decoder only: encoder and codebooks stay as --init-from has them, so tokens "
+        "already made with that codec (an LM's training data) stay valid",
+    )
     g = parser.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, default=d.steps, help="total training steps")
     g.add_argument(
@@ -217,6 +241,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--w-stft", type=float, default=d.w_stft, help="multi-resolution linear STFT loss")
     g.add_argument(
         "--stft-scales", type=int, nargs="+", default=list(d.stft_scales), help="FFT sizes of the STFT loss"
+    )
+    g.add_argument(
+        "--w-chroma", type=float, default=d.w_chroma, help="chroma loss (harmony of tonal stems; 0: off)"
     )
     g.add_argument("--adversarial", action="store_true", help="add a multi-scale STFT discriminator (GPU)")
     g.add_argument("--w-adv", type=float, default=d.w_adv, help="adversarial (hinge) loss")
@@ -282,6 +309,9 @@ def config_from_args(args: argparse.Namespace) -> CodecTrainConfig:
         w_commit=args.w_commit,
         w_stft=args.w_stft,
         stft_scales=tuple(args.stft_scales),
+        w_chroma=args.w_chroma,
+        init_from=args.init_from,
+        freeze_codes=args.freeze_codes,
         adversarial=args.adversarial,
         w_adv=args.w_adv,
         w_feat=args.w_feat,

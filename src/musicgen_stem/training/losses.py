@@ -4,7 +4,8 @@ Everything works on waveforms shaped [B, C, T] (any channel count; channels are 
 batch for spectral terms). The STFT, the mel filterbank and spectrogram and the per-item metrics
 live in `musicgen_stem.dsp` (shared with evaluation) and are re-exported here.
 
-Losses (scalars, mean over the batch): `l1_loss`, `multiscale_mel_loss`, `multiscale_stft_loss`.
+Losses (scalars, mean over the batch): `l1_loss`, `multiscale_mel_loss`, `multiscale_stft_loss`,
+`ChromaLoss`.
 Metrics (per item, [B]): `si_snr` (dB), `mel_distance`.
 Adversarial (off by default): `MultiScaleSTFTDiscriminator`, `hinge_discriminator_loss`,
 `hinge_generator_loss`, `feature_matching_loss`.
@@ -24,6 +25,8 @@ from ..dsp import MelSpectrogram, mel_distance, mel_filterbank, si_snr, stft_mag
 
 __all__ = [
     "DEFAULT_MEL_SCALES",
+    "ChromaLoss",
+    "chroma_filterbank",
     "MelSpectrogram",
     "MultiScaleMelLoss",
     "MultiScaleSTFTDiscriminator",
@@ -119,6 +122,41 @@ def multiscale_stft_loss(
         log_mag = F.l1_loss(mx.clamp(min=eps).log(), my.clamp(min=eps).log())
         total = total + sc + log_mag
     return total / len(fft_sizes)
+
+
+def chroma_filterbank(sample_rate: int, n_fft: int, low_midi: int = 36, high_midi: int = 95) -> torch.Tensor:
+    """[12, n_fft // 2 + 1]: each STFT bin's share of the pitch classes C..B, a triangle one semitone
+    wide around every equal-tempered note from `low_midi` to `high_midi` (C2..B6 by default)."""
+    hz = torch.arange(n_fft // 2 + 1, dtype=torch.float64) * sample_rate / n_fft
+    midi = 69.0 + 12.0 * torch.log2(hz.clamp(min=1e-3) / 440.0)  # [bins]
+    notes = torch.arange(low_midi, high_midi + 1, dtype=torch.float64)  # [N]
+    tri = (1.0 - (midi[None] - notes[:, None]).abs()).clamp(min=0.0)  # [N, bins]
+    bank = torch.zeros(12, hz.shape[0], dtype=torch.float64)
+    bank.index_add_(0, (notes.long() % 12), tri)
+    return bank.float()
+
+
+class ChromaLoss(nn.Module):
+    """Harmony loss: 1 - Pearson correlation of the 12-bin chroma of x and y (STFT magnitude through
+    `chroma_filterbank`), per frame, averaged with each frame weighted by y's chroma energy (silent
+    frames count for nothing). x: estimate, y: reference, both [B, C, T]; hop n_fft // 4."""
+
+    def __init__(self, sample_rate: int, n_fft: int = 8192) -> None:
+        super().__init__()
+        self.n_fft = n_fft
+        self.register_buffer("bank", chroma_filterbank(sample_rate, n_fft), persistent=False)
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    def chroma(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, C, T] -> chroma [B * C, 12, frames]."""
+        return self.bank @ stft_magnitude(x, self.n_fft, self.n_fft // 4, self.window)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        cx, cy = self.chroma(x), self.chroma(y)  # [N, 12, F]
+        cx, cy = cx - cx.mean(1, keepdim=True), cy - cy.mean(1, keepdim=True)
+        corr = (cx * cy).sum(1) / (cx.norm(dim=1) * cy.norm(dim=1)).clamp(min=1e-6)  # [N, F]
+        weight = cy.norm(dim=1).detach()
+        return ((1.0 - corr) * weight).sum() / weight.sum().clamp(min=1e-6)
 
 
 # --------------------------------------------------------------------------------------------
