@@ -7,7 +7,7 @@ import torch
 
 from musicgen_stem.api import MusicGenStem
 from musicgen_stem.conditioning import TextConditioner, TextEncoderConfig
-from musicgen_stem.conditioning.attributes import MusicAttributes, parse_attributes
+from musicgen_stem.conditioning.attributes import MusicAttributes, parse_attributes, without_tempo
 from musicgen_stem.modeldir import load_model
 from musicgen_stem.presets import tiny
 
@@ -31,6 +31,27 @@ from musicgen_stem.presets import tiny
 )
 def test_parse_attributes(text, tempo, key):
     assert parse_attributes(text) == MusicAttributes(tempo, key)
+
+
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        (
+            "Funk drums and slap bass. Upbeat funk in A minor at 96 BPM.",
+            "Funk drums and slap bass. Upbeat funk in A minor.",
+        ),
+        ("A reggae groove in Eb minor (84 bpm).", "A reggae groove in Eb minor."),
+        ("A calm song in B major, 73 BPM, with organ.", "A calm song in B major, with organ."),
+        ("73 BPM reggae groove in B major", "reggae groove in B major"),
+        ("house, tempo 124", "house"),
+        ("no tempo here", "no tempo here"),
+        (None, None),
+    ],
+)
+def test_without_tempo_keeps_the_rest(text, want):
+    assert without_tempo(text) == want
+    assert parse_attributes(without_tempo(text)).tempo is None
+    assert parse_attributes(without_tempo(text)).key == parse_attributes(text).key
 
 
 def test_conditioner_appends_tempo_and_key_tokens():

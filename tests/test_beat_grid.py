@@ -187,10 +187,22 @@ def test_model_with_grid_saves_loads_and_follows_the_prompt_tempo(tmp_path, monk
     model.regenerate_from_codes(a.codes, ["drums"], ["funk at 100 bpm"], seed=0)
     (edit,) = grids  # the beat of the kept stems, bars unknown (guidance's half: no grid)
     assert edit[0, 0] == pytest.approx(rate) and edit[0, 2] == 0.5 and not edit[1].any()
+    # an edit whose text names no tempo reads the kept stems' (estimated), and says so
+    from musicgen_stem.api import decoding
+
     grids.clear()
-    model.regenerate_from_codes(a.codes, ["drums"], ["funk"], seed=0)  # no tempo named
+    monkeypatch.setattr(decoding, "estimate_tempo", lambda envelope: 100.4)
+    out = model.regenerate_from_codes(a.codes, ["drums"], ["funk"], seed=0)
+    assert grids[0][0, 0] == pytest.approx(rate) and grids[0][0, 2] == 0.5
+    assert out.params["model_descriptions"] == ["funk at 100 bpm"]
+    named = model.regenerate_from_codes(a.codes, ["drums"], ["funk at 100 bpm"], seed=0)
+    torch.testing.assert_close(out.codes, named.codes)  # the same as naming it
+    assert "model_descriptions" not in named.params
+    grids.clear()
+    monkeypatch.setattr(decoding, "estimate_tempo", lambda envelope: 0.0)  # kept stems without a pulse
+    out = model.regenerate_from_codes(a.codes, ["drums"], ["funk"], seed=0)
     model.generate_continuation_from_codes(a.codes[..., :10], ["funk at 100 bpm"], seed=0, duration=0.5)
-    assert grids == [None, None]
+    assert grids == [None, None] and "model_descriptions" not in out.params
 
 
 def test_train_lm_beat_grid_option_adds_and_trains_the_grid(tmp_path, captioned):

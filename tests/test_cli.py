@@ -588,7 +588,7 @@ def test_help_pages_show_each_default_once():
 def test_edit_bpm_reaches_the_model_when_the_text_names_no_tempo(capsys, gen_out, tiny_model_dir, tmp_path):
     """--bpm is the song's tempo: with --bars it places the range, and a description without a
     tempo gets it appended for the model (tempo token, beat grid); meta keeps both prompts."""
-    from musicgen_stem.commands.edit import with_tempo
+    from musicgen_stem.conditioning.attributes import with_tempo
 
     assert with_tempo("new drums", 120.0) == "new drums at 120 bpm"
     assert with_tempo("funk at 96 BPM", 120.0) == "funk at 96 BPM"  # the text's own tempo wins

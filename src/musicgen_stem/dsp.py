@@ -21,6 +21,8 @@ from torch import nn
 __all__ = [
     "MelSpectrogram",
     "OnsetEnvelope",
+    "beat_phase",
+    "estimate_tempo",
     "fold_channels",
     "mel_distance",
     "mel_filterbank",
@@ -258,3 +260,37 @@ def beat_phase(envelope: OnsetEnvelope, bpm: float, bins: int = 48) -> float:
     hist = np.bincount((phase * bins).astype(np.int64) % bins, weights=e, minlength=bins)
     smooth = hist + 0.5 * (np.roll(hist, 1) + np.roll(hist, -1))
     return float((np.argmax(smooth) + 0.5) / bins * period)
+
+
+def estimate_tempo(
+    envelope: OnsetEnvelope,
+    min_bpm: float = 40.0,
+    max_bpm: float = 240.0,
+    prior_bpm: float = 120.0,
+    prior_octaves: float = 1.0,
+) -> float:
+    """Tempo in BPM from the onset envelope's autocorrelation, weighted by a log-Gaussian prior around
+    `prior_bpm` (std `prior_octaves`), with parabolic refinement of the best lag; 0.0 if no pulse."""
+    e = envelope.env - envelope.env.mean()
+    fr = envelope.frame_rate
+    n = len(e)
+    lo, hi = max(1, int(np.floor(60 * fr / max_bpm))), int(np.ceil(60 * fr / min_bpm))
+    hi = min(hi, n - 2)
+    if n < 4 or hi <= lo or not np.any(e):
+        return 0.0
+    spec = np.fft.rfft(e, 2 * n)
+    acf = np.fft.irfft(spec * np.conj(spec))[:n]  # [n] autocorrelation
+    acf = acf / np.maximum(n - np.arange(n), 1)  # unbiased: long lags see fewer products
+    lags = np.arange(lo, hi + 1)
+    weight = np.exp(-0.5 * (np.log2(60 * fr / lags / prior_bpm) / prior_octaves) ** 2)
+    score = acf[lags] * weight
+    i = int(np.argmax(score))
+    if score[i] <= 0:
+        return 0.0
+    lag = float(lags[i])
+    if 0 < i < len(lags) - 1:  # refine on the unweighted ACF
+        a, b, c = acf[lags[i] - 1], acf[lags[i]], acf[lags[i] + 1]
+        den = a - 2 * b + c
+        if abs(den) > 1e-12:
+            lag += float(np.clip(0.5 * (a - c) / den, -0.5, 0.5))
+    return 60.0 * fr / lag

@@ -128,7 +128,10 @@ def edit_stems(
         new = torch.nn.functional.pad(new, (0, max(0, length - new.shape[-1])))[..., :length]
         old = sources.get(name, torch.zeros(channels, length))
         stems[name] = new if (a == 0 and b == length) else crossfade_into(old, new, a, b, fade)
-    return SongEdit(stems, sample_rate, out.codes[0], out.seed, regen, {"range": [start, end]})
+    info: dict[str, Any] = {"range": [start, end]}
+    if "model_descriptions" in out.params:  # the description as the model read it (an added tempo)
+        info["model_prompt"] = out.params["model_descriptions"][0]
+    return SongEdit(stems, sample_rate, out.codes[0], out.seed, regen, info)
 
 
 def edit_song(

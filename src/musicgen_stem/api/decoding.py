@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..conditioning.attributes import beat_grid, parse_attributes
-from ..dsp import beat_phase, onset_strength
+from ..conditioning.attributes import beat_grid, parse_attributes, with_tempo
+from ..dsp import beat_phase, estimate_tempo, onset_strength
 from ..errors import GenerationError
 from ..generation import generate_codes
 from ..generation.engine import FramesCallback
@@ -71,15 +71,16 @@ class DecodingThread:
             raise
 
 
-def kept_beats(
+def kept_rhythm(
     model: MusicGenStem,
     codes: torch.Tensor,
     regenerate: Sequence[str],
     tempos: Sequence[float | None],
     seconds: float = 30.0,
-) -> list[float]:
-    """Per item of codes [B, K, T]: the time (s) of a beat of the kept stems at the named tempo
-    (`dsp.beat_phase` on their decoded mix, first `seconds`); 0.0 where no tempo is named."""
+) -> list[tuple[float, float]]:
+    """Per item of codes [B, K, T]: (tempo, time in s of a beat) of the kept stems, from the onsets
+    of their decoded mix (first `seconds`). The tempo is the named one, else estimated (`dsp.
+    estimate_tempo`; 0.0 if they have no pulse); the beat is `dsp.beat_phase` at that tempo."""
     n = min(codes.shape[-1], max(1, round(seconds * model.frame_rate)))
     slices = model.layout.stream_slices()
     with torch.inference_mode():
@@ -89,9 +90,12 @@ def kept_beats(
             if stem not in regenerate
         ]
     mix = torch.stack(audio).sum(0).float().cpu()  # [B, C, T]
-    return [
-        beat_phase(onset_strength(mix[b], model.sample_rate), t) if t else 0.0 for b, t in enumerate(tempos)
-    ]
+    out = []
+    for b, named in enumerate(tempos):
+        envelope = onset_strength(mix[b], model.sample_rate)
+        tempo = float(named) if named else round(estimate_tempo(envelope))
+        out.append((tempo, beat_phase(envelope, tempo) if tempo else 0.0))
+    return out
 
 
 def fill(
@@ -104,14 +108,16 @@ def fill(
     options: Options,
     stop: Callable[[], bool] | None = None,
     downbeat: bool = False,
-) -> tuple[torch.Tensor, int]:
+) -> tuple[torch.Tensor, int, list[str | None]]:
     """Generate the `free` [K, T] positions of `codes` [B, K, T], window by window; returns the
     codes and the seed used (`options`: seed, on_audio and stream_seconds are read here).
 
     stop: checked after every step, generation raises `StreamStopped` once it returns True.
     downbeat: frame 0 is a downbeat (text -> stems). A model with a beat grid gets the grid of the
     tempo each text names: from frame 0 with `downbeat`, else at the beat found in the kept stems
-    (`kept_beats`; bars unknown); none for a continuation of every stem.
+    (`kept_rhythm`; bars unknown); none for a continuation of every stem. In an edit, a text that
+    names no tempo is read with the kept stems' tempo appended ("... at 96 bpm"), as the model's
+    captions name it. Returns the codes, the seed and the texts the model read.
     """
     if len(texts) != codes.shape[0]:
         raise GenerationError(f"{len(texts)} descriptions for a batch of {codes.shape[0]}")
@@ -120,17 +126,23 @@ def fill(
     stream_seconds = options.get("stream_seconds", STREAM_SECONDS)
     on_frames = None if on_audio is None else audio_of_frames(model.codec, on_audio, stream_seconds, frames)
     gen = torch.Generator(device=model.device).manual_seed(seed)
-    mem, null = text_memories(model.text, texts)
     callback, bar = progress_callback(progress)
     cancel = threading.Event()  # set when the caller stops waiting for a decoding thread
     callback = stoppable(callback, lambda: cancel.is_set() or (stop is not None and stop()))
     window, overlap = window_sizes(model, regenerate)
     edit = len(regenerate) < model.layout.num_stems
     silence = model.silence_tokens() if edit else None
+    texts = list(texts)
     tempos = [parse_attributes(t).tempo for t in texts]
+    first = None
+    if model.lm.beat is not None and edit:  # the kept stems give the beat, and a tempo left unnamed
+        rhythm = kept_rhythm(model, codes, regenerate, tempos)
+        texts = [with_tempo(t, r[0] or None) for t, r in zip(texts, rhythm, strict=True)]
+        tempos, first = [r[0] or None for r in rhythm], [r[1] for r in rhythm]
     if model.lm.beat is None or not any(tempos) or not (downbeat or edit):
         tempos = []  # no grid: none to read, no tempo named, or a continuation (phase unknown)
-    first = kept_beats(model, codes, regenerate, tempos) if edit and tempos else None
+
+    mem, null = text_memories(model.text, texts)
 
     def run(known: torch.Tensor, on_frames: FramesCallback | None = None, start: int = 0) -> torch.Tensor:
         g = beat_grid(tempos, model.frame_rate, start, first) if tempos else None
@@ -151,4 +163,4 @@ def fill(
     finally:
         if bar is not None:
             bar.close()
-    return out, seed
+    return out, seed, texts

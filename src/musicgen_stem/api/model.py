@@ -287,7 +287,7 @@ class MusicGenStem:
         model's window, windows slide on with `extend_stride` seconds each."""
         opts = options_of("generate", options)
         descriptions, codes, free = self._text_task(descriptions, opts.get("duration"))
-        out, seed = fill(self, codes, free, self.stems, descriptions, progress, opts, downbeat=True)
+        out, seed, _ = fill(self, codes, free, self.stems, descriptions, progress, opts, downbeat=True)
         return self._result(out, seed, return_tokens)
 
     def generate_stream(
@@ -332,7 +332,7 @@ class MusicGenStem:
         full = torch.cat([codes, codes.new_zeros(*codes.shape[:2], frames - P)], dim=-1)
         free = torch.zeros(self.layout.num_streams, frames, dtype=torch.bool)
         free[:, P:] = True
-        out, seed = fill(self, full, free, self.stems, descriptions, progress, opts)
+        out, seed, _ = fill(self, full, free, self.stems, descriptions, progress, opts)
         return self._result(out, seed, return_tokens)
 
     def generate_continuation(
@@ -405,8 +405,8 @@ class MusicGenStem:
         free = torch.zeros(self.layout.num_streams, frames, dtype=torch.bool)
         free[self.layout.streams_of_stems(regen), a:b] = True
         free[:, kept:] = True
-        out, seed = fill(self, codes, free, regen, descriptions, progress, opts)
-        return self._result(out, seed, return_tokens)
+        out, seed, read = fill(self, codes, free, regen, descriptions, progress, opts)
+        return self._result(out, seed, return_tokens, read if read != list(descriptions) else None)
 
     def regenerate_instruments_from_stems(
         self,
@@ -474,7 +474,11 @@ class MusicGenStem:
 
     # --- helpers ---------------------------------------------------------------------------
     def _result(
-        self, codes: torch.Tensor, seed: int, return_tokens: bool
+        self, codes: torch.Tensor, seed: int, return_tokens: bool, read: list[str | None] | None = None
     ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
+        """Decoded stems; `read`: the descriptions as the model read them, where a task changed them
+        (an edit's tempo), kept in `params["model_descriptions"]`."""
         audio = self.decode(codes, seed)
+        if read is not None:
+            audio.params["model_descriptions"] = read
         return (audio, audio.codes) if return_tokens else audio

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..conditioning.attributes import with_tempo
 from .generate import check_common, load_model, print_done, run_meta, save_items, set_sampling, write_audio
 from .options import UsageError, parse_stem_files
 
@@ -80,16 +81,6 @@ def read_inputs(args: argparse.Namespace, stem_files: dict[str, Path]) -> KeptIn
     return KeptInput(kept=kept, sample_rate=sr)
 
 
-def with_tempo(text: str | None, bpm: float | None) -> str | None:
-    """The description the model reads: `text`, plus "at <bpm> bpm" when `--bpm` is given and the
-    text names no tempo (the model's tempo token and beat grid then get it, as in its captions)."""
-    from ..conditioning.attributes import parse_attributes
-
-    if bpm is None or parse_attributes(text).tempo is not None:
-        return text
-    return f"{text} at {bpm:g} bpm" if text else f"{bpm:g} bpm"
-
-
 def cmd_edit(args: argparse.Namespace) -> int:
     """`musicgen-stem edit`: checks and inputs first, then the model, then an edit of codes (--from)
     or of audio (`_edit_audio`)."""
@@ -149,6 +140,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
         seed=args.seed,
         duration=args.duration,
     )
+    if "model_descriptions" in audio.params:  # no tempo named: the kept stems' was added
+        meta["model_prompt"] = audio.params["model_descriptions"][0]
     out = write_audio(args, model, audio, meta)
     print_done(out, audio, began)
     return 0
@@ -198,7 +191,13 @@ def _edit_audio(
             )
         )
     common = run_meta(model, meta)
-    out = save_items(args, [(e.stems, e.codes, {**common, "seed": e.seed}) for e in edits], sr, kept)
+    items = [(e.stems, e.codes, {**common, **_read(e.info), "seed": e.seed}) for e in edits]
+    out = save_items(args, items, sr, kept)
     length = next(iter(edits[0].stems.values())).shape[-1] / sr
     print(f"wrote {out} ({len(edits)} x {length:.2f} s, seed {edits[0].seed}, {time.time() - began:.1f} s)")
     return 0
+
+
+def _read(info: dict[str, Any]) -> dict[str, Any]:
+    """The prompt as the model read it, where the edit added the kept stems' tempo."""
+    return {"model_prompt": info["model_prompt"]} if "model_prompt" in info else {}

@@ -35,6 +35,8 @@ __all__ = [
     "MusicAttributes",
     "beat_grid",
     "parse_attributes",
+    "with_tempo",
+    "without_tempo",
 ]
 
 ATTRIBUTE_DROPOUT = 0.2
@@ -146,3 +148,21 @@ class AttributeEmbedding(nn.Module):
         key = self.key(torch.tensor([a.key_index or 0 for a in attrs], device=device))  # [B, dim]
         tokens = torch.stack([tempo, key], 1) * named.unsqueeze(-1).to(tempo.dtype)  # [B, 2, dim]
         return tokens, named.long()
+
+
+def with_tempo(text: str | None, bpm: float | None) -> str | None:
+    """The description the model reads: `text`, plus "at <bpm> bpm" when a tempo is given and the
+    text names none (the model's tempo token and beat grid then get it, as in its captions)."""
+    if bpm is None or parse_attributes(text).tempo is not None:
+        return text
+    return f"{text} at {bpm:g} bpm" if text else f"{bpm:g} bpm"
+
+
+def without_tempo(text: str | None) -> str | None:
+    """`text` with every tempo it names taken out ("funk in A minor at 96 BPM." -> "funk in A minor.")."""
+    if not text:
+        return text
+    out = _TEMPO.sub("", text)
+    out = re.sub(r"\s*(?:\bat\s*)?\(\s*\)|\s+at(?=\s*[.,;]|\s*$)", "", out)  # "(84 bpm)", "at 96 BPM"
+    out = re.sub(r"\s+([.,;])", r"\1", re.sub(r"\s{2,}", " ", out))
+    return re.sub(r"([,;])\s*([.,;])", r"\2", out).strip(" ,;")

@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--regenerate", nargs="+", default=["bass"], help="stems to regenerate in the editing task"
     )
+    parser.add_argument(
+        "--edit-prompts",
+        choices=("captions", "no-tempo", "none"),
+        default="captions",
+        help="editing task: each song's caption, the caption without its tempo, or no description",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of song i is SEED + i (default 0)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each song to use")
     parser.add_argument("--device", default=None, help="cpu, cuda... (default: cuda when available)")
@@ -68,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
     for task in tasks:
         print(f"evaluating {task} on {len(songs)} songs ...", flush=True)
         if task == "edit":
-            results.append(evaluate_editing(model, songs, args.regenerate, args.duration, seed=args.seed))
+            results.append(
+                evaluate_editing(model, songs, args.regenerate, args.duration, args.seed, args.edit_prompts)
+            )
         elif task == "codec":
             results.append(evaluate_codec(model, songs, args.duration))
         elif task == "text":

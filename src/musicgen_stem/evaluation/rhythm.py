@@ -12,7 +12,7 @@ import numpy as np
 import scipy.signal
 import torch
 
-from ..dsp import OnsetEnvelope, onset_strength
+from ..dsp import OnsetEnvelope, estimate_tempo, onset_strength
 
 __all__ = [
     "OnsetEnvelope",
@@ -54,40 +54,6 @@ def detect_onsets(
     den = a - 2 * b + c
     frac[inner] = np.where(np.abs(den) > 1e-12, 0.5 * (a - c) / np.where(den == 0, 1, den), 0.0)
     return (peaks + np.clip(frac, -0.5, 0.5)) / env.frame_rate
-
-
-def estimate_tempo(
-    envelope: OnsetEnvelope,
-    min_bpm: float = 40.0,
-    max_bpm: float = 240.0,
-    prior_bpm: float = 120.0,
-    prior_octaves: float = 1.0,
-) -> float:
-    """Tempo in BPM from the onset envelope's autocorrelation, weighted by a log-Gaussian prior around
-    `prior_bpm` (std `prior_octaves`), with parabolic refinement of the best lag; 0.0 if no pulse."""
-    e = envelope.env - envelope.env.mean()
-    fr = envelope.frame_rate
-    n = len(e)
-    lo, hi = max(1, int(np.floor(60 * fr / max_bpm))), int(np.ceil(60 * fr / min_bpm))
-    hi = min(hi, n - 2)
-    if n < 4 or hi <= lo or not np.any(e):
-        return 0.0
-    spec = np.fft.rfft(e, 2 * n)
-    acf = np.fft.irfft(spec * np.conj(spec))[:n]  # [n] autocorrelation
-    acf = acf / np.maximum(n - np.arange(n), 1)  # unbiased: long lags see fewer products
-    lags = np.arange(lo, hi + 1)
-    weight = np.exp(-0.5 * (np.log2(60 * fr / lags / prior_bpm) / prior_octaves) ** 2)
-    score = acf[lags] * weight
-    i = int(np.argmax(score))
-    if score[i] <= 0:
-        return 0.0
-    lag = float(lags[i])
-    if 0 < i < len(lags) - 1:  # refine on the unweighted ACF
-        a, b, c = acf[lags[i] - 1], acf[lags[i]], acf[lags[i] + 1]
-        den = a - 2 * b + c
-        if abs(den) > 1e-12:
-            lag += float(np.clip(0.5 * (a - c) / den, -0.5, 0.5))
-    return 60.0 * fr / lag
 
 
 def track_beats(

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..conditioning.attributes import without_tempo
 from ..errors import MusicGenStemError
 from .codec_metrics import codebook_stats, codec_song_metrics
 from .distribution import codec_latent_embedding, external_embedders, frechet_distance, logmel_embedding
@@ -49,6 +50,7 @@ __all__ = [
 #: Conditions of the editing evaluation, in report order.
 CONDITIONS = ("generated", "ground_truth", "ground_truth_codec", "shuffled")
 UNPITCHED = ("drums",)
+EDIT_PROMPTS = ("captions", "no-tempo", "none")  # what an edit reads: see `evaluate_editing`
 HOP = 0.1  # chroma hop (s)
 PathLike = str | os.PathLike[str]
 
@@ -201,12 +203,15 @@ def evaluate_editing(
     stems_to_regenerate: Sequence[str],
     duration: float | None = 10.0,
     seed: int = 0,
-    use_captions: bool = True,
+    prompts: str = "captions",
 ) -> EvaluationResult:
     """Regenerate `stems_to_regenerate` of each song under its other (kept) stems and score how well
     the new stems fit the kept ones (rhythm and harmony), next to the ground-truth stem, its codec round
     trip and the same stem of the next song (shuffled). `songs`: song folders, or a folder of them.
-    The first `duration` seconds are used (at most the model's edit window)."""
+    The first `duration` seconds are used (at most the model's edit window). `prompts`: each song's
+    caption ("captions"), the caption without its tempo ("no-tempo") or no description ("none")."""
+    if prompts not in EDIT_PROMPTS:
+        raise MusicGenStemError(f"unknown edit prompts '{prompts}': choose one of {', '.join(EDIT_PROMPTS)}")
     regen = list(model.layout.check_stems(list(stems_to_regenerate)))
     if not regen:
         raise MusicGenStemError(f"choose stems to regenerate among {', '.join(model.stems)}")
@@ -226,7 +231,7 @@ def evaluate_editing(
     examples: dict[str, np.ndarray] = {}
     for i, song in enumerate(loaded):
         codes = model.encode_stems(song.stems, sr)  # [1, K, F]
-        text = song.caption if use_captions else None
+        text = {"captions": song.caption, "no-tempo": without_tempo(song.caption), "none": None}[prompts]
         out = model.regenerate_from_codes(codes, regen, [text], seed=seed + i, duration=song.duration)
         recon = model.decode(codes)
         T = next(iter(song.stems.values())).shape[-1]
