@@ -30,12 +30,33 @@ $MSG train-codec "$WORK/synth300" --stem drums --codec "$HERE/codecs/drums.json"
 $MSG train-codec "$WORK/synth300" --stem other --codec "$HERE/codecs/other_tonal.json" --out "$WORK/codec_other" \
   --steps 1000 --warmup 50 --lr 1e-3 --segment 1.0 --batch-size 16 --w-l1 0 --w-commit 0 "${COMMON[@]}"
 
+# 2b. Decoder fine-tunes (--freeze-codes: encoder and codebooks stay bit-exact, so the tokens of
+#     step 4 are the same with or without them; the shipped run did them after the LM). Drums: mel
+#     and STFT losses, two runs; other: + the chroma loss, three runs; bass: one run, on the codebook
+#     filled in step 6 (the filled entries are ones the LM's tokens never use).
+FT=(--freeze-codes --w-stft 1 --stft-scales 2048 4096 --mel-scales 512 1024 2048 --log-every 25
+  --checkpoint-every 100 --threads 1)
+$MSG train-codec "$WORK/synth300" --stem drums --codec "$HERE/codecs/drums.json" --out "$WORK/ft_drums" \
+  --init-from "$WORK/codec_drums/codec_drums.safetensors" --steps 1500 --warmup 20 --lr 2e-4 --segment 0.5 \
+  --batch-size 8 --val-every 500 --seed 0 "${FT[@]}"
+$MSG train-codec "$WORK/synth300" --stem drums --codec "$HERE/codecs/drums.json" --out "$WORK/ft2_drums" \
+  --init-from "$WORK/ft_drums/codec_drums.safetensors" --steps 3000 --warmup 50 --lr 3e-4 --segment 0.5 \
+  --batch-size 8 --val-every 1000 --seed 1 "${FT[@]}"
+OTHER=(--stem other --codec "$HERE/codecs/other_tonal.json" --warmup 20 --segment 1.0 --batch-size 16 --w-l1 0
+  --w-commit 0)
+$MSG train-codec "$WORK/synth300" "${OTHER[@]}" --out "$WORK/ft_other" --w-chroma 10 --steps 600 --lr 3e-4 \
+  --init-from "$WORK/codec_other/codec_other.safetensors" --val-every 300 --seed 0 "${FT[@]}"
+$MSG train-codec "$WORK/synth300" "${OTHER[@]}" --out "$WORK/ft2_other" --w-chroma 40 --steps 800 --lr 5e-4 \
+  --init-from "$WORK/ft_other/codec_other.safetensors" --val-every 400 --seed 1 "${FT[@]}"
+$MSG train-codec "$WORK/synth300" "${OTHER[@]}" --out "$WORK/ft3_other" --w-chroma 40 --steps 1200 --lr 5e-4 \
+  --init-from "$WORK/ft2_other/codec_other.safetensors" --val-every 600 --seed 2 "${FT[@]}"
+
 # 3. Assemble a model folder: the mini preset (MiniLM text + tempo and key tokens) with the trained
 #    codecs and a fresh LM.
 $MSG init "$WORK/init" --preset mini --seed 0 --force \
   --codec bass="$WORK/codec_bass/codec_bass.safetensors" \
-  --codec drums="$WORK/codec_drums/codec_drums.safetensors" \
-  --codec other="$WORK/codec_other/codec_other.safetensors"
+  --codec drums="$WORK/ft2_drums/codec_drums.safetensors" \
+  --codec other="$WORK/ft3_other/codec_other.safetensors"
 
 # 4. Encode every song's stems into the token dataset.
 $MSG prepare --input "$WORK/synth" --model "$WORK/init" --out "$WORK/tokens" --quiet
@@ -73,8 +94,21 @@ $MSG train-lm --model "$WORK/lm_grid/model" --data "$WORK/tokens" --out "$WORK/l
   --edit-prob 0.6 --log-every 25 --checkpoint-every 100 --validate-every 750 --device cpu \
   --num-threads "$THREADS" --seed 3
 
-# 6. Ship it: the LM in float16 (loading upcasts to float32), codecs as trained.
+# 6. The LM in float16 (loading upcasts to float32), then the bass codebook filled on the note grid:
+#    entries the LM's tokens never use get the timbres the codebook lacks on each note C1..G3
+#    (every pure tone then comes back on its note); the LM reads each as the used code nearest it.
 python -c "import sys, torch; from musicgen_stem.modeldir import load_model, save_model; \
 save_model(load_model(sys.argv[1]), sys.argv[2], force=True, lm_dtype=torch.float16)" \
-  "$WORK/lm_grid2/model" "${SHIP_TO:-$WORK/mini}"
+  "$WORK/lm_grid2/model" "$WORK/lm_fp16"
+python -m musicgen_stem.training.codebook "$WORK/lm_fp16" --tokens "$WORK/tokens" --out "$WORK/filled" --force
+
+# 7. Ship it, with the bass decoder fine-tuned on the filled codebook (decoder only, as in 2b).
+$MSG train-codec "$WORK/synth300" --stem bass --codec "$HERE/codecs/bass_harmonic.json" --out "$WORK/ft_bass" \
+  --init-from "$WORK/filled/codec_bass.safetensors" --steps 2000 --warmup 50 --lr 5e-4 --segment 1.0 \
+  --batch-size 16 --pitch-shift 7 --w-l1 0 --w-commit 0 --val-every 500 --seed 1 "${FT[@]}"
+python -c "import sys, torch; from safetensors.torch import load_file; \
+from musicgen_stem.modeldir import load_model, save_model; parts = load_model(sys.argv[1]); \
+parts.codec.codecs['bass'].load_state_dict(load_file(sys.argv[2]), strict=True); \
+save_model(parts, sys.argv[3], force=True, lm_dtype=torch.float16)" \
+  "$WORK/filled" "$WORK/ft_bass/codec_bass.safetensors" "${SHIP_TO:-$WORK/mini}"
 echo "model: ${SHIP_TO:-$WORK/mini}"

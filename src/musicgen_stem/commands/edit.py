@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..conditioning.attributes import with_tempo
 from .generate import check_common, load_model, print_done, run_meta, save_items, set_sampling, write_audio
 from .options import UsageError, parse_stem_files
 
@@ -121,6 +120,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
         "regenerate": layout.check_stems(args.regenerate),
         "range": [start_s, end_s],
     }
+    from ..conditioning.attributes import with_tempo
+
     if with_tempo(text, args.bpm) != text:
         text = with_tempo(text, args.bpm)
         meta["model_prompt"] = text  # what the model read: the prompt with --bpm's tempo
