@@ -75,9 +75,10 @@ def fill_note_grid(
     voiced = embed[:, 0] > SILENT / 2
     pool = embed[used & voiced, 1:]
     weights = torch.from_numpy(counts).float()[used & voiced]
-    torch.manual_seed(seed)
-    reps = torch.repeat_interleave(pool, (weights / weights.sum() * 20000).round().long().clamp(min=1), dim=0)
-    centres, _ = kmeans(reps, min(timbres, len(pool)), 50)
+    copies = (weights / weights.sum() * 20000).round().long().clamp(min=1)  # each code ~ its use
+    with torch.random.fork_rng(devices=[]):  # k-means draws its start; the caller's RNG is left alone
+        torch.manual_seed(seed)
+        centres, _ = kmeans(torch.repeat_interleave(pool, copies, dim=0), min(timbres, len(pool)), 50)
     if extra_timbres is not None:
         centres = torch.cat([centres, extra_timbres.to(centres)])
     candidates = []
