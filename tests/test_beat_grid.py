@@ -215,3 +215,32 @@ def test_train_lm_beat_grid_option_adds_and_trains_the_grid(tmp_path, captioned)
     final = load_model(out)
     assert final.config.lm.beat_grid and final.lm.beat is not None and final.lm.beat.weight.any()
     assert not load_model(start).config.lm.beat_grid
+
+
+def test_cli_edit_says_which_tempo_it_read(tmp_path, monkeypatch, capsys):
+    """`edit` without a tempo in the description: the kept stems' tempo is read, printed and kept
+    in meta.json as `model_prompt`; with --bpm, --bpm's."""
+    import json
+
+    from musicgen_stem.api import decoding
+    from musicgen_stem.cli import main
+
+    cfg = presets.tiny()
+    cfg.lm = dataclasses.replace(cfg.lm, beat_grid=True)
+    cfg.text = TextEncoderConfig(kind="lut", n_bins=32, dim=32, attributes=True)
+    torch.manual_seed(0)
+    folder = MusicGenStem(build_parts(cfg), device="cpu").save(tmp_path / "m")
+    gen = tmp_path / "gen"
+    made = ["generate", "funk", "--model", str(folder), "--duration", "0.5", "-q", "--out", str(gen)]
+    assert main(made) == 0
+    monkeypatch.setattr(decoding, "estimate_tempo", lambda envelope: 97.0)
+    capsys.readouterr()
+    args = ["edit", "new drums", "--model", str(folder), "--from", str(gen), "--regenerate", "drums"]
+    assert main([*args, "--seed", "1", "--out", str(tmp_path / "e1")]) == 0
+    assert "the kept stems' (97 bpm) was read" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "e1" / "meta.json").read_text())
+    assert meta["prompt"] == "new drums" and meta["model_prompt"] == "new drums at 97 bpm"
+    assert main([*args, "--bpm", "120", "--seed", "1", "--out", str(tmp_path / "e2")]) == 0
+    assert "was read" not in capsys.readouterr().out
+    meta = json.loads((tmp_path / "e2" / "meta.json").read_text())
+    assert meta["model_prompt"] == "new drums at 120 bpm"

@@ -143,6 +143,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     )
     if "model_descriptions" in audio.params:  # no tempo named: the kept stems' was added
         meta["model_prompt"] = audio.params["model_descriptions"][0]
+        _say_tempo(meta["model_prompt"], args.quiet)
     out = write_audio(args, model, audio, meta)
     print_done(out, audio, began)
     return 0
@@ -192,6 +193,8 @@ def _edit_audio(
             )
         )
     common = run_meta(model, meta)
+    if "model_prompt" in edits[0].info:
+        _say_tempo(edits[0].info["model_prompt"], args.quiet)
     items = [(e.stems, e.codes, {**common, **_read(e.info), "seed": e.seed}) for e in edits]
     out = save_items(args, items, sr, kept)
     length = next(iter(edits[0].stems.values())).shape[-1] / sr
@@ -202,3 +205,12 @@ def _edit_audio(
 def _read(info: dict[str, Any]) -> dict[str, Any]:
     """The prompt as the model read it, where the edit added the kept stems' tempo."""
     return {"model_prompt": info["model_prompt"]} if "model_prompt" in info else {}
+
+
+def _say_tempo(model_prompt: str, quiet: bool) -> None:
+    """Tell the user which tempo the model read when their description named none."""
+    from ..conditioning.attributes import parse_attributes
+
+    tempo = parse_attributes(model_prompt).tempo
+    if tempo is not None and not quiet:
+        print(f"no tempo named: the kept stems' ({tempo:g} bpm) was read; pass --bpm to set it")
