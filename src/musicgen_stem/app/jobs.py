@@ -121,8 +121,9 @@ class EditForm:
 
 @dataclass
 class Edited:
-    """What an edit produced: all stems, their rate, the codes, the seed used, the source's name and
-    the stems kept as given (written back untouched)."""
+    """What an edit produced: all stems, their rate, the codes, the seed used, the source's name,
+    the stems kept as given (written back untouched) and the description as the model read it
+    where the edit added the kept stems' tempo."""
 
     stems: Mapping[str, torch.Tensor]
     sample_rate: int
@@ -130,6 +131,7 @@ class Edited:
     seed: int
     source: str
     kept: dict[str, Samples] = field(default_factory=dict)
+    model_prompt: str | None = None
 
 
 def _owned(path: Any, workdir: Path, what: str) -> Path:
@@ -161,7 +163,9 @@ def _edit_codes(
     limits.check_duration(codes.shape[-1] / model.frame_rate, "the last result")
     out = model.regenerate_range(codes[None], form.regenerate, [form.text], step, **form.where())
     assert not isinstance(out, tuple)
-    return Edited({k: out[k][0] for k in out}, out.sample_rate, out.codes[0], out.seed, "last result")
+    read = out.params.get("model_descriptions", [None])[0]
+    stems = {k: out[k][0] for k in out}
+    return Edited(stems, out.sample_rate, out.codes[0], out.seed, "last result", model_prompt=read)
 
 
 def _edit_stems(
@@ -173,7 +177,8 @@ def _edit_stems(
     sources = {n: x.to_tensor() for n, x in given.items()}
     edited = edit_stems(model, sources, sr, form.regenerate, [form.text], progress=step, **form.where())
     kept = {n: x for n, x in given.items() if n not in form.regenerate}
-    return Edited(edited.stems, sr, edited.codes, edited.seed, source, kept)
+    read = edited.info.get("model_prompt")
+    return Edited(edited.stems, sr, edited.codes, edited.seed, source, kept, read)
 
 
 def _edit_song(
@@ -188,7 +193,8 @@ def _edit_song(
     texts = [form.text]
     edited = edit_song(model, wav, sr, form.regenerate, texts, separator(), progress=step, **form.where())
     kept = {n: Samples.from_tensor(w, sr) for n, w in edited.stems.items() if n not in form.regenerate}
-    return Edited(edited.stems, sr, edited.codes, edited.seed, f"song {song.name}", kept)
+    read = edited.info.get("model_prompt")
+    return Edited(edited.stems, sr, edited.codes, edited.seed, f"song {song.name}", kept, read)
 
 
 def edit_job(
@@ -246,6 +252,8 @@ def edit_job(
         "range": [a, b],
         "source": edited.source,
     }
+    if edited.model_prompt is not None:  # no tempo named: the kept stems' was read
+        meta["model_prompt"] = edited.model_prompt
     folder = new_job_dir(workdir) / "edit"
     name = f"musicgen-stem-edit-{edited.seed}"
     return write_result(folder, edited.stems, edited.sample_rate, edited.codes, meta, name, edited.kept)
