@@ -39,7 +39,7 @@ def test_fill_note_grid_writes_only_unused_entries_and_covers_the_notes():
     assert more == [] and torch.equal(again, out)
 
 
-def test_fill_the_shipped_bass_codebook(tmp_path):
+def test_fill_the_shipped_bass_codebook(tmp_path, capsys):
     """Codes 0..511 'used' by an LM: the filler writes into 512..1023 only, every pure tone E1..G3
     comes back on its note, and the LM reads each new code as the used code nearest to it."""
     (tmp_path / "tokens" / "tokens").mkdir(parents=True)
@@ -60,3 +60,8 @@ def test_fill_the_shipped_bass_codebook(tmp_path):
     assert tones["passed"] == tones["total"], [r for r in tones["notes"] if not r["passed"]]
     missing = [str(default_model_path()), "--tokens", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]
     assert main(missing) == 1
+    (tmp_path / "other" / "tokens").mkdir(parents=True)  # tokens of another layout (6 streams)
+    np.save(tmp_path / "other" / "tokens" / "song.npy", np.zeros((6, 10), np.int64))
+    other = [str(default_model_path()), "--tokens", str(tmp_path / "other"), "--out", str(tmp_path / "o")]
+    assert main(other) == 1 and "not [4, T]" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # nothing half-written

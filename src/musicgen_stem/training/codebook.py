@@ -33,14 +33,24 @@ from ..errors import MusicGenStemError
 __all__ = ["code_counts", "fill_note_grid", "lm_rows_for", "main", "sine_timbres"]
 
 
-def code_counts(token_dirs: Sequence[str], stream: int, card: int) -> np.ndarray:
-    """How often each code of `stream` occurs in prepared token folders -> [card] int64."""
+def code_counts(token_dirs: Sequence[str], stream: int, card: int, streams: int | None = None) -> np.ndarray:
+    """How often each code of `stream` occurs in prepared token folders -> [card] int64; `streams`:
+    the number of streams each file must hold (the model's), if given."""
     files = [f for d in token_dirs for f in sorted(glob.glob(str(Path(d) / "tokens" / "*.npy")))]
     if not files:
         raise MusicGenStemError(f"no token files under {list(token_dirs)}: give folders made by `prepare`")
     counts = np.zeros(card, np.int64)
     for f in files:
-        row = np.load(f)[stream]
+        try:
+            tokens = np.load(f)
+        except (OSError, ValueError) as e:
+            raise MusicGenStemError(f"cannot read token file '{f}': {e}") from None
+        if tokens.ndim != 2 or (streams is not None and tokens.shape[0] != streams):
+            raise MusicGenStemError(
+                f"token file '{f}' holds {tokens.shape} tokens, not [{streams or 'K'}, T]: "
+                "give the token folders this model's LM was trained on"
+            )
+        row = tokens[stream]
         counts += np.bincount(row[(row >= 0) & (row < card)], minlength=card)
     return counts
 
@@ -148,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         stream = sum(layout.codebooks[: layout.stems.index(args.stem)])  # the stem's first stream
         book = codec.quantizer.vq.layers[0]._codebook
-        counts = code_counts(args.tokens, stream, book.embed.shape[0])
+        counts = code_counts(args.tokens, stream, book.embed.shape[0], layout.num_streams)
         sines = sine_timbres(codec.encoder, codec.sample_rate, args.sine_levels)
         embed, replaced = fill_note_grid(book.embed, counts, args.low, args.high, sines, args.timbres)
         rows = lm_rows_for(embed, replaced, counts)
