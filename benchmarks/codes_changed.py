@@ -4,28 +4,20 @@ what a codebook change (e.g. `training/codebook.py`'s fill) does to tokens an LM
     python benchmarks/codes_changed.py --stem bass --data runs/data_v3 --num-songs 20 \\
         src/musicgen_stem/models/mini runs/filled
 
-Each codec is a model folder (its codec of `--stem`) or a `train-codec` export. Prints, per codebook,
+Each codec is a model folder (its codec of `--stem`), a `train-codec` export or a run's checkpoint
+(`codec_ablation.load_run`). Prints, per codebook,
 the fraction of frames (first `--duration` s of each song) whose code differs.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
+from codec_ablation import load_run
 
-from musicgen_stem.codec import StemCodec
 from musicgen_stem.evaluation.songs import find_songs, load_song
-from musicgen_stem.modeldir import is_model_dir, load_codecs, read_trained_codec
-
-
-def codec_of(path: str, stem: str) -> StemCodec:
-    if is_model_dir(path):
-        return load_codecs(path).codec.codecs[stem].eval()
-    cfg, state, _ = read_trained_codec(path)
-    codec = StemCodec(cfg)
-    codec.load_state_dict(state, strict=True)
-    return codec.eval()
 
 
 def main() -> None:
@@ -39,7 +31,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    a, b = codec_of(args.before, args.stem), codec_of(args.after, args.stem)
+    a, b = (load_run(Path(p), args.stem)[0] for p in (args.before, args.after))
     changed = total = None
     songs = find_songs(args.data, [args.stem], args.num_songs)
     for folder in songs:
