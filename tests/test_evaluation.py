@@ -13,6 +13,7 @@ import torch
 
 from musicgen_stem.errors import OutputExistsError
 from musicgen_stem.evaluation import (
+    ONSET_THRESHOLDS,
     Key,
     beat_f_measure,
     chord_chroma,
@@ -71,6 +72,30 @@ def test_onsets_found_within_20ms():
     onsets = detect_onsets(clicks(times, 3.0), SR)
     assert len(onsets) == len(times)
     assert np.abs(onsets - times).max() < 0.02
+
+
+def held_notes(times: np.ndarray, dur: float, f0s: list[float], sr: int = SR) -> np.ndarray:
+    """Bass-like notes at `times`, each held to the next with a slow tremolo (3 Hz) and vibrato."""
+    t = np.arange(int(dur * sr)) / sr
+    x = np.zeros_like(t)
+    for s, e, f in zip(times, [*times[1:], dur], f0s, strict=True):
+        m = (t >= s) & (t < e)
+        tt = t[m] - s
+        env = np.exp(-tt / 1.5) * (1 + 0.35 * np.sin(2 * np.pi * 3.0 * tt))
+        vib = 1 + 0.01 * np.sin(2 * np.pi * 5.5 * tt)
+        x[m] += env * sum(np.sin(2 * np.pi * f * h * vib * tt) / h for h in range(1, 8))
+    return (0.2 * x).astype(np.float32)
+
+
+def test_bass_onset_threshold_ignores_a_held_notes_tremolo():
+    """The calibrated bass threshold finds each note once; the drums' also counts the tremolo."""
+    times = np.array([0.2, 1.1, 2.0, 2.9, 3.8])
+    x = held_notes(times, 4.8, [55.0, 65.4, 82.4, 98.0, 55.0])
+    bass = detect_onsets(x, SR, threshold=ONSET_THRESHOLDS["bass"])
+    bass = bass[bass < 4.5]
+    assert len(bass) == len(times) and np.abs(bass - times).max() < 0.03
+    drums = detect_onsets(x, SR, threshold=ONSET_THRESHOLDS["drums"])
+    assert len(drums[drums < 4.5]) > len(times)
 
 
 def test_tempo_and_beats_of_120bpm_click_track():

@@ -55,6 +55,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
             "write_report",
         ),
         ".rhythm": (
+            "ONSET_THRESHOLDS",
             "beat_f_measure",
             "detect_onsets",
             "estimate_tempo",

@@ -44,9 +44,12 @@ def _fmt(v: Any) -> str:
 
 
 def _edit_table(r: EvaluationResult) -> list[str]:
+    thresholds = r.summary.get("onset_thresholds") or {}
+    onsets = ", ".join(f"{s} {t:g}" for s, t in thresholds.items())
     lines = [
         f"Regenerated: {', '.join(r.summary['regenerate'])}; kept: {', '.join(r.summary['kept']) or 'none'}; "
-        f"{r.summary['num_songs']} songs, {r.summary['duration']:g} s, seed {r.summary['seed']}.",
+        f"{r.summary['num_songs']} songs, {r.summary['duration']:g} s, seed {r.summary['seed']}"
+        + (f"; onset thresholds: {onsets}." if onsets else "."),
         "",
         "| stem | metric | " + " | ".join(c.replace("_", " ") for c in CONDITIONS) + " |",
         "|---|---|" + "---:|" * len(CONDITIONS),

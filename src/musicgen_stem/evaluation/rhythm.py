@@ -15,6 +15,7 @@ import torch
 from ..dsp import OnsetEnvelope, estimate_tempo, onset_strength
 
 __all__ = [
+    "ONSET_THRESHOLDS",
     "OnsetEnvelope",
     "beat_f_measure",
     "detect_onsets",
@@ -26,6 +27,10 @@ __all__ = [
 ]
 
 TOLERANCE = 0.07  # seconds: the usual beat/onset evaluation window (mir_eval's 70 ms)
+#: `detect_onsets` threshold per stem, each the best onset F-measure (±50 ms, mir_eval) against the
+#: MIDI note onsets of 60 training songs (`benchmarks/onset_calibration.py`): held bass notes and
+#: pads make flux (beating, vibrato, reverb) that the drums' threshold would count as onsets.
+ONSET_THRESHOLDS: dict[str, float] = {"bass": 1.0, "drums": 0.5, "other": 0.75}
 
 
 def detect_onsets(

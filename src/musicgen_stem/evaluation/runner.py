@@ -23,6 +23,7 @@ from .distribution import codec_latent_embedding, external_embedders, frechet_di
 from .harmony import KEY_SCORES, Key, chord_chroma, chroma, chroma_correlation, estimate_key, key_relation
 from .probes import probe_metrics
 from .rhythm import (
+    ONSET_THRESHOLDS,
     TOLERANCE,
     beat_f_measure,
     detect_onsets,
@@ -123,8 +124,11 @@ def make_reference(song: Song, kept: Sequence[str], duration: float) -> Referenc
     return Reference(beats, kept_chroma, chords, key, source)
 
 
-def coherence_metrics(wav: torch.Tensor, sample_rate: int, ref: Reference, pitched: bool) -> dict[str, float]:
-    """Rhythm (and, for pitched stems, harmony) agreement of one stem `wav` [C, T] with `ref`.
+def coherence_metrics(
+    wav: torch.Tensor, sample_rate: int, ref: Reference, pitched: bool, onset_threshold: float = 0.5
+) -> dict[str, float]:
+    """Rhythm (and, for pitched stems, harmony) agreement of one stem `wav` [C, T] with `ref`; onsets
+    are peaks of `detect_onsets` above `onset_threshold` (the stem's `ONSET_THRESHOLDS` in edits).
 
     onset_beat_fraction: onsets within ±70 ms of a beat; onset_grid_fraction: within ±min(70 ms,
     a quarter of a 16th) of the 16th-note grid (a ±70 ms window would cover the whole 16th grid);
@@ -136,7 +140,7 @@ def coherence_metrics(wav: torch.Tensor, sample_rate: int, ref: Reference, pitch
     nan = float("nan")
     out: dict[str, float] = {}
     silent = float(wav.abs().max()) == 0.0
-    onsets = np.zeros(0) if silent else detect_onsets(wav, sample_rate)
+    onsets = np.zeros(0) if silent else detect_onsets(wav, sample_rate, threshold=onset_threshold)
     beats = ref.beats
     out["onset_beat_fraction"] = grid_fraction(onsets, beats, TOLERANCE) if len(beats) else nan
     if len(beats) >= 2:
@@ -247,7 +251,7 @@ def evaluate_editing(
         if ref.key is not None:
             row["reference"]["key_name"] = ref.key.name
         for stem in regen:
-            pitched = stem not in UNPITCHED
+            pitched, threshold = stem not in UNPITCHED, ONSET_THRESHOLDS.get(stem, 0.5)
             candidates: dict[str, torch.Tensor | None] = {
                 "generated": out[stem][0, :, :T],
                 "ground_truth": song.stems[stem],
@@ -261,7 +265,7 @@ def evaluate_editing(
                 cond: (
                     {k: float("nan") for k in coherence_metrics(song.stems[stem], sr, ref, pitched)}
                     if wav is None
-                    else coherence_metrics(wav, sr, ref, pitched)
+                    else coherence_metrics(wav, sr, ref, pitched, threshold)
                 )
                 for cond, wav in candidates.items()
             }
@@ -279,6 +283,7 @@ def evaluate_editing(
         "duration": duration,
         "seed": seed,
         "tolerance_s": TOLERANCE,
+        "onset_thresholds": {s: ONSET_THRESHOLDS.get(s, 0.5) for s in regen},
         "metrics": aggregate(rows, ["metrics"]),
     }
     return EvaluationResult("edit", summary, rows, notes, examples, sr)
