@@ -17,6 +17,7 @@ from musicgen_stem.evaluation import (
     Key,
     beat_f_measure,
     chord_chroma,
+    chord_tone_ratio,
     chroma,
     chroma_correlation,
     codec_fidelity,
@@ -185,6 +186,27 @@ def test_chroma_correlation_identical_beats_shuffled():
     c_major, a_minor = np.zeros((12, 4)), np.zeros((12, 4))
     c_major[[0, 4, 7]], a_minor[[9, 0, 4]] = 1.0, 1.0
     assert chroma_correlation(c_major, a_minor) == pytest.approx(2 / 3)
+
+
+def test_chord_tone_ratio_of_a_bass_line():
+    """I IV V I in C, 0.5 s each, then no chord: roots and fifths are chord tones, a semitone is not."""
+    chords = [
+        {"start": i * 0.5, "end": (i + 1) * 0.5, "root_pc": r, "quality": "maj"}
+        for i, r in enumerate((0, 5, 7, 0))
+    ]
+    templates = chord_chroma(chords, 25)  # 2.5 s at 0.1 s: the last 0.5 s has no chord
+    times = np.arange(0, 2.5, 0.02)
+    hz = lambda midi: 440.0 * 2 ** ((midi - 69) / 12)  # noqa: E731
+    roots = np.array([hz(36 + (0, 5, 7, 0, 1)[int(t / 0.5)]) for t in times])
+    voiced = np.ones(len(times), bool)
+    assert (
+        chord_tone_ratio(times, roots, voiced, templates) == 1.0
+    )  # the C# in the chordless 0.5 s is left out
+    assert chord_tone_ratio(times, roots * 2 ** (1 / 12), voiced, templates) == 0.0
+    fifths = roots * 2 ** (7 / 12)
+    half = np.where((times % 0.5) < 0.25, roots, fifths * 2 ** (1 / 12))  # root, then a wrong note
+    assert chord_tone_ratio(times, half, voiced, templates) == pytest.approx(0.5, abs=0.03)
+    assert np.isnan(chord_tone_ratio(times, roots, np.zeros(len(times), bool), templates))
 
 
 # ---------------------------------------------------------------------------------------------- distribution

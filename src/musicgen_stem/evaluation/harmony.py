@@ -20,6 +20,7 @@ __all__ = [
     "KEY_SCORES",
     "Key",
     "chord_chroma",
+    "chord_tone_ratio",
     "chroma",
     "chroma_correlation",
     "estimate_key",
@@ -128,6 +129,23 @@ def chord_chroma(chords: Sequence[dict[str, Any]], num_frames: int, hop_seconds:
         sel = (times >= float(ch["start"])) & (times < float(ch["end"]))
         out[:, sel] = (template / np.linalg.norm(template))[:, None]
     return out
+
+
+def chord_tone_ratio(
+    times: np.ndarray, f0: np.ndarray, voiced: np.ndarray, chords: np.ndarray, hop_seconds: float = 0.1
+) -> float:
+    """Share of the voiced frames of an f0 track (`times` s, `f0` Hz) whose nearest equal-tempered
+    note is a tone of the chord sounding then (`chords`: `chord_chroma` templates [12, N] at
+    `hop_seconds`; frames without a chord are left out); NaN when none is left. What a bass line's
+    notes say about the harmony, where a chroma correlation caps a single note per frame at
+    1/sqrt(3) against a triad."""
+    times, f0 = np.asarray(times, float), np.asarray(f0, float)
+    idx = np.minimum((times / hop_seconds).astype(int), chords.shape[1] - 1)
+    keep = np.asarray(voiced, bool) & (f0 > 0) & chords[:, idx].any(axis=0)
+    if not keep.any():
+        return float("nan")
+    pc = np.round(69 + 12 * np.log2(f0[keep] / 440.0)).astype(int) % 12
+    return float((chords[pc, idx[keep]] > 0).mean())
 
 
 def estimate_key(chromagram: np.ndarray) -> Key:

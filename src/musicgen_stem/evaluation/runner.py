@@ -18,9 +18,18 @@ import torch
 
 from ..conditioning.attributes import without_tempo
 from ..errors import MusicGenStemError
-from .codec_metrics import codebook_stats, codec_song_metrics
+from .codec_metrics import codebook_stats, codec_song_metrics, pitch_track
 from .distribution import codec_latent_embedding, external_embedders, frechet_distance, logmel_embedding
-from .harmony import KEY_SCORES, Key, chord_chroma, chroma, chroma_correlation, estimate_key, key_relation
+from .harmony import (
+    KEY_SCORES,
+    Key,
+    chord_chroma,
+    chord_tone_ratio,
+    chroma,
+    chroma_correlation,
+    estimate_key,
+    key_relation,
+)
 from .probes import probe_metrics
 from .rhythm import (
     ONSET_THRESHOLDS,
@@ -51,6 +60,7 @@ __all__ = [
 #: Conditions of the editing evaluation, in report order.
 CONDITIONS = ("generated", "ground_truth", "ground_truth_codec", "shuffled")
 UNPITCHED = ("drums",)
+MONOPHONIC = ("bass",)  # stems whose notes pYIN can read (chord_tones)
 EDIT_PROMPTS = ("captions", "no-tempo", "none")  # what an edit reads: see `evaluate_editing`
 HOP = 0.1  # chroma hop (s)
 PathLike = str | os.PathLike[str]
@@ -125,7 +135,12 @@ def make_reference(song: Song, kept: Sequence[str], duration: float) -> Referenc
 
 
 def coherence_metrics(
-    wav: torch.Tensor, sample_rate: int, ref: Reference, pitched: bool, onset_threshold: float = 0.5
+    wav: torch.Tensor,
+    sample_rate: int,
+    ref: Reference,
+    pitched: bool,
+    onset_threshold: float = 0.5,
+    monophonic: bool = False,
 ) -> dict[str, float]:
     """Rhythm (and, for pitched stems, harmony) agreement of one stem `wav` [C, T] with `ref`; onsets
     are peaks of `detect_onsets` above `onset_threshold` (the stem's `ONSET_THRESHOLDS` in edits).
@@ -135,7 +150,8 @@ def coherence_metrics(
     grid_phase_lock: resultant length of the onsets' phases on the 16th grid (`grid_phase_lock`:
     1 locked, ~0 unrelated); beat_f_measure: beats tracked on the stem vs the reference grid
     (±70 ms); chroma_kept / chroma_chords: mean frame-wise cosine with the kept pitched stems /
-    ground-truth chords; key_score: MIREX credit of the stem's estimated key against the reference key.
+    ground-truth chords; key_score: MIREX credit of the stem's estimated key against the reference key;
+    for `monophonic` stems chord_tones: share of the voiced frames (pYIN) on a tone of the true chord.
     """
     nan = float("nan")
     out: dict[str, float] = {}
@@ -160,6 +176,11 @@ def coherence_metrics(
             out["key_score"] = KEY_SCORES[key_relation(estimate_key(c), ref.key)]
         else:
             out["key_score"] = nan
+    if monophonic:
+        out["chord_tones"] = nan
+        if ref.chord_chroma is not None and not silent:
+            track = pitch_track(wav, sample_rate)
+            out["chord_tones"] = chord_tone_ratio(track.times, track.f0, track.voiced, ref.chord_chroma, HOP)
     return out
 
 
@@ -251,7 +272,8 @@ def evaluate_editing(
         if ref.key is not None:
             row["reference"]["key_name"] = ref.key.name
         for stem in regen:
-            pitched, threshold = stem not in UNPITCHED, ONSET_THRESHOLDS.get(stem, 0.5)
+            pitched, mono = stem not in UNPITCHED, stem in MONOPHONIC
+            threshold = ONSET_THRESHOLDS.get(stem, 0.5)
             candidates: dict[str, torch.Tensor | None] = {
                 "generated": out[stem][0, :, :T],
                 "ground_truth": song.stems[stem],
@@ -261,14 +283,13 @@ def evaluate_editing(
             if other is not None:
                 w = other.stems[stem][..., :T]
                 candidates["shuffled"] = torch.nn.functional.pad(w, (0, T - w.shape[-1]))
-            row["metrics"][stem] = {
-                cond: (
-                    {k: float("nan") for k in coherence_metrics(song.stems[stem], sr, ref, pitched)}
-                    if wav is None
-                    else coherence_metrics(wav, sr, ref, pitched, threshold)
-                )
+            scores = {
+                cond: coherence_metrics(wav, sr, ref, pitched, threshold, mono)
                 for cond, wav in candidates.items()
+                if wav is not None
             }
+            missing = {k: float("nan") for k in scores["generated"]}  # no shuffled with one song
+            row["metrics"][stem] = {cond: scores.get(cond, missing) for cond in candidates}
             if i == 0:
                 examples[f"{stem} (generated)"] = _first_channel_mono(out[stem][0, :, :T])
                 examples[f"{stem} (ground truth)"] = _first_channel_mono(song.stems[stem])
