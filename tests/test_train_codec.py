@@ -394,3 +394,42 @@ def test_freeze_codes_trains_only_the_decoder(songs, tmp_path):
         train_codec(_cfg(songs, tmp_path / "y", init_from=str(tmp_path / "none.safetensors")))
     with pytest.raises(MusicGenStemError, match="does not fit"):
         train_codec(_cfg(songs, tmp_path / "z", init_from=str(first), n_q=2))
+
+
+def test_keep_codebooks_grows_a_pitch_codec(songs, tmp_path):
+    """--keep-codebooks 1 grows a pitch codec (latent 8 -> 15 rows, 1 -> 2 codebooks): the first
+    codebook's codes stay bit-exact (an LM's tokens stay valid), the second is learnt."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    small = CodecConfig(
+        encoder="pitch", decoder="harmonic", dimension=8, n_q=1, bins=16, synth_width=16, synth_layers=1,
+        synth_harmonics=8, synth_noise_bands=4,
+    )  # fmt: skip
+    grown = dataclasses.replace(small, dimension=15, n_q=2)
+    first = train_codec(_cfg(songs, tmp_path / "first", codec=small.to_dict(), steps=2))
+    path = train_codec(
+        _cfg(songs, tmp_path / "g", codec=grown.to_dict(), steps=3, init_from=str(first), keep_codebooks=1)
+    )
+    old, new = StemCodec(small).eval(), StemCodec(grown).eval()
+    old.load_state_dict(load_file(str(first)))
+    new.load_state_dict(load_file(str(path)))
+    wav = torch.from_numpy(sf.read(songs / "song01" / "bass.wav", dtype="float32")[0])[None, None]
+    codes_old, codes_new = old.encode(wav), new.encode(wav)
+    assert codes_new.shape[1] == 2 and torch.equal(codes_new[:, :1], codes_old)
+    assert new.quantizer.vq.layers[1]._codebook.is_inited
+    start = load_file(str(first))["quantizer.vq.layers.0._codebook.embed"]
+    assert torch.equal(new.quantizer.vq.layers[0]._codebook.embed[:, :8], start)
+    assert not new.quantizer.vq.layers[0]._codebook.embed[:, 8:].any()
+
+    with pytest.raises(MusicGenStemError, match="--init-from"):
+        _cfg(songs, tmp_path / "x", keep_codebooks=1)
+    with pytest.raises(MusicGenStemError, match="give one"):
+        _cfg(songs, tmp_path / "x", init_from=str(first), keep_codebooks=1, freeze_codes=True)
+    with pytest.raises(MusicGenStemError, match="--keep-codebooks 2"):
+        train_codec(
+            _cfg(songs, tmp_path / "y", codec=grown.to_dict(), init_from=str(first), keep_codebooks=2)
+        )
+    with pytest.raises(MusicGenStemError, match="does not grow|lacks"):
+        train_codec(_cfg(songs, tmp_path / "z", init_from=str(first), keep_codebooks=1, codec="tiny", n_q=2))

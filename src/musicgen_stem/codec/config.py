@@ -13,6 +13,7 @@ from typing import Any
 
 #: Latent sizes of the parametric encoders (the features are defined in harmonic.py and tonal.py).
 PITCH_DIM = 8  # pitch, level, 6 harmonic band levels
+PITCH_DETAIL_DIM = 15  # + attack and 6 finer bands above harmonic 8 (for a second codebook)
 CHROMA_DIM = 21  # 12 pitch classes, 5 octave levels, envelope, 3 high bands
 
 __all__ = ["CodecConfig"]
@@ -48,7 +49,7 @@ class CodecConfig:
     stft_n_ffts: tuple[int, ...] = (512, 2048)
     stft_down: int = 4
     # "pitch": YIN f0, level and harmonic band levels, no parameters (`codec/harmonic.py`);
-    # needs dimension 8; for monophonic stems (bass)
+    # dimension 8, or 15 adding attack and finer bands; for monophonic stems (bass)
     pitch_fmin: float = 30.0
     pitch_fmax: float = 400.0
     # decoder head: "seanet" (transposed convolutions, the released codecs) or "istft" (Vocos-style:
@@ -108,8 +109,11 @@ class CodecConfig:
         if self.encoder == "chroma" and self.dimension != CHROMA_DIM:
             raise ValueError(f"CodecConfig.encoder='chroma' needs dimension={CHROMA_DIM}: {self.dimension}")
         if self.encoder == "pitch":
-            if self.dimension != PITCH_DIM:
-                raise ValueError(f"CodecConfig.encoder='pitch' needs dimension={PITCH_DIM}: {self.dimension}")
+            if self.dimension not in (PITCH_DIM, PITCH_DETAIL_DIM):
+                raise ValueError(
+                    f"CodecConfig.encoder='pitch' needs dimension {PITCH_DIM} or {PITCH_DETAIL_DIM} "
+                    f"(with attack and finer bands): {self.dimension}"
+                )
             if (self.hop_length * 8000) % self.sample_rate:
                 raise ValueError("CodecConfig.encoder='pitch' needs hop_length * 8000 divisible by the rate")
             if not 0 < self.pitch_fmin < self.pitch_fmax:

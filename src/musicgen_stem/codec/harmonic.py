@@ -9,7 +9,10 @@ every note of a bass line came back as one drone). This codec has pitch in its l
   Latent [B, 8, F] = (pitch in tenths of a semitone above E1, or `SILENT`; level (40 ms window: the
   envelope) in 3 dB units; band levels relative to the frame's level in 6 dB units). A semitone is
   10 units, more than any level or timbre difference, so the codebook's k-means keeps notes apart
-  and splits each by level and timbre.
+  and splits each by level and timbre. With `detail` (latent [B, 15, F], the first 8 rows the same):
+  the frame's attack (the largest log-mel flux in 5 ms steps around it, in 3 dB units: a re-attacked
+  note that keeps its level) and six finer bands above harmonic 8 (9-12, 13-16, 17-24, 25-32, 33-48,
+  49 and up) from a 2048-point STFT: what a second codebook adds to the first's notes.
 - `HarmonicDecoder`: `HarmonicControls` (ConvNeXt blocks at the frame rate) predicts harmonic
   amplitudes and noise band gains, and passes on the pitch read from the latent: a code's pitch is
   exact without any learning. `HarmonicPhase` integrates the phase frame by frame (stateful: it streams
@@ -28,9 +31,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..dsp import MelSpectrogram
 from .istft import FrameNet, StackDecoder
 
 __all__ = [
+    "attack_db",
+    "band_levels",
     "band_noise",
     "HarmonicControls",
     "HarmonicDecoder",
@@ -46,6 +52,12 @@ SILENCE_DB = -60.0  # frames below this level (dB re a full-scale sine) are sile
 LEVEL_DB = 3.0  # dB per latent unit of level
 BAND_DB = 6.0  # dB per latent unit of band level
 BAND_EDGES = (0.5, 1.5, 2.5, 4.5, 8.5, 16.5)  # multiples of f0; the last band runs to Nyquist
+DETAIL_EDGES = (8.5, 12.5, 16.5, 24.5, 32.5, 48.5)  # the finer bands of `detail`, same convention
+DETAIL_N_FFT = 2048
+FLUX_HOP = 160  # samples at 32 kHz (5 ms) between the attack's log-mel frames
+FLUX_N_FFT = 1024
+FLUX_MELS = 64
+FLUX_RANGE_DB = 80.0  # log-mel levels are floored this far below the input's peak
 PITCH_RATE = 8000  # YIN runs at this rate
 N_FFT = 4096
 HOLD_MIDI = 40.0  # f0 held before the first note (inaudible: its amplitude is 0)
@@ -68,17 +80,65 @@ def short_level_db(mono: torch.Tensor, frames: int, hop: int) -> torch.Tensor:
     return 10 * torch.log10(2 * power + 1e-10)
 
 
-class PitchEncoder(nn.Module):
-    """wav [B, C, T] -> latent [B, 8, ceil(T / hop)] (see the module docstring). Not differentiable,
-    no parameters; the whole input is analysed at once (YIN reads the whole signal)."""
+def band_levels(
+    mono: torch.Tensor, f0: torch.Tensor, hop: int, sample_rate: int, n_fft: int, edges: tuple[float, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """mono [B, F * hop], f0 [B, F] -> (level dB [B, F], levels dB of the bands between successive
+    `edges` x f0 (the last to Nyquist) relative to it [B, len(edges), F]) from an `n_fft` Hann STFT
+    centred on (f + 1) * hop; a full-scale sine is 0 dB."""
+    frames = f0.shape[-1]
+    window = torch.hann_window(n_fft, device=mono.device)
+    left = n_fft // 2 - hop
+    x = nn.functional.pad(mono.float(), (left, n_fft - hop - left))
+    seg = x.unfold(-1, n_fft, hop)[:, :frames]  # [B, F, n_fft]
+    power = torch.fft.rfft(seg * window, dim=-1).abs().square()  # [B, F, bins]
+    power = power * (4.0 / (n_fft * window.square().sum()))  # a full-scale sine sums to ~1
+    total = power.sum(-1)  # [B, F]
+    level = 10 * torch.log10(total + 1e-10)
+    bounds = torch.tensor(edges + (math.inf,), device=mono.device)
+    hz = f0[..., None, None] * bounds  # [B, F, 1, E + 1]
+    lo, hi = hz[..., :-1], hz[..., 1:]
+    f = (torch.arange(n_fft // 2 + 1, device=mono.device) * (sample_rate / n_fft))[:, None]  # [bins, 1]
+    bands = (power[..., None] * ((f >= lo) & (f < hi))).sum(-2)  # [B, F, E]
+    rel = 10 * torch.log10(bands + 1e-10) - level[..., None]
+    return level, rel.clamp(min=-60.0).transpose(1, 2)
 
-    def __init__(self, sample_rate: int, hop: int, fmin: float = 30.0, fmax: float = 400.0) -> None:
+
+def attack_db(mono: torch.Tensor, frames: int, hop: int, sample_rate: int) -> torch.Tensor:
+    """mono [B, >= frames * hop] -> attack [B, frames] in dB: the largest log-mel flux (mean rise
+    over the bands, 5 ms steps, levels floored 80 dB below the input's peak, timed as
+    `dsp.onset_strength` times it) among the steps within half a frame of (f + 1) * hop. A note's
+    attack, or the re-attack of a held note, rises there whatever its level does."""
+    step = max(1, round(FLUX_HOP * sample_rate / 32000))
+    mel = MelSpectrogram(sample_rate, FLUX_N_FFT, FLUX_MELS, hop_length=step, f_min=30.0, log=False)
+    x = mono.float()[:, : frames * hop]
+    x = nn.functional.pad(x, (0, frames * hop - x.shape[-1]))
+    spec = mel.to(mono.device)(x[:, None])  # [B, mels, N] magnitudes, step n centred on n * step
+    db = 20 * torch.log10(spec.clamp(min=1e-8))
+    db = torch.maximum(db, db.amax(dim=(1, 2), keepdim=True) - FLUX_RANGE_DB)
+    flux = nn.functional.pad((db[..., 1:] - db[..., :-1]).clamp(min=0).mean(1), (1, 0))  # [B, N]
+    lag = max(0, round(FLUX_N_FFT / 2 / step) - 1)  # a rise enters a centred window ahead of it
+    flux = nn.functional.pad(flux[:, lag:], (0, lag))
+    per = hop // step
+    centre = (torch.arange(frames, device=mono.device) + 1) * per  # the step of each frame's sample
+    offsets = torch.arange(-(per // 2), per - per // 2, device=mono.device)
+    idx = (centre[:, None] + offsets).clamp(0, flux.shape[-1] - 1)  # [F, per]
+    return flux[:, idx].amax(-1)  # [B, F]
+
+
+class PitchEncoder(nn.Module):
+    """wav [B, C, T] -> latent [B, 8, ceil(T / hop)] ([B, 15, ...] with `detail`; see the module
+    docstring). Not differentiable, no parameters; the whole input is analysed at once (YIN reads
+    the whole signal)."""
+
+    def __init__(
+        self, sample_rate: int, hop: int, fmin: float = 30.0, fmax: float = 400.0, detail: bool = False
+    ) -> None:
         super().__init__()
         if (hop * PITCH_RATE) % sample_rate:
             raise ValueError(f"the pitch encoder needs hop * {PITCH_RATE} divisible by the sample rate")
         self.sample_rate, self.hop, self.fmin, self.fmax = sample_rate, hop, fmin, fmax
-        self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
-        self.register_buffer("freqs", torch.arange(N_FFT // 2 + 1) * (sample_rate / N_FFT), persistent=False)
+        self.detail = detail
 
     def f0(self, mono: torch.Tensor, frames: int) -> torch.Tensor:
         """mono [B, frames * hop] -> f0 [B, frames] in Hz at samples (f + 1) * hop (YIN, 8 kHz)."""
@@ -97,22 +157,10 @@ class PitchEncoder(nn.Module):
 
     def levels(self, mono: torch.Tensor, f0: torch.Tensor) -> torch.Tensor:
         """mono [B, F * hop], f0 [B, F] -> (level dB [B, F], band levels dB [B, 6, F]) stacked [B, 7, F]."""
-        frames, hop = f0.shape[-1], self.hop
-        left = N_FFT // 2 - hop
-        x = nn.functional.pad(mono.float(), (left, N_FFT - hop - left))
-        seg = x.unfold(-1, N_FFT, hop)[:, :frames]  # [B, F, N_FFT], centred on (f + 1) * hop
-        power = torch.fft.rfft(seg * self.window, dim=-1).abs().square()  # [B, F, bins]
-        power = power * (4.0 / (N_FFT * self.window.square().sum()))  # a full-scale sine sums to ~1
-        total = power.sum(-1)  # [B, F]
-        level = 10 * torch.log10(total + 1e-10)
-        edges = torch.tensor(BAND_EDGES + (math.inf,), device=mono.device)
-        hz = f0.clamp(min=self.fmin)[..., None, None] * edges  # [B, F, 1, 7]
-        lo, hi = hz[..., :-1], hz[..., 1:]  # [B, F, 1, 6]
-        f = self.freqs[:, None]  # [bins, 1]
-        bands = (power[..., None] * ((f >= lo) & (f < hi))).sum(-2)  # [B, F, 6]
-        rel = 10 * torch.log10(bands + 1e-10) - level[..., None]
-        level = short_level_db(mono, frames, hop)  # the envelope; the bands keep the long window
-        return torch.cat([level[:, None], rel.clamp(min=-60.0).transpose(1, 2)], dim=1)
+        hz = f0.clamp(min=self.fmin)
+        _, rel = band_levels(mono, hz, self.hop, self.sample_rate, N_FFT, BAND_EDGES)
+        level = short_level_db(mono, f0.shape[-1], self.hop)  # the envelope; the bands keep the long window
+        return torch.cat([level[:, None], rel], dim=1)
 
     @torch.no_grad()
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
@@ -125,7 +173,13 @@ class PitchEncoder(nn.Module):
         midi = 69.0 + 12.0 * torch.log2(f0.clamp(min=1.0) / 440.0)
         pitch = torch.where(voiced, (midi - LOW_MIDI) * SEMITONE, torch.full_like(midi, SILENT))
         level = lv[:, :1].clamp(-90.0, 6.0) / LEVEL_DB
-        return torch.cat([pitch[:, None], level, lv[:, 1:] / BAND_DB], dim=1).to(wav.dtype)
+        rows = [pitch[:, None], level, lv[:, 1:] / BAND_DB]
+        if self.detail:
+            hz = f0.clamp(min=self.fmin)
+            _, fine = band_levels(mono, hz, self.hop, self.sample_rate, DETAIL_N_FFT, DETAIL_EDGES)
+            attack = attack_db(mono, frames, self.hop, self.sample_rate) * voiced
+            rows += [(attack / LEVEL_DB)[:, None], fine * voiced[:, None] / BAND_DB]
+        return torch.cat(rows, dim=1).to(wav.dtype)
 
 
 def exp_sigmoid(x: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..layout import StemLayout
-from .config import CodecConfig
+from .config import PITCH_DETAIL_DIM, CodecConfig
 from .harmonic import HarmonicDecoder, PitchEncoder
 from .istft import ISTFTDecoder, STFTEncoder
 from .quantizer import ResidualVectorQuantizer
@@ -107,7 +107,10 @@ class StemCodec(nn.Module):
         }
         self.encoder: nn.Module
         if cfg.encoder == "pitch":
-            self.encoder = PitchEncoder(cfg.sample_rate, cfg.hop_length, cfg.pitch_fmin, cfg.pitch_fmax)
+            detail = cfg.dimension == PITCH_DETAIL_DIM
+            self.encoder = PitchEncoder(
+                cfg.sample_rate, cfg.hop_length, cfg.pitch_fmin, cfg.pitch_fmax, detail
+            )
         elif cfg.encoder == "chroma":
             self.encoder = ChromaEncoder(cfg.sample_rate, cfg.hop_length)
         elif cfg.encoder == "stft":

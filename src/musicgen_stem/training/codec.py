@@ -344,8 +344,38 @@ class CodecTask(loop.Task):
         return core
 
 
-def load_init(model: StemCodec, path: str) -> None:
-    """Load trained weights (a codec safetensors file of the same config) into `model`."""
+def grown_state(target: dict[str, torch.Tensor], source: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`source` weights fitted into the shapes of `target` (a state dict of a grown codec): equal
+    shapes are copied, smaller ones fill the leading slice of zeros (the new latent rows: the
+    decoder's new input channels and the codebooks' new dimensions start at zero); target keys that
+    `source` lacks (new codebooks) are left out. Raises on a weight that does not fit."""
+    extra = sorted(set(source) - set(target))
+    if extra:
+        raise MusicGenStemError(
+            f"--init-from has weights this --codec config lacks ({', '.join(extra[:3])}...): "
+            "give the config it was trained with, grown only in latent size and codebooks"
+        )
+    out = {}
+    for key, t in target.items():
+        s = source.get(key)
+        if s is None:
+            continue
+        if s.shape != t.shape:
+            if s.dim() != t.dim() or any(a > b for a, b in zip(s.shape, t.shape, strict=True)):
+                raise MusicGenStemError(
+                    f"--init-from weight '{key}' {tuple(s.shape)} does not grow into {tuple(t.shape)}: "
+                    "give the config the codec was trained with, grown only in latent size and codebooks"
+                )
+            grown = torch.zeros_like(t)
+            grown[tuple(slice(0, n) for n in s.shape)] = s
+            s = grown
+        out[key] = s
+    return out
+
+
+def load_init(model: StemCodec, path: str, keep_codebooks: int = 0) -> None:
+    """Load trained weights (a codec safetensors file of the same config) into `model`; with
+    `keep_codebooks`, a codec with that many codebooks, grown into `model` (`grown_state`)."""
     from safetensors.torch import load_file
 
     if not Path(path).is_file():
@@ -354,11 +384,20 @@ def load_init(model: StemCodec, path: str) -> None:
         state = load_file(path)
     except Exception as e:  # noqa: BLE001 - any unreadable file is one user error
         raise MusicGenStemError(f"cannot read --init-from '{path}': {e}") from None
+    if keep_codebooks:
+        layers = {int(k.split(".")[3]) for k in state if k.startswith("quantizer.vq.layers.")}
+        if len(layers) != keep_codebooks or keep_codebooks >= model.n_q:
+            raise MusicGenStemError(
+                f"--init-from '{path}' has {len(layers)} codebooks and --codec {model.n_q}: "
+                f"--keep-codebooks {keep_codebooks} must be the first and less than the second"
+            )
+        state = grown_state(model.state_dict(), state)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
+    new = [k for k in missing if keep_codebooks and k.startswith("quantizer.vq.layers.")]
+    if len(missing) != len(new) or unexpected:
         raise MusicGenStemError(
-            f"--init-from '{path}' does not fit this codec config ({len(missing)} weights missing, "
-            f"{len(unexpected)} unexpected): give the --codec config it was trained with"
+            f"--init-from '{path}' does not fit this codec config ({len(missing) - len(new)} weights "
+            f"missing, {len(unexpected)} unexpected): give the --codec config it was trained with"
         )
 
 
@@ -370,11 +409,13 @@ def _train(
     model = StemCodec(codec_cfg)
     frozen: list[nn.Module] = []
     if cfg.init_from is not None:
-        load_init(model, cfg.init_from)
+        load_init(model, cfg.init_from, cfg.keep_codebooks)
     if cfg.freeze_codes:
         frozen = [model.encoder, model.quantizer]
-        for module in frozen:
-            module.requires_grad_(False)
+    elif cfg.keep_codebooks:
+        frozen = [model.encoder, *model.quantizer.vq.layers[: cfg.keep_codebooks]]
+    for module in frozen:
+        module.requires_grad_(False)
     extras: dict[str, tuple[nn.Module, torch.optim.Optimizer]] = {}
     disc: MultiScaleSTFTDiscriminator | None = None
     disc_opt: torch.optim.Optimizer | None = None

@@ -86,6 +86,9 @@ class CodecTrainConfig:
     # learns: encoder and codebooks stay as they are, so tokens made with the codec stay valid
     init_from: str | None = None
     freeze_codes: bool = False
+    # grow a trained codec (a larger latent, more codebooks): its encoder and first keep_codebooks
+    # codebooks stay bit-exact (their tokens stay valid), the new codebooks and the decoder learn
+    keep_codebooks: int = 0
     # adversarial (off by default)
     adversarial: bool = False
     w_adv: float = 4.0
@@ -147,6 +150,15 @@ class CodecTrainConfig:
                 not self.freeze_codes or self.init_from is not None,
                 "--freeze-codes keeps a trained codec's codes: give its weights with --init-from",
             ),
+            (
+                self.keep_codebooks == 0 or self.init_from is not None,
+                "--keep-codebooks grows a trained codec: give its weights with --init-from",
+            ),
+            (
+                not (self.keep_codebooks and self.freeze_codes),
+                "--keep-codebooks and --freeze-codes both say which codebooks stay: give one",
+            ),
+            (self.keep_codebooks >= 0, f"--keep-codebooks must be >= 0, got {self.keep_codebooks}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -207,6 +219,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="train the decoder only: encoder and codebooks stay as --init-from has them, so tokens "
         "already made with that codec (an LM's training data) stay valid",
+    )
+    g.add_argument(
+        "--keep-codebooks",
+        type=int,
+        default=d.keep_codebooks,
+        metavar="N",
+        help="grow --init-from into the --codec config (a larger pitch latent, more codebooks): its "
+        "encoder and first N codebooks stay bit-exact, so their tokens stay valid; new latent rows "
+        "start at zero, the new codebooks (k-means) and the decoder learn",
     )
     g = parser.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, default=d.steps, help="total training steps")
@@ -312,6 +333,7 @@ def config_from_args(args: argparse.Namespace) -> CodecTrainConfig:
         w_chroma=args.w_chroma,
         init_from=args.init_from,
         freeze_codes=args.freeze_codes,
+        keep_codebooks=args.keep_codebooks,
         adversarial=args.adversarial,
         w_adv=args.w_adv,
         w_feat=args.w_feat,
