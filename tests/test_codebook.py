@@ -43,7 +43,8 @@ def test_fill_the_shipped_bass_codebook(tmp_path, capsys):
     """Codes 0..511 'used' by an LM: the filler writes into 512..1023 only, every pure tone E1..G3
     comes back on its note, and the LM reads each new code as the used code nearest to it."""
     (tmp_path / "tokens" / "tokens").mkdir(parents=True)
-    tokens = np.tile(np.arange(512, dtype=np.int64), (4, 1))
+    streams = load_model(default_model_path()).config.layout.num_streams
+    tokens = np.tile(np.arange(512, dtype=np.int64), (streams, 1))
     np.save(tmp_path / "tokens" / "tokens" / "song.npy", tokens)
     assert code_counts([str(tmp_path / "tokens")], 0, 1024)[:512].sum() == 512
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..codec.config import PITCH_DIM
 from ..codec.harmonic import LOW_MIDI, SEMITONE, SILENT
 from ..codec.quantizer import kmeans
 from ..errors import MusicGenStemError
@@ -57,11 +58,13 @@ def code_counts(token_dirs: Sequence[str], stream: int, card: int, streams: int 
 
 def sine_timbres(encoder: torch.nn.Module, sample_rate: int, levels_db: Sequence[float]) -> torch.Tensor:
     """Latent timbres (dims 1.. of the pitch latent) of a decaying A1 sine at each peak level
-    -> [len(levels_db), D - 1]: the frame a quarter second in (past the attack)."""
+    -> [len(levels_db), D - 1]: the frame a quarter second in (past the attack). The rows of a
+    detail latent are zero: the first codebook of a grown codec leaves them to the second."""
     t = torch.arange(sample_rate) / sample_rate
     tone = torch.sin(2 * torch.pi * 55.0 * t) * torch.exp(-t / 0.35) * torch.clamp(t / 0.01, max=1.0)
     wav = torch.stack([tone * 10 ** (db / 20) for db in levels_db])[:, None]  # [L, 1, T]
     latent = encoder(wav)  # [L, D, F]
+    latent[:, PITCH_DIM:] = 0.0
     return latent[:, 1:, latent.shape[-1] // 4]
 
 
