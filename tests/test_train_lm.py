@@ -357,6 +357,21 @@ def test_history_noise_option_trains(model_dir, data_dir, tmp_path):
         train_lm(_cfg(model_dir, data_dir, tmp_path / "c", history_noise=1.5))
 
 
+def test_train_heads_moves_only_those_heads(model_dir, data_dir, tmp_path):
+    """--train-heads 1 3: those output heads learn, every other LM and text weight stays bit-exact
+    (the written model generates the other streams exactly as before)."""
+    out = train_lm(_cfg(model_dir, data_dir, tmp_path / "a", steps=2, train_heads=(1, 3)))
+    start, end = load_model(model_dir), load_model(out)
+    before = {**start.lm.state_dict(), **{f"text.{k}": v for k, v in start.text.state_dict().items()}}
+    after = {**end.lm.state_dict(), **{f"text.{k}": v for k, v in end.text.state_dict().items()}}
+    moved = sorted(k for k in before if not torch.equal(before[k], after[k]))
+    assert moved == ["linears.1.weight", "linears.3.weight"]
+    with pytest.raises(MusicGenStemError, match="streams 0..5"):
+        train_lm(_cfg(model_dir, data_dir, tmp_path / "b", train_heads=(6,)))
+    with pytest.raises(MusicGenStemError, match="train-heads"):
+        train_lm(_cfg(model_dir, data_dir, tmp_path / "c", train_heads=(-1,)))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -58,6 +58,9 @@ class LMTrainConfig:
     dropout: float | None = None  # LM dropout while training (attention, residual); None: the model's
     history_noise: float = 0.0  # edit batches: P(an input token of a regenerated stream is random)
     beat_grid: bool = False  # add the LM's beat grid (zero at first) to a model without one
+    # train only the output heads of these streams, every other weight frozen: the new streams of a
+    # grown model (`training/grow.py`) learnt without moving anything the LM knew
+    train_heads: tuple[int, ...] = ()
     crop_seconds: float | None = None  # default: the model's max_duration
     valid_fraction: float = 0.02
     valid_batches: int = 4
@@ -105,6 +108,8 @@ class LMTrainConfig:
         ):
             if not 0 <= p <= 1:
                 raise MusicGenStemError(f"the {name} must be in [0, 1], got {p}")
+        if any(k < 0 for k in self.train_heads):
+            raise MusicGenStemError(f"--train-heads are stream indices >= 0, got {list(self.train_heads)}")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise MusicGenStemError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.crop_seconds is not None and not self.crop_seconds > 0:
@@ -205,6 +210,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the caption names (tracks start on a downbeat); text -> stems then follows the prompt's tempo",
     )
     g.add_argument(
+        "--train-heads",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="K",
+        help="train only the output heads of these streams (0-based), every other weight frozen: the "
+        "new streams of a grown model (python -m musicgen_stem.training.grow), learnt without moving "
+        "what the LM knew (its other streams are generated exactly as before)",
+    )
+    g.add_argument(
         "--crop-seconds",
         type=float,
         default=None,
@@ -262,6 +277,7 @@ def config_from_args(args: argparse.Namespace) -> LMTrainConfig:
         dropout=args.dropout,
         history_noise=args.history_noise,
         beat_grid=args.beat_grid,
+        train_heads=tuple(args.train_heads),
         crop_seconds=args.crop_seconds,
         valid_fraction=args.valid_fraction,
         valid_batches=args.valid_batches,
