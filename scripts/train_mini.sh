@@ -102,7 +102,7 @@ save_model(load_model(sys.argv[1]), sys.argv[2], force=True, lm_dtype=torch.floa
   "$WORK/lm_grid2/model" "$WORK/lm_fp16"
 python -m musicgen_stem.training.codebook "$WORK/lm_fp16" --tokens "$WORK/tokens" --out "$WORK/filled" --force
 
-# 7. Ship it, with the bass decoder fine-tuned on the filled codebook (decoder only, as in 2b).
+# 7. The bass decoder fine-tuned on the filled codebook (decoder only, as in 2b): the model before 8.
 $MSG train-codec "$WORK/synth300" --stem bass --codec "$HERE/codecs/bass_harmonic.json" --out "$WORK/ft_bass" \
   --init-from "$WORK/filled/codec_bass.safetensors" --steps 2000 --warmup 50 --lr 5e-4 --segment 1.0 \
   --batch-size 16 --pitch-shift 7 --w-l1 0 --w-commit 0 --val-every 500 --seed 1 "${FT[@]}"
@@ -110,5 +110,28 @@ python -c "import sys, torch; from safetensors.torch import load_file; \
 from musicgen_stem.modeldir import load_model, save_model; parts = load_model(sys.argv[1]); \
 parts.codec.codecs['bass'].load_state_dict(load_file(sys.argv[2]), strict=True); \
 save_model(parts, sys.argv[3], force=True, lm_dtype=torch.float16)" \
-  "$WORK/filled" "$WORK/ft_bass/codec_bass.safetensors" "${SHIP_TO:-$WORK/mini}"
+  "$WORK/filled" "$WORK/ft_bass/codec_bass.safetensors" "$WORK/mini8"
+
+# 8. A second bass codebook: the bass codec grown (attack and finer bands in its latent, a second
+#    codebook; --keep-codebooks 1 keeps every first-codebook code the LM learnt), the LM grown by
+#    that stream (zero at first: `training/grow.py`), 900 songs tokenized with it (the shipped run:
+#    songs 0-299, 300-599 and 600-899 in three folders, three processes of one thread each, 10 min),
+#    and the new stream's output head trained alone (--train-heads 1: every other weight frozen, so
+#    the old streams keep their probabilities; 2 threads, 8 min). Ship it.
+$MSG train-codec "$WORK/synth300" --stem bass --codec "$HERE/codecs/bass_detail.json" --out "$WORK/grow_bass" \
+  --init-from "$WORK/mini8/codec_bass.safetensors" --keep-codebooks 1 --steps 1200 --warmup 50 --lr 5e-4 \
+  --segment 1.0 --batch-size 16 --pitch-shift 7 --w-l1 0 --w-commit 0 --w-stft 1 --stft-scales 512 2048 4096 \
+  --mel-scales 512 1024 2048 --log-every 25 --checkpoint-every 100 --val-every 500 --threads "$THREADS" --seed 1
+python -m musicgen_stem.training.grow "$WORK/mini8" --codec bass="$WORK/grow_bass/codec_bass.safetensors" \
+  --out "$WORK/grown" --force
+mkdir -p "$WORK/synth900"
+for i in $(seq -f "%05g" 0 899); do ln -sfn "$(cd "$WORK/synth" && pwd)/song_$i" "$WORK/synth900/song_$i"; done
+$MSG prepare --input "$WORK/synth900" --model "$WORK/grown" --out "$WORK/tokens_grown" --quiet
+$MSG train-lm --model "$WORK/grown" --data "$WORK/tokens_grown" --out "$WORK/lm_heads" \
+  --steps 800 --batch-size 8 --lr 1e-3 --warmup 50 --ema-decay 0.99 --dropout 0 --history-noise 0.5 \
+  --edit-prob 0.5 --train-heads 1 --log-every 25 --checkpoint-every 100 --validate-every 500 --device cpu \
+  --num-threads "$THREADS" --seed 5
+python -c "import sys, torch; from musicgen_stem.modeldir import load_model, save_model; \
+save_model(load_model(sys.argv[1]), sys.argv[2], force=True, lm_dtype=torch.float16)" \
+  "$WORK/lm_heads/model" "${SHIP_TO:-$WORK/mini}"
 echo "model: ${SHIP_TO:-$WORK/mini}"

@@ -5,8 +5,9 @@ N codebooks give the codes they gave before. `grow_model` puts such a codec into
 layout gets the stem's new streams (the stem's i-th codebook delayed by i steps, as in MusicGen's
 delay pattern), the LM keeps every weight of the streams it had, and the new streams' embeddings
 and output heads start at zero. Until it is fine-tuned on tokens of the grown codec (`prepare`,
-then `train-lm --model NEW`), the LM reads and writes the old streams exactly as before and
-samples the new ones uniformly: the fine-tune only has to learn them, not the music again.
+then `train-lm --model NEW`), the LM gives the old streams the probabilities it gave them (the
+random draws differ, as with another seed) and samples the new ones uniformly: the fine-tune only
+has to learn them, not the music again (`train-lm --train-heads` learns them alone).
 
     python -m musicgen_stem.training.grow MODEL --codec bass=runs/grow_bass/codec_bass.safetensors \\
         --out NEW_MODEL

@@ -217,7 +217,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="K",
         help="train only the output heads of these streams (0-based), every other weight frozen: the "
         "new streams of a grown model (python -m musicgen_stem.training.grow), learnt without moving "
-        "what the LM knew (its other streams are generated exactly as before)",
+        "what the LM knew (its other streams keep their probabilities)",
     )
     g.add_argument(
         "--crop-seconds",
