@@ -37,6 +37,7 @@ from .istft import FrameNet, StackDecoder
 __all__ = [
     "attack_db",
     "band_levels",
+    "flux_mel",
     "band_noise",
     "HarmonicControls",
     "HarmonicDecoder",
@@ -104,16 +105,21 @@ def band_levels(
     return level, rel.clamp(min=-60.0).transpose(1, 2)
 
 
-def attack_db(mono: torch.Tensor, frames: int, hop: int, sample_rate: int) -> torch.Tensor:
+def flux_mel(sample_rate: int) -> MelSpectrogram:
+    """The log-mel analysis of `attack_db`: 1024-point windows (at 32 kHz) in 5 ms steps, 64 bands."""
+    step = max(1, round(FLUX_HOP * sample_rate / 32000))
+    return MelSpectrogram(sample_rate, FLUX_N_FFT, FLUX_MELS, hop_length=step, f_min=30.0, log=False)
+
+
+def attack_db(mono: torch.Tensor, frames: int, hop: int, mel: MelSpectrogram) -> torch.Tensor:
     """mono [B, >= frames * hop] -> attack [B, frames] in dB: the largest log-mel flux (mean rise
-    over the bands, 5 ms steps, levels floored 80 dB below the input's peak, timed as
+    over the bands of `mel` (`flux_mel`), levels floored 80 dB below the input's peak, timed as
     `dsp.onset_strength` times it) among the steps within half a frame of (f + 1) * hop. A note's
     attack, or the re-attack of a held note, rises there whatever its level does."""
-    step = max(1, round(FLUX_HOP * sample_rate / 32000))
-    mel = MelSpectrogram(sample_rate, FLUX_N_FFT, FLUX_MELS, hop_length=step, f_min=30.0, log=False)
+    step = mel.hop_length
     x = mono.float()[:, : frames * hop]
     x = nn.functional.pad(x, (0, frames * hop - x.shape[-1]))
-    spec = mel.to(mono.device)(x[:, None])  # [B, mels, N] magnitudes, step n centred on n * step
+    spec = mel(x[:, None])  # [B, mels, N] magnitudes, step n centred on n * step
     db = 20 * torch.log10(spec.clamp(min=1e-8))
     db = torch.maximum(db, db.amax(dim=(1, 2), keepdim=True) - FLUX_RANGE_DB)
     flux = nn.functional.pad((db[..., 1:] - db[..., :-1]).clamp(min=0).mean(1), (1, 0))  # [B, N]
@@ -139,6 +145,7 @@ class PitchEncoder(nn.Module):
             raise ValueError(f"the pitch encoder needs hop * {PITCH_RATE} divisible by the sample rate")
         self.sample_rate, self.hop, self.fmin, self.fmax = sample_rate, hop, fmin, fmax
         self.detail = detail
+        self.flux = flux_mel(sample_rate) if detail else None  # buffers only, none in the state dict
 
     def f0(self, mono: torch.Tensor, frames: int) -> torch.Tensor:
         """mono [B, frames * hop] -> f0 [B, frames] in Hz at samples (f + 1) * hop (YIN, 8 kHz)."""
@@ -177,7 +184,8 @@ class PitchEncoder(nn.Module):
         if self.detail:
             hz = f0.clamp(min=self.fmin)
             _, fine = band_levels(mono, hz, self.hop, self.sample_rate, DETAIL_N_FFT, DETAIL_EDGES)
-            attack = attack_db(mono, frames, self.hop, self.sample_rate) * voiced
+            assert self.flux is not None
+            attack = attack_db(mono, frames, self.hop, self.flux) * voiced
             rows += [(attack / LEVEL_DB)[:, None], fine * voiced[:, None] / BAND_DB]
         return torch.cat(rows, dim=1).to(wav.dtype)
 
