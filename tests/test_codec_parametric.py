@@ -138,6 +138,37 @@ def test_chroma_latent_names_the_chords_and_chunks_exactly() -> None:
     assert torch.equal(codec.encode(wav, chunk_seconds=0.7), codec.encode(wav))
 
 
+def test_chroma_detail_latent_marks_restruck_chords_and_chunks_exactly() -> None:
+    """dimension 38: the first 21 rows are the plain latent's; the attack row rises where a held
+    chord is struck again (its level the same before and after), the band levels say where its
+    energy is, the flatness that it is lines, not noise, and chunked encoding with a third codebook
+    gives the same codes."""
+    t = np.arange(2 * SR) / SR
+    env = np.ones_like(t)
+    strikes = [0.5, 1.0, 1.5]
+    for s in strikes:
+        env[(t >= s - 0.01) & (t < s)] = 0.05
+    x = 0.1 * env * sum(np.sin(2 * np.pi * _hz(m) * t) for m in (60, 64, 67))
+    wav = torch.from_numpy(x.astype(np.float32))[None, None]
+    plain = StemCodec(_cfg("chroma")).encode_latent(wav)
+    codec = StemCodec(_cfg("chroma", dimension=38, n_q=3))
+    detail = codec.encode_latent(wav)
+    assert detail.shape == (1, 38, plain.shape[-1]) and torch.equal(detail[:, :21], plain)
+    attack = detail[0, 21]
+    hits = [int(s * 50) - 1 + k for s in strikes for k in (-1, 0)]  # frame f describes (f + 1) * hop
+    rest = attack[10:90][[f not in hits for f in range(10, 90)]]
+    assert float(attack[hits].reshape(3, 2).amax(1).min()) > 3 * float(rest.median()) + 0.5
+    bands = detail[0, 22:34, 60]  # 0-65 Hz, octaves to 2080 Hz, ...: C4-G4 lie in 260-520 Hz
+    assert int(bands.argmax()) == 3 and float(bands[0]) < -4
+    noise = torch.from_numpy(np.random.default_rng(0).standard_normal(2 * SR).astype(np.float32) * 0.1)
+    flat_noise = codec.encode_latent(noise[None, None])[0, 34, 60]  # 130-520 Hz of white noise
+    assert float(detail[0, 34, 60]) < -2 < float(flat_noise) < 0  # below -20 dB for lines, near 0 for noise
+    codec.train()
+    codec(wav)
+    codec.eval()
+    assert torch.equal(codec.encode(wav, chunk_seconds=0.7), codec.encode(wav))
+
+
 def test_tone_bank_plays_equal_tempered_notes() -> None:
     dec = TonalDecoder(1, 21, SR, 640, width=8, layers=1, noise_bands=4)
     head = dec.model[0].net[-1].conv

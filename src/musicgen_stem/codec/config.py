@@ -15,6 +15,7 @@ from typing import Any
 PITCH_DIM = 8  # pitch, level, 6 harmonic band levels
 PITCH_DETAIL_DIM = 15  # + attack and 6 finer bands above harmonic 8 (for a second codebook)
 CHROMA_DIM = 21  # 12 pitch classes, 5 octave levels, envelope, 3 high bands
+CHROMA_DETAIL_DIM = 38  # + attack, 12 band levels and 4 flatnesses from a shorter window (3rd codebook)
 
 __all__ = ["CodecConfig"]
 
@@ -106,8 +107,11 @@ class CodecConfig:
             )
         if self.encoder not in ("seanet", "stft", "pitch", "chroma"):
             raise ValueError(f"CodecConfig.encoder must be seanet, stft, pitch or chroma: {self.encoder!r}")
-        if self.encoder == "chroma" and self.dimension != CHROMA_DIM:
-            raise ValueError(f"CodecConfig.encoder='chroma' needs dimension={CHROMA_DIM}: {self.dimension}")
+        if self.encoder == "chroma" and self.dimension not in (CHROMA_DIM, CHROMA_DETAIL_DIM):
+            raise ValueError(
+                f"CodecConfig.encoder='chroma' needs dimension={CHROMA_DIM} or {CHROMA_DETAIL_DIM} "
+                f"(with attack and band levels): {self.dimension}"
+            )
         if self.encoder == "pitch":
             if self.dimension not in (PITCH_DIM, PITCH_DETAIL_DIM):
                 raise ValueError(

@@ -39,6 +39,7 @@ __all__ = [
     "band_levels",
     "flux_mel",
     "band_noise",
+    "frame_power",
     "HarmonicControls",
     "HarmonicDecoder",
     "HarmonicPhase",
@@ -81,19 +82,25 @@ def short_level_db(mono: torch.Tensor, frames: int, hop: int) -> torch.Tensor:
     return 10 * torch.log10(2 * power + 1e-10)
 
 
+def frame_power(mono: torch.Tensor, frames: int, hop: int, n_fft: int) -> torch.Tensor:
+    """mono [B, >= frames * hop] -> power spectrum [B, frames, n_fft // 2 + 1] of an `n_fft` Hann
+    window centred on (f + 1) * hop (zeros outside the input), scaled so that a full-scale sine sums
+    to ~1."""
+    window = torch.hann_window(n_fft, device=mono.device)
+    left = n_fft // 2 - hop
+    x = nn.functional.pad(mono.float()[:, : frames * hop], (left, n_fft - hop - left))
+    seg = x.unfold(-1, n_fft, hop)[:, :frames]  # [B, F, n_fft]
+    power = torch.fft.rfft(seg * window, dim=-1).abs().square()
+    return power * (4.0 / (n_fft * window.square().sum()))
+
+
 def band_levels(
     mono: torch.Tensor, f0: torch.Tensor, hop: int, sample_rate: int, n_fft: int, edges: tuple[float, ...]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """mono [B, F * hop], f0 [B, F] -> (level dB [B, F], levels dB of the bands between successive
     `edges` x f0 (the last to Nyquist) relative to it [B, len(edges), F]) from an `n_fft` Hann STFT
     centred on (f + 1) * hop; a full-scale sine is 0 dB."""
-    frames = f0.shape[-1]
-    window = torch.hann_window(n_fft, device=mono.device)
-    left = n_fft // 2 - hop
-    x = nn.functional.pad(mono.float(), (left, n_fft - hop - left))
-    seg = x.unfold(-1, n_fft, hop)[:, :frames]  # [B, F, n_fft]
-    power = torch.fft.rfft(seg * window, dim=-1).abs().square()  # [B, F, bins]
-    power = power * (4.0 / (n_fft * window.square().sum()))  # a full-scale sine sums to ~1
+    power = frame_power(mono, f0.shape[-1], hop, n_fft)  # [B, F, bins]
     total = power.sum(-1)  # [B, F]
     level = 10 * torch.log10(total + 1e-10)
     bounds = torch.tensor(edges + (math.inf,), device=mono.device)
@@ -111,9 +118,12 @@ def flux_mel(sample_rate: int) -> MelSpectrogram:
     return MelSpectrogram(sample_rate, FLUX_N_FFT, FLUX_MELS, hop_length=step, f_min=30.0, log=False)
 
 
-def attack_db(mono: torch.Tensor, frames: int, hop: int, mel: MelSpectrogram) -> torch.Tensor:
+def attack_db(
+    mono: torch.Tensor, frames: int, hop: int, mel: MelSpectrogram, floor_db: float | None = None
+) -> torch.Tensor:
     """mono [B, >= frames * hop] -> attack [B, frames] in dB: the largest log-mel flux (mean rise
-    over the bands of `mel` (`flux_mel`), levels floored 80 dB below the input's peak, timed as
+    over the bands of `mel` (`flux_mel`), levels floored 80 dB below the input's peak, or at
+    `floor_db` (dB of `mel`'s magnitudes) so that each frame reads only samples near it; timed as
     `dsp.onset_strength` times it) among the steps within half a frame of (f + 1) * hop. A note's
     attack, or the re-attack of a held note, rises there whatever its level does."""
     step = mel.hop_length
@@ -121,7 +131,10 @@ def attack_db(mono: torch.Tensor, frames: int, hop: int, mel: MelSpectrogram) ->
     x = nn.functional.pad(x, (0, frames * hop - x.shape[-1]))
     spec = mel(x[:, None])  # [B, mels, N] magnitudes, step n centred on n * step
     db = 20 * torch.log10(spec.clamp(min=1e-8))
-    db = torch.maximum(db, db.amax(dim=(1, 2), keepdim=True) - FLUX_RANGE_DB)
+    if floor_db is None:
+        db = torch.maximum(db, db.amax(dim=(1, 2), keepdim=True) - FLUX_RANGE_DB)
+    else:
+        db = db.clamp(min=floor_db)
     flux = nn.functional.pad((db[..., 1:] - db[..., :-1]).clamp(min=0).mean(1), (1, 0))  # [B, N]
     lag = max(0, round(FLUX_N_FFT / 2 / step) - 1)  # a rise enters a centred window ahead of it
     flux = nn.functional.pad(flux[:, lag:], (0, lag))

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..layout import StemLayout
-from .config import PITCH_DETAIL_DIM, CodecConfig
+from .config import CHROMA_DETAIL_DIM, PITCH_DETAIL_DIM, CodecConfig
 from .harmonic import HarmonicDecoder, PitchEncoder
 from .istft import ISTFTDecoder, STFTEncoder
 from .quantizer import ResidualVectorQuantizer
@@ -112,7 +112,7 @@ class StemCodec(nn.Module):
                 cfg.sample_rate, cfg.hop_length, cfg.pitch_fmin, cfg.pitch_fmax, detail
             )
         elif cfg.encoder == "chroma":
-            self.encoder = ChromaEncoder(cfg.sample_rate, cfg.hop_length)
+            self.encoder = ChromaEncoder(cfg.sample_rate, cfg.hop_length, cfg.dimension == CHROMA_DETAIL_DIM)
         elif cfg.encoder == "stft":
             self.encoder = STFTEncoder(
                 cfg.channels,

@@ -8,7 +8,13 @@ a parametric codec for polyphonic stems (chords, pads, leads) whose codes keep t
   window (the envelope), 6 dB units;
   three high bands 2-4, 4-8, 8-16 kHz relative to the level, 10 dB units). Chroma spans the
   largest distances, so the first codebook's k-means sorts frames by harmony, the next ones by
-  register, level and timbre.
+  register, level and timbre. With `detail` (latent [B, 38, F], the first 21 rows the same): the
+  frame's attack (the largest log-mel flux around it, 6 dB units, as the bass codec's), 12 band
+  levels (0-65 Hz, then octaves to 2 kHz, half octaves to 11.8 kHz and the rest) from a 2048-point
+  STFT relative to its level, and the spectral flatness of four broad bands (130-520 Hz, 0.5-2 kHz,
+  2-5.9 kHz, above: partials or noise), 10 dB units: the sub-bass, stab releases, bright partials
+  and noise floor that the 8192-point analysis blurs, for a third codebook. Every feature reads only samples within 4096 of
+  its frame, so chunked encoding stays exact.
 - `TonalDecoder`: `ToneControls` (ConvNeXt blocks at the frame rate) predicts the amplitude of
   each semitone oscillator C2..C7 and noise band gains, on top of the note energies the latent
   itself implies (chroma share x octave level: right before any training); `FrameCounter`
@@ -24,11 +30,22 @@ import math
 import torch
 from torch import nn
 
-from .config import CHROMA_DIM
-from .harmonic import band_noise, exp_sigmoid, midi_to_hz, noise_table, previous_frame, short_level_db
+from .config import CHROMA_DETAIL_DIM, CHROMA_DIM
+from .harmonic import (
+    attack_db,
+    band_noise,
+    exp_sigmoid,
+    flux_mel,
+    frame_power,
+    midi_to_hz,
+    noise_table,
+    previous_frame,
+    short_level_db,
+)
 from .istft import FrameNet, StackDecoder
 
 __all__ = [
+    "CHROMA_DETAIL_DIM",
     "CHROMA_DIM",
     "ChromaEncoder",
     "ChromaFeatures",
@@ -45,14 +62,28 @@ CHROMA_SCALE = 10.0  # latent units of a pitch class at the frame's strongest
 LEVEL_DB, BAND_DB, BAND_FLOOR, SILENCE_DB = 6.0, 10.0, -40.0, -60.0
 HIGH_BANDS = (2000.0, 4000.0, 8000.0, 16000.0)
 N_FFT = 8192
+DETAIL_N_FFT = 2048
+DETAIL_HZ = (0.0, 65.0, 130.0, 260.0, 520.0, 1040.0, 2080.0, 2940.0, 4160.0, 5880.0, 8320.0, 11760.0)
+FLAT_HZ = (130.0, 520.0, 2080.0, 5880.0)  # the flatness bands: 130-520 Hz, ..., 5.9 kHz and up
+FLUX_FLOOR_DB = -40.0  # log-mel magnitudes floored here: about 90 dB below a full-scale sine
+assert CHROMA_DETAIL_DIM == CHROMA_DIM + 1 + len(DETAIL_HZ) + len(FLAT_HZ)
 
 
 class ChromaFeatures(nn.Module):
-    """wav [B, C, T] -> latent [B, 21, ceil(T / hop)] (see the module docstring); no parameters."""
+    """wav [B, C, T] -> latent [B, 21, ceil(T / hop)] ([B, 38, ...] with `detail`; see the module
+    docstring); no parameters."""
 
-    def __init__(self, sample_rate: int, hop: int) -> None:
+    def __init__(self, sample_rate: int, hop: int, detail: bool = False) -> None:
         super().__init__()
         self.sample_rate, self.hop = sample_rate, hop
+        self.flux = flux_mel(sample_rate) if detail else None  # buffers only, none in the state dict
+        hz = torch.arange(DETAIL_N_FFT // 2 + 1) * (sample_rate / DETAIL_N_FFT)
+        edges = torch.tensor(DETAIL_HZ + (math.inf,))
+        bands = (hz[None] >= edges[:-1, None]) & (hz[None] < edges[1:, None])  # [12, bins]
+        self.register_buffer("detail_bands", bands.float(), persistent=False)
+        edges = torch.tensor(FLAT_HZ + (math.inf,))
+        flat = ((hz[None] >= edges[:-1, None]) & (hz[None] < edges[1:, None])).float()  # [4, bins]
+        self.register_buffer("flat_bands", flat / flat.sum(1, keepdim=True), persistent=False)  # means
         self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
         freqs = torch.arange(N_FFT // 2 + 1) * (sample_rate / N_FFT)
         midi = 69.0 + 12.0 * torch.log2(freqs.clamp(min=1.0) / 440.0)
@@ -93,16 +124,33 @@ class ChromaFeatures(nn.Module):
                 high.clamp(min=BAND_FLOOR) / BAND_DB,
             ],
             dim=-1,
-        )  # [B, F, 21]
-        return latent.transpose(1, 2).to(wav.dtype)
+        ).transpose(1, 2)  # [B, 21, F]
+        if self.flux is not None:
+            mono = nn.functional.pad(wav.float().mean(1), (0, frames * hop - length))  # [B, F * hop]
+            power = frame_power(mono, frames, hop, DETAIL_N_FFT)  # [B, F, bins]
+            total = power.sum(-1, keepdim=True) + 1e-10
+            bands = 10 * torch.log10(power @ self.detail_bands.t() + 1e-10) - 10 * torch.log10(total)
+            # spectral flatness (geometric over arithmetic mean power) of the broad bands: lines or noise
+            log_power = torch.log(power + 1e-12)
+            flat = (log_power @ self.flat_bands.t()) - torch.log(power @ self.flat_bands.t() + 1e-12)
+            flat = 10 / math.log(10) * flat  # dB, <= 0
+            attack = attack_db(mono, frames, hop, self.flux, FLUX_FLOOR_DB)  # [B, F]
+            rows = [
+                attack[..., None] / LEVEL_DB,
+                bands.clamp(min=2 * BAND_FLOOR) / BAND_DB,
+                flat.clamp(min=BAND_FLOOR) / BAND_DB,
+            ]
+            detail = torch.cat(rows, dim=-1).transpose(1, 2) * voiced.transpose(1, 2)
+            latent = torch.cat([latent, detail], dim=1)  # [B, 38, F]
+        return latent.to(wav.dtype)
 
 
 class ChromaEncoder(nn.Module):
     """`ChromaFeatures` as a one-layer stack (`model`), which `StemCodec.encode` chunks exactly."""
 
-    def __init__(self, sample_rate: int, hop: int) -> None:
+    def __init__(self, sample_rate: int, hop: int, detail: bool = False) -> None:
         super().__init__()
-        self.model = nn.Sequential(ChromaFeatures(sample_rate, hop))
+        self.model = nn.Sequential(ChromaFeatures(sample_rate, hop, detail))
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         return self.model(wav)
