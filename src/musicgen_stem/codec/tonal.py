@@ -13,8 +13,8 @@ a parametric codec for polyphonic stems (chords, pads, leads) whose codes keep t
   levels (0-65 Hz, then octaves to 2 kHz, half octaves to 11.8 kHz and the rest) from a 2048-point
   STFT relative to its level, and the spectral flatness of four broad bands (130-520 Hz, 0.5-2 kHz,
   2-5.9 kHz, above: partials or noise), 10 dB units: the sub-bass, stab releases, bright partials
-  and noise floor that the 8192-point analysis blurs, for a third codebook. Every feature reads only samples within 4096 of
-  its frame, so chunked encoding stays exact.
+  and noise floor that the 8192-point analysis blurs, for a third codebook. Every feature reads
+  only samples within 4096 of its frame, so chunked encoding stays exact.
 - `TonalDecoder`: `ToneControls` (ConvNeXt blocks at the frame rate) predicts the amplitude of
   each semitone oscillator C2..C7 and noise band gains, on top of the note energies the latent
   itself implies (chroma share x octave level: right before any training); `FrameCounter`
