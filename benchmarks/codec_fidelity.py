@@ -15,9 +15,10 @@ the bass line A1 C2 E2 G2 (distinct codes per note? pYIN error). Definitions:
 `musicgen_stem.evaluation.codec_metrics` and `.probes`.
 
 `--model default` is the shipped model; other values are model folders or hub ids. `--codec
-STEM=FILE` (repeatable) adds one more entry: the first model with that stem's codec replaced by a
-codec exported by `train-codec` (`codec_<stem>.safetensors`, or a run folder's `checkpoint.pt` for a
-run still in progress), so a new codec is measured before any LM is trained on it. Writes
+STEM=FILE` (repeatable) adds one more entry: the first model with every such stem's codec replaced
+by a codec exported by `train-codec` (`codec_<stem>.safetensors`, or a run folder's `checkpoint.pt`
+for a run still in progress; as many codebooks and entries as the model's), so a new codec is
+measured before any LM is trained on it. Writes
 OUT/codec_fidelity.json (every per-song and per-note figure) and OUT/codec_fidelity.md (the
 tables, also printed).
 """
