@@ -77,13 +77,14 @@ class ChromaFeatures(nn.Module):
         super().__init__()
         self.sample_rate, self.hop = sample_rate, hop
         self.flux = flux_mel(sample_rate) if detail else None  # buffers only, none in the state dict
-        hz = torch.arange(DETAIL_N_FFT // 2 + 1) * (sample_rate / DETAIL_N_FFT)
-        edges = torch.tensor(DETAIL_HZ + (math.inf,))
-        bands = (hz[None] >= edges[:-1, None]) & (hz[None] < edges[1:, None])  # [12, bins]
-        self.register_buffer("detail_bands", bands.float(), persistent=False)
-        edges = torch.tensor(FLAT_HZ + (math.inf,))
-        flat = ((hz[None] >= edges[:-1, None]) & (hz[None] < edges[1:, None])).float()  # [4, bins]
-        self.register_buffer("flat_bands", flat / flat.sum(1, keepdim=True), persistent=False)  # means
+        if detail:  # band masks over the 2048-point STFT's bins: sums [12, bins], means [4, bins]
+            hz = torch.arange(DETAIL_N_FFT // 2 + 1) * (sample_rate / DETAIL_N_FFT)
+            edges = torch.tensor(DETAIL_HZ + (math.inf,))
+            sums = (hz[None] >= edges[:-1, None]) & (hz[None] < edges[1:, None])
+            self.register_buffer("detail_bands", sums.float(), persistent=False)
+            edges = torch.tensor(FLAT_HZ + (math.inf,))
+            means = ((hz[None] >= edges[:-1, None]) & (hz[None] < edges[1:, None])).float()
+            self.register_buffer("flat_bands", means / means.sum(1, keepdim=True), persistent=False)
         self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
         freqs = torch.arange(N_FFT // 2 + 1) * (sample_rate / N_FFT)
         midi = 69.0 + 12.0 * torch.log2(freqs.clamp(min=1.0) / 440.0)
