@@ -133,5 +133,32 @@ $MSG train-lm --model "$WORK/grown" --data "$WORK/tokens_grown" --out "$WORK/lm_
   --num-threads "$THREADS" --seed 5
 python -c "import sys, torch; from musicgen_stem.modeldir import load_model, save_model; \
 save_model(load_model(sys.argv[1]), sys.argv[2], force=True, lm_dtype=torch.float16)" \
-  "$WORK/lm_heads/model" "${SHIP_TO:-$WORK/mini}"
+  "$WORK/lm_heads/model" "$WORK/mini9"
+
+# 9. A third codebook for the other stem, the same way: the other codec grown (attack, 12 band
+#    levels and 4 flatnesses from a 2048-point STFT; --keep-codebooks 2), its decoder fine-tuned on
+#    the frozen codes with the mel loss weighted up (--w-msspec 16 --w-stft 0), the LM grown by the
+#    stream, 900 songs tokenized, and the new stream's head trained alone (--train-heads 5). The
+#    fine-tune changes no code, so the tokens come from the grown codec and the decoder is swapped in.
+$MSG train-codec "$WORK/synth300" --stem other --codec "$HERE/codecs/other_detail.json" --out "$WORK/grow_other" \
+  --init-from "$WORK/mini9/codec_other.safetensors" --keep-codebooks 2 --steps 1200 --warmup 50 --lr 5e-4 \
+  --segment 1.0 --batch-size 16 --w-l1 0 --w-commit 0 --w-chroma 40 --w-stft 1 --stft-scales 2048 4096 \
+  --mel-scales 512 1024 2048 --log-every 25 --checkpoint-every 100 --val-every 400 --threads 1 --seed 1
+$MSG train-codec "$WORK/synth300" --stem other --codec "$HERE/codecs/other_detail.json" --out "$WORK/ft_other9" \
+  --init-from "$WORK/grow_other/codec_other.safetensors" --freeze-codes --steps 800 --warmup 20 --lr 3e-4 \
+  --segment 1.0 --batch-size 16 --w-l1 0 --w-commit 0 --w-chroma 40 --w-msspec 16 --w-stft 0 \
+  --stft-scales 2048 4096 --mel-scales 512 1024 2048 --log-every 25 --checkpoint-every 100 --val-every 400 \
+  --threads 1 --seed 2
+python -m musicgen_stem.training.grow "$WORK/mini9" --codec other="$WORK/grow_other/codec_other.safetensors" \
+  --out "$WORK/grown9" --force
+$MSG prepare --input "$WORK/synth900" --model "$WORK/grown9" --out "$WORK/tokens_grown9" --quiet
+$MSG train-lm --model "$WORK/grown9" --data "$WORK/tokens_grown9" --out "$WORK/lm_heads9" \
+  --steps 800 --batch-size 8 --lr 1e-3 --warmup 50 --ema-decay 0.99 --dropout 0 --history-noise 0.5 \
+  --edit-prob 0.5 --train-heads 5 --log-every 25 --checkpoint-every 100 --validate-every 500 --device cpu \
+  --num-threads "$THREADS" --seed 6
+python -c "import sys, torch; from safetensors.torch import load_file; \
+from musicgen_stem.modeldir import load_model, save_model; parts = load_model(sys.argv[1]); \
+parts.codec.codecs['other'].load_state_dict(load_file(sys.argv[2]), strict=True); \
+save_model(parts, sys.argv[3], force=True, lm_dtype=torch.float16)" \
+  "$WORK/lm_heads9/model" "$WORK/ft_other9/codec_other.safetensors" "${SHIP_TO:-$WORK/mini}"
 echo "model: ${SHIP_TO:-$WORK/mini}"

@@ -61,8 +61,8 @@ def test_fill_the_shipped_bass_codebook(tmp_path, capsys):
     assert tones["passed"] == tones["total"], [r for r in tones["notes"] if not r["passed"]]
     missing = [str(default_model_path()), "--tokens", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]
     assert main(missing) == 1
-    (tmp_path / "other" / "tokens").mkdir(parents=True)  # tokens of another layout (6 streams)
-    np.save(tmp_path / "other" / "tokens" / "song.npy", np.zeros((6, 10), np.int64))
+    (tmp_path / "other" / "tokens").mkdir(parents=True)  # tokens of another layout (one more stream)
+    np.save(tmp_path / "other" / "tokens" / "song.npy", np.zeros((streams + 1, 10), np.int64))
     other = [str(default_model_path()), "--tokens", str(tmp_path / "other"), "--out", str(tmp_path / "o")]
     assert main(other) == 1 and f"not [{streams}, T]" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # nothing half-written

@@ -79,4 +79,4 @@ def test_cli_without_model_uses_the_default(tmp_path, monkeypatch_module):
     )
     meta = json.loads((out / "meta.json").read_text())
     assert meta["model"] == "mini"
-    assert np.load(out / "codes.npy").shape == (5, 50)  # bass 2, drums 1, other 2 codebooks
+    assert np.load(out / "codes.npy").shape == (6, 50)  # bass 2, drums 1, other 3 codebooks
