@@ -85,7 +85,6 @@ class ChromaFeatures(nn.Module):
             edges = torch.tensor(FLAT_HZ + (math.inf,))
             means = ((hz[None] >= edges[:-1, None]) & (hz[None] < edges[1:, None])).float()
             self.register_buffer("flat_bands", means / means.sum(1, keepdim=True), persistent=False)
-        self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
         freqs = torch.arange(N_FFT // 2 + 1) * (sample_rate / N_FFT)
         midi = 69.0 + 12.0 * torch.log2(freqs.clamp(min=1.0) / 440.0)
         # triangular semitone bands: weight 1 at the note, 0 one semitone away
@@ -104,11 +103,8 @@ class ChromaFeatures(nn.Module):
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         b, _, length = wav.shape
         hop, frames = self.hop, -(-length // self.hop)
-        left = N_FFT // 2 - hop
-        x = nn.functional.pad(wav.float().mean(1), (left, frames * hop - length + N_FFT - hop - left))
-        seg = x.unfold(-1, N_FFT, hop)[:, :frames]  # [B, F, N_FFT]
-        power = torch.fft.rfft(seg * self.window, dim=-1).abs().square()
-        power = power * (4.0 / (N_FFT * self.window.square().sum()))  # a full-scale sine sums to ~1
+        mono = nn.functional.pad(wav.float().mean(1), (0, frames * hop - length))  # [B, F * hop]
+        power = frame_power(mono, frames, hop, N_FFT)  # [B, F, bins]
         level = 10 * torch.log10(power.sum(-1) + 1e-10)  # [B, F]
         notes = (power @ self.bands.t()).view(b, frames, OCTAVES, 12)  # [B, F, octave, pitch class]
         chroma = notes.sum(2)
@@ -127,7 +123,6 @@ class ChromaFeatures(nn.Module):
             dim=-1,
         ).transpose(1, 2)  # [B, 21, F]
         if self.flux is not None:
-            mono = nn.functional.pad(wav.float().mean(1), (0, frames * hop - length))  # [B, F * hop]
             power = frame_power(mono, frames, hop, DETAIL_N_FFT)  # [B, F, bins]
             total = power.sum(-1, keepdim=True) + 1e-10
             bands = 10 * torch.log10(power @ self.detail_bands.t() + 1e-10) - 10 * torch.log10(total)
