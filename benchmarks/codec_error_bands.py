@@ -66,10 +66,10 @@ def main() -> None:
         raw.append(float(multiscale_mel_distance(y_raw, wav, sr)[0]))
         print(f"| {folder.name} | {coded[-1]:.3f} | {raw[-1]:.3f} |")
         ref = mel(wav)  # [C, 80, frames]
-        diffs.append((mel(y_codes) - ref).flatten(0, 1).T.numpy())  # [C * frames... , 80] rows
-        refs.append(ref.flatten(0, 1).T.numpy())
+        diffs.append((mel(y_codes) - ref).transpose(0, 1).flatten(1).numpy())  # [80, C * frames]
+        refs.append(ref.transpose(0, 1).flatten(1).numpy())
     print(f"| mean | {np.mean(coded):.3f} | {np.mean(raw):.3f} |\n")
-    d, r = np.concatenate(diffs).T, np.concatenate(refs).T  # [80, cells]
+    d, r = np.concatenate(diffs, axis=1), np.concatenate(refs, axis=1)  # [80, cells]
     hz = mel_filterbank(sr, 2048, 80).argmax(dim=1).numpy() * sr / 2048  # each band's peak bin
     print("| mel bands | Hz | mean abs error | mean error (round trip - input) | input level (log10) |")
     print("|---|---|---:|---:|---:|")

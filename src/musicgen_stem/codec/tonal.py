@@ -65,6 +65,7 @@ N_FFT = 8192
 DETAIL_N_FFT = 2048
 DETAIL_HZ = (0.0, 65.0, 130.0, 260.0, 520.0, 1040.0, 2080.0, 2940.0, 4160.0, 5880.0, 8320.0, 11760.0)
 FLAT_HZ = (130.0, 520.0, 2080.0, 5880.0)  # the flatness bands: 130-520 Hz, ..., 5.9 kHz and up
+DETAIL_FLOOR = -80.0  # dB: detail band levels below the frame's level are floored here
 FLUX_FLOOR_DB = -40.0  # log-mel magnitudes floored here: about 90 dB below a full-scale sine
 assert CHROMA_DETAIL_DIM == CHROMA_DIM + 1 + len(DETAIL_HZ) + len(FLAT_HZ)
 
@@ -133,7 +134,7 @@ class ChromaFeatures(nn.Module):
             attack = attack_db(mono, frames, hop, self.flux, FLUX_FLOOR_DB)  # [B, F]
             rows = [
                 attack[..., None] / LEVEL_DB,
-                bands.clamp(min=2 * BAND_FLOOR) / BAND_DB,
+                bands.clamp(min=DETAIL_FLOOR) / BAND_DB,
                 flat.clamp(min=BAND_FLOOR) / BAND_DB,
             ]
             detail = torch.cat(rows, dim=-1).transpose(1, 2) * voiced.transpose(1, 2)
