@@ -17,6 +17,7 @@ from musicgen_stem.evaluation import (
     Key,
     beat_f_measure,
     chord_chroma,
+    chord_span_correlation,
     chord_tone_ratio,
     chroma,
     chroma_correlation,
@@ -209,6 +210,33 @@ def test_chord_tone_ratio_of_a_bass_line():
     assert np.isnan(chord_tone_ratio(times, roots, np.zeros(len(times), bool), templates))
 
 
+def test_chord_span_correlation_of_a_walking_line():
+    """C major then F major, 1 s each, at 0.1 s: a line walking root-third-fifth over each chord spells
+    it (1.0) where per-frame chroma caps each note at 1/sqrt(3); the root alone scores 1/sqrt(3), a
+    line a semitone off 0, silence and chordless frames are left out."""
+    chords = [{"start": 0.0, "end": 1.0, "root_pc": 0}, {"start": 1.0, "end": 2.0, "root_pc": 5}]
+    templates = chord_chroma(chords, 25)  # the last 0.5 s has no chord
+
+    def line(steps: tuple[int, ...], shift: int = 0) -> np.ndarray:
+        c = np.zeros((12, 25))
+        for i in range(20):  # 0.33 s per note: root, third, fifth (3-4 frames each)
+            root = 0 if i < 10 else 5
+            c[(root + steps[min(i % 10 // 4, len(steps) - 1)] + shift) % 12, i] = 1.0
+        c[:, 20:] = np.eye(12)[:, [1]]  # a C# where no chord sounds
+        return c
+
+    walking = line((0, 4, 7))
+    assert chroma_correlation(walking, templates) == pytest.approx(1 / np.sqrt(3))
+    spelled = chord_span_correlation(walking, templates)
+    assert 0.9 < spelled <= 1.0  # 4 + 4 + 2 frames per chord: close to the template, not equal
+    assert chord_span_correlation(line((0,)), templates) == pytest.approx(1 / np.sqrt(3))
+    assert chord_span_correlation(line((0, 4, 7), shift=1), templates) == pytest.approx(0.0)
+    silent_first = walking.copy()
+    silent_first[:, :10] = 0.0  # only the F span sounds: its score alone
+    assert chord_span_correlation(silent_first, templates) == pytest.approx(spelled)
+    assert np.isnan(chord_span_correlation(np.zeros((12, 25)), templates))
+
+
 # ---------------------------------------------------------------------------------------------- distribution
 def test_frechet_distance():
     rng = np.random.default_rng(0)
@@ -315,8 +343,10 @@ def test_cli_runs(tiny_model_dir, songs, tmp_path):
     args = parser.parse_args(
         ["--model", str(tiny_model_dir), "--data", str(songs[0].parent), "--out", str(out), "--duration", "1"]
         + ["--tasks", "edit", "codec", "generate", "--regenerate", "other", "--device", "cpu"]
+        + ["--temperature", "0.7", "--top-k", "20", "--cfg", "2"]
     )
     assert cli.run(args) == 0
     data = json.loads((out / "report.json").read_text())
+    assert data["config"]["sampling"] == {"temperature": 0.7, "top_k": 20, "cfg": 2.0}
     assert [r["task"] for r in data["results"]] == ["edit", "codec", "generate"]
     assert all(v is not None and v >= 0 for v in data["results"][2]["summary"]["frechet_distance"].values())

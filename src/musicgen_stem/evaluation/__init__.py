@@ -40,6 +40,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         ".harmony": (
             "Key",
             "chord_chroma",
+            "chord_span_correlation",
             "chord_tone_ratio",
             "chroma",
             "chroma_correlation",

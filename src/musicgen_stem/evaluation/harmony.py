@@ -20,6 +20,7 @@ __all__ = [
     "KEY_SCORES",
     "Key",
     "chord_chroma",
+    "chord_span_correlation",
     "chord_tone_ratio",
     "chroma",
     "chroma_correlation",
@@ -129,6 +130,27 @@ def chord_chroma(chords: Sequence[dict[str, Any]], num_frames: int, hop_seconds:
         sel = (times >= float(ch["start"])) & (times < float(ch["end"]))
         out[:, sel] = (template / np.linalg.norm(template))[:, None]
     return out
+
+
+def chord_span_correlation(chromagram: np.ndarray, chords: np.ndarray) -> float:
+    """Cosine of a stem's chroma averaged over each chord's span with that chord's template, weighted
+    by the span's non-silent frames. `chromagram` [12, N] and `chords` ([12, M] `chord_chroma`) share
+    a hop; a span is a run of equal template frames. NaN when no span has sound. Where the per-frame
+    `chroma_correlation` caps a single note at 1/sqrt(3) against a triad, this asks whether a line's
+    notes over the chord (root, third, fifth...) spell it."""
+    n = min(chromagram.shape[1], chords.shape[1])
+    a, b = chromagram[:, :n], chords[:, :n]
+    change = np.flatnonzero(np.any(b[:, 1:] != b[:, :-1], axis=0)) + 1
+    total, weight = 0.0, 0
+    for lo, hi in zip(np.r_[0, change], np.r_[change, n], strict=True):
+        template = b[:, lo]
+        frames = a[:, lo:hi][:, np.linalg.norm(a[:, lo:hi], axis=0) > 0]
+        if not template.any() or frames.shape[1] == 0:
+            continue
+        mean = frames.mean(axis=1)
+        cos = float(mean @ template / (np.linalg.norm(mean) * np.linalg.norm(template)))
+        total, weight = total + cos * frames.shape[1], weight + frames.shape[1]
+    return total / weight if weight else float("nan")
 
 
 def chord_tone_ratio(

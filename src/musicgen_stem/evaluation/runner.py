@@ -24,6 +24,7 @@ from .harmony import (
     KEY_SCORES,
     Key,
     chord_chroma,
+    chord_span_correlation,
     chord_tone_ratio,
     chroma,
     chroma_correlation,
@@ -150,7 +151,9 @@ def coherence_metrics(
     grid_phase_lock: resultant length of the onsets' phases on the 16th grid (`grid_phase_lock`:
     1 locked, ~0 unrelated); beat_f_measure: beats tracked on the stem vs the reference grid
     (±70 ms); chroma_kept / chroma_chords: mean frame-wise cosine with the kept pitched stems /
-    ground-truth chords; key_score: MIREX credit of the stem's estimated key against the reference key;
+    ground-truth chords; chroma_chord_spans: the stem's chroma averaged over each true chord's span,
+    cosine with the chord (`chord_span_correlation`); key_score: MIREX credit of the stem's estimated
+    key against the reference key;
     for `monophonic` stems chord_tones: share of the voiced frames (pYIN) on a tone of the true chord.
     """
     nan = float("nan")
@@ -171,7 +174,9 @@ def coherence_metrics(
     if pitched:
         c = chroma(wav, sample_rate, hop_seconds=HOP)
         out["chroma_kept"] = nan if ref.kept_chroma is None else chroma_correlation(c, ref.kept_chroma)
-        out["chroma_chords"] = nan if ref.chord_chroma is None else chroma_correlation(c, ref.chord_chroma)
+        chords = ref.chord_chroma
+        out["chroma_chords"] = nan if chords is None else chroma_correlation(c, chords)
+        out["chroma_chord_spans"] = nan if chords is None else chord_span_correlation(c, chords)
         if ref.key is not None and c.any():
             out["key_score"] = KEY_SCORES[key_relation(estimate_key(c), ref.key)]
         else:
