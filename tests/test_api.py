@@ -327,3 +327,36 @@ def test_keyword_options_are_checked_like_keyword_arguments(model):
     a = model.regenerate_from_codes(_codes(10), ["bass"], ["x"], seed=4, duration=0.2)
     b = model.regenerate_range(_codes(10), ["bass"], ["x"], seed=4, duration=0.2)
     assert a.seed == b.seed == 4 and torch.equal(a.codes, b.codes)
+
+
+def test_sampling_defaults_come_from_the_model_folder(tiny_model, tmp_path):
+    """config.json's `sampling` is the model's default: loaded, used by set_generation_params for
+    every setting not given, and refused in one line when invalid."""
+    import dataclasses
+    import json
+
+    from musicgen_stem.api import MusicGenStem
+    from musicgen_stem.errors import ModelError
+    from musicgen_stem.generation import SamplingParams
+
+    tiny_model.save(tmp_path / "m")
+    cfg_path = tmp_path / "m" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    assert cfg["sampling"] == tiny_model.config.sampling
+    assert dataclasses.asdict(tiny_model.defaults) == dataclasses.asdict(SamplingParams())
+    cfg["sampling"] = {"temperature": 0.6, "top_k": 50}
+    cfg_path.write_text(json.dumps(cfg))
+    m = MusicGenStem.from_pretrained(tmp_path / "m", device="cpu")
+    assert (m.params.temperature, m.params.top_k, m.params.cfg_coef) == (0.6, 50, 3.0)
+    m.set_generation_params(temperature=1.2)
+    assert (m.params.temperature, m.params.top_k) == (1.2, 50)  # top-k: the model's
+    m.set_generation_params(duration=1.0)
+    assert (m.params.temperature, m.params.top_k) == (0.6, 50)  # back to the model's defaults
+    cfg["sampling"]["top_k"] = -3
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ModelError, match="sampling.*top-k"):
+        MusicGenStem.from_pretrained(tmp_path / "m", device="cpu")
+    cfg["sampling"] = {"temprature": 0.6}
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ModelError, match="sampling.*temprature"):
+        MusicGenStem.from_pretrained(tmp_path / "m", device="cpu")

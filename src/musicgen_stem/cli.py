@@ -55,13 +55,26 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--seed", type=int, default=None, help="random seed (default: drawn at random, saved in meta.json)"
     )
-    g.add_argument("--top-k", type=int, default=250, help="sample among the k most likely tokens (0: off)")
     g.add_argument(
-        "--top-p", type=float, default=0.0, help="nucleus sampling threshold (0: off; overrides top-k)"
+        "--top-k",
+        type=int,
+        default=None,
+        help="sample among the k most likely tokens (0: off; default: the model's)",
     )
-    g.add_argument("--temperature", type=float, default=1.0, help="softmax temperature")
     g.add_argument(
-        "--cfg", type=float, default=3.0, help="classifier-free guidance coefficient (1: no guidance)"
+        "--top-p",
+        type=float,
+        default=None,
+        help="nucleus sampling threshold (0: off; overrides top-k; default: the model's)",
+    )
+    g.add_argument(
+        "--temperature", type=float, default=None, help="softmax temperature (default: the model's)"
+    )
+    g.add_argument(
+        "--cfg",
+        type=float,
+        default=None,
+        help="classifier-free guidance coefficient (1: no guidance; default: the model's)",
     )
     g.add_argument("--greedy", action="store_true", help="always take the most likely token (no sampling)")
 

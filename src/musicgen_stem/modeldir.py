@@ -61,6 +61,9 @@ class ModelConfig:
     edit_window: float = 25.0
     #: Codes of digital silence per stream, to pad an edit prefix; computed from the codecs if None.
     silence_tokens: list[int] | None = None
+    #: The model's default sampling settings, `SamplingParams` fields (what `set_generation_params`
+    #: falls back to; those not given: `SamplingParams`' defaults).
+    sampling: dict[str, Any] = field(default_factory=dict)
     #: Free-form facts shown to users (licence, training data...).
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -72,6 +75,8 @@ class ModelConfig:
             raise ModelError(
                 f"silence_tokens has {len(self.silence_tokens)} entries for {self.layout.num_streams} streams"
             )
+        if not isinstance(self.sampling, dict):
+            raise ModelError(f"sampling must be a mapping of sampling settings, got {self.sampling!r}")
 
     @property
     def file_names(self) -> list[str]:
@@ -89,6 +94,7 @@ class ModelConfig:
             "max_duration": self.max_duration,
             "edit_window": self.edit_window,
             "silence_tokens": self.silence_tokens,
+            "sampling": self.sampling,
             "info": self.info,
         }
 
@@ -111,6 +117,7 @@ class ModelConfig:
                 max_duration=float(d.get("max_duration", 30.0)),
                 edit_window=float(d.get("edit_window", 25.0)),
                 silence_tokens=d.get("silence_tokens"),
+                sampling=d.get("sampling") or {},
                 info=dict(d.get("info", {})),
             )
         except (KeyError, TypeError, ValueError) as e:

@@ -1,5 +1,6 @@
 """The checks and small conversions behind every generation call: durations, time ranges, codes,
-seeds, descriptions, progress, LM dtypes. Plain functions of the values and the model's facts."""
+seeds, descriptions, progress, LM dtypes, a model's sampling defaults. Plain functions of the values
+and the model's facts."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from typing import Any
 
 import torch
 
-from ..errors import GenerationError
+from ..errors import GenerationError, ModelError
+from ..generation import SamplingParams
 from ..inputs import check_seed
 from ..layout import StemLayout
+from ..modeldir import ModelConfig
 
 __all__ = [
     "DTYPES",
@@ -23,6 +26,7 @@ __all__ = [
     "check_codes",
     "check_duration",
     "draw_seed",
+    "model_sampling",
     "progress_callback",
     "texts_of",
     "time_range",
@@ -85,6 +89,17 @@ def check_codes(codes: torch.Tensor, layout: StemLayout) -> torch.Tensor:
     if codes.is_floating_point() or codes.min() < 0 or codes.max() >= layout.card:
         raise GenerationError(f"codes must be integers in [0, {layout.card})")
     return codes.long()
+
+
+def model_sampling(config: ModelConfig) -> SamplingParams:
+    """The model's default `SamplingParams` from its config.json's `sampling` (missing fields:
+    the dataclass's defaults); a one-line `ModelError` when they are not valid settings."""
+    try:
+        params = SamplingParams(**config.sampling)
+        params.validate(config.layout.card)
+    except (TypeError, GenerationError) as e:
+        raise ModelError(f"config.json's sampling defaults are invalid ({e}); fix or remove them") from None
+    return params
 
 
 def draw_seed(seed: int | None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +29,7 @@ from .checks import (
     check_codes,
     check_duration,
     draw_seed,
+    model_sampling,
     texts_of,
     time_range,
 )
@@ -65,7 +67,8 @@ class MusicGenStem:
         self.codec = parts.codec.to(self.device).eval()
         self.name = name or parts.config.name
         self.layout = parts.config.layout
-        self.params = SamplingParams()
+        self.defaults = model_sampling(parts.config)  # the model's own sampling settings
+        self.params = dataclasses.replace(self.defaults)
         self.duration = min(10.0, self.max_duration)
         self.extend_stride = 0.6 * self.max_duration
         self._silence: list[int] | None = parts.config.silence_tokens
@@ -174,20 +177,29 @@ class MusicGenStem:
     # --- parameters ------------------------------------------------------------------------
     def set_generation_params(
         self,
-        use_sampling: bool = True,
-        top_k: int = 250,
-        top_p: float = 0.0,
-        temperature: float = 1.0,
+        use_sampling: bool | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        temperature: float | None = None,
         duration: float | None = None,
-        cfg_coef: float = 3.0,
+        cfg_coef: float | None = None,
         extend_stride: float | None = None,
     ) -> None:
-        """Defaults for the following calls (as in audiocraft).
+        """Defaults for the following calls (as in audiocraft): each sampling setting not given is
+        the model's own default (`self.defaults`, from its config.json; for most models sampling,
+        top-k 250, temperature 1, CFG 3).
 
         extend_stride: seconds each new window adds when generating beyond one window (default
         60 % of the window, so 40 % of each window is context from the previous one).
         """
-        params = SamplingParams(use_sampling, temperature, int(top_k), float(top_p), float(cfg_coef))
+        d = self.defaults
+        params = SamplingParams(
+            d.use_sampling if use_sampling is None else bool(use_sampling),
+            d.temperature if temperature is None else float(temperature),
+            d.top_k if top_k is None else int(top_k),
+            d.top_p if top_p is None else float(top_p),
+            d.cfg_coef if cfg_coef is None else float(cfg_coef),
+        )
         params.validate(self.layout.card)
         if extend_stride is not None and not 0 < extend_stride < self.max_duration:
             raise GenerationError(

@@ -21,6 +21,7 @@ import gradio as gr
 from gradio import utils as gr_utils
 
 from ..errors import AudioError, MusicGenStemError
+from ..generation import SamplingParams
 from .forms import MAX_VARIATIONS, UPLOAD_ROLES, Limits, sampling_settings
 from .holder import ModelHolder, one_line
 from .jobs import Cancelled, edit_job, generate_job, preview_pcm, stream_job
@@ -65,7 +66,7 @@ class GenerateTab:
     live: bool  # the preview streams (Gradio needs ffmpeg and ffprobe for it)
 
 
-def generate_tab(max_duration: float) -> GenerateTab:
+def generate_tab(max_duration: float, defaults: SamplingParams) -> GenerateTab:
     prompt = gr.Textbox(
         label="Prompt", placeholder="funky bass groove with tight drums, 110 bpm", elem_id="mgs-prompt"
     )
@@ -79,12 +80,13 @@ def generate_tab(max_duration: float) -> GenerateTab:
         reuse_btn = gr.Button("Reuse last seed", scale=1)
     with gr.Accordion("Sampling settings", open=False):
         with gr.Row():
-            top_k = gr.Slider(0, 1000, value=250, step=1, label="Top-k (0 = off)")
-            top_p = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Top-p (0 = off)")
+            top_k = gr.Slider(0, 1000, value=defaults.top_k, step=1, label="Top-k (0 = off)")
+            top_p = gr.Slider(0.0, 1.0, value=defaults.top_p, step=0.01, label="Top-p (0 = off)")
         with gr.Row():
-            temperature = gr.Slider(0.05, 2.0, value=1.0, step=0.05, label="Temperature")
-            cfg = gr.Slider(0.0, 10.0, value=3.0, step=0.5, label="CFG coefficient")
-            greedy = gr.Checkbox(value=False, label="Greedy (no sampling)")
+            t = max(0.05, defaults.temperature)
+            temperature = gr.Slider(0.05, 2.0, value=t, step=0.05, label="Temperature")
+            cfg = gr.Slider(0.0, 10.0, value=defaults.cfg_coef, step=0.5, label="CFG coefficient")
+            greedy = gr.Checkbox(value=not defaults.use_sampling, label="Greedy (no sampling)")
     with gr.Row():
         button = gr.Button("Generate", variant="primary", elem_id="mgs-generate")
         cancel = gr.Button("Cancel", variant="stop", elem_id="mgs-generate-cancel")
@@ -380,7 +382,8 @@ def build_app(
         gr.Markdown(holder.status(), elem_id="mgs-model-status")  # chosen at launch: read-only
         with gr.Tabs():
             with gr.Tab("Generate", id="generate"):
-                gen = generate_tab(float(limits.max_duration))
+                defaults = holder.model.defaults if holder.model is not None else SamplingParams()
+                gen = generate_tab(float(limits.max_duration), defaults)  # sliders at the model's defaults
             with gr.Tab("Edit", id="edit"):
                 edit = edit_tab(stems, holder.separator_label)
         area = result_area(results, last)

@@ -38,7 +38,7 @@ def load_model(args: argparse.Namespace) -> Any:
 def set_sampling(model: Any, args: argparse.Namespace) -> None:
     """The sampling options (--greedy, --top-k, --top-p, --temperature, --cfg) set on `model`."""
     model.set_generation_params(
-        use_sampling=not args.greedy,
+        use_sampling=False if args.greedy else None,
         top_k=args.top_k,
         top_p=args.top_p,
         temperature=args.temperature,
@@ -55,11 +55,11 @@ def check_common(args: argparse.Namespace) -> None:
     if args.batch < 1 or args.batch > 64:
         raise UsageError(f"--batch must be between 1 and 64, got {args.batch}")
     for option, value in (("--temperature", args.temperature), ("--cfg", args.cfg)):
-        if not (math.isfinite(value) and value >= 0):
+        if value is not None and not (math.isfinite(value) and value >= 0):
             raise UsageError(f"{option} must be a finite number >= 0, got {value}")
-    if not 0 <= args.top_p <= 1:
+    if args.top_p is not None and not 0 <= args.top_p <= 1:
         raise UsageError(f"--top-p must be between 0 (off) and 1, got {args.top_p}")
-    if args.top_k < 0:
+    if args.top_k is not None and args.top_k < 0:
         raise UsageError(f"--top-k must be >= 0 (0: off), got {args.top_k}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():

@@ -41,9 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="editing task: each song's caption, the caption without its tempo, or no description",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of song i is SEED + i (default 0)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
-    parser.add_argument("--top-k", type=int, default=250, help="sample among the k likeliest (default 250)")
-    parser.add_argument("--cfg", type=float, default=3.0, help="guidance coefficient (default 3)")
+    parser.add_argument(
+        "--temperature", type=float, default=None, help="sampling temperature (default: the model's)"
+    )
+    parser.add_argument(
+        "--top-k", type=int, default=None, help="sample among the k likeliest (default: the model's)"
+    )
+    parser.add_argument("--cfg", type=float, default=None, help="guidance coefficient (default: the model's)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each song to use")
     parser.add_argument("--device", default=None, help="cpu, cuda... (default: cuda when available)")
     parser.add_argument("--force", action="store_true", help="write into an existing report folder")
@@ -94,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         "num_songs": len(songs),
         "regenerate": list(args.regenerate),
         "seed": args.seed,
-        "sampling": {"temperature": args.temperature, "top_k": args.top_k, "cfg": args.cfg},
+        "sampling": model.params.to_dict(),  # what was used: the options over the model's defaults
         "prompts": args.prompts,
         "duration": args.duration,
     }
