@@ -343,11 +343,11 @@ def test_cli_runs(tiny_model_dir, songs, tmp_path):
     args = parser.parse_args(
         ["--model", str(tiny_model_dir), "--data", str(songs[0].parent), "--out", str(out), "--duration", "1"]
         + ["--tasks", "edit", "codec", "generate", "--regenerate", "other", "--device", "cpu"]
-        + ["--temperature", "0.7", "--top-k", "20", "--cfg", "2"]
+        + ["--temperature", "0.7", "--top-k", "20", "--top-p", "0.9", "--cfg", "2"]
     )
     assert cli.run(args) == 0
     data = json.loads((out / "report.json").read_text())
-    sampling = {"use_sampling": True, "temperature": 0.7, "top_k": 20, "top_p": 0.0, "cfg_coef": 2.0}
+    sampling = {"use_sampling": True, "temperature": 0.7, "top_k": 20, "top_p": 0.9, "cfg_coef": 2.0}
     assert data["config"]["sampling"] == sampling  # as used: the options over the model's defaults
     assert [r["task"] for r in data["results"]] == ["edit", "codec", "generate"]
     assert all(v is not None and v >= 0 for v in data["results"][2]["summary"]["frechet_distance"].values())

@@ -47,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--top-k", type=int, default=None, help="sample among the k likeliest (default: the model's)"
     )
+    parser.add_argument(
+        "--top-p",
+        type=float,
+        default=None,
+        help="nucleus sampling, overrides top-k (0: off; default: the model's)",
+    )
     parser.add_argument("--cfg", type=float, default=None, help="guidance coefficient (default: the model's)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each song to use")
     parser.add_argument("--device", default=None, help="cpu, cuda... (default: cuda when available)")
@@ -75,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
         if args.model is None
         else MusicGenStem.from_pretrained(args.model, device=args.device)
     )
-    model.set_generation_params(top_k=args.top_k, temperature=args.temperature, cfg_coef=args.cfg)
+    model.set_generation_params(
+        top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, cfg_coef=args.cfg
+    )
     songs = find_songs(args.data, model.stems, args.num_songs)
     results = []
     tasks = list(dict.fromkeys(args.tasks))
