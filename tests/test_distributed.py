@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -54,10 +55,21 @@ LM_ARGS = {
 }  # fmt: skip
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """n distinct ports free now, below Linux's ephemeral range (32768-60999): the fixture's runs
+    start one after another, and a port taken from that range minutes before its run could by then
+    be held by a connection of an earlier run (gloo's pairs take ephemeral ports)."""
+    rng, ports = random.Random(), []
+    while len(ports) < n:
+        port = rng.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def _lm_cfg(root: Path, out: str, **kw) -> LMTrainConfig:
@@ -151,7 +163,7 @@ def _worker(rank: int, world: int, ports: list[int], root: Path) -> None:
 def runs(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("dist")
     _write_data(root)
-    ports = [_free_port() for _ in range(6)]
+    ports = _free_ports(6)
     ctx = mp.start_processes(_worker, args=(2, ports, root), nprocs=2, start_method="spawn", join=False)
     deadline = time.monotonic() + 300  # about 30 s on 2 idle cores
     while not ctx.join(timeout=5):
