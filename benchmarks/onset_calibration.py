@@ -26,7 +26,7 @@ import soundfile as sf
 
 from musicgen_stem.data import STEMS
 from musicgen_stem.dsp import onset_strength, to_mono
-from musicgen_stem.evaluation.rhythm import TOLERANCE, detect_onsets, grid_fraction, subdivide
+from musicgen_stem.evaluation.rhythm import detect_onsets, sixteenth_grid_fraction
 
 
 def note_onsets(midi_file: Path, stem: str, duration: float) -> np.ndarray:
@@ -68,15 +68,14 @@ def main() -> None:
             wav, sr = sf.read(song / f"{stem}.wav", dtype="float32", always_2d=True)
             x = to_mono(wav[: round(args.duration * sr)].T)
             beats = np.asarray([b for b in meta["beats"] if b <= args.duration + 1.0])
-            grid, tol = subdivide(beats, 4), min(TOLERANCE, float(np.median(np.diff(beats))) / 16)
-            true_grid.append(grid_fraction(truth, grid, tol))
+            true_grid.append(sixteenth_grid_fraction(truth, beats))
             env = onset_strength(x, sr)
             for t in args.thresholds:
                 det = detect_onsets(x, sr, envelope=env, threshold=t)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     f, p, r = mir_eval.onset.f_measure(truth, det, window=0.05)
-                scores[t].append((f, p, r, grid_fraction(det, grid, tol)))
+                scores[t].append((f, p, r, sixteenth_grid_fraction(det, beats)))
         means = {t: np.nanmean(np.asarray(v, float), axis=0) for t, v in scores.items()}
         best = max(means, key=lambda t: means[t][0])
         for t, (f, p, r, g) in means.items():

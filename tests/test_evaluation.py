@@ -33,7 +33,7 @@ from musicgen_stem.evaluation import (
     track_beats,
     write_report,
 )
-from musicgen_stem.evaluation.rhythm import grid_fraction, grid_phase_lock, subdivide
+from musicgen_stem.evaluation.rhythm import grid_fraction, grid_phase_lock, sixteenth_grid_fraction, subdivide
 
 SR = 16000
 
@@ -133,6 +133,20 @@ def test_grid_fraction_and_subdivide():
     assert len(grid) == 17 and np.allclose(np.diff(grid), 0.125)
     assert grid_fraction(np.array([0.5, 1.01, 1.25]), beats) == pytest.approx(2 / 3)
     assert np.isnan(grid_fraction(np.zeros(0), beats))
+
+
+@pytest.mark.parametrize("bpm", [60.0, 120.0, 180.0])
+def test_sixteenth_grid_fraction_is_tempo_relative(bpm):
+    """Within a quarter of a 16th of the grid at any tempo (never more than ±70 ms): an offset of a
+    fifth of a 16th counts, a third does not, so uniformly spread onsets score one half."""
+    beats = np.arange(9) * 60.0 / bpm
+    sixteenth = 15.0 / bpm
+    on_grid = subdivide(beats, 4)[:-1]
+    assert sixteenth_grid_fraction(on_grid + sixteenth / 5, beats) == 1.0
+    assert sixteenth_grid_fraction(on_grid + sixteenth / 3, beats) == 0.0
+    spread = np.linspace(beats[0], beats[-1], 4001)[:-1]
+    assert sixteenth_grid_fraction(spread, beats) == pytest.approx(0.5, abs=0.01)
+    assert np.isnan(sixteenth_grid_fraction(on_grid, beats[:1]))
 
 
 def test_grid_phase_lock_known_answers():

@@ -22,6 +22,7 @@ __all__ = [
     "estimate_tempo",
     "grid_fraction",
     "onset_strength",
+    "sixteenth_grid_fraction",
     "subdivide",
     "track_beats",
 ]
@@ -146,6 +147,17 @@ def grid_fraction(onsets: np.ndarray, grid: np.ndarray, tolerance: float = TOLER
     if len(grid) > 1:
         dist = np.minimum(dist, np.abs(onsets - grid[idx - 1]))
     return float(np.mean(dist <= tolerance + 1e-9))
+
+
+def sixteenth_grid_fraction(onsets: np.ndarray, beats: np.ndarray) -> float:
+    """Fraction of `onsets` (s) on the 16th-note grid of `beats`: within ±min(70 ms, a quarter of a
+    16th) of a grid time (a ±70 ms window would cover the whole grid at 107 BPM and above, so chance
+    is one half at any tempo); NaN with fewer than two beats or no onset inside them."""
+    beats = np.sort(np.asarray(beats, float))
+    if len(beats) < 2:
+        return float("nan")
+    sixteenth = float(np.median(np.diff(beats))) / 4
+    return grid_fraction(onsets, subdivide(beats, 4), min(TOLERANCE, sixteenth / 4))
 
 
 def grid_phase_lock(onsets: np.ndarray, beats: np.ndarray, parts: int = 4) -> float:

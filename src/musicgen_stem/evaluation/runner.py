@@ -39,7 +39,7 @@ from .rhythm import (
     detect_onsets,
     grid_fraction,
     grid_phase_lock,
-    subdivide,
+    sixteenth_grid_fraction,
     track_beats,
 )
 from .songs import Song, find_songs, load_song
@@ -163,8 +163,7 @@ def coherence_metrics(
     beats = ref.beats
     out["onset_beat_fraction"] = grid_fraction(onsets, beats, TOLERANCE) if len(beats) else nan
     if len(beats) >= 2:
-        sixteenth = float(np.median(np.diff(beats))) / 4
-        out["onset_grid_fraction"] = grid_fraction(onsets, subdivide(beats, 4), min(TOLERANCE, sixteenth / 4))
+        out["onset_grid_fraction"] = sixteenth_grid_fraction(onsets, beats)
         out["grid_phase_lock"] = grid_phase_lock(onsets, beats, 4)
         tracked, bpm = (np.zeros(0), 0.0) if silent else track_beats(wav, sample_rate)
         out["beat_f_measure"] = beat_f_measure(tracked, beats)

@@ -1,0 +1,83 @@
+"""How busy a regenerated stem is, and how much of it sits on the 16th grid: slow songs vs fast.
+
+    python benchmarks/edit_onsets.py --data runs/heldout --num-songs 30 [--regenerate bass] [--split-bpm 100]
+
+For each held-out song the stem is regenerated under the kept ones from the song's caption (as
+`musicgen-stem evaluate --tasks edit`: seed i for song i, the model's sampling defaults unless
+--temperature is given). Onsets are picked as the evaluation picks them (`detect_onsets`, the
+stem's threshold) in the regenerated stem, the true stem and its codec round trip, and scored on
+the true 16th grid as the evaluation scores them (`sixteenth_grid_fraction`). Per song: the
+count and the grid score of each; then the means for the songs slower than --split-bpm (the tempo
+in meta.json) and the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+from musicgen_stem import MusicGenStem
+from musicgen_stem.evaluation.rhythm import ONSET_THRESHOLDS, detect_onsets, sixteenth_grid_fraction
+from musicgen_stem.evaluation.runner import load_songs, make_reference
+from musicgen_stem.evaluation.songs import find_songs
+
+CONDITIONS = ("generated", "ground_truth", "codec")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default=None, help="model folder (default: the shipped model)")
+    p.add_argument("--data", required=True, help="a folder of song folders")
+    p.add_argument("--num-songs", type=int, default=30)
+    p.add_argument("--regenerate", default="bass", help="the stem to regenerate")
+    p.add_argument("--duration", type=float, default=8.0)
+    p.add_argument("--split-bpm", type=float, default=100.0)
+    p.add_argument("--temperature", type=float, default=None, help="default: the model's")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    model = (
+        MusicGenStem.default("cpu") if args.model is None else MusicGenStem.from_pretrained(args.model, "cpu")
+    )
+    model.set_generation_params(temperature=args.temperature)
+    stem, sr = args.regenerate, model.sample_rate
+    kept = [s for s in model.stems if s != stem]
+    songs = load_songs(model, find_songs(args.data, model.stems, args.num_songs), args.duration)
+    rows = []  # (tempo, {condition: (onsets, grid fraction)})
+    for i, song in enumerate(songs):
+        tempo = float(json.loads((song.path / "meta.json").read_text())["tempo"])
+        codes = model.encode_stems(song.stems, sr)  # [1, K, F]
+        out = model.regenerate_from_codes(codes, [stem], [song.caption], seed=i, duration=song.duration)
+        T = song.stems[stem].shape[-1]
+        wavs = {
+            "generated": out[stem][0, :, :T],
+            "ground_truth": song.stems[stem],
+            "codec": model.decode(codes)[stem][0, :, :T],
+        }
+        beats = make_reference(song, kept, song.duration).beats  # the true beats
+        scores = {}
+        for cond, wav in wavs.items():
+            onsets = detect_onsets(wav, sr, threshold=ONSET_THRESHOLDS.get(stem, 0.5))
+            scores[cond] = (len(onsets), sixteenth_grid_fraction(onsets, beats))
+        rows.append((tempo, scores))
+        cells = " | ".join(f"{c} {n:3d} onsets, grid {g:.2f}" for c, (n, g) in scores.items())
+        print(f"{song.name} {tempo:5.0f} BPM  {cells}", flush=True)
+    for name, keep in (
+        (f"< {args.split_bpm:g} BPM", lambda t: t < args.split_bpm),
+        ("the others", lambda t: t >= args.split_bpm),
+    ):
+        sel = [s for t, s in rows if keep(t)]
+        if not sel:
+            continue
+        cells = " | ".join(
+            f"{c} {np.mean([s[c][0] for s in sel]):.1f} onsets, grid {np.nanmean([s[c][1] for s in sel]):.3f}"
+            for c in CONDITIONS
+        )
+        print(f"{name} ({len(sel)} songs, {args.duration:g} s each): {cells}")
+
+
+if __name__ == "__main__":
+    main()
