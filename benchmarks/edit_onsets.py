@@ -6,9 +6,11 @@ For each held-out song the stem is regenerated under the kept ones from the song
 `musicgen-stem evaluate --tasks edit`: seed i for song i, the model's sampling defaults unless
 --temperature is given). Onsets are picked as the evaluation picks them (`detect_onsets`, the
 stem's threshold) in the regenerated stem, the true stem and its codec round trip, and scored on
-the true 16th grid as the evaluation scores them (`sixteenth_grid_fraction`). Per song: the
-count and the grid score of each; then the means for the songs slower than --split-bpm (the tempo
-in meta.json) and the others.
+the true 16th grid as the evaluation scores them (`sixteenth_grid_fraction`). For the bass also
+its notes as pYIN hears them (`pitch_track`: runs of one rounded MIDI note over 3 or more voiced
+20 ms frames), so that onsets can be told from changes of pitch. Per song: the counts and the grid
+score of each; then the means for the songs slower than --split-bpm (the tempo in meta.json) and
+the others.
 """
 
 from __future__ import annotations
@@ -20,11 +22,22 @@ import numpy as np
 import torch
 
 from musicgen_stem import MusicGenStem
+from musicgen_stem.evaluation.codec_metrics import pitch_track
 from musicgen_stem.evaluation.rhythm import ONSET_THRESHOLDS, detect_onsets, sixteenth_grid_fraction
 from musicgen_stem.evaluation.runner import load_songs, make_reference
 from musicgen_stem.evaluation.songs import find_songs
 
 CONDITIONS = ("generated", "ground_truth", "codec")
+MIN_FRAMES = 3  # a pYIN note: one rounded MIDI note over at least this many voiced frames
+
+
+def pyin_notes(wav: torch.Tensor, sample_rate: int) -> int:
+    """Notes in a monophonic stem [C, T]: runs of one rounded MIDI note (pYIN) of MIN_FRAMES or more."""
+    track = pitch_track(wav, sample_rate)
+    midi = np.where(track.voiced, np.round(12 * np.log2(np.maximum(track.f0, 1e-6) / 440) + 69), -1)
+    change = np.flatnonzero(np.diff(midi) != 0) + 1
+    runs = np.split(midi, change)
+    return sum(1 for r in runs if r[0] >= 0 and len(r) >= MIN_FRAMES)
 
 
 def main() -> None:
@@ -46,7 +59,7 @@ def main() -> None:
     stem, sr = args.regenerate, model.sample_rate
     kept = [s for s in model.stems if s != stem]
     songs = load_songs(model, find_songs(args.data, model.stems, args.num_songs), args.duration)
-    rows = []  # (tempo, {condition: (onsets, grid fraction)})
+    rows = []  # (tempo, {condition: (onsets, grid fraction, pYIN notes)})
     for i, song in enumerate(songs):
         tempo = float(json.loads((song.path / "meta.json").read_text())["tempo"])
         codes = model.encode_stems(song.stems, sr)  # [1, K, F]
@@ -61,9 +74,12 @@ def main() -> None:
         scores = {}
         for cond, wav in wavs.items():
             onsets = detect_onsets(wav, sr, threshold=ONSET_THRESHOLDS.get(stem, 0.5))
-            scores[cond] = (len(onsets), sixteenth_grid_fraction(onsets, beats))
+            notes = pyin_notes(wav, sr) if stem == "bass" else 0
+            scores[cond] = (len(onsets), sixteenth_grid_fraction(onsets, beats), notes)
         rows.append((tempo, scores))
-        cells = " | ".join(f"{c} {n:3d} onsets, grid {g:.2f}" for c, (n, g) in scores.items())
+        cells = " | ".join(
+            f"{c} {n:3d} onsets, {k:3d} notes, grid {g:.2f}" for c, (n, g, k) in scores.items()
+        )
         print(f"{song.name} {tempo:5.0f} BPM  {cells}", flush=True)
     for name, keep in (
         (f"< {args.split_bpm:g} BPM", lambda t: t < args.split_bpm),
@@ -73,7 +89,8 @@ def main() -> None:
         if not sel:
             continue
         cells = " | ".join(
-            f"{c} {np.mean([s[c][0] for s in sel]):.1f} onsets, grid {np.nanmean([s[c][1] for s in sel]):.3f}"
+            f"{c} {np.mean([s[c][0] for s in sel]):.1f} onsets, {np.mean([s[c][2] for s in sel]):.1f} notes, "
+            f"grid {np.nanmean([s[c][1] for s in sel]):.3f}"
             for c in CONDITIONS
         )
         print(f"{name} ({len(sel)} songs, {args.duration:g} s each): {cells}")
