@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import librosa
 import numpy as np
 import torch
 
@@ -34,7 +35,7 @@ MIN_FRAMES = 3  # a pYIN note: one rounded MIDI note over at least this many voi
 def pyin_notes(wav: torch.Tensor, sample_rate: int) -> int:
     """Notes in a monophonic stem [C, T]: runs of one rounded MIDI note (pYIN) of MIN_FRAMES or more."""
     track = pitch_track(wav, sample_rate)
-    midi = np.where(track.voiced, np.round(12 * np.log2(np.maximum(track.f0, 1e-6) / 440) + 69), -1)
+    midi = np.where(track.voiced, np.round(librosa.hz_to_midi(np.maximum(track.f0, 1e-6))), -1)
     change = np.flatnonzero(np.diff(midi) != 0) + 1
     runs = np.split(midi, change)
     return sum(1 for r in runs if r[0] >= 0 and len(r) >= MIN_FRAMES)
