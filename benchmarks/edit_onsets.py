@@ -9,8 +9,8 @@ stem's threshold) in the regenerated stem, the true stem and its codec round tri
 the true 16th grid as the evaluation scores them (`sixteenth_grid_fraction`). For the bass also
 its notes as pYIN hears them (`pitch_track`: runs of one rounded MIDI note over 3 or more voiced
 20 ms frames), so that onsets can be told from changes of pitch. Per song: the counts and the grid
-score of each; then the means for the songs slower than --split-bpm (the tempo in meta.json) and
-the others.
+score of each; then the means for the songs slower than --split-bpm (the tempo in meta.json), the
+others, and each genre (meta.json's "genre").
 """
 
 from __future__ import annotations
@@ -60,9 +60,10 @@ def main() -> None:
     stem, sr = args.regenerate, model.sample_rate
     kept = [s for s in model.stems if s != stem]
     songs = load_songs(model, find_songs(args.data, model.stems, args.num_songs), args.duration)
-    rows = []  # (tempo, {condition: (onsets, grid fraction, pYIN notes)})
+    rows = []  # (tempo, genre, {condition: (onsets, grid fraction, pYIN notes)})
     for i, song in enumerate(songs):
-        tempo = float(json.loads((song.path / "meta.json").read_text())["tempo"])
+        meta = json.loads((song.path / "meta.json").read_text())
+        tempo, genre = float(meta["tempo"]), str(meta.get("genre", "?"))
         codes = model.encode_stems(song.stems, sr)  # [1, K, F]
         out = model.regenerate_from_codes(codes, [stem], [song.caption], seed=i, duration=song.duration)
         T = song.stems[stem].shape[-1]
@@ -77,16 +78,19 @@ def main() -> None:
             onsets = detect_onsets(wav, sr, threshold=ONSET_THRESHOLDS.get(stem, 0.5))
             notes = pyin_notes(wav, sr) if stem == "bass" else 0
             scores[cond] = (len(onsets), sixteenth_grid_fraction(onsets, beats), notes)
-        rows.append((tempo, scores))
+        rows.append((tempo, genre, scores))
         cells = " | ".join(
             f"{c} {n:3d} onsets, {k:3d} notes, grid {g:.2f}" for c, (n, g, k) in scores.items()
         )
         print(f"{song.name} {tempo:5.0f} BPM  {cells}", flush=True)
-    for name, keep in (
-        (f"< {args.split_bpm:g} BPM", lambda t: t < args.split_bpm),
-        ("the others", lambda t: t >= args.split_bpm),
-    ):
-        sel = [s for t, s in rows if keep(t)]
+    groups = [
+        (f"< {args.split_bpm:g} BPM", lambda t, g: t < args.split_bpm),
+        ("the others", lambda t, g: t >= args.split_bpm),
+    ]
+    for genre in sorted({g for _, g, _ in rows}):
+        groups.append((genre, lambda t, g, genre=genre: g == genre))
+    for name, keep in groups:
+        sel = [s for t, g, s in rows if keep(t, g)]
         if not sel:
             continue
         cells = " | ".join(

@@ -372,6 +372,27 @@ def test_train_heads_moves_only_those_heads(model_dir, data_dir, tmp_path):
         train_lm(_cfg(model_dir, data_dir, tmp_path / "c", train_heads=(-1,)))
 
 
+def test_train_embeddings_moves_only_those_embeddings(model_dir, data_dir, tmp_path):
+    """--train-embeddings 1 --train-heads 1: that stream's embedding and head learn, nothing else
+    moves; alone, only the embedding."""
+    start = load_model(model_dir).lm.state_dict()
+    for heads, want in (((1,), ["emb.1.weight", "linears.1.weight"]), ((), ["emb.1.weight"])):
+        out = train_lm(
+            _cfg(
+                model_dir,
+                data_dir,
+                tmp_path / str(len(heads)),
+                steps=2,
+                train_heads=heads,
+                train_embeddings=(1,),
+            )
+        )
+        after = load_model(out).lm.state_dict()
+        assert sorted(k for k in start if not torch.equal(start[k], after[k])) == want
+    with pytest.raises(MusicGenStemError, match="train-embeddings"):
+        train_lm(_cfg(model_dir, data_dir, tmp_path / "b", train_embeddings=(6,)))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -7,7 +7,8 @@ delay pattern), the LM keeps every weight of the streams it had, and the new str
 and output heads start at zero. Until it is fine-tuned on tokens of the grown codec (`prepare`,
 then `train-lm --model NEW`), the LM gives the old streams the probabilities it gave them (the
 random draws differ, as with another seed) and samples the new ones uniformly: the fine-tune only
-has to learn them, not the music again (`train-lm --train-heads` learns them alone).
+has to learn them, not the music again (`train-lm --train-heads` learns them alone, and
+`--train-embeddings` teaches the LM to read their history).
 
     python -m musicgen_stem.training.grow MODEL --codec bass=runs/grow_bass/codec_bass.safetensors \\
         --out NEW_MODEL

@@ -104,11 +104,15 @@ def _load_parts(cfg: LMTrainConfig) -> ModelParts:
     return parts
 
 
-def freeze_except_heads(module: nn.Module, heads: Sequence[int], num_streams: int) -> None:
-    """Freeze every weight of `module` (an `LMWithText`) but the output heads of streams `heads`."""
-    if max(heads) >= num_streams:
-        raise MusicGenStemError(f"--train-heads {list(heads)}: the model has streams 0..{num_streams - 1}")
-    keep = tuple(f"lm.linears.{k}." for k in heads)
+def freeze_except(
+    module: nn.Module, heads: Sequence[int], embeddings: Sequence[int], num_streams: int
+) -> None:
+    """Freeze every weight of `module` (an `LMWithText`) but the output heads of streams `heads`
+    and the input embeddings of streams `embeddings`."""
+    for flag, streams in (("--train-heads", heads), ("--train-embeddings", embeddings)):
+        if streams and max(streams) >= num_streams:
+            raise MusicGenStemError(f"{flag} {list(streams)}: the model has streams 0..{num_streams - 1}")
+    keep = tuple(f"lm.linears.{k}." for k in heads) + tuple(f"lm.emb.{k}." for k in embeddings)
     for name, p in module.named_parameters():
         p.requires_grad_(name.startswith(keep))
 
@@ -313,8 +317,8 @@ def _train(cfg: LMTrainConfig, info: DistInfo) -> Path:
     )
 
     module = LMWithText(parts.lm, parts.text)
-    if cfg.train_heads:
-        freeze_except_heads(module, cfg.train_heads, layout.num_streams)
+    if cfg.train_heads or cfg.train_embeddings:
+        freeze_except(module, cfg.train_heads, cfg.train_embeddings, layout.num_streams)
     blocks = list(parts.lm.transformer.layers)
     trainer = loop.build_trainer(module, info, loop_config(cfg, amp), units=blocks)
     task = LMTask(cfg, info, builder, valid_builder, stream_names(parts))

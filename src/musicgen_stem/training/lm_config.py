@@ -61,6 +61,9 @@ class LMTrainConfig:
     # train only the output heads of these streams, every other weight frozen: the new streams of a
     # grown model (`training/grow.py`) learnt without moving anything the LM knew
     train_heads: tuple[int, ...] = ()
+    # with train_heads, or alone: the input embeddings of these streams learn too (a stream whose
+    # embedding is zero, as a grown one's, is never read: this teaches the LM its history)
+    train_embeddings: tuple[int, ...] = ()
     crop_seconds: float | None = None  # default: the model's max_duration
     valid_fraction: float = 0.02
     valid_batches: int = 4
@@ -108,8 +111,12 @@ class LMTrainConfig:
         ):
             if not 0 <= p <= 1:
                 raise MusicGenStemError(f"the {name} must be in [0, 1], got {p}")
-        if any(k < 0 for k in self.train_heads):
-            raise MusicGenStemError(f"--train-heads are stream indices >= 0, got {list(self.train_heads)}")
+        for flag, streams in (
+            ("--train-heads", self.train_heads),
+            ("--train-embeddings", self.train_embeddings),
+        ):
+            if any(k < 0 for k in streams):
+                raise MusicGenStemError(f"{flag} are stream indices >= 0, got {list(streams)}")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise MusicGenStemError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.crop_seconds is not None and not self.crop_seconds > 0:
@@ -220,6 +227,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "what the LM knew (its other streams keep their probabilities)",
     )
     g.add_argument(
+        "--train-embeddings",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="K",
+        help="train only the input embeddings of these streams (and the heads of --train-heads), every "
+        "other weight frozen: a grown stream's embedding starts at zero, so until it learns the LM never "
+        "reads that stream's history",
+    )
+    g.add_argument(
         "--crop-seconds",
         type=float,
         default=None,
@@ -278,6 +295,7 @@ def config_from_args(args: argparse.Namespace) -> LMTrainConfig:
         history_noise=args.history_noise,
         beat_grid=args.beat_grid,
         train_heads=tuple(args.train_heads),
+        train_embeddings=tuple(args.train_embeddings),
         crop_seconds=args.crop_seconds,
         valid_fraction=args.valid_fraction,
         valid_batches=args.valid_batches,
