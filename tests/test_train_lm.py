@@ -374,8 +374,12 @@ def test_train_heads_moves_only_those_heads(model_dir, data_dir, tmp_path):
 
 def test_train_embeddings_moves_only_those_embeddings(model_dir, data_dir, tmp_path):
     """--train-embeddings 1 --train-heads 1: that stream's embedding and head learn, nothing else
-    moves; alone, only the embedding."""
-    start = load_model(model_dir).lm.state_dict()
+    (LM or text conditioner) moves; alone, only the embedding."""
+
+    def weights(parts):
+        return {**parts.lm.state_dict(), **{f"text.{k}": v for k, v in parts.text.state_dict().items()}}
+
+    start = weights(load_model(model_dir))
     for heads, want in (((1,), ["emb.1.weight", "linears.1.weight"]), ((), ["emb.1.weight"])):
         out = train_lm(
             _cfg(
@@ -387,7 +391,7 @@ def test_train_embeddings_moves_only_those_embeddings(model_dir, data_dir, tmp_p
                 train_embeddings=(1,),
             )
         )
-        after = load_model(out).lm.state_dict()
+        after = weights(load_model(out))
         assert sorted(k for k in start if not torch.equal(start[k], after[k])) == want
     with pytest.raises(MusicGenStemError, match="train-embeddings"):
         train_lm(_cfg(model_dir, data_dir, tmp_path / "b", train_embeddings=(6,)))
