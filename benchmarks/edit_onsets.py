@@ -16,7 +16,6 @@ others, and each genre (meta.json's "genre").
 from __future__ import annotations
 
 import argparse
-import json
 
 import librosa
 import numpy as np
@@ -60,9 +59,10 @@ def main() -> None:
     stem, sr = args.regenerate, model.sample_rate
     kept = [s for s in model.stems if s != stem]
     songs = load_songs(model, find_songs(args.data, model.stems, args.num_songs), args.duration)
-    rows = []  # (tempo, genre, {condition: (onsets, grid fraction, pYIN notes)})
+    slow, fast = f"< {args.split_bpm:g} BPM", "the others"
+    groups: dict[str, list[dict]] = {}  # group -> per song {condition: (onsets, grid fraction, pYIN notes)}
     for i, song in enumerate(songs):
-        meta = json.loads((song.path / "meta.json").read_text())
+        meta = song.meta or {}
         tempo, genre = float(meta["tempo"]), str(meta.get("genre", "?"))
         codes = model.encode_stems(song.stems, sr)  # [1, K, F]
         out = model.regenerate_from_codes(codes, [stem], [song.caption], seed=i, duration=song.duration)
@@ -78,21 +78,15 @@ def main() -> None:
             onsets = detect_onsets(wav, sr, threshold=ONSET_THRESHOLDS.get(stem, 0.5))
             notes = pyin_notes(wav, sr) if stem == "bass" else 0
             scores[cond] = (len(onsets), sixteenth_grid_fraction(onsets, beats), notes)
-        rows.append((tempo, genre, scores))
+        for group in (slow if tempo < args.split_bpm else fast, genre):
+            groups.setdefault(group, []).append(scores)
         cells = " | ".join(
             f"{c} {n:3d} onsets, {k:3d} notes, grid {g:.2f}" for c, (n, g, k) in scores.items()
         )
         print(f"{song.name} {tempo:5.0f} BPM  {cells}", flush=True)
-    groups = [
-        (f"< {args.split_bpm:g} BPM", lambda t, g: t < args.split_bpm),
-        ("the others", lambda t, g: t >= args.split_bpm),
-    ]
-    for genre in sorted({g for _, g, _ in rows}):
-        groups.append((genre, lambda t, g, genre=genre: g == genre))
-    for name, keep in groups:
-        sel = [s for t, g, s in rows if keep(t, g)]
-        if not sel:
-            continue
+    order = [g for g in (slow, fast) if g in groups]
+    for name in order + sorted(g for g in groups if g not in order):
+        sel = groups[name]
         cells = " | ".join(
             f"{c} {np.mean([s[c][0] for s in sel]):.1f} onsets, {np.mean([s[c][2] for s in sel]):.1f} notes, "
             f"grid {np.nanmean([s[c][1] for s in sel]):.3f}"
