@@ -344,17 +344,23 @@ def test_sampling_defaults_come_from_the_model_folder(tiny_model, tmp_path):
     cfg = json.loads(cfg_path.read_text())
     assert cfg["sampling"] == tiny_model.config.sampling
     assert dataclasses.asdict(tiny_model.defaults) == dataclasses.asdict(SamplingParams())
-    cfg["sampling"] = {"temperature": 0.6, "top_k": 50}
+    cfg["sampling"] = {"temperature": 0.6, "top_k": 50, "greedy_streams": [1]}
     cfg_path.write_text(json.dumps(cfg))
     m = MusicGenStem.from_pretrained(tmp_path / "m", device="cpu")
     assert (m.params.temperature, m.params.top_k, m.params.cfg_coef) == (0.6, 50, 3.0)
+    assert m.params.greedy_streams == (1,)
     m.set_generation_params(temperature=1.2)
     assert (m.params.temperature, m.params.top_k) == (1.2, 50)  # top-k: the model's
+    assert m.params.greedy_streams == (1,)  # the model's too
     m.set_generation_params(duration=1.0)
     assert (m.params.temperature, m.params.top_k) == (0.6, 50)  # back to the model's defaults
     cfg["sampling"]["top_k"] = -3
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(ModelError, match="sampling.*top-k"):
+        MusicGenStem.from_pretrained(tmp_path / "m", device="cpu")
+    cfg["sampling"] = {"greedy_streams": [99]}
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ModelError, match="sampling.*greedy streams"):
         MusicGenStem.from_pretrained(tmp_path / "m", device="cpu")
     cfg["sampling"] = {"temprature": 0.6}
     cfg_path.write_text(json.dumps(cfg))

@@ -54,6 +54,13 @@ def test_config_and_size():
     assert size <= 40 * 2**20
 
 
+def test_greedy_streams_are_the_ones_the_lm_does_not_read(mini):
+    """mini takes argmax on exactly the streams whose embedding is zero: a draw there is per-frame
+    noise no later step sees (`SamplingParams.greedy_streams`)."""
+    unread = {k for k, emb in enumerate(mini.lm.emb) if not emb.weight.any()}
+    assert unread and set(mini.defaults.greedy_streams) == unread
+
+
 def test_generates_stems_that_sound_like_their_roles(mini):
     """Three 4 s items: bass below the chords, drums more percussive than the sustained chords in
     each, and on average more than the (slapped, so percussive too) bass."""

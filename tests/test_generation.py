@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -115,6 +116,18 @@ def test_greedy_equivalents():
             assert torch.equal(sample_next(logits, p, _gen(seed)), greedy), p
 
 
+def test_greedy_streams_take_their_argmax_and_leave_the_other_draws():
+    """`greedy_streams` replaces those streams' draws by their argmax; every other stream gets the
+    draw it gets without them (the same generator state), at any top-k or top-p."""
+    logits = _logits(shape=(4, 5, 50)) / 3  # flat enough that a draw is rarely the argmax
+    for p in [SamplingParams(top_k=0), SamplingParams(top_k=20), SamplingParams(top_k=0, top_p=0.9)]:
+        plain = sample_next(logits, p, _gen(1))
+        mixed = sample_next(logits, replace(p, greedy_streams=(1, 4)), _gen(1))
+        assert torch.equal(mixed[:, [1, 4]], logits[:, [1, 4]].argmax(-1))
+        assert torch.equal(mixed[:, [0, 2, 3]], plain[:, [0, 2, 3]])
+        assert not torch.equal(plain[:, [1, 4]], mixed[:, [1, 4]])  # the plain draws were not argmax
+
+
 def test_seeded_sampling_is_reproducible(lm6):
     mem, null = _mems(1)
     params = SamplingParams(top_k=50)
@@ -173,11 +186,13 @@ def test_temperature_sharpens():
         (SamplingParams(top_p=1.5), "top-p"),
         (SamplingParams(top_p=-0.1), "top-p"),
         (SamplingParams(cfg_coef=-1.0), "guidance"),
+        (SamplingParams(greedy_streams=(1, 6)), "greedy streams.*below 6.*6"),
+        (SamplingParams(greedy_streams=(-1,)), "greedy streams"),
     ],
 )
 def test_sampling_params_validate(params, match):
     with pytest.raises(GenerationError, match=match):
-        params.validate(2048)
+        params.validate(2048, 6)
 
 
 def test_sampling_params_valid_defaults():

@@ -96,7 +96,7 @@ def model_sampling(config: ModelConfig) -> SamplingParams:
     the dataclass's defaults); a one-line `ModelError` when they are not valid settings."""
     try:
         params = SamplingParams(**config.sampling)
-        params.validate(config.layout.card)
+        params.validate(config.layout.card, config.layout.num_streams)
     except (TypeError, GenerationError) as e:
         raise ModelError(f"config.json's sampling defaults are invalid ({e}); fix or remove them") from None
     return params

@@ -184,6 +184,7 @@ class MusicGenStem:
         duration: float | None = None,
         cfg_coef: float | None = None,
         extend_stride: float | None = None,
+        greedy_streams: Sequence[int] | None = None,
     ) -> None:
         """Defaults for the following calls (as in audiocraft): each sampling setting not given is
         the model's own default (`self.defaults`, from its config.json; for most models sampling,
@@ -191,6 +192,8 @@ class MusicGenStem:
 
         extend_stride: seconds each new window adds when generating beyond one window (default
         60 % of the window, so 40 % of each window is context from the previous one).
+        greedy_streams: streams always taken by argmax (`SamplingParams.greedy_streams`; mini: the
+        two streams its LM does not read back).
         """
         d = self.defaults
         params = SamplingParams(
@@ -199,8 +202,9 @@ class MusicGenStem:
             d.top_k if top_k is None else int(top_k),
             d.top_p if top_p is None else float(top_p),
             d.cfg_coef if cfg_coef is None else float(cfg_coef),
+            d.greedy_streams if greedy_streams is None else tuple(greedy_streams),
         )
-        params.validate(self.layout.card)
+        params.validate(self.layout.card, self.layout.num_streams)
         if extend_stride is not None and not 0 < extend_stride < self.max_duration:
             raise GenerationError(
                 f"extend_stride must be in (0, {self.max_duration:g}) seconds, got {extend_stride}"

@@ -76,7 +76,7 @@ def generate_codes(
         codes [B, K, T]: `known` with every -1 replaced by a model token (< card).
     """
     layout = lm.layout
-    params.validate(layout.card)
+    params.validate(layout.card, layout.num_streams)
     B, K, T = known.shape
     if K != layout.num_streams:
         raise ValueError(f"known tokens have {K} streams, the model has {layout.num_streams}")

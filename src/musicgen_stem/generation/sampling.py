@@ -12,15 +12,24 @@ from ..errors import GenerationError
 
 @dataclass
 class SamplingParams:
-    """How tokens are chosen. `use_sampling=False` is greedy (argmax)."""
+    """How tokens are chosen. `use_sampling=False` is greedy (argmax).
+
+    greedy_streams: streams always chosen by argmax. For streams the LM does not read back (a zero
+    embedding, as `mini`'s bass attack and other third codebooks, grown after its LM was trained),
+    a draw per frame is noise that no later step sees: frame-to-frame flicker in the decoded audio.
+    """
 
     use_sampling: bool = True
     temperature: float = 1.0
     top_k: int = 250
     top_p: float = 0.0
     cfg_coef: float = 3.0
+    greedy_streams: tuple[int, ...] = ()
 
-    def validate(self, card: int) -> None:
+    def __post_init__(self) -> None:
+        self.greedy_streams = tuple(self.greedy_streams)  # config.json gives a list
+
+    def validate(self, card: int, num_streams: int | None = None) -> None:
         if not self.temperature >= 0:
             raise GenerationError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 <= self.top_k <= card:
@@ -29,6 +38,11 @@ class SamplingParams:
             raise GenerationError(f"top-p must be between 0 (off) and 1, got {self.top_p}")
         if not self.cfg_coef >= 0:
             raise GenerationError(f"the guidance coefficient (--cfg) must be >= 0, got {self.cfg_coef}")
+        top = num_streams if num_streams is not None else float("inf")
+        if not all(isinstance(k, int) and 0 <= k < top for k in self.greedy_streams):
+            below = "" if num_streams is None else f" below {num_streams}"
+            got = list(self.greedy_streams)
+            raise GenerationError(f"greedy streams must be stream indices{below}, got {got}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,9 +62,19 @@ def _multinomial(probs: torch.Tensor, generator: torch.Generator | None) -> torc
 def sample_next(
     logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Choose tokens from logits [B, K, card] -> [B, K]."""
+    """Choose tokens from logits [B, K, card] -> [B, K]. The draws of the sampled streams do not
+    depend on `greedy_streams` (every stream is drawn, then those are replaced by their argmax)."""
     if not params.use_sampling or params.temperature == 0:
         return logits.argmax(dim=-1)
+    tokens = _draw(logits, params, generator)
+    if params.greedy_streams:
+        greedy = list(params.greedy_streams)
+        tokens[:, greedy] = logits[:, greedy].argmax(dim=-1)
+    return tokens
+
+
+def _draw(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
+    """A draw per stream from logits [B, K, card] at the temperature, within top-k or top-p."""
     probs = torch.softmax(logits.float() / params.temperature, dim=-1)
     if params.top_p > 0:
         sorted_p, order = probs.sort(dim=-1, descending=True)
