@@ -6,7 +6,8 @@ For each held-out song the stem is regenerated under the kept ones from the song
 `musicgen-stem evaluate --tasks edit`: seed i for song i, the model's sampling defaults unless
 --temperature is given). Onsets are picked as the evaluation picks them (`detect_onsets`, the
 stem's threshold) in the regenerated stem, the true stem and its codec round trip, and scored on
-the true 16th grid as the evaluation scores them (`sixteenth_grid_fraction`). For the bass also
+the true 16th grid as the evaluation scores them (`sixteenth_grid_fraction`: straight, and the song's
+own grid, swung as meta.json says, `onset_song_grid_fraction`). For the bass also
 its notes as pYIN hears them (`pitch_track`: runs of one rounded MIDI note over 3 or more voiced
 20 ms frames), so that onsets can be told from changes of pitch. Per song: the counts and the grid
 score of each; then the means for the songs slower than --split-bpm (the tempo in meta.json), the
@@ -60,7 +61,7 @@ def main() -> None:
     kept = [s for s in model.stems if s != stem]
     songs = load_songs(model, find_songs(args.data, model.stems, args.num_songs), args.duration)
     slow, fast = f"< {args.split_bpm:g} BPM", "the others"
-    groups: dict[str, list[dict]] = {}  # group -> per song {condition: (onsets, grid fraction, pYIN notes)}
+    groups: dict[str, list[dict]] = {}  # group -> per song {condition: (onsets, grid, pYIN notes, song grid)}
     for i, song in enumerate(songs):
         meta = song.meta or {}
         tempo, genre = float(meta["tempo"]), str(meta.get("genre", "?"))
@@ -72,16 +73,19 @@ def main() -> None:
             "ground_truth": song.stems[stem],
             "codec": model.decode(codes)[stem][0, :, :T],
         }
-        beats = make_reference(song, kept, song.duration).beats  # the true beats
+        ref = make_reference(song, kept, song.duration)  # the true beats and swing
         scores = {}
         for cond, wav in wavs.items():
             onsets = detect_onsets(wav, sr, threshold=ONSET_THRESHOLDS.get(stem, 0.5))
             notes = pyin_notes(wav, sr) if stem == "bass" else 0
-            scores[cond] = (len(onsets), sixteenth_grid_fraction(onsets, beats), notes)
+            straight = sixteenth_grid_fraction(onsets, ref.beats)
+            swung = sixteenth_grid_fraction(onsets, ref.beats, ref.swing)
+            scores[cond] = (len(onsets), straight, notes, swung)
         for group in (slow if tempo < args.split_bpm else fast, genre):
             groups.setdefault(group, []).append(scores)
         cells = " | ".join(
-            f"{c} {n:3d} onsets, {k:3d} notes, grid {g:.2f}" for c, (n, g, k) in scores.items()
+            f"{c} {n:3d} onsets, {k:3d} notes, grid {g:.2f} song {w:.2f}"
+            for c, (n, g, k, w) in scores.items()
         )
         print(f"{song.name} {tempo:5.0f} BPM  {cells}", flush=True)
     order = [g for g in (slow, fast) if g in groups]
@@ -89,7 +93,7 @@ def main() -> None:
         sel = groups[name]
         cells = " | ".join(
             f"{c} {np.mean([s[c][0] for s in sel]):.1f} onsets, {np.mean([s[c][2] for s in sel]):.1f} notes, "
-            f"grid {np.nanmean([s[c][1] for s in sel]):.3f}"
+            f"grid {np.nanmean([s[c][1] for s in sel]):.3f} song {np.nanmean([s[c][3] for s in sel]):.3f}"
             for c in CONDITIONS
         )
         print(f"{name} ({len(sel)} songs, {args.duration:g} s each): {cells}")

@@ -33,7 +33,13 @@ from musicgen_stem.evaluation import (
     track_beats,
     write_report,
 )
-from musicgen_stem.evaluation.rhythm import grid_fraction, grid_phase_lock, sixteenth_grid_fraction, subdivide
+from musicgen_stem.evaluation.rhythm import (
+    grid_fraction,
+    grid_phase_lock,
+    sixteenth_grid,
+    sixteenth_grid_fraction,
+    subdivide,
+)
 
 SR = 16000
 
@@ -147,6 +153,26 @@ def test_sixteenth_grid_fraction_is_tempo_relative(bpm):
     spread = np.linspace(beats[0], beats[-1], 4001)[:-1]
     assert sixteenth_grid_fraction(spread, beats) == pytest.approx(0.5, abs=0.01)
     assert np.isnan(sixteenth_grid_fraction(on_grid, beats[:1]))
+
+
+@pytest.mark.parametrize(
+    "swing8, swing16, straight", [(0.85, 0.0, 0.25), (0.4, 0.0, 0.75), (0.0, 0.3, 1.0), (0.0, 0.0, 1.0)]
+)
+def test_song_grid_is_where_the_synthetic_score_puts_its_16ths(swing8, swing16, straight):
+    """`sixteenth_grid` swung by a song's (swing8, swing16) is where `Score.tick` puts each 16th step
+    at that swing: all of them are on it. On the straight grid (95 BPM: ±1/16 of a beat) a jazz
+    swing (0.85) leaves only the beats, a light one (0.4) loses the off-beat 8ths."""
+    from musicgen_stem.data.synth.score import Humanize, Score
+    from musicgen_stem.data.synth.tables import TICKS_PER_BEAT
+
+    bpm = 95.0
+    score = Score(np.random.default_rng(0), swing8, swing16, 10**6, bpm, Humanize(0.0, 0.0, {}), "bass")
+    ticks = np.array([score.tick(bar, step) for bar in range(2) for step in range(16)])
+    onsets = ticks / TICKS_PER_BEAT * 60.0 / bpm  # seconds
+    beats = np.arange(9) * 60.0 / bpm
+    assert np.allclose(sixteenth_grid(beats, swing8, swing16)[:-1], onsets, atol=2e-3)
+    assert sixteenth_grid_fraction(onsets, beats, (swing8, swing16)) == 1.0
+    assert sixteenth_grid_fraction(onsets, beats) == straight
 
 
 def test_grid_phase_lock_known_answers():
@@ -362,6 +388,7 @@ def test_cli_runs(tiny_model_dir, songs, tmp_path):
     assert cli.run(args) == 0
     data = json.loads((out / "report.json").read_text())
     sampling = {"use_sampling": True, "temperature": 0.7, "top_k": 20, "top_p": 0.9, "cfg_coef": 2.0}
+    sampling["greedy_streams"] = []  # the tiny model's default: none
     assert data["config"]["sampling"] == sampling  # as used: the options over the model's defaults
     assert [r["task"] for r in data["results"]] == ["edit", "codec", "generate"]
     assert all(v is not None and v >= 0 for v in data["results"][2]["summary"]["frechet_distance"].values())

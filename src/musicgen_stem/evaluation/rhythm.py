@@ -22,6 +22,7 @@ __all__ = [
     "estimate_tempo",
     "grid_fraction",
     "onset_strength",
+    "sixteenth_grid",
     "sixteenth_grid_fraction",
     "subdivide",
     "track_beats",
@@ -149,15 +150,31 @@ def grid_fraction(onsets: np.ndarray, grid: np.ndarray, tolerance: float = TOLER
     return float(np.mean(dist <= tolerance + 1e-9))
 
 
-def sixteenth_grid_fraction(onsets: np.ndarray, beats: np.ndarray) -> float:
-    """Fraction of `onsets` (s) on the 16th-note grid of `beats`: within ±min(70 ms, a quarter of a
-    16th) of a grid time (a ±70 ms window would cover the whole grid at 107 BPM and above, so chance
-    is one half at any tempo); NaN with fewer than two beats or no onset inside them."""
+def sixteenth_grid(beats: np.ndarray, swing8: float = 0.0, swing16: float = 0.0) -> np.ndarray:
+    """The 16th-note grid [(n - 1) * 4 + 1] of `beats` (s), swung as the synthetic scores play it
+    (`data.synth.score.Score.tick`): in each beat the off-beat 8th comes swing8 / 6 of a beat late
+    (1: a triplet swing) and the 2nd and 4th 16ths (swing8 + swing16) / 12 late."""
+    beats = np.asarray(beats, dtype=np.float64)
+    if len(beats) < 2:
+        return beats.copy()
+    late = (swing8 + swing16) / 12
+    steps = np.array([0.0, 0.25 + late, 0.5 + swing8 / 6, 0.75 + late])
+    inner = (beats[:-1, None] + np.diff(beats)[:, None] * steps[None, :]).ravel()
+    return np.concatenate([inner, beats[-1:]])
+
+
+def sixteenth_grid_fraction(
+    onsets: np.ndarray, beats: np.ndarray, swing: tuple[float, float] = (0.0, 0.0)
+) -> float:
+    """Fraction of `onsets` (s) on the 16th-note grid of `beats` (`sixteenth_grid`, swung by
+    `swing` = (swing8, swing16)): within ±min(70 ms, a quarter of a 16th) of a grid time (a ±70 ms
+    window would cover the whole grid at 107 BPM and above, so chance is one half at any tempo);
+    NaN with fewer than two beats or no onset inside them."""
     beats = np.sort(np.asarray(beats, float))
     if len(beats) < 2:
         return float("nan")
     sixteenth = float(np.median(np.diff(beats))) / 4
-    return grid_fraction(onsets, subdivide(beats, 4), min(TOLERANCE, sixteenth / 4))
+    return grid_fraction(onsets, sixteenth_grid(beats, *swing), min(TOLERANCE, sixteenth / 4))
 
 
 def grid_phase_lock(onsets: np.ndarray, beats: np.ndarray, parts: int = 4) -> float:

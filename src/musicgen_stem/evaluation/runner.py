@@ -86,13 +86,15 @@ class EvaluationResult:
 @dataclass
 class Reference:
     """What a new stem is judged against: beat grid (s), chroma of the kept pitched stems and of the
-    ground-truth chords ([12, N] at `HOP` s), and the key; `source` says where each came from."""
+    ground-truth chords ([12, N] at `HOP` s), the key, and the swing of the song's 8ths and 16ths
+    (`rhythm.sixteenth_grid`; 0, 0: straight); `source` says where each came from."""
 
     beats: np.ndarray
     kept_chroma: np.ndarray | None
     chord_chroma: np.ndarray | None
     key: Key | None
     source: dict[str, str]
+    swing: tuple[float, float] = (0.0, 0.0)
 
 
 def _mix(stems: dict[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor | None:
@@ -132,7 +134,10 @@ def make_reference(song: Song, kept: Sequence[str], duration: float) -> Referenc
     elif kept_chroma is not None:
         key = estimate_key(kept_chroma)
         source["key"] = "estimated from kept pitched stems"
-    return Reference(beats, kept_chroma, chords, key, source)
+    swing = (float(meta.get("swing8", 0.0)), float(meta.get("swing16", 0.0)))
+    if "swing8" in meta:
+        source["swing"] = "meta.json"
+    return Reference(beats, kept_chroma, chords, key, source, swing)
 
 
 def coherence_metrics(
@@ -147,7 +152,9 @@ def coherence_metrics(
     are peaks of `detect_onsets` above `onset_threshold` (the stem's `ONSET_THRESHOLDS` in edits).
 
     onset_beat_fraction: onsets within ±70 ms of a beat; onset_grid_fraction: within ±min(70 ms,
-    a quarter of a 16th) of the 16th-note grid (a ±70 ms window would cover the whole 16th grid);
+    a quarter of a 16th) of the straight 16th-note grid (a ±70 ms window would cover the whole 16th
+    grid); onset_song_grid_fraction: the same on the song's own 16th grid, swung as `ref.swing` says
+    (equal to the straight one for a straight song);
     grid_phase_lock: resultant length of the onsets' phases on the 16th grid (`grid_phase_lock`:
     1 locked, ~0 unrelated); beat_f_measure: beats tracked on the stem vs the reference grid
     (±70 ms); chroma_kept / chroma_chords: mean frame-wise cosine with the kept pitched stems /
@@ -164,12 +171,14 @@ def coherence_metrics(
     out["onset_beat_fraction"] = grid_fraction(onsets, beats, TOLERANCE) if len(beats) else nan
     if len(beats) >= 2:
         out["onset_grid_fraction"] = sixteenth_grid_fraction(onsets, beats)
+        out["onset_song_grid_fraction"] = sixteenth_grid_fraction(onsets, beats, ref.swing)
         out["grid_phase_lock"] = grid_phase_lock(onsets, beats, 4)
         tracked, bpm = (np.zeros(0), 0.0) if silent else track_beats(wav, sample_rate)
         out["beat_f_measure"] = beat_f_measure(tracked, beats)
         out["tempo_bpm"] = bpm
     else:
-        out.update(onset_grid_fraction=nan, grid_phase_lock=nan, beat_f_measure=nan, tempo_bpm=nan)
+        out.update(onset_grid_fraction=nan, onset_song_grid_fraction=nan, grid_phase_lock=nan)
+        out.update(beat_f_measure=nan, tempo_bpm=nan)
     if pitched:
         c = chroma(wav, sample_rate, hop_seconds=HOP)
         out["chroma_kept"] = nan if ref.kept_chroma is None else chroma_correlation(c, ref.kept_chroma)
