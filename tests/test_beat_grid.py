@@ -14,9 +14,9 @@ from musicgen_stem import presets
 from musicgen_stem.api import MusicGenStem
 from musicgen_stem.conditioning.attributes import beat_grid
 from musicgen_stem.conditioning.text import TextEncoderConfig
-from musicgen_stem.dsp import beat_phase, onset_strength
+from musicgen_stem.dsp import beat_phase, estimate_swing, onset_strength
 from musicgen_stem.layout import LAYOUT_6CB
-from musicgen_stem.lm.model import BEAT_CYCLES, LMConfig, StemLM, beat_features
+from musicgen_stem.lm.model import BEAT_CYCLES, LMConfig, StemLM, beat_features, swing_warp
 from musicgen_stem.modeldir import build_parts, load_model
 from musicgen_stem.training.lm_data import EDIT, TEXT, BatchBuilder, TokenDataset
 
@@ -70,6 +70,54 @@ def test_beat_features_known_phases():
     shifted = beat_features(torch.arange(1), torch.tensor([[0.5, 1.5, 4.0]], dtype=torch.float64))
     torch.testing.assert_close(later, shifted)
     assert math.isclose(float(f[0, 0, C + bar]), 1.0)
+
+
+def _clicks(times: np.ndarray, sr: int, seconds: float = 8.0) -> np.ndarray:
+    x = np.zeros(int(seconds * sr), np.float32)
+    for t in times:
+        i = int(t * sr)
+        x[i : i + 200] += np.random.default_rng(int(t * 1000)).standard_normal(200) * np.hanning(200)
+    return x
+
+
+def test_swing_warp_puts_the_swung_16ths_on_the_straight_ones():
+    """In a beat, the swung 16th positions of `Score.tick` (0, 1/4 + s/12, 1/2 + s/6, 3/4 + s/12)
+    read as 0, 1/4, 1/2, 3/4; beats stay where they are, rows without swing are bit-exact, and a
+    swung grid's 8th feature peaks at the swung off-beat."""
+    s = 0.85
+    swung = torch.tensor(
+        [[0.0, 0.25 + s / 12, 0.5 + s / 6, 0.75 + s / 12, 1.0, 3.5 + s / 6]], dtype=torch.float64
+    )
+    warped = swing_warp(swung, torch.tensor([s]))
+    torch.testing.assert_close(warped, torch.tensor([[0.0, 0.25, 0.5, 0.75, 1.0, 3.5]], dtype=torch.float64))
+    assert torch.equal(swing_warp(swung, torch.tensor([0.0])), swung)
+    assert torch.all(
+        torch.diff(swing_warp(torch.linspace(0, 2, 201)[None].double(), torch.tensor([1.0]))) > 0
+    )
+    # 8 steps per beat: step 5 is 5/8 = 0.625, the off-beat of a swing of 0.75
+    straight = torch.tensor([[0.125, 0.0, 0.5]], dtype=torch.float64)
+    f = beat_features(torch.arange(8), torch.cat([straight, torch.tensor([[0.75]], dtype=torch.float64)], 1))
+    eighth = len(BEAT_CYCLES) + BEAT_CYCLES.index(0.5)  # cos of the 8th phase
+    assert int(f[0, 1:, eighth].argmax()) + 1 == 5  # the swung off-beat (straight: step 4)
+    assert torch.equal(
+        beat_features(torch.arange(8), torch.cat([straight, torch.zeros(1, 1).double()], 1)),
+        beat_features(torch.arange(8), straight),
+    )
+    assert beat_grid([120.0], 50.0, 0, [0.25], [0.6])[0].tolist() == pytest.approx([0.04, -0.5, 0.5, 0.6])
+
+
+@pytest.mark.parametrize("swing", [1.0, 0.85, 0.4, 0.0])
+def test_estimate_swing_of_a_swung_click_track(swing):
+    """Clicks on every beat and swung off-beat at 100 BPM: from the 8th `beat_phase` finds (it may
+    take the off-beat), the swing is found within 0.1 and the beat returned is a beat (within 30
+    ms); straight 8ths: no swing."""
+    sr, bpm, period = 16000, 100.0, 0.6
+    beats = 0.1 + np.arange(13) * period
+    env = onset_strength(_clicks(np.sort(np.r_[beats, beats + (0.5 + swing / 6) * period]), sr), sr)
+    found, beat = estimate_swing(env, bpm, beat_phase(env, bpm))
+    assert found == pytest.approx(swing, abs=0.1)
+    if swing:
+        assert abs((beat - 0.1 + period / 2) % period - period / 2) < 0.03
 
 
 def _lm(seed: int = 0) -> StemLM:

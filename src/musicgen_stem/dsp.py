@@ -262,6 +262,38 @@ def beat_phase(envelope: OnsetEnvelope, bpm: float, bins: int = 48) -> float:
     return float((np.argmax(smooth) + 0.5) / bins * period)
 
 
+def estimate_swing(
+    envelope: OnsetEnvelope, bpm: float, beat: float, width: float = 0.02, min_ratio: float = 4.0
+) -> tuple[float, float]:
+    """(swing, beat): the swing of the 8ths (0..1: the off-beat 8th comes swing / 6 of a beat late,
+    as `lm.model.swing_warp` reads it) of onsets at a known tempo and 8th grid, and the time in s of
+    a beat. `beat` may be an off-beat (`beat_phase` takes the strongest 8th): a swung off-beat then
+    shows 0.5 - swing / 6 of a beat after it, and the returned beat is moved onto the beat. The
+    off-beat is the strongest window of ±`width` beats between 1/3 and 2/3 of a beat, refined to its
+    centroid; it counts as swung when 0.2 or more of a swing away from the straight 8th and holding
+    `min_ratio` times the straight 8th's strength, else (0.0, beat)."""
+    e = envelope.env
+    if bpm <= 0 or not np.any(e):
+        return 0.0, beat
+    period = 60.0 / float(bpm)
+    pos = np.mod(envelope.times() - beat, period) / period  # [N] in [0, 1)
+
+    def near(centre: float, w: float) -> np.ndarray:
+        return np.abs(pos - centre) < w
+
+    centres = np.linspace(1 / 3, 2 / 3, 41)
+    best = float(centres[int(np.argmax([e[near(c, width)].sum() for c in centres]))])
+    around = near(best, 2 * width)
+    centre = float(np.average(pos[around], weights=e[around])) if e[around].any() else best
+    s = float(np.clip((centre - 0.5) * 6, -1.0, 1.0))  # negative: `beat` was the swung off-beat
+    straight = float(e[near(0.5, width)].sum())
+    if abs(s) < 0.2 or e[near(centre, width)].sum() < min_ratio * max(straight, 1e-9):
+        return 0.0, beat
+    if s < 0:  # the beat sits 0.5 - |s| / 6 of a beat after the off-beat we were given
+        beat = (beat + (0.5 + s / 6) * period) % period
+    return abs(s), beat
+
+
 def estimate_tempo(
     envelope: OnsetEnvelope,
     min_bpm: float = 40.0,

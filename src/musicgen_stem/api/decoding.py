@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..conditioning.attributes import beat_grid, parse_attributes, with_tempo
-from ..dsp import beat_phase, estimate_tempo, onset_strength
+from ..dsp import beat_phase, estimate_swing, estimate_tempo, onset_strength
 from ..errors import GenerationError
 from ..generation import generate_codes
 from ..generation.engine import FramesCallback
@@ -77,10 +77,11 @@ def kept_rhythm(
     regenerate: Sequence[str],
     tempos: Sequence[float | None],
     seconds: float = 30.0,
-) -> list[tuple[float, float]]:
-    """Per item of codes [B, K, T]: (tempo, time in s of a beat) of the kept stems, from the onsets
-    of their decoded mix (first `seconds`). The tempo is the named one, else estimated (`dsp.
-    estimate_tempo`; 0.0 if they have no pulse); the beat is `dsp.beat_phase` at that tempo."""
+) -> list[tuple[float, float, float]]:
+    """Per item of codes [B, K, T]: (tempo, time in s of a beat, swing of the 8ths) of the kept
+    stems, from the onsets of their decoded mix (first `seconds`). The tempo is the named one, else
+    estimated (`dsp.estimate_tempo`; 0.0 if they have no pulse); the beat is `dsp.beat_phase` at
+    that tempo, moved onto the beat by `dsp.estimate_swing` where the 8ths swing."""
     n = min(codes.shape[-1], max(1, round(seconds * model.frame_rate)))
     slices = model.layout.stream_slices()
     with torch.inference_mode():
@@ -94,7 +95,11 @@ def kept_rhythm(
     for b, named in enumerate(tempos):
         envelope = onset_strength(mix[b], model.sample_rate)
         tempo = float(named) if named else round(estimate_tempo(envelope))
-        out.append((tempo, beat_phase(envelope, tempo) if tempo else 0.0))
+        if not tempo:
+            out.append((0.0, 0.0, 0.0))
+            continue
+        swing, beat = estimate_swing(envelope, tempo, beat_phase(envelope, tempo))
+        out.append((tempo, beat, swing))
     return out
 
 
@@ -134,18 +139,19 @@ def fill(
     silence = model.silence_tokens() if edit else None
     texts = list(texts)
     tempos = [parse_attributes(t).tempo for t in texts]
-    first = None
+    first = swing = None
     if model.lm.beat is not None and edit:  # the kept stems give the beat, and a tempo left unnamed
         rhythm = kept_rhythm(model, codes, regenerate, tempos)
         texts = [with_tempo(t, r[0] or None) for t, r in zip(texts, rhythm, strict=True)]
         tempos, first = [r[0] or None for r in rhythm], [r[1] for r in rhythm]
+        swing = [r[2] for r in rhythm]
     if model.lm.beat is None or not any(tempos) or not (downbeat or edit):
         tempos = []  # no grid: none to read, no tempo named, or a continuation (phase unknown)
 
     mem, null = text_memories(model.text, texts)
 
     def run(known: torch.Tensor, on_frames: FramesCallback | None = None, start: int = 0) -> torch.Tensor:
-        g = beat_grid(tempos, model.frame_rate, start, first) if tempos else None
+        g = beat_grid(tempos, model.frame_rate, start, first, swing) if tempos else None
         return generate_codes(model.lm, known, mem, null, model.params, gen, callback, on_frames, g)
 
     def on_window(i: int, n: int) -> None:

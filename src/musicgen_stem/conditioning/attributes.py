@@ -101,12 +101,14 @@ def beat_grid(
     frame_rate: float,
     start_frame: int | Sequence[int] = 0,
     first_beat: Sequence[float] | None = None,
+    swing: Sequence[float] | None = None,
 ) -> torch.Tensor:
     """Beat grids [B, 3] (beats per LM step, beat at step 0, longest cycle known in beats) for
     tempos in BPM (None: no grid, a row of zeros). LM step s predicts column s of the window, so
     step 0 of a window whose first column is song frame f sits at beat f * rate. first_beat:
     seconds of a beat of each song (then only 8ths are known: `EDIT_CYCLE`); default: beat 0 on
-    song frame 0, a downbeat (bars known: `BAR_CYCLE`)."""
+    song frame 0, a downbeat (bars known: `BAR_CYCLE`). swing: the 8ths' swing of each song (0..1,
+    `lm.model.swing_warp`), a fourth column."""
     B = len(tempos)
     starts = [start_frame] * B if isinstance(start_frame, int) else list(start_frame)
     phases = [0.0] * B if first_beat is None else list(first_beat)
@@ -115,7 +117,10 @@ def beat_grid(
         rate = 0.0 if tempo is None else float(tempo) / 60.0 / float(frame_rate)
         known = 0.0 if tempo is None else (BAR_CYCLE if first_beat is None else EDIT_CYCLE)
         rows.append((rate, start * rate - t0 * float(tempo or 0.0) / 60.0, known))
-    return torch.tensor(rows, dtype=torch.float64).reshape(B, 3)
+    grid = torch.tensor(rows, dtype=torch.float64).reshape(B, 3)
+    if swing is None:
+        return grid
+    return torch.cat([grid, torch.tensor(list(swing), dtype=torch.float64).reshape(B, 1)], dim=1)
 
 
 class AttributeEmbedding(nn.Module):

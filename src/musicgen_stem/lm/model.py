@@ -12,7 +12,9 @@ a beat grid: sin/cos of the beat phase over bars, half bars, beats, 8ths and 16t
 linear layer (`beat`, zero at init). A grid is `[B, 3]`: beats per step, the beat at step 0, and
 the longest cycle known (4: beat 0 is a downbeat; 0.5: only the 8ths are known, as in an edit, whose
 kept stems show where the 8th notes fall but not, reliably, which of them are beats); features of
-longer cycles are 0 (`conditioning.attributes.beat_grid`). A row of zeros adds nothing.
+longer cycles are 0 (`conditioning.attributes.beat_grid`). A row of zeros adds nothing. A fourth
+column, the swing of the 8ths (an edit's kept stems show it), bends the phase inside each beat so
+that the swung off-beat 8th reads as the straight one (`swing_warp`).
 """
 
 from __future__ import annotations
@@ -69,11 +71,31 @@ class LMConfig:
 BEAT_CYCLES = (4.0, 2.0, 1.0, 0.5, 0.25)
 
 
+def swing_warp(beats: torch.Tensor, swing: torch.Tensor) -> torch.Tensor:
+    """Beat positions [B, T] as a straight grid reads a song whose 8ths swing by `swing` [B] (0..1,
+    as `data.synth.score.Score.tick`: the off-beat 8th comes swing / 6 of a beat late, the 2nd and
+    4th 16ths swing / 12): piecewise linear inside each beat, mapping those swung positions onto
+    0.25, 0.5 and 0.75. Rows with no swing are returned as they are."""
+    whole = torch.floor(beats)
+    f = beats - whole  # [B, T] in [0, 1)
+    s = swing.double()[:, None]
+    x1, x2, x3 = 0.25 + s / 12, 0.5 + s / 6, 0.75 + s / 12
+    g = torch.where(
+        f < x2,
+        torch.where(f < x1, f / x1, 1 + (f - x1) / (x2 - x1)),
+        torch.where(f < x3, 2 + (f - x2) / (x3 - x2), 3 + (f - x3) / (1 - x3)),
+    )
+    return torch.where(s > 0, whole + g / 4, beats)
+
+
 def beat_features(steps: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """steps [T] (long), grid [B, 3] (beats per step, beat at step 0, longest cycle known) ->
-    [B, T, 2 * len(BEAT_CYCLES)]: sin/cos of the phase in each cycle; zero for rows without a grid
-    (beats per step 0) and for the cycles longer than the row's longest known one."""
+    """steps [T] (long), grid [B, 3] (beats per step, beat at step 0, longest cycle known; a fourth
+    column: the 8ths' swing, `swing_warp`) -> [B, T, 2 * len(BEAT_CYCLES)]: sin/cos of the phase in
+    each cycle; zero for rows without a grid (beats per step 0) and for the cycles longer than the
+    row's longest known one."""
     beats = grid[:, 1:2].double() + steps.double()[None, :] * grid[:, 0:1].double()  # [B, T]
+    if grid.shape[1] > 3:
+        beats = swing_warp(beats, grid[:, 3])
     cycles = torch.tensor(BEAT_CYCLES, dtype=torch.float64, device=grid.device)
     angle = (2 * math.pi * torch.remainder(beats[..., None] / cycles, 1.0)).float()  # [B, T, C]
     known = (cycles[None, :] <= grid[:, 2:3].double() + 1e-9) & (grid[:, 0:1] > 0)  # [B, C]
