@@ -70,8 +70,8 @@ def generate_codes(
             advance); `codes` [B, K, T] is a fresh tensor on the model's device (the callee may
             keep it) with -1 where a token is still unknown. The last call has final == T.
             An exception raised by a callback stops generation and propagates.
-        grid: [B, 2] beat grid of the window (`conditioning.attributes.beat_grid`) for models with
-            one; the null condition of guidance gets none.
+        grid: [B, 3] beat grid of the window (`conditioning.attributes.beat_grid`; [B, 4] with the
+            8ths' swing) for models with one; the null condition of guidance gets none.
     Returns:
         codes [B, K, T]: `known` with every -1 replaced by a model token (< card).
     """

@@ -36,7 +36,7 @@ class LMWithText(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """codes [B, K, T], loss_mask [B, K, T] bool -> (loss, per-stream losses [K]) by teacher
         forcing; `norm` [K]: token counts to divide by; `inputs` [B, K, T]: tokens fed to the LM
-        when not `codes` (see `sequence_loss`); `grid` [B, 2]: beat grids (models with one)."""
+        when not `codes` (see `sequence_loss`); `grid` [B, 3]: beat grids (models with one)."""
         memory, _ = self.text(texts)  # [B, L, D]
         return sequence_loss(self.lm, codes, memory, loss_mask, norm, inputs, grid)
 
