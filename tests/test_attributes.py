@@ -7,7 +7,12 @@ import torch
 
 from musicgen_stem.api import MusicGenStem
 from musicgen_stem.conditioning import TextConditioner, TextEncoderConfig
-from musicgen_stem.conditioning.attributes import MusicAttributes, parse_attributes, without_tempo
+from musicgen_stem.conditioning.attributes import (
+    NAMED_SWING,
+    MusicAttributes,
+    parse_attributes,
+    without_tempo,
+)
 from musicgen_stem.modeldir import load_model
 from musicgen_stem.presets import tiny
 
@@ -31,6 +36,22 @@ from musicgen_stem.presets import tiny
 )
 def test_parse_attributes(text, tempo, key):
     assert parse_attributes(text) == MusicAttributes(tempo, key)
+
+
+@pytest.mark.parametrize(
+    "text, swing",
+    [
+        ("A swing jazz tune in Eb major (153 bpm)", NAMED_SWING),
+        ("a blues SHUFFLE at 95 bpm", NAMED_SWING),
+        ("swung 8ths on the ride", NAMED_SWING),
+        ("Grand piano comping, swinging drums", NAMED_SWING),
+        ("a jazz waltz at 120 bpm", 0.0),  # a genre is not a feel
+        ("the swings of a playground", 0.0),
+        (None, 0.0),
+    ],
+)
+def test_parse_swing(text, swing):
+    assert parse_attributes(text).swing == swing
 
 
 @pytest.mark.parametrize(

@@ -120,9 +120,10 @@ def fill(
     stop: checked after every step, generation raises `StreamStopped` once it returns True.
     downbeat: frame 0 is a downbeat (text -> stems). A model with a beat grid gets the grid of the
     tempo each text names: from frame 0 with `downbeat`, else at the beat found in the kept stems
-    (`kept_rhythm`; bars unknown); none for a continuation of every stem. In an edit, a text that
-    names no tempo is read with the kept stems' tempo appended ("... at 96 bpm"), as the model's
-    captions name it. Returns the codes, the seed and the texts the model read.
+    (`kept_rhythm`; bars unknown); none for a continuation of every stem. The grid swings as the
+    kept stems do, else as the text says ("swing", "shuffle"). In an edit, a text that names no
+    tempo is read with the kept stems' tempo appended ("... at 96 bpm"), as the model's captions
+    name it. Returns the codes, the seed and the texts the model read.
     """
     if len(texts) != codes.shape[0]:
         raise GenerationError(f"{len(texts)} descriptions for a batch of {codes.shape[0]}")
@@ -138,13 +139,14 @@ def fill(
     edit = len(regenerate) < model.layout.num_stems
     silence = model.silence_tokens() if edit else None
     texts = list(texts)
-    tempos = [parse_attributes(t).tempo for t in texts]
-    first = swing = None
+    named = [parse_attributes(t) for t in texts]
+    tempos, first = [a.tempo for a in named], None
+    swing = [a.swing for a in named] if any(a.swing for a in named) else None  # "swing", "shuffle"
     if model.lm.beat is not None and edit:  # the kept stems give the beat, and a tempo left unnamed
         rhythm = kept_rhythm(model, codes, regenerate, tempos)
         texts = [with_tempo(t, r[0] or None) for t, r in zip(texts, rhythm, strict=True)]
         tempos, first = [r[0] or None for r in rhythm], [r[1] for r in rhythm]
-        swing = [r[2] for r in rhythm]
+        swing = [r[2] or a.swing for r, a in zip(rhythm, named, strict=True)]  # the song's, else the text's
     if model.lm.beat is None or not any(tempos) or not (downbeat or edit):
         tempos = []  # no grid: none to read, no tempo named, or a continuation (phase unknown)
 

@@ -33,6 +33,7 @@ __all__ = [
     "EDIT_CYCLE",
     "AttributeEmbedding",
     "MusicAttributes",
+    "NAMED_SWING",
     "beat_grid",
     "parse_attributes",
     "with_tempo",
@@ -44,6 +45,8 @@ TEMPO_RANGE = (30.0, 300.0)  # BPM; outside it a number is not read as a tempo
 NUM_FREQS = 8
 BAR_CYCLE = 4.0  # beats: a grid from a downbeat knows bars (4/4)
 EDIT_CYCLE = 0.5  # beats: a grid from onsets knows where the 8ths fall
+NAMED_SWING = 1.0  # "swing", "shuffle": triplet 8ths (the off-beat a third of a beat late)
+_SWING = re.compile(r"\b(?:swing|swinging|swung|shuffle|shuffled|shuffling)\b", re.IGNORECASE)
 _TONICS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 _TEMPO = re.compile(
     r"(?<![\d.])(\d{2,3}(?:\.\d+)?)\s*-?\s*(?:bpm|beats per minute)\b"
@@ -55,10 +58,13 @@ _KEY = re.compile(r"(?<![A-Za-z#])([A-G])(#|♯|b|♭)?\s*(major|minor|maj|min|m
 
 @dataclass(frozen=True)
 class MusicAttributes:
-    """What a description names: `tempo` (BPM) and `key` (tonic pitch class 0-11, "major"/"minor")."""
+    """What a description names: `tempo` (BPM), `key` (tonic pitch class 0-11, "major"/"minor")
+    and `swing` of the 8ths (`NAMED_SWING` where it says swing or shuffle, else 0; the beat grid's
+    fourth column, `lm.model.swing_warp`)."""
 
     tempo: float | None = None
     key: tuple[int, str] | None = None
+    swing: float = 0.0
 
     @property
     def key_index(self) -> int | None:
@@ -72,8 +78,9 @@ def _pitch_class(letter: str, accidental: str | None) -> int:
 
 
 def parse_attributes(text: str | None) -> MusicAttributes:
-    """Tempo and key named in `text` (the first of each). A key needs a mode word ("F minor",
-    "Ebm", "C# major") or "in <note>" / "key of <note>" (major); a lone capital letter is not a key."""
+    """Tempo, key and swing named in `text` (the first of each). A key needs a mode word ("F minor",
+    "Ebm", "C# major") or "in <note>" / "key of <note>" (major); a lone capital letter is not a key.
+    Swing: the words swing, swung or shuffle (`NAMED_SWING`)."""
     if not text:
         return MusicAttributes()
     tempo = None
@@ -93,7 +100,7 @@ def parse_attributes(text: str | None) -> MusicAttributes:
         if before.endswith((" in", " key of")):
             key = (_pitch_class(letter, accidental), "major")
             break
-    return MusicAttributes(tempo, key)
+    return MusicAttributes(tempo, key, NAMED_SWING if _SWING.search(text) else 0.0)
 
 
 def beat_grid(
