@@ -8,6 +8,8 @@ strength against deviation from the tempo period."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import scipy.signal
 import torch
@@ -120,12 +122,15 @@ def track_beats(
     return beats_arr / fr, float(bpm)
 
 
-def subdivide(beats: np.ndarray, parts: int = 4) -> np.ndarray:
-    """A finer grid [(n - 1) * parts + 1]: `parts` equal steps between consecutive beats (16ths for 4)."""
+def subdivide(beats: np.ndarray, parts: int = 4, late: Sequence[float] | None = None) -> np.ndarray:
+    """A finer grid [(n - 1) * parts + 1]: `parts` equal steps between consecutive beats (16ths for
+    4), step i moved `late[i]` of a beat later when given (swing)."""
     beats = np.asarray(beats, dtype=np.float64)
     if len(beats) < 2 or parts <= 1:
         return beats.copy()
     steps = np.arange(parts) / parts
+    if late is not None:
+        steps = steps + np.asarray(late, dtype=np.float64)
     inner = (beats[:-1, None] + np.diff(beats)[:, None] * steps[None, :]).ravel()
     return np.concatenate([inner, beats[-1:]])
 
@@ -154,13 +159,8 @@ def sixteenth_grid(beats: np.ndarray, swing8: float = 0.0, swing16: float = 0.0)
     """The 16th-note grid [(n - 1) * 4 + 1] of `beats` (s), swung as the synthetic scores play it
     (`data.synth.score.Score.tick`): in each beat the off-beat 8th comes swing8 / 6 of a beat late
     (1: a triplet swing) and the 2nd and 4th 16ths (swing8 + swing16) / 12 late."""
-    beats = np.asarray(beats, dtype=np.float64)
-    if len(beats) < 2:
-        return beats.copy()
     late = (swing8 + swing16) / 12
-    steps = np.array([0.0, 0.25 + late, 0.5 + swing8 / 6, 0.75 + late])
-    inner = (beats[:-1, None] + np.diff(beats)[:, None] * steps[None, :]).ravel()
-    return np.concatenate([inner, beats[-1:]])
+    return subdivide(beats, 4, (0.0, late, swing8 / 6, late))
 
 
 def sixteenth_grid_fraction(
