@@ -348,6 +348,9 @@ def test_editing_evaluation_end_to_end_and_report(tiny_model, songs, tmp_path):
     assert metrics["ground_truth"]["key_score"] >= metrics["shuffled"]["key_score"]
     again = evaluate_editing(tiny_model, songs, ["bass"], duration=1.5, seed=3)
     assert json.dumps(again.summary) == json.dumps(edit.summary)  # deterministic
+    # what the model read: the caption itself (a model without a beat grid adds no tempo)
+    assert [r["model_prompt"] for r in edit.per_song] == [r["caption"] for r in edit.per_song]
+    assert all(r["caption"] for r in edit.per_song)
 
     codec = evaluate_codec(tiny_model, songs, duration=1.0)
     m = codec.summary["metrics"]

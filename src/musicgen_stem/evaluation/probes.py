@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .codec_metrics import NAN, _cents, pitch_metrics, pitch_track
+from .harmony import NOTE_NAMES
 
 __all__ = [
     "BASS_LINE",
@@ -38,7 +39,6 @@ PEAK_TOLERANCE_CENTS = 25.0
 PROBE_NOTES: tuple[int, ...] = tuple(range(28, 56))  # E1 .. G3 (MIDI)
 BASS_LINE: tuple[int, ...] = (33, 36, 40, 43)  # A1 C2 E2 G2
 PROBE_SAMPLE_RATE = 32000
-NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 
 #: A codec as a function: mono audio [B, T] at its sample rate -> (round trip [B, T], codes [B, n_q, F]).
 RoundTrip = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]

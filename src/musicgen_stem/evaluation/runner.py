@@ -279,6 +279,7 @@ def evaluate_editing(
             "song": song.name,
             "seed": seed + i,
             "caption": text,
+            "model_prompt": out.params.get("model_descriptions", [text])[0],  # with the kept stems' tempo
             "reference": dict(ref.source),
             "metrics": {},
         }
