@@ -48,11 +48,13 @@ EDIT_CYCLE = 0.5  # beats: a grid from onsets knows where the 8ths fall
 NAMED_SWING = 1.0  # "swing", "shuffle": triplet 8ths (the off-beat a third of a beat late)
 _SWING = re.compile(r"\b(?:swing|swinging|swung|shuffle|shuffled|shuffling)\b", re.IGNORECASE)
 _TONICS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
-_TEMPO = re.compile(
+_TEMPO_PATTERN = (
     r"(?<![\d.])(\d{2,3}(?:\.\d+)?)\s*-?\s*(?:bpm|beats per minute)\b"
-    r"|\btempo\s*(?:of\s*)?(\d{2,3}(?:\.\d+)?)(?![\d.])",
-    re.I,
+    r"|\btempo\s*(?::\s*|of\s*)?(\d{2,3}(?:\.\d+)?)(?![\d.])(?:\s*-?\s*(?:bpm|beats per minute)\b)?"
 )
+_TEMPO = re.compile(_TEMPO_PATTERN, re.I)
+# a tempo with the words that lead to it ("with a tempo of 73 BPM", "at 96 bpm", ", 120 BPM")
+_TEMPO_PHRASE = re.compile(r"(?:\s*,|\s+(?:with an?|at|around))?\s*(?:" + _TEMPO_PATTERN + ")", re.I)
 _KEY = re.compile(r"(?<![A-Za-z#])([A-G])(#|♯|b|♭)?\s*(major|minor|maj|min|m)?(?![A-Za-z#])")
 
 
@@ -174,7 +176,8 @@ def without_tempo(text: str | None) -> str | None:
     """`text` with every tempo it names taken out ("funk in A minor at 96 BPM." -> "funk in A minor.")."""
     if not text:
         return text
-    out = _TEMPO.sub("", text)
-    out = re.sub(r"\s*(?:\bat\s*)?\(\s*\)|\s+at(?=\s*[.,;]|\s*$)", "", out)  # "(84 bpm)", "at 96 BPM"
+    out = _TEMPO_PHRASE.sub("", text)
+    out = re.sub(r"\s*\(\s*\)", "", out)  # "(84 bpm)"
+    out = re.sub(r"([.;:])\s*,", r"\1", out)  # "bass. 134 BPM, C# minor." -> "bass. C# minor."
     out = re.sub(r"\s+([.,;])", r"\1", re.sub(r"\s{2,}", " ", out))
     return re.sub(r"([,;])\s*([.,;])", r"\2", out).strip(" ,;")
