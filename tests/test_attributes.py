@@ -25,6 +25,7 @@ from musicgen_stem.presets import tiny
         ("a walking jazz bass in F at 120 bpm", 120.0, (5, "major")),
         ("A minimal house track, 124bpm, Am", 124.0, (9, "minor")),
         ("tempo of 96, key of Bb", 96.0, (10, "major")),
+        ("genre: funk, tempo: 104, key: E minor", 104.0, (4, "minor")),
         ("EDM drop in C#m, 128-BPM", 128.0, (1, "minor")),
         ("metal in F♯ minor at 170 beats per minute", 170.0, (6, "minor")),
         ("Db major ballad, 66.5 bpm", 66.5, (1, "major")),
