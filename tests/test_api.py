@@ -315,7 +315,7 @@ def test_keyword_options_are_checked_like_keyword_arguments(model):
     arguments: a misspelt one is a TypeError naming it, not silently ignored."""
     from musicgen_stem.api import Options
 
-    assert set(Options.__annotations__) == {"seed", "duration", "on_audio", "stream_seconds"}
+    assert set(Options.__annotations__) == {"seed", "duration", "on_audio", "stream_seconds", "chords"}
     with pytest.raises(TypeError, match=r"generate\(\) got an unexpected keyword argument 'sed'"):
         model.generate(["x"], sed=1)
     with pytest.raises(TypeError, match="'on_audio'"):

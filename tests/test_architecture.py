@@ -28,6 +28,7 @@ LAYERS = {
     "separation": 2,
     "outputs": 3,
     "generation": 2,
+    "notes": 2,
     "modeldir": 2,
     "export": 4,
     "presets": 3,

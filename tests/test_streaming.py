@@ -245,7 +245,7 @@ def test_engine_reports_once_when_everything_is_known(tiny_lm):
     assert len(reports) == 1 and reports[0][1] == 5 and torch.equal(reports[0][0], known)
 
 
-def _fake_run(known: torch.Tensor, on_frames=None, start: int = 0) -> torch.Tensor:
+def _fake_run(known: torch.Tensor, on_frames=None, start: int = 0, prefix: int = 0) -> torch.Tensor:
     """A stand-in for one window of the engine: fills the unknown tokens one frame at a time,
     reporting the leading final frames after each."""
     out = known.clone()

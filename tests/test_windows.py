@@ -49,7 +49,7 @@ class Recorder:
         self.calls: list[torch.Tensor] = []
         self.starts: list[int] = []
 
-    def __call__(self, known: torch.Tensor, start: int = -1) -> torch.Tensor:
+    def __call__(self, known: torch.Tensor, start: int = -1, prefix: int = 0) -> torch.Tensor:
         self.calls.append(known.clone())
         self.starts.append(start)
         out = known.clone()

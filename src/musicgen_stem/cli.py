@@ -34,6 +34,8 @@ from .commands.options import (
     prepare_model,
 )
 from .commands.synth import cmd_synth
+from .commands.transcribe import add_arguments as add_transcribe_arguments
+from .commands.transcribe import cmd_transcribe
 from .errors import MusicGenStemError
 from .safeio import Interrupted, io_reason
 
@@ -48,6 +50,18 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------------------- options
+
+
+def _add_chords(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--chords",
+        default=None,
+        metavar="PROGRESSION",
+        help="chords the new stems follow, e.g. 'Am F C G' (a chord a bar, looped) or 'Am:2 F:2' "
+        "(beats), at the description's tempo (or --bpm; in an edit, else the kept stems'); qualities m, "
+        "7, maj7, m7, dim, m7b5, aug, sus2, sus4, 6, 9, add9 and slash basses (C/E). Default model only; "
+        "an edit without it reads the kept stems' chords",
+    )
 
 
 def _add_sampling(p: argparse.ArgumentParser) -> None:
@@ -118,6 +132,10 @@ def build_parser(command: str | None = ALL) -> argparse.ArgumentParser:
     add_model_options(p)
     p.add_argument("--duration", "-d", type=float, default=10.0, help="seconds of audio to generate")
     p.add_argument("--batch", "-n", type=int, default=1, help="number of variations of the same prompt")
+    p.add_argument(
+        "--bpm", type=float, default=None, help="the tempo, when the description names none (for --chords)"
+    )
+    _add_chords(p)
     _add_sampling(p)
     _add_output(p)
 
@@ -178,6 +196,7 @@ def build_parser(command: str | None = ALL) -> argparse.ArgumentParser:
         help="seconds to produce (default: the kept material's length)",
     )
     p.add_argument("--batch", "-n", type=int, default=1, help="number of variations")
+    _add_chords(p)
     _add_sampling(p)
     _add_output(p)
 
@@ -238,6 +257,16 @@ def build_parser(command: str | None = ALL) -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, default=1, help="songs rendered in parallel")
     p.add_argument("--force", action="store_true", help="re-render songs that are already complete")
+
+    p = sub.add_parser(
+        "transcribe",
+        help="stems -> MIDI",
+        description="Write the notes of an output folder's stems (or of one audio file) as a type-1 MIDI "
+        "file: a track per stem (bass, drums on channel 10 as kick/snare/hi-hat, other as notes), the "
+        "tempo and, for an output folder, the chord chart the model read.",
+        formatter_class=FORMATTER,
+    )
+    add_transcribe_arguments(p)
 
     for name, (path, summary) in MODULE_COMMANDS.items():
         if command in (name, ALL):
@@ -305,6 +334,7 @@ COMMANDS = {
     "init": cmd_init,
     "convert": cmd_convert,
     "synth": cmd_synth,
+    "transcribe": cmd_transcribe,
     "info": cmd_info,
 }
 

@@ -207,6 +207,17 @@ def to_mono(wav: np.ndarray | torch.Tensor) -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
+def mono_at(wav: np.ndarray | torch.Tensor, sample_rate: int, target: int) -> np.ndarray:
+    """[T] or [..., C, T] -> float32 mono [T'] at `target` Hz (polyphase filter, scipy)."""
+    from scipy.signal import resample_poly
+
+    x = to_mono(wav)
+    if sample_rate == target:
+        return x
+    g = math.gcd(int(sample_rate), int(target))
+    return resample_poly(x, target // g, sample_rate // g).astype(np.float32)
+
+
 @dataclass
 class OnsetEnvelope:
     """Onset strength per frame: `env` [N] (>= 0, unit-std), frame `i` at time `i / frame_rate` s."""

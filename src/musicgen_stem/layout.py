@@ -130,6 +130,11 @@ class StemLayout:
 
 
 #: The released `facebook/musicgen-stem-6cb` layout.
+#: Stems that hold no pitch (no chords are read from them; their notes are drum hits).
+PERCUSSIVE_STEMS = frozenset({"drums"})
+#: Stems that play one note at a time (transcribed as a line).
+MONOPHONIC_STEMS = frozenset({"bass"})
+
 LAYOUT_6CB = StemLayout(("bass", "drums", "other"), (1, 1, 4), (0, 0, 0, 1, 2, 3), 2048)
 #: The released `facebook/musicgen-stem-7cb` layout (delays not sorted).
 LAYOUT_7CB = StemLayout(("bass", "drums", "other"), (2, 1, 4), (0, 1, 0, 0, 1, 2, 3), 2048)

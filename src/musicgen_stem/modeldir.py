@@ -5,6 +5,7 @@ MODEL_DIR/
   config.json                  format, layout, LM, text encoder and codec configs, defaults
   lm.safetensors               the transformer LM
   text_conditioner.safetensors the text projection (and the look-up table of a LUT encoder)
+  step_conditioner.safetensors the per-step conditions (beat grid, chords), for models with any
   codec_<stem>.safetensors     one codec per stem
 ```
 Frozen pretrained text encoders (T5, MiniLM) are not stored: the config names them.
@@ -30,6 +31,7 @@ from torch import nn
 
 from .codec import CodecConfig, MultiStemCodec
 from .conditioning import TextConditioner, TextEncoderConfig
+from .conditioning.steps import StepConditioner, StepConfig
 from .errors import ModelError, MusicGenStemError, OutputExistsError
 from .layout import StemLayout
 from .lm import LMConfig, StemLM
@@ -40,6 +42,7 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 LM_FILE = "lm.safetensors"
 TEXT_FILE = "text_conditioner.safetensors"
+STEPS_FILE = "step_conditioner.safetensors"
 
 
 def codec_file(stem: str) -> str:
@@ -55,6 +58,8 @@ class ModelConfig:
     text: TextEncoderConfig
     codecs: dict[str, CodecConfig]
     name: str = "custom"
+    #: The per-step conditions the LM reads (beat grid, chords).
+    steps: StepConfig = field(default_factory=StepConfig)
     #: Longest text -> stems generation in one window, seconds (the training crop).
     max_duration: float = 30.0
     #: Longest edit in one window, seconds (the main region after the masked-stem prefix).
@@ -80,7 +85,8 @@ class ModelConfig:
 
     @property
     def file_names(self) -> list[str]:
-        return [CONFIG_FILE, LM_FILE, TEXT_FILE] + [codec_file(s) for s in self.layout.stems]
+        steps = [STEPS_FILE] if self.steps.any else []
+        return [CONFIG_FILE, LM_FILE, TEXT_FILE, *steps] + [codec_file(s) for s in self.layout.stems]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +95,7 @@ class ModelConfig:
             "name": self.name,
             "layout": self.layout.to_dict(),
             "lm": self.lm.to_dict(),
+            "steps": self.steps.to_dict(),
             "text_encoder": self.text.to_dict(),
             "codecs": {s: self.codecs[s].to_dict() for s in self.layout.stems},
             "max_duration": self.max_duration,
@@ -108,9 +115,14 @@ class ModelConfig:
                 f"({FORMAT_VERSION}): upgrade musicgen-stem"
             )
         try:
+            lm = dict(d["lm"])
+            steps = dict(d.get("steps") or {})
+            if lm.pop("beat_grid", False):  # folders of 0.1 kept the beat grid in the LM
+                steps["beat"] = True
             return cls(
                 layout=StemLayout.from_dict(d["layout"]),
-                lm=LMConfig.from_dict(d["lm"]),
+                lm=LMConfig.from_dict(lm),
+                steps=StepConfig.from_dict(steps),
                 text=TextEncoderConfig.from_dict(d["text_encoder"]),
                 codecs={s: CodecConfig.from_dict(c) for s, c in d["codecs"].items()},
                 name=str(d.get("name", "custom")),
@@ -132,6 +144,7 @@ class ModelParts:
     lm: StemLM
     text: TextConditioner
     codec: MultiStemCodec
+    steps: StepConditioner | None = None  # None: the LM reads no per-step conditions
 
 
 def build_parts(config: ModelConfig, device: str | torch.device = "cpu", empty: bool = False) -> ModelParts:
@@ -144,7 +157,8 @@ def build_parts(config: ModelConfig, device: str | torch.device = "cpu", empty: 
         lm = StemLM(config.layout, config.lm)
     with torch.device(device):
         codec = MultiStemCodec(config.layout, config.codecs)
-    return ModelParts(config, lm.eval(), text.eval(), codec.eval())
+        steps = StepConditioner(config.steps, config.lm.dim).eval() if config.steps.any else None
+    return ModelParts(config, lm.eval(), text.eval(), codec.eval(), steps)
 
 
 def check_target(target: Path, force: bool) -> None:
@@ -200,6 +214,10 @@ def save_model(
         (tmp / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
         save_file(_contiguous_state(parts.lm, lm_dtype), str(tmp / LM_FILE), metadata={"format": "pt"})
         save_file(_contiguous_state(parts.text, lm_dtype), str(tmp / TEXT_FILE), metadata={"format": "pt"})
+        if parts.steps is not None:
+            save_file(
+                _contiguous_state(parts.steps, lm_dtype), str(tmp / STEPS_FILE), metadata={"format": "pt"}
+            )
         for stem in cfg.layout.stems:
             codec = parts.codec.codecs[stem]
             save_file(_contiguous_state(codec), str(tmp / codec_file(stem)), metadata={"format": "pt"})
@@ -380,13 +398,22 @@ def read_weights(file: str | os.PathLike[str], dtype: torch.dtype = torch.float3
     return state
 
 
-def _load_into(module: nn.Module, file: Path, dtype: torch.dtype = torch.float32) -> None:
+def _read_state(file: Path, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     if not file.is_file():
         raise ModelError(f"model folder is incomplete: '{file}' is missing")
     try:
-        state = read_weights(file, dtype)
+        return read_weights(file, dtype)
     except (ValueError, KeyError, TypeError, OSError, OverflowError) as e:
         raise ModelError(f"cannot read weights '{file}': {e}") from None
+
+
+def _load_into(
+    module: nn.Module,
+    file: Path,
+    dtype: torch.dtype = torch.float32,
+    state: dict[str, torch.Tensor] | None = None,
+) -> None:
+    state = _read_state(file, dtype) if state is None else state
     try:
         module.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as e:
@@ -410,12 +437,17 @@ def load_model(
             raise ModelError(f"--text-encoder applies to T5 models; this one uses {config.text.kind}")
         config.text = TextEncoderConfig.from_dict({**config.text.to_dict(), "name": str(text_encoder)})
     parts = build_parts(config, device="cpu", empty=True)
-    _load_into(parts.lm, path / LM_FILE)
+    lm_state = _read_state(path / LM_FILE)
+    legacy = {"beat.weight": lm_state.pop("beat.weight")} if "beat.weight" in lm_state else None
+    _load_into(parts.lm, path / LM_FILE, state=lm_state)
     _load_into(parts.text, path / TEXT_FILE)
+    if parts.steps is not None:  # 0.1 folders: the beat grid's weight in the LM's file
+        _load_into(parts.steps, path / (LM_FILE if legacy else STEPS_FILE), state=legacy)
     for stem in config.layout.stems:
         _load_into(parts.codec.codecs[stem], path / codec_file(stem))
-    for module in (parts.lm, parts.text, parts.codec):
-        module.to(device).eval()
+    for module in (parts.lm, parts.text, parts.codec, parts.steps):
+        if module is not None:
+            module.to(device).eval()
     return parts
 
 

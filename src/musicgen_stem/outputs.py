@@ -5,6 +5,8 @@ A stems folder holds::
     <stem>.wav ...   one file per stem, in stem order (normally bass.wav, drums.wav, other.wav)
     mix.wav          the plain sum of the stems (exactly, on the PCM grid)
     codes.npy        int64 tokens [K, T_frames]
+    stems.mid        the notes of every stem (`notes.midi`: transcribed from the stems, at the
+                     tempo the model read, with the chord chart it read)
     meta.json        the caller's meta + sample_rate, duration, num_samples, channels, stems,
                      gain, subtype (pretty-printed UTF-8)
 
@@ -40,11 +42,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mido
 import numpy as np
 import torch
 
 from . import audio
+from .conditioning.attributes import parse_attributes
+from .conditioning.chords import ChordChart, ChordError
 from .errors import MusicGenStemError, OutputExistsError
+from .notes.midi import midi_of_stems
 from .safeio import make_temp_sibling, replace_dir
 from .samples import Samples, write_samples
 
@@ -65,6 +71,7 @@ PEAK_LIMIT = 0.999
 MIX_NAME = "mix"
 CODES_FILE = "codes.npy"
 META_FILE = "meta.json"
+MIDI_FILE = "stems.mid"
 AUDIO_EXT = ".wav"
 
 PathLike = str | os.PathLike
@@ -91,6 +98,7 @@ class _Prepared:
     subtypes: dict[str, str]  # name -> sample format of its file; stems then mix
     codes: np.ndarray  # [K, T_frames] int64
     meta_json: str
+    midi: mido.MidiFile
 
 
 def _check_stem_name(name: Any) -> str:
@@ -188,7 +196,19 @@ def _prepare(
         )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"meta cannot be written as JSON: {exc}") from exc
-    return _Prepared(audio=out, subtypes=subtypes, codes=_to_codes(codes), meta_json=meta_json + "\n")
+    midi = midi_of_stems(arrays, sample_rate, *_tempo_and_chords(full_meta))
+    return _Prepared(out, subtypes, _to_codes(codes), meta_json + "\n", midi)
+
+
+def _tempo_and_chords(meta: Mapping[str, Any]) -> tuple[float | None, ChordChart | None]:
+    """The tempo (bpm) and chord chart a result's meta says the model read (None: not known)."""
+    grid = meta.get("beat_grid") or {}
+    bpm = grid.get("bpm") or parse_attributes(meta.get("model_prompt") or meta.get("prompt")).tempo
+    try:
+        chart = ChordChart.from_json(meta["chords"]) if meta.get("chords") else None
+    except (ChordError, KeyError, TypeError, ValueError):
+        chart = None
+    return bpm, chart
 
 
 def _levels(
@@ -232,6 +252,7 @@ def _write_prepared(folder: Path, prep: _Prepared, sample_rate: int, subtype: st
         else:
             audio.save_audio(path, wav, sample_rate, prep.subtypes[name])
     np.save(folder / CODES_FILE, prep.codes, allow_pickle=False)
+    prep.midi.save(folder / MIDI_FILE)
     (folder / META_FILE).write_text(prep.meta_json, encoding="utf-8")
 
 

@@ -94,8 +94,10 @@ def edit_stems(
     end: float | None = None,
     seed: int | None = None,
     progress: bool = False,
+    chords: str | None = None,
 ) -> SongEdit:
-    """Regenerate `regenerate` under the other sources {name: [C, T]} (same rate and length).
+    """Regenerate `regenerate` under the other sources {name: [C, T]} (same rate and length),
+    following `chords` if given (else the kept stems' chords, models that read chords).
 
     Model stems neither given nor regenerated are silence; names outside the model's stems
     (e.g. vocals) are passed through untouched.
@@ -114,7 +116,9 @@ def edit_stems(
     codes = model.encode_stems(
         kept_audio or {regen[0]: torch.zeros(channels, length)}, sample_rate
     )  # [1, K, F]
-    out = model.regenerate_range(codes, regen, list(descriptions), progress, start=start, end=end, seed=seed)
+    out = model.regenerate_range(
+        codes, regen, list(descriptions), progress, start=start, end=end, seed=seed, chords=chords
+    )
     assert not isinstance(out, tuple)
     a = 0 if start is None else round(float(start) * sample_rate)
     b = length if end is None else min(length, round(float(end) * sample_rate))
@@ -131,6 +135,8 @@ def edit_stems(
     info: dict[str, Any] = {"range": [start, end]}
     if "model_descriptions" in out.params:  # the description as the model read it (an added tempo)
         info["model_prompt"] = out.params["model_descriptions"][0]
+    if "step_conditions" in out.params:  # the chords and beat grid the model read
+        info["step_conditions"] = out.params["step_conditions"][0]
     return SongEdit(stems, sample_rate, out.codes[0], out.seed, regen, info)
 
 
@@ -146,6 +152,7 @@ def edit_song(
     end: float | None = None,
     seed: int | None = None,
     progress: bool = False,
+    chords: str | None = None,
 ) -> SongEdit:
     """Separate a song [C, T] with `separator` (see `separation.load_separator`), then `edit_stems`."""
     from .separation import separate
@@ -162,4 +169,5 @@ def edit_song(
         end=end,
         seed=seed,
         progress=progress,
+        chords=chords,
     )

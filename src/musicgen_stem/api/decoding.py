@@ -8,23 +8,30 @@ import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from ..conditioning.attributes import beat_grid, parse_attributes, with_tempo
+from ..conditioning.attributes import parse_attributes, with_tempo
+from ..conditioning.chord_estimate import estimate_chords
+from ..conditioning.chords import ChordChart, parse_progression
+from ..conditioning.steps import BeatGrid, StepConds
 from ..dsp import beat_phase, estimate_swing, estimate_tempo, onset_strength
 from ..errors import GenerationError
 from ..generation import generate_codes
 from ..generation.engine import FramesCallback
 from ..generation.windows import fill_windows
+from ..layout import PERCUSSIVE_STEMS
 from .checks import Progress, Texts, draw_seed, progress_callback
 from .options import Options
 from .streaming import STREAM_SECONDS, audio_of_frames, stoppable
 
 if TYPE_CHECKING:
     from .model import MusicGenStem
+
+KEPT_SECONDS = 30.0  # the kept stems' rhythm and chords are read from their first 30 s
 
 
 def text_memories(text: nn.Module, texts: Texts) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,17 +78,20 @@ class DecodingThread:
             raise
 
 
-def kept_rhythm(
-    model: MusicGenStem,
-    codes: torch.Tensor,
-    regenerate: Sequence[str],
-    tempos: Sequence[float | None],
-    seconds: float = 30.0,
-) -> list[tuple[float, float, float]]:
-    """Per item of codes [B, K, T]: (tempo, time in s of a beat, swing of the 8ths) of the kept
-    stems, from the onsets of their decoded mix (first `seconds`). The tempo is the named one, else
-    estimated (`dsp.estimate_tempo`; 0.0 if they have no pulse); the beat is `dsp.beat_phase` at
-    that tempo, moved onto the beat by `dsp.estimate_swing` where the 8ths swing."""
+@dataclass(frozen=True)
+class Rhythm:
+    """The rhythm of kept stems: `tempo` (bpm; 0 if they have no pulse), the time in s of a
+    `beat`, and the `swing` of the 8ths."""
+
+    tempo: float = 0.0
+    beat: float = 0.0
+    swing: float = 0.0
+
+
+def kept_mix(
+    model: MusicGenStem, codes: torch.Tensor, regenerate: Sequence[str], seconds: float
+) -> torch.Tensor:
+    """The decoded mix [B, C, T] of the stems of codes [B, K, T] not in `regenerate` (first `seconds`)."""
     n = min(codes.shape[-1], max(1, round(seconds * model.frame_rate)))
     slices = model.layout.stream_slices()
     with torch.inference_mode():
@@ -90,17 +100,98 @@ def kept_rhythm(
             for stem in model.stems
             if stem not in regenerate
         ]
-    mix = torch.stack(audio).sum(0).float().cpu()  # [B, C, T]
+    return torch.stack(audio).sum(0).float().cpu()
+
+
+def kept_rhythm(mix: torch.Tensor, sample_rate: int, tempos: Sequence[float | None]) -> list[Rhythm]:
+    """Per item of the kept stems' mix [B, C, T]: the tempo named, else estimated
+    (`dsp.estimate_tempo`), the beat (`dsp.beat_phase` at that tempo, moved onto the beat by
+    `dsp.estimate_swing` where the 8ths swing) and the swing."""
     out = []
     for b, named in enumerate(tempos):
-        envelope = onset_strength(mix[b], model.sample_rate)
+        envelope = onset_strength(mix[b], sample_rate)
         tempo = float(named) if named else round(estimate_tempo(envelope))
         if not tempo:
-            out.append((0.0, 0.0, 0.0))
+            out.append(Rhythm())
             continue
         swing, beat = estimate_swing(envelope, tempo, beat_phase(envelope, tempo))
-        out.append((tempo, beat, swing))
+        out.append(Rhythm(tempo, beat, swing))
     return out
+
+
+def step_conditions(
+    model: MusicGenStem,
+    codes: torch.Tensor,
+    regenerate: Sequence[str],
+    texts: list[str | None],
+    downbeat: bool,
+    chords: str | ChordChart | None = None,
+) -> tuple[list[str | None], StepConds | None]:
+    """The texts the model reads and the per-step conditions of a task (None: none to read).
+
+    Beat grid (models with one): the tempo each text names, from frame 0 with `downbeat` (text ->
+    stems), else at the beat found in the kept stems (an edit; bars unknown); none for a
+    continuation of every stem (its phase is unknown). It swings as the kept stems do, else as the
+    text says ("swing", "shuffle"). In an edit, a text that names no tempo is read with the kept
+    stems' tempo appended ("... at 96 bpm"), as the model's captions name it.
+    Chords (models that read them): `chords` given, looped over the output at that tempo; else in
+    an edit, the chords of the kept stems (`estimate_chords`) if one of them is pitched.
+    """
+    beat = model.steps is not None and model.steps.beat is not None
+    reads_chords = model.steps is not None and model.steps.chord is not None
+    if chords is not None and not reads_chords:
+        raise GenerationError(
+            f"the model '{model.name}' cannot read chords (no chord conditioning); use the default model"
+        )
+    edit = len(regenerate) < model.layout.num_stems
+    if not (beat or reads_chords) or not (downbeat or edit):
+        return texts, None
+    named = [parse_attributes(t) for t in texts]
+    rhythm = [Rhythm(a.tempo or 0.0, 0.0, a.swing) for a in named]
+    mix = None
+    if edit:
+        mix = kept_mix(model, codes, regenerate, KEPT_SECONDS)
+        rhythm = kept_rhythm(mix, model.sample_rate, [a.tempo for a in named])
+        texts = [with_tempo(t, r.tempo or None) for t, r in zip(texts, rhythm, strict=True)]
+    grids: tuple[BeatGrid | None, ...] = ()
+    if beat:
+        grids = tuple(
+            BeatGrid(r.tempo, r.beat if edit else None, r.swing or a.swing) if r.tempo else None
+            for r, a in zip(rhythm, named, strict=True)
+        )
+    charts: tuple[ChordChart | None, ...] = ()
+    if reads_chords:
+        seconds = codes.shape[-1] / model.frame_rate
+        charts = tuple(_chart(chords, r.tempo, seconds) for r in rhythm)
+        pitched = [s for s in model.stems if s not in regenerate and s not in PERCUSSIVE_STEMS]
+        if chords is None and mix is not None and pitched:
+            charts = tuple(
+                estimate_chords(mix[b].numpy(), model.sample_rate, r.tempo, r.beat)
+                for b, r in enumerate(rhythm)
+            )
+    if all(g is None for g in grids) and all(c is None for c in charts):
+        return texts, None
+    return texts, StepConds(grids, charts)
+
+
+def _chart(chords: str | ChordChart | None, tempo: float, seconds: float) -> ChordChart | None:
+    """A progression given as text or chart, looped over `seconds`."""
+    if chords is None or isinstance(chords, ChordChart):
+        return None if chords is None else chords.looped(seconds)
+    if not tempo:
+        raise GenerationError("chords need a tempo: name it in the description ('at 100 bpm') or pass --bpm")
+    return parse_progression(chords, tempo).looped(seconds)
+
+
+@dataclass
+class Filled:
+    """What `fill` made: the codes [B, K, T], the seed used, the texts the model read and the
+    per-step conditions it read (None: none)."""
+
+    codes: torch.Tensor
+    seed: int
+    texts: list[str | None]
+    conds: StepConds | None
 
 
 def fill(
@@ -113,17 +204,12 @@ def fill(
     options: Options,
     stop: Callable[[], bool] | None = None,
     downbeat: bool = False,
-) -> tuple[torch.Tensor, int, list[str | None]]:
-    """Generate the `free` [K, T] positions of `codes` [B, K, T], window by window; returns the
-    codes and the seed used (`options`: seed, on_audio and stream_seconds are read here).
+) -> Filled:
+    """Generate the `free` [K, T] positions of `codes` [B, K, T], window by window (`options`:
+    seed, on_audio, stream_seconds and chords are read here).
 
     stop: checked after every step, generation raises `StreamStopped` once it returns True.
-    downbeat: frame 0 is a downbeat (text -> stems). A model with a beat grid gets the grid of the
-    tempo each text names: from frame 0 with `downbeat`, else at the beat found in the kept stems
-    (`kept_rhythm`; bars unknown); none for a continuation of every stem. The grid swings as the
-    kept stems do, else as the text says ("swing", "shuffle"). In an edit, a text that names no
-    tempo is read with the kept stems' tempo appended ("... at 96 bpm"), as the model's captions
-    name it. Returns the codes, the seed and the texts the model read.
+    downbeat: frame 0 is a downbeat (text -> stems); the per-step conditions: `step_conditions`.
     """
     if len(texts) != codes.shape[0]:
         raise GenerationError(f"{len(texts)} descriptions for a batch of {codes.shape[0]}")
@@ -138,23 +224,18 @@ def fill(
     window, overlap = window_sizes(model, regenerate)
     edit = len(regenerate) < model.layout.num_stems
     silence = model.silence_tokens() if edit else None
-    texts = list(texts)
-    named = [parse_attributes(t) for t in texts]
-    tempos, first = [a.tempo for a in named], None
-    swing = [a.swing for a in named] if any(a.swing for a in named) else None  # "swing", "shuffle"
-    if model.lm.beat is not None and edit:  # the kept stems give the beat, and a tempo left unnamed
-        rhythm = kept_rhythm(model, codes, regenerate, tempos)
-        texts = [with_tempo(t, r[0] or None) for t, r in zip(texts, rhythm, strict=True)]
-        tempos, first = [r[0] or None for r in rhythm], [r[1] for r in rhythm]
-        swing = [r[2] or a.swing for r, a in zip(rhythm, named, strict=True)]  # the song's, else the text's
-    if model.lm.beat is None or not any(tempos) or not (downbeat or edit):
-        tempos = []  # no grid: none to read, no tempo named, or a continuation (phase unknown)
-
+    texts, conds = step_conditions(model, codes, regenerate, list(texts), downbeat, options.get("chords"))
     mem, null = text_memories(model.text, texts)
 
-    def run(known: torch.Tensor, on_frames: FramesCallback | None = None, start: int = 0) -> torch.Tensor:
-        g = beat_grid(tempos, model.frame_rate, start, first, swing) if tempos else None
-        return generate_codes(model.lm, known, mem, null, model.params, gen, callback, on_frames, g)
+    def run(
+        known: torch.Tensor, on_frames: FramesCallback | None = None, start: int = 0, prefix: int = 0
+    ) -> torch.Tensor:
+        cond = None
+        if conds is not None and model.steps is not None:
+            n = known.shape[-1] + max(model.layout.delays) + 1  # the window's decoding steps
+            with torch.inference_mode():
+                cond = model.steps(conds, start, n, model.frame_rate, prefix)
+        return generate_codes(model.lm, known, mem, null, model.params, gen, callback, on_frames, cond)
 
     def on_window(i: int, n: int) -> None:
         if bar is not None and n > 1:
@@ -171,4 +252,4 @@ def fill(
     finally:
         if bar is not None:
             bar.close()
-    return out, seed, texts
+    return Filled(out, seed, texts, conds)

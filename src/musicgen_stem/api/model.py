@@ -33,7 +33,7 @@ from .checks import (
     texts_of,
     time_range,
 )
-from .decoding import DecodingThread, fill
+from .decoding import DecodingThread, Filled, fill
 from .loading import default_parts, load_parts
 from .options import ALL, NO_STREAMING, Options, options_of
 
@@ -64,6 +64,7 @@ class MusicGenStem:
         if self.device.type == "cpu":
             pack_for_decoding(self.lm, cpu_layout)
         self.text = parts.text.to(self.device).eval()
+        self.steps = None if parts.steps is None else parts.steps.to(self.device).eval()
         self.codec = parts.codec.to(self.device).eval()
         self.name = name or parts.config.name
         self.layout = parts.config.layout
@@ -106,7 +107,9 @@ class MusicGenStem:
 
     def save(self, path: str | os.PathLike[str], force: bool = False) -> Path:
         """Write this model as a model folder."""
-        return save_model(ModelParts(self.config, self.lm, self.text, self.codec), path, force=force)
+        return save_model(
+            ModelParts(self.config, self.lm, self.text, self.codec, self.steps), path, force=force
+        )
 
     def quantize(self, mode: str = "int8") -> MusicGenStem:
         """Quantize the LM for faster CPU decoding (`int8`: fbgemm dynamic int8, per-channel
@@ -303,8 +306,8 @@ class MusicGenStem:
         model's window, windows slide on with `extend_stride` seconds each."""
         opts = options_of("generate", options)
         descriptions, codes, free = self._text_task(descriptions, opts.get("duration"))
-        out, seed, _ = fill(self, codes, free, self.stems, descriptions, progress, opts, downbeat=True)
-        return self._result(out, seed, return_tokens)
+        done = fill(self, codes, free, self.stems, descriptions, progress, opts, downbeat=True)
+        return self._result(done, return_tokens)
 
     def generate_stream(
         self, descriptions: Texts, progress: Progress = False, **options: Unpack[Options]
@@ -348,8 +351,8 @@ class MusicGenStem:
         full = torch.cat([codes, codes.new_zeros(*codes.shape[:2], frames - P)], dim=-1)
         free = torch.zeros(self.layout.num_streams, frames, dtype=torch.bool)
         free[:, P:] = True
-        out, seed, _ = fill(self, full, free, self.stems, descriptions, progress, opts)
-        return self._result(out, seed, return_tokens)
+        done = fill(self, full, free, self.stems, descriptions, progress, opts)
+        return self._result(done, return_tokens)
 
     def generate_continuation(
         self,
@@ -421,8 +424,8 @@ class MusicGenStem:
         free = torch.zeros(self.layout.num_streams, frames, dtype=torch.bool)
         free[self.layout.streams_of_stems(regen), a:b] = True
         free[:, kept:] = True
-        out, seed, read = fill(self, codes, free, regen, descriptions, progress, opts)
-        return self._result(out, seed, return_tokens, read if read != list(descriptions) else None)
+        done = fill(self, codes, free, regen, descriptions, progress, opts)
+        return self._result(done, return_tokens, done.texts != list(descriptions))
 
     def regenerate_instruments_from_stems(
         self,
@@ -490,11 +493,14 @@ class MusicGenStem:
 
     # --- helpers ---------------------------------------------------------------------------
     def _result(
-        self, codes: torch.Tensor, seed: int, return_tokens: bool, read: list[str | None] | None = None
+        self, done: Filled, return_tokens: bool, changed: bool = False
     ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
-        """Decoded stems; `read`: the descriptions as the model read them, where a task changed them
-        (an edit's tempo), kept in `params["model_descriptions"]`."""
-        audio = self.decode(codes, seed)
-        if read is not None:
-            audio.params["model_descriptions"] = read
+        """Decoded stems; with `changed`, the descriptions as the model read them (an edit's tempo)
+        in `params["model_descriptions"]`; the per-step conditions read (beat grid, chords) in
+        `params["step_conditions"]`, one per item."""
+        audio = self.decode(done.codes, done.seed)
+        if changed:
+            audio.params["model_descriptions"] = done.texts
+        if done.conds is not None:
+            audio.params["step_conditions"] = [done.conds.to_json(i) for i in range(len(done.conds))]
         return (audio, audio.codes) if return_tokens else audio

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypedDict
 
+from ..conditioning.chords import ChordChart
 from .results import AudioCallback
 from .streaming import STREAM_SECONDS, check_stream_seconds
 
@@ -23,17 +24,22 @@ class Options(TypedDict, total=False):
       the kept material; continuations: the prompt plus the rest);
     - on_audio: called with an `AudioChunk` each time about `stream_seconds` more audio is
       final, and at the end (`last`); the chunks join into the returned audio (to float rounding);
-    - stream_seconds: the audio per `on_audio` chunk (default 1 s).
+    - stream_seconds: the audio per `on_audio` chunk (default 1 s);
+    - chords: a chord progression the regenerated stems follow, "Am F C G" (a chord a bar, looped
+      over the output) or "Am:2 F:2" (beats), at the tempo the description names (in an edit, else
+      the kept stems'), or a `ChordChart`; models with chord conditioning only (mini). An edit
+      without it reads the kept stems' chords.
     """
 
     seed: int | None
     duration: float | None
     on_audio: AudioCallback | None
     stream_seconds: float
+    chords: str | ChordChart | None
 
 
 ALL = frozenset(Options.__annotations__)
-NO_STREAMING = frozenset({"seed", "duration"})
+NO_STREAMING = frozenset({"seed", "duration", "chords"})
 
 
 def options_of(method: str, options: Mapping[str, Any], allowed: frozenset[str] = ALL) -> Options:

@@ -13,7 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .generate import check_common, load_model, print_done, run_meta, save_items, set_sampling, write_audio
+from .generate import (
+    check_chords,
+    check_common,
+    load_model,
+    print_done,
+    run_meta,
+    save_items,
+    set_sampling,
+    step_meta,
+    write_audio,
+)
 from .options import UsageError, parse_stem_files
 
 __all__ = ["KeptInput", "cmd_edit", "edit_range", "read_inputs"]
@@ -99,6 +109,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     if args.song is not None and Path(args.out).resolve() == Path(args.song).resolve():
         raise UsageError("--out must be a new folder, not the song itself")
     start_s, end_s = edit_range(args)
+    check_chords(args)
     stem_files = parse_stem_files(args.stem)
     if args.from_dir is None and args.duration is not None:
         raise UsageError("--duration applies to --from edits; song and stem edits keep the input's length")
@@ -140,7 +151,9 @@ def cmd_edit(args: argparse.Namespace) -> int:
         end=end_s,
         seed=args.seed,
         duration=args.duration,
+        chords=args.chords,
     )
+    meta |= step_meta(audio)
     if "model_descriptions" in audio.params:  # no tempo named: the kept stems' was added
         meta["model_prompt"] = audio.params["model_descriptions"][0]
         _say_tempo(meta["model_prompt"], args.quiet)
@@ -190,6 +203,7 @@ def _edit_audio(
                 end=end_s,
                 seed=seed,
                 progress=not args.quiet,
+                chords=args.chords,
             )
         )
     common = run_meta(model, meta)
@@ -203,8 +217,10 @@ def _edit_audio(
 
 
 def _read(info: dict[str, Any]) -> dict[str, Any]:
-    """The prompt as the model read it, where the edit added the kept stems' tempo."""
-    return {"model_prompt": info["model_prompt"]} if "model_prompt" in info else {}
+    """The prompt as the model read it, where the edit added the kept stems' tempo, and the
+    per-step conditions it read (chords, beat grid)."""
+    out = {"model_prompt": info["model_prompt"]} if "model_prompt" in info else {}
+    return out | info.get("step_conditions", {})
 
 
 def _say_tempo(model_prompt: str, quiet: bool) -> None:

@@ -115,6 +115,22 @@ def write_audio(args: argparse.Namespace, model: Any, audio: Any, meta: dict[str
     return save_items(args, items, audio.sample_rate)
 
 
+def check_chords(args: argparse.Namespace) -> None:
+    """--chords and --bpm read before the model loads: a bad chord or tempo is said at once."""
+    if getattr(args, "bpm", None) is not None and not 20 <= args.bpm <= 400:
+        raise UsageError(f"--bpm {args.bpm:g} is out of range: give a tempo between 20 and 400")
+    if getattr(args, "chords", None) is not None:
+        from ..conditioning.chords import parse_progression
+
+        parse_progression(args.chords, 120.0)  # the symbols (the tempo comes later)
+
+
+def step_meta(audio: Any) -> dict[str, Any]:
+    """What the model read per step, for meta.json: the chords and beat grid of the first item."""
+    conds = audio.params.get("step_conditions")
+    return {} if not conds else dict(conds[0])
+
+
 def print_done(out: Path, audio: Any, start: float) -> None:
     """The closing line: where, how many variations of which length, seed and time taken."""
     print(
@@ -128,12 +144,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
     check_common(args)
     if not args.text.strip():
         raise UsageError("the description is empty; describe the music in a few words")
+    check_chords(args)
+    from ..conditioning.attributes import with_tempo
+
+    text = with_tempo(args.text, args.bpm)
     model = load_model(args)
     set_sampling(model, args)
     start = time.time()
     audio = model.generate(
-        [args.text] * args.batch, progress=not args.quiet, seed=args.seed, duration=args.duration
+        [text] * args.batch,
+        progress=not args.quiet,
+        seed=args.seed,
+        duration=args.duration,
+        chords=args.chords,
     )
-    out = write_audio(args, model, audio, {"task": "generate", "prompt": args.text})
+    meta = {"task": "generate", "prompt": args.text} | ({"model_prompt": text} if text != args.text else {})
+    out = write_audio(args, model, audio, meta | step_meta(audio))
     print_done(out, audio, start)
     return 0

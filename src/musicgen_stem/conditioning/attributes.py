@@ -9,12 +9,7 @@ learnt embedding per key (24 rows). An attribute the text does not name is a zer
 like the null condition; in training each is dropped with probability `ATTRIBUTE_DROPOUT` so the
 model also works without it. The released checkpoints have no attributes (the default).
 
-`beat_grid` turns the tempo into the LM's per-step beat grid (`LMConfig.beat_grid`): beats per
-step, the beat at step 0 of a window whose first column is `start_frame` frames into the song, and
-the longest cycle known. Text -> stems and the synthetic training songs start on a downbeat (4
-beats known); an edit gives the beat found in its kept stems (`dsp.beat_phase`), of which only the
-8th-note grid is trusted (a third of the songs measured put the beat half a beat off, on the
-offbeat bass or chords of house, reggae, funk or disco).
+The tempo also gives the LM's per-step beat grid (`conditioning.steps.BeatGrid`).
 """
 
 from __future__ import annotations
@@ -29,12 +24,9 @@ from torch import nn
 
 __all__ = [
     "ATTRIBUTE_DROPOUT",
-    "BAR_CYCLE",
-    "EDIT_CYCLE",
     "AttributeEmbedding",
     "MusicAttributes",
     "NAMED_SWING",
-    "beat_grid",
     "parse_attributes",
     "with_tempo",
     "without_tempo",
@@ -43,8 +35,6 @@ __all__ = [
 ATTRIBUTE_DROPOUT = 0.2
 TEMPO_RANGE = (30.0, 300.0)  # BPM; outside it a number is not read as a tempo
 NUM_FREQS = 8
-BAR_CYCLE = 4.0  # beats: a grid from a downbeat knows bars (4/4)
-EDIT_CYCLE = 0.5  # beats: a grid from onsets knows where the 8ths fall
 NAMED_SWING = 1.0  # "swing", "shuffle": triplet 8ths (the off-beat a third of a beat late)
 _SWING = re.compile(r"\b(?:swing|swinging|swung|shuffle|shuffled|shuffling)\b", re.IGNORECASE)
 _TONICS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
@@ -62,7 +52,7 @@ _KEY = re.compile(r"(?<![A-Za-z#])([A-G])(#|♯|b|♭)?\s*(major|minor|maj|min|m
 class MusicAttributes:
     """What a description names: `tempo` (BPM), `key` (tonic pitch class 0-11, "major"/"minor")
     and `swing` of the 8ths (`NAMED_SWING` where it says swing or shuffle, else 0; the beat grid's
-    fourth column, `lm.model.swing_warp`)."""
+    `conditioning.steps.swing_warp`)."""
 
     tempo: float | None = None
     key: tuple[int, str] | None = None
@@ -103,33 +93,6 @@ def parse_attributes(text: str | None) -> MusicAttributes:
             key = (_pitch_class(letter, accidental), "major")
             break
     return MusicAttributes(tempo, key, NAMED_SWING if _SWING.search(text) else 0.0)
-
-
-def beat_grid(
-    tempos: Sequence[float | None],
-    frame_rate: float,
-    start_frame: int | Sequence[int] = 0,
-    first_beat: Sequence[float] | None = None,
-    swing: Sequence[float] | None = None,
-) -> torch.Tensor:
-    """Beat grids [B, 3] (beats per LM step, beat at step 0, longest cycle known in beats) for
-    tempos in BPM (None: no grid, a row of zeros). LM step s predicts column s of the window, so
-    step 0 of a window whose first column is song frame f sits at beat f * rate. first_beat:
-    seconds of a beat of each song (then only 8ths are known: `EDIT_CYCLE`); default: beat 0 on
-    song frame 0, a downbeat (bars known: `BAR_CYCLE`). swing: the 8ths' swing of each song (0..1,
-    `lm.model.swing_warp`), a fourth column."""
-    B = len(tempos)
-    starts = [start_frame] * B if isinstance(start_frame, int) else list(start_frame)
-    phases = [0.0] * B if first_beat is None else list(first_beat)
-    rows = []
-    for tempo, start, t0 in zip(tempos, starts, phases, strict=True):
-        rate = 0.0 if tempo is None else float(tempo) / 60.0 / float(frame_rate)
-        known = 0.0 if tempo is None else (BAR_CYCLE if first_beat is None else EDIT_CYCLE)
-        rows.append((rate, start * rate - t0 * float(tempo or 0.0) / 60.0, known))
-    grid = torch.tensor(rows, dtype=torch.float64).reshape(B, 3)
-    if swing is None:
-        return grid
-    return torch.cat([grid, torch.tensor(list(swing), dtype=torch.float64).reshape(B, 1)], dim=1)
 
 
 class AttributeEmbedding(nn.Module):

@@ -55,7 +55,7 @@ def generate_codes(
     generator: torch.Generator | None = None,
     callback: ProgressCallback | None = None,
     on_frames: FramesCallback | None = None,
-    grid: torch.Tensor | None = None,
+    cond: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Fill the unknown (-1) tokens of `known`.
 
@@ -70,8 +70,8 @@ def generate_codes(
             advance); `codes` [B, K, T] is a fresh tensor on the model's device (the callee may
             keep it) with -1 where a token is still unknown. The last call has final == T.
             An exception raised by a callback stops generation and propagates.
-        grid: [B, 3] beat grid of the window (`conditioning.attributes.beat_grid`; [B, 4] with the
-            8ths' swing) for models with one; the null condition of guidance gets none.
+        cond: [B, S, D] per-step conditions of the window's steps (`conditioning.steps`), for
+            models that read them; the null condition of guidance gets none.
     Returns:
         codes [B, K, T]: `known` with every -1 replaced by a model token (< card).
     """
@@ -98,9 +98,9 @@ def generate_codes(
 
     use_cfg = null_memory is not None and params.cfg_coef != 1.0
     mem = torch.cat([memory, null_memory.to(memory.device)], dim=0) if use_cfg else memory  # type: ignore[union-attr]
-    if grid is not None and use_cfg:
-        grid = torch.cat([grid, torch.zeros_like(grid)])
-    state = lm.new_state(mem.to(device), max_steps=S - 1, reuse=True, grid=grid)
+    if cond is not None and use_cfg:
+        cond = torch.cat([cond, torch.zeros_like(cond)])
+    state = lm.new_state(mem.to(device), max_steps=S - 1, reuse=True, cond=cond)
 
     prev = 0
     total = S - start

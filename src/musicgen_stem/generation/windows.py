@@ -28,14 +28,15 @@ from .tasks import PREFIX_STRIDE, masked_prefix
 class RunWindow(Protocol):
     """Runs one window: known [B, K, T'] (-1 where the model chooses) -> codes [B, K, T'].
 
-    Called as run(known, start=f) without streaming, run(known, on_frames=..., start=f) with it,
-    `f` being the frame of the whole output at known's first column (the window's first frame
-    minus its prefix; for the beat grid): on_frames then follows `generate_codes`'s contract in
-    the window's own frames (prefix included).
+    Called as run(known, start=f, prefix=p) without streaming, run(known, on_frames=..., start=f,
+    prefix=p) with it, `f` being the frame of the whole output at known's first column (the
+    window's first frame minus its prefix) and `p` the prefix's columns (for the per-step
+    conditions): on_frames then follows `generate_codes`'s contract in the window's own frames
+    (prefix included).
     """
 
     def __call__(
-        self, known: torch.Tensor, on_frames: FramesCallback | None = ..., start: int = ...
+        self, known: torch.Tensor, on_frames: FramesCallback | None = ..., start: int = ..., prefix: int = ...
     ) -> torch.Tensor: ...
 
 
@@ -136,9 +137,11 @@ def fill_windows(
             known = torch.cat([prefix, main], dim=-1)
         p = known.shape[-1] - (b - a)  # prefix columns
         if on_frames is None:
-            out = run(known, start=a - p)
+            out = run(known, start=a - p, prefix=p)
         else:
-            out = run(known, on_frames=lambda c, f, a=a, b=b, p=p: report(a, b, p, c, f), start=a - p)
+            out = run(
+                known, on_frames=lambda c, f, a=a, b=b, p=p: report(a, b, p, c, f), start=a - p, prefix=p
+            )
         out = out[..., -(b - a) :].cpu()
         codes[..., a:b] = torch.where(sub[None], out, codes[..., a:b])
         todo[:, a:b] = False

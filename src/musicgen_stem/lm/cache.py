@@ -1,5 +1,5 @@
 """The LM's decoding state: a static KV cache of every layer, allocated once and written in place
-(as gpt-fast's `KVCache`), and the step and beat-grid embedding that incremental decoding carries."""
+(as gpt-fast's `KVCache`), and the step and per-step conditions that incremental decoding carries."""
 
 from __future__ import annotations
 
@@ -87,4 +87,4 @@ class DecodeState:
 
     cache: KVCache
     pos: int = 0
-    beat: torch.Tensor | None = None  # [B, S_max, D]: the beat grid's embedding of every step, made once
+    cond: torch.Tensor | None = None  # [B, S_max, D]: the per-step conditions' input term, made once

@@ -7,14 +7,9 @@ calls (`new_state(..., reuse=True)`). Each block projects the text memory's keys
 Module names follow the released checkpoints (`emb.k`, `transformer.layers.i.self_attn.in_proj_weight`,
 `linears.k`, ...), so their weights map one to one.
 
-With `LMConfig(beat_grid=True)` (our small models; the released ones have none) each step also adds
-a beat grid: sin/cos of the beat phase over bars, half bars, beats, 8ths and 16ths through one
-linear layer (`beat`, zero at init). A grid is `[B, 3]`: beats per step, the beat at step 0, and
-the longest cycle known (4: beat 0 is a downbeat; 0.5: only the 8ths are known, as in an edit, whose
-kept stems show where the 8th notes fall but not, reliably, which of them are beats); features of
-longer cycles are 0 (`conditioning.attributes.beat_grid`). A row of zeros adds nothing. A fourth
-column, the swing of the 8ths (an edit's kept stems show it), bends the phase inside each beat so
-that the swung off-beat 8th reads as the straight one (`swing_warp`).
+Per-step conditions (the beat grid, the chords: `conditioning.steps`) reach the LM as one input
+term per step, `cond` [B, T, D], summed into its input like the token embeddings; the released
+checkpoints have none.
 """
 
 from __future__ import annotations
@@ -47,7 +42,6 @@ class LMConfig:
     bias_ff: bool = False
     bias_proj: bool = False
     dropout: float = 0.0
-    beat_grid: bool = False
 
     def __post_init__(self) -> None:
         if self.dim % self.num_heads:
@@ -65,42 +59,6 @@ class LMConfig:
         if unknown:
             raise ValueError(f"unknown LM config fields {sorted(unknown)}")
         return cls(**d)
-
-
-#: Beat-grid cycles in beats (bar of 4/4, half bar, beat, 8th, 16th): 2 features each.
-BEAT_CYCLES = (4.0, 2.0, 1.0, 0.5, 0.25)
-
-
-def swing_warp(beats: torch.Tensor, swing: torch.Tensor) -> torch.Tensor:
-    """Beat positions [B, T] as a straight grid reads a song whose 8ths swing by `swing` [B] (0..1,
-    as `data.synth.score.Score.tick`: the off-beat 8th comes swing / 6 of a beat late, the 2nd and
-    4th 16ths swing / 12): piecewise linear inside each beat, mapping those swung positions onto
-    0.25, 0.5 and 0.75. Rows with no swing are returned as they are."""
-    whole = torch.floor(beats)
-    f = beats - whole  # [B, T] in [0, 1)
-    s = swing.double()[:, None]
-    x1, x2, x3 = 0.25 + s / 12, 0.5 + s / 6, 0.75 + s / 12
-    g = torch.where(
-        f < x2,
-        torch.where(f < x1, f / x1, 1 + (f - x1) / (x2 - x1)),
-        torch.where(f < x3, 2 + (f - x2) / (x3 - x2), 3 + (f - x3) / (1 - x3)),
-    )
-    return torch.where(s > 0, whole + g / 4, beats)
-
-
-def beat_features(steps: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """steps [T] (long), grid [B, 3] (beats per step, beat at step 0, longest cycle known; a fourth
-    column: the 8ths' swing, `swing_warp`) -> [B, T, 2 * len(BEAT_CYCLES)]: sin/cos of the phase in
-    each cycle; zero for rows without a grid (beats per step 0) and for the cycles longer than the
-    row's longest known one."""
-    beats = grid[:, 1:2].double() + steps.double()[None, :] * grid[:, 0:1].double()  # [B, T]
-    if grid.shape[1] > 3:
-        beats = swing_warp(beats, grid[:, 3])
-    cycles = torch.tensor(BEAT_CYCLES, dtype=torch.float64, device=grid.device)
-    angle = (2 * math.pi * torch.remainder(beats[..., None] / cycles, 1.0)).float()  # [B, T, C]
-    known = (cycles[None, :] <= grid[:, 2:3].double() + 1e-9) & (grid[:, 0:1] > 0)  # [B, C]
-    on = known.float()[:, None, :].repeat(1, 1, 2)  # [B, 1, 2C]
-    return torch.cat([angle.sin(), angle.cos()], -1) * on
 
 
 def sin_embedding(positions: torch.Tensor, dim: int, max_period: float) -> torch.Tensor:
@@ -293,7 +251,6 @@ class StemLM(nn.Module):
         self.transformer = Transformer(cfg)
         self.out_norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
         self.linears = nn.ModuleList(nn.Linear(cfg.dim, card, bias=cfg.bias_proj) for _ in range(K))
-        self.beat = nn.Linear(2 * len(BEAT_CYCLES), cfg.dim, bias=False) if cfg.beat_grid else None
         self.compiled_step: Any = None  # decode_step under torch.compile (see compile_decoding)
         self.decode_cache: KVCache | None = None  # reused by `new_state(..., reuse=True)`
         self.reset_parameters()
@@ -318,31 +275,14 @@ class StemLM(nn.Module):
                     nn.init.zeros_(m.bias)
         for lin in self.linears:
             init(lin.weight, self.cfg.dim)
-        if self.beat is not None:
-            nn.init.zeros_(self.beat.weight)  # a fine-tune from a model without a grid starts from it
 
-    def add_beat_grid(self) -> StemLM:
-        """Give a model without a beat grid a zero one (same outputs until it is trained). Returns self."""
-        if self.beat is None:
-            self.cfg = LMConfig.from_dict({**self.cfg.to_dict(), "beat_grid": True})
-            w = self.out_norm.weight
-            self.beat = nn.Linear(2 * len(BEAT_CYCLES), self.cfg.dim, False, w.device, w.dtype)
-            nn.init.zeros_(self.beat.weight)
-        return self
-
-    def beat_embedding(self, steps: torch.Tensor, grid: torch.Tensor | None) -> torch.Tensor | None:
-        """The beat grid's input term at steps [T] for grid [B, 3] -> [B, T, D] (None without one)."""
-        if self.beat is None or grid is None:
-            return None
-        return self.beat(beat_features(steps, grid.to(steps.device)).to(self.dtype))
-
-    def _inputs(self, seq: torch.Tensor, steps: torch.Tensor, beat: torch.Tensor | None) -> torch.Tensor:
-        """Token embeddings + positions (+ beat [B, T, D], the grid's term) of seq [B, K, T] at
-        steps [T] -> [B, T, D]."""
+    def _inputs(self, seq: torch.Tensor, steps: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings + positions (+ cond [B, T, D], the per-step conditions) of seq [B, K, T]
+        at steps [T] -> [B, T, D]."""
         x = sum(self.emb[k](seq[:, k]) for k in range(seq.shape[1]))  # [B, T, D]
         pe = sin_embedding(steps, self.cfg.dim, self.cfg.max_period)  # [T, D]
         x = x + self.cfg.positional_scale * pe.to(x.dtype)
-        return x if beat is None else x + beat.to(x.dtype)
+        return x if cond is None else x + cond.to(x.dtype)
 
     def split_projections(self) -> StemLM:
         """q/k/v of every attention as modules (self: one qkv matmul; cross: q, then k|v once), for
@@ -362,10 +302,10 @@ class StemLM(nn.Module):
         return self.out_norm.weight.dtype
 
     def new_state(
-        self, memory: torch.Tensor, max_steps: int, reuse: bool = False, grid: torch.Tensor | None = None
+        self, memory: torch.Tensor, max_steps: int, reuse: bool = False, cond: torch.Tensor | None = None
     ) -> DecodeState:
-        """A decoding state for a batch whose conditioning memory is [B, L, D] (and beat grid [B, 3],
-        whose embedding of every step is computed here, once).
+        """A decoding state for a batch whose conditioning memory is [B, L, D] and per-step
+        conditions cond [B, S, D] (S >= max_steps; steps it does not reach get none).
 
         reuse: decode in the model's one cache (as gpt-fast's `setup_caches`), allocated for the
         first batch of its shape and reused by every later call and window that fits, so that a
@@ -403,9 +343,12 @@ class StemLM(nn.Module):
         cache.mem_len = L
         if compiled and device.type == "cuda":
             cache.mark_static()
-        with torch.no_grad():
-            beat = self.beat_embedding(torch.arange(cache.max_steps, device=device), grid)  # [B, S, D]
-        return DecodeState(cache=cache, beat=beat)
+        if cond is not None:  # [B, S_max, D], zeros past the steps given
+            steps = cache.max_steps
+            cond = cond[:, :steps].to(device, dtype)
+            if cond.shape[1] < steps:
+                cond = torch.cat([cond, cond.new_zeros(B, steps - cond.shape[1], cond.shape[2])], 1)
+        return DecodeState(cache=cache, cond=cond)
 
     def decode_step(self, tokens: torch.Tensor, pos: torch.Tensor, state: DecodeState) -> torch.Tensor:
         """One decoding step with static shapes (what torch.compile and CUDA graphs need).
@@ -415,8 +358,8 @@ class StemLM(nn.Module):
         reads the whole cache with later steps masked, so every step has the same shapes; the
         caller advances `state.pos`.
         """
-        beat = None if state.beat is None else state.beat.index_select(1, pos)  # [B, 1, D]
-        x = self._inputs(tokens, pos, beat)  # [B, 1, D]
+        cond = None if state.cond is None else state.cond.index_select(1, pos)  # [B, 1, D]
+        x = self._inputs(tokens, pos, cond)  # [B, 1, D]
         cache = state.cache
         for i, block in enumerate(self.transformer.layers):
             x = block(x, (cache.cross_k[i], cache.cross_v[i]), cache, i, pos, cache.cross_mask)
@@ -438,7 +381,7 @@ class StemLM(nn.Module):
         memory: torch.Tensor | None = None,
         state: DecodeState | None = None,
         last_only: bool = False,
-        grid: torch.Tensor | None = None,
+        cond: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits for a delayed sequence.
 
@@ -448,7 +391,8 @@ class StemLM(nn.Module):
             state: incremental decoding state: seq is placed at steps [state.pos, state.pos + T)
                 and state.pos advances by T.
             last_only: compute the heads on the last step only.
-            grid: [B, 3] beat grid (beat_grid models; with `state`, the grid given to `new_state`).
+            cond: [B, T, D] per-step conditions of these steps (`conditioning.steps`; with `state`,
+                those given to `new_state` are read).
         Returns:
             logits [B, T, K, card] (T = 1 when last_only); the output at step s predicts step s + 1.
         """
@@ -463,11 +407,9 @@ class StemLM(nn.Module):
             state.pos += 1
             return logits[:, None]
         steps = torch.arange(pos, pos + T, device=seq.device)
-        if state is None:
-            beat = self.beat_embedding(steps, grid)
-        else:
-            beat = None if state.beat is None else state.beat[:, pos : pos + T]
-        x = self._inputs(seq, steps, beat)  # [B, T, D]
+        if state is not None:
+            cond = None if state.cond is None else state.cond[:, pos : pos + T]
+        x = self._inputs(seq, steps, cond)  # [B, T, D]
         if state is None and memory is None:
             raise ValueError("memory is required without a decoding state")
         cache = None if state is None else state.cache
@@ -483,10 +425,10 @@ class StemLM(nn.Module):
         return torch.stack([lin(x) for lin in self.linears], dim=2)  # [B, T, K, card]
 
     def frame_logits(
-        self, codes: torch.Tensor, memory: torch.Tensor, grid: torch.Tensor | None = None
+        self, codes: torch.Tensor, memory: torch.Tensor, cond: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher forcing: logits [B, K, T, card] where [:, k, t] predicts codes[:, k, t], and the
         mask [K, T] of positions that have a prediction (the last delays[k] frames of stream k do not)."""
         T = codes.shape[-1]
         seq, _ = build_sequence(codes, self.layout.delays, self.layout.special_token, valid_steps_only=True)
-        return revert_logits(self(seq, memory, grid=grid), self.layout.delays, T)
+        return revert_logits(self(seq, memory, cond=cond), self.layout.delays, T)

@@ -84,7 +84,7 @@ def grow_model(parts: ModelParts, stem: str, codec: StemCodec) -> ModelParts:
     multi = MultiStemCodec(layout, codecs)
     for name, c in parts.codec.codecs.items():
         multi.codecs[name].load_state_dict((codec if name == stem else c).state_dict())
-    return ModelParts(config, lm.eval(), parts.text, multi.eval())
+    return ModelParts(config, lm.eval(), parts.text, multi.eval(), parts.steps)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

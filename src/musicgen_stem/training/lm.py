@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..conditioning.steps import StepConditioner, StepConfig
 from ..conditioning.text import LUTTextEncoder, TextConditioner
 from ..errors import MusicGenStemError
 from ..generation.tasks import PREFIX_STRIDE
@@ -65,16 +66,17 @@ NAME = "train-lm"
 # ------------------------------------------------------------------------------------- checkpoint
 
 
-def _split(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Combined state -> (lm state, text state)."""
-    lm = {k[3:]: v for k, v in state.items() if k.startswith("lm.")}
-    text = {k[5:]: v for k, v in state.items() if k.startswith("text.")}
-    return lm, text
+PARTS = ("lm", "text", "steps")  # the modules of `LMWithText`
 
 
-def _join(lm: dict[str, torch.Tensor], text: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """(lm state, text state) -> combined state (the keys of `LMWithText`)."""
-    return {**{f"lm.{k}": v for k, v in lm.items()}, **{f"text.{k}": v for k, v in text.items()}}
+def _split(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], ...]:
+    """Combined state (the keys of `LMWithText`) -> (lm state, text state, step conditioner state)."""
+    return tuple({k[len(p) + 1 :]: v for k, v in state.items() if k.startswith(p + ".")} for p in PARTS)
+
+
+def _join(parts: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """{"lm": state, "text": state, "steps": state (optional)} -> combined state."""
+    return {f"{p}.{k}": v for p in PARTS for k, v in (parts.get(p) or {}).items()}
 
 
 # ------------------------------------------------------------------------------------------- setup
@@ -91,6 +93,8 @@ def _load_parts(cfg: LMTrainConfig) -> ModelParts:
         try:
             parts.lm.load_state_dict(src.lm.state_dict())
             parts.text.load_state_dict(src.text.state_dict())
+            if parts.steps is not None and src.steps is not None:
+                parts.steps.load_state_dict(src.steps.state_dict())
         except RuntimeError as e:
             raise MusicGenStemError(
                 f"--init-from '{cfg.init_from}': its text conditioner does not fit '{cfg.model}' "
@@ -98,10 +102,20 @@ def _load_parts(cfg: LMTrainConfig) -> ModelParts:
             ) from None
     if cfg.dropout is not None:
         parts = set_dropout(parts, cfg.dropout)
-    if cfg.beat_grid:
-        parts.lm.add_beat_grid()
-        parts = replace(parts, config=replace(parts.config, lm=replace(parts.config.lm, beat_grid=True)))
-    return parts
+    return add_step_conditions(parts, cfg.beat_grid, cfg.chords)
+
+
+def add_step_conditions(parts: ModelParts, beat: bool, chords: bool) -> ModelParts:
+    """`parts` reading the beat grid and/or chords too: the conditions it lacks are added at zero
+    (the model's outputs unchanged until they train), those it has keep their weights."""
+    old = parts.config.steps
+    new = StepConfig(old.beat or beat, old.chords or chords)
+    if new == old:
+        return parts
+    steps = StepConditioner(new, parts.config.lm.dim).to(parts.lm.device)
+    if parts.steps is not None:
+        steps.load_state_dict(parts.steps.state_dict(), strict=False)
+    return replace(parts, config=replace(parts.config, steps=new), steps=steps)
 
 
 def freeze_except(
@@ -218,8 +232,10 @@ class LMTask(loop.Task):
         if self.cfg.history_noise > 0 and batch.masked is not None:  # global RNG: seeded per step
             p, card = self.cfg.history_noise, self.builder.layout.card
             inputs = history_noise(codes, batch.masked.to(device), batch.prefix_len, p, card)
-        grid = None if batch.grid is None else batch.grid.to(device)
-        loss, per_stream = model(codes, batch.texts, batch.loss_mask.to(device), self.norm, inputs, grid)
+        mask = batch.loss_mask.to(device)
+        loss, per_stream = model(
+            codes, batch.texts, mask, self.norm, inputs, batch.conds, batch.starts, batch.prefix_len
+        )
         loss = loss * world  # this item's share of the global loss; DDP/FSDP average over the ranks
         terms = {
             "loss": loss.detach(),
@@ -251,12 +267,13 @@ class LMTask(loop.Task):
             )
 
     def pack(self, core: dict[str, Any]) -> dict[str, Any]:
-        lm_sd, text_sd = _split(core["model"])
-        ema = None if core["ema"] is None else dict(zip(("lm", "text"), _split(core["ema"]), strict=True))
+        lm_sd, text_sd, steps_sd = _split(core["model"])
+        ema = None if core["ema"] is None else dict(zip(PARTS, _split(core["ema"]), strict=True))
         return {
             "step": core["step"],
             "lm": lm_sd,
             "text": text_sd,
+            "steps": steps_sd,
             "optimizer": core["optimizer"],
             "ema": ema,
             "scaler": core["scaler"],
@@ -270,9 +287,9 @@ class LMTask(loop.Task):
         try:
             ema = state.get("ema")
             return {
-                "model": _join(state["lm"], state["text"]),
+                "model": _join(state),
                 "optimizer": state["optimizer"],
-                "ema": None if ema is None else _join(ema["lm"], ema["text"]),
+                "ema": None if ema is None else _join(ema),
                 "scaler": state.get("scaler"),
             }
         except (KeyError, TypeError) as e:
@@ -306,17 +323,31 @@ def _train(cfg: LMTrainConfig, info: DistInfo) -> Path:
         if cfg.valid_fraction > 0 and cfg.validate_every > 0 and cfg.valid_batches > 0
         else None
     )
-    grid_rate = frame_rate if parts.lm.beat is not None else None
+    beat, chords = parts.config.steps.beat, parts.config.steps.chords
     builder = BatchBuilder(
-        train_set, crop_frames, window_frames, silence, cfg.edit_prob, cfg.cond_dropout, grid_rate
+        train_set,
+        crop_frames,
+        window_frames,
+        silence,
+        cfg.edit_prob,
+        cfg.cond_dropout,
+        frame_rate,
+        beat,
+        chords,
     )
+    if chords and not any(t.chords for t in train_set.tracks):
+        raise MusicGenStemError(
+            "--chords: no track has chord annotations (a synthetic song's meta.json beside its source)"
+        )
     valid_builder = (
-        BatchBuilder(valid_set, crop_frames, window_frames, silence, cfg.edit_prob, 0.0, grid_rate, 0.0)
+        BatchBuilder(
+            valid_set, crop_frames, window_frames, silence, cfg.edit_prob, 0.0, frame_rate, beat, chords, 0.0
+        )
         if valid_set is not None and len(valid_set)
         else None
     )
 
-    module = LMWithText(parts.lm, parts.text)
+    module = LMWithText(parts.lm, parts.text, parts.steps, frame_rate)
     if cfg.train_heads or cfg.train_embeddings:
         freeze_except(module, cfg.train_heads, cfg.train_embeddings, layout.num_streams)
     blocks = list(parts.lm.transformer.layers)
@@ -357,9 +388,10 @@ def validate(
         kind = EDIT if (i % 2 and builder.edit_prob > 0) else TEXT
         batch = builder.build(batch_size, gen, kind, False)
         with autocast:
-            grid = None if batch.grid is None else batch.grid.to(device)
             codes, mask = batch.codes.to(device), batch.loss_mask.to(device)
-            loss, _ = wrapped(codes, batch.texts, mask, None, None, grid)
+            loss, _ = wrapped(
+                codes, batch.texts, mask, None, None, batch.conds, batch.starts, batch.prefix_len
+            )
         losses[kind].append(float(all_reduce_mean(loss.detach().float())))
     wrapped.train()
     out = {f"valid_loss_{k}": sum(v) / len(v) for k, v in losses.items() if v}
@@ -381,7 +413,7 @@ def _write_model(
     target = out / MODEL_SUBDIR
 
     def write() -> None:
-        lm_sd, text_sd = _split(state)
+        lm_sd, text_sd, steps_sd = _split(state)
         # fresh modules: under FSDP the trained ones hold shards
         with torch.device("meta"):  # no random init of a large model: the weights are assigned
             final_lm = StemLM(parts.config.layout, parts.config.lm)
@@ -390,7 +422,14 @@ def _write_model(
         final_text = TextConditioner(parts.config.text, parts.config.lm.dim, encoder=encoder)
         final_text.load_state_dict(text_sd)
         config = replace(parts.config, silence_tokens=list(silence), max_duration=float(crop_seconds))
-        save_model(ModelParts(config, final_lm.eval(), final_text.eval(), parts.codec), target, force=True)
+        steps = None
+        if parts.steps is not None:
+            steps = StepConditioner(parts.config.steps, parts.config.lm.dim)
+            steps.load_state_dict(steps_sd)
+            steps.eval()
+        save_model(
+            ModelParts(config, final_lm.eval(), final_text.eval(), parts.codec, steps), target, force=True
+        )
         print(f"[{NAME}] wrote {target}", flush=True)
 
     on_main(info, write)

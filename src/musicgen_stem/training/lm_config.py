@@ -58,6 +58,7 @@ class LMTrainConfig:
     dropout: float | None = None  # LM dropout while training (attention, residual); None: the model's
     history_noise: float = 0.0  # edit batches: P(an input token of a regenerated stream is random)
     beat_grid: bool = False  # add the LM's beat grid (zero at first) to a model without one
+    chords: bool = False  # add per-step chord conditioning (zero at first), fed from the tracks' chords
     # train only the output heads of these streams, every other weight frozen: the new streams of a
     # grown model (`training/grow.py`) learnt without moving anything the LM knew
     train_heads: tuple[int, ...] = ()
@@ -217,6 +218,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the caption names (tracks start on a downbeat); text -> stems then follows the prompt's tempo",
     )
     g.add_argument(
+        "--chords",
+        action="store_true",
+        help="give the LM per-step chord conditioning (zero at first) if it has none, fed with the chords "
+        "annotated beside each track (synthetic songs' meta.json); `--chords` in generate and edit then "
+        "steers the harmony",
+    )
+    g.add_argument(
         "--train-heads",
         type=int,
         nargs="+",
@@ -294,6 +302,7 @@ def config_from_args(args: argparse.Namespace) -> LMTrainConfig:
         dropout=args.dropout,
         history_noise=args.history_noise,
         beat_grid=args.beat_grid,
+        chords=args.chords,
         train_heads=tuple(args.train_heads),
         train_embeddings=tuple(args.train_embeddings),
         crop_seconds=args.crop_seconds,

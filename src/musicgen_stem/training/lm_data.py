@@ -34,7 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..conditioning.attributes import ATTRIBUTE_DROPOUT, beat_grid, parse_attributes
+from ..conditioning.attributes import ATTRIBUTE_DROPOUT, parse_attributes
+from ..conditioning.chords import ChordChart, ChordError
+from ..conditioning.steps import BeatGrid, StepConds
 from ..errors import MusicGenStemError
 from ..generation.tasks import PREFIX_STRIDE, masked_prefix
 from ..layout import StemLayout
@@ -57,6 +59,7 @@ class Track:
     path: Path
     frames: int
     captions: tuple[str, ...]
+    chords: ChordChart | None = None  # the song's chords (synthetic songs: their meta.json)
 
 
 def _read_json(path: Path) -> Any:
@@ -87,6 +90,18 @@ def _read_index(data_dir: Path) -> list[dict[str, Any]]:
                 raise DataError(f"{path}:{n}: a track needs at least 'id' and 'tokens'")
             entries.append(entry)
     return entries
+
+
+def _source_chords(source: Any) -> ChordChart | None:
+    """The chords annotated beside a track's source (a synthetic song's meta.json), if any."""
+    if not source:
+        return None
+    meta = Path(str(source)) / "meta.json"
+    try:
+        spans = json.loads(meta.read_text(encoding="utf-8")).get("chords")
+        return ChordChart.from_json(spans) if spans else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ChordError):
+        return None
 
 
 class TokenDataset:
@@ -180,7 +195,7 @@ class TokenDataset:
             if isinstance(captions, str):
                 captions = [captions]
             captions = tuple(str(c) for c in captions if str(c).strip())
-            tracks.append(Track(str(e["id"]), path, frames, captions))
+            tracks.append(Track(str(e["id"]), path, frames, captions, _source_chords(e.get("source"))))
         return tracks
 
     def __len__(self) -> int:
@@ -221,14 +236,20 @@ class LMBatch:
     kind: str  # "text" or "edit"
     prefix_len: int = 0  # edit: steps of the masked prefix (window / 5 + 1)
     masked: torch.Tensor | None = None  # edit: [B, K] bool, the masked streams
-    grid: torch.Tensor | None = None  # [B, 3] beat grids (`beat_grid`), rows of 0 where none
+    conds: StepConds | None = None  # per-step conditions (models that read them)
+    starts: list[int] | None = None  # the song frame at each item's column 0 (with `conds`)
 
 
 def cat_batches(batches: Sequence[LMBatch]) -> LMBatch:
     """One batch from batches of the same kind and shape (e.g. items drawn one by one)."""
     first = batches[0]
     masked = None if first.masked is None else torch.cat([b.masked for b in batches])  # type: ignore[misc]
-    grid = None if first.grid is None else torch.cat([b.grid for b in batches])  # type: ignore[misc]
+    conds = None
+    if first.conds is not None:
+        conds = StepConds()
+        for b in batches:
+            conds = conds + b.conds  # type: ignore[operator]
+    starts = None if first.starts is None else [s for b in batches for s in b.starts]  # type: ignore[union-attr]
     return LMBatch(
         torch.cat([b.codes for b in batches]),
         torch.cat([b.loss_mask for b in batches]),
@@ -236,7 +257,8 @@ def cat_batches(batches: Sequence[LMBatch]) -> LMBatch:
         first.kind,
         first.prefix_len,
         masked,
-        grid,
+        conds,
+        starts,
     )
 
 
@@ -254,10 +276,12 @@ class BatchBuilder:
         silence_tokens: [K] codes of silence that pad the prefix of a short window.
         edit_prob: probability that a batch is an edit batch (0 with a one-stem layout).
         cond_dropout: probability that the whole batch is unconditioned (all texts None).
-        grid_frame_rate: the codec frame rate, to give batches the beat grid of the tempo their
-            captions name (models with `LMConfig.beat_grid`; tracks start on a downbeat): text
-            batches with their bars, edit batches without (as an edit finds the beat, not the bar,
-            in the kept stems); each dropped with probability `grid_dropout`; None: no grids.
+        frame_rate: the codec frame rate, for the per-step conditions.
+        beat: give batches the beat grid of the tempo their captions name (tracks start on a
+            downbeat): text batches with their bars, edit batches without (as an edit finds the
+            beat, not the bar, in the kept stems).
+        chords: give batches their tracks' chords (`Track.chords`).
+        step_dropout: each item's beat grid and chords are dropped with this probability.
     """
 
     def __init__(
@@ -268,8 +292,10 @@ class BatchBuilder:
         silence_tokens: Sequence[int],
         edit_prob: float = 0.5,
         cond_dropout: float = 0.3,
-        grid_frame_rate: float | None = None,
-        grid_dropout: float = ATTRIBUTE_DROPOUT,
+        frame_rate: float = 50.0,
+        beat: bool = False,
+        chords: bool = False,
+        step_dropout: float = ATTRIBUTE_DROPOUT,
     ) -> None:
         layout = dataset.layout
         if crop_frames < 1:
@@ -290,8 +316,9 @@ class BatchBuilder:
         self.silence_tokens = [int(s) for s in silence_tokens]
         self.edit_prob = float(edit_prob) if layout.num_stems > 1 else 0.0
         self.cond_dropout = float(cond_dropout)
-        self.grid_frame_rate = grid_frame_rate
-        self.grid_dropout = float(grid_dropout)
+        self.frame_rate = float(frame_rate)
+        self.beat, self.chords = bool(beat), bool(chords)
+        self.step_dropout = float(step_dropout)
 
     @property
     def prefix_len(self) -> int:
@@ -302,15 +329,16 @@ class BatchBuilder:
         u = torch.rand(2, generator=gen).tolist()
         return (EDIT if u[0] < self.edit_prob else TEXT), u[1] < self.cond_dropout
 
-    def _item(self, frames: int, gen: torch.Generator) -> tuple[torch.Tensor, str | None, int]:
-        """A random crop [K, <= frames] of a random track, one of its captions, the crop's start."""
+    def _item(self, frames: int, gen: torch.Generator) -> tuple[torch.Tensor, str | None, int, Track]:
+        """A random crop [K, <= frames] of a random track, one of its captions, the crop's start,
+        the track."""
         pool = self.dataset.pool(frames)
         index = pool[_randint(len(pool), gen)]
         track = self.dataset.tracks[index]
         start = _randint(max(track.frames - frames, 0) + 1, gen)
         codes = self.dataset.codes(index, start, min(frames, track.frames - start))
         caption = track.captions[_randint(len(track.captions), gen)] if track.captions else None
-        return codes, caption, start
+        return codes, caption, start, track
 
     def build(
         self, batch_size: int, gen: torch.Generator, kind: str | None = None, drop_cond: bool | None = None
@@ -324,7 +352,7 @@ class BatchBuilder:
         batch = self._edit(batch_size, gen) if kind == EDIT else self._text(batch_size, gen)
         if drop_cond:
             batch.texts = [None] * batch_size
-            batch.grid = None if batch.grid is None else torch.zeros_like(batch.grid)
+            batch.conds = None if batch.conds is None else batch.conds.null()
         return batch
 
     def _text(self, batch_size: int, gen: torch.Generator) -> LMBatch:
@@ -333,26 +361,43 @@ class BatchBuilder:
         mask = torch.zeros(batch_size, K, T, dtype=torch.bool)
         texts: list[str | None] = []
         tempos: list[float | None] = []
+        charts: list[ChordChart | None] = []
         starts: list[int] = []
         for b in range(batch_size):
-            item, caption, start = self._item(T, gen)  # [K, n]
+            item, caption, start, track = self._item(T, gen)  # [K, n]
             codes[b, :, : item.shape[1]] = item
             mask[b, :, : item.shape[1]] = True
             texts.append(caption)
             tempos.append(parse_attributes(caption).tempo)
+            charts.append(track.chords)
             starts.append(start)
-        return LMBatch(codes, mask, texts, TEXT, grid=self._grids(tempos, starts, gen))
+        conds = self._conds(tempos, charts, gen)
+        return LMBatch(codes, mask, texts, TEXT, conds=conds, starts=starts)
 
-    def _grids(
-        self, tempos: list[float | None], starts: list[int], gen: torch.Generator, bars: bool = True
-    ) -> torch.Tensor | None:
-        """Beat grids [B, 3] for windows whose first column is song frame `starts` (None: no grids)."""
-        if self.grid_frame_rate is None:
+    def _conds(
+        self,
+        tempos: list[float | None],
+        charts: list[ChordChart | None],
+        gen: torch.Generator,
+        bars: bool = True,
+    ) -> StepConds | None:
+        """The per-step conditions of a batch (None: the model reads none): beat grids from the
+        tempos (from a downbeat with `bars`, else a beat) and the chord charts, each dropped with
+        probability `step_dropout`."""
+        if not (self.beat or self.chords):
             return None
-        drop = (torch.rand(len(tempos), generator=gen) < self.grid_dropout).tolist()
-        tempos = [None if d else t for t, d in zip(tempos, drop, strict=True)]
-        first = None if bars else [0.0] * len(tempos)  # a beat, not a downbeat, known
-        return beat_grid(tempos, self.grid_frame_rate, starts, first)
+        beats: tuple[BeatGrid | None, ...] = ()
+        chords: tuple[ChordChart | None, ...] = ()
+        if self.beat:
+            drop = (torch.rand(len(tempos), generator=gen) < self.step_dropout).tolist()
+            first = None if bars else 0.0  # a beat, not a downbeat, known
+            beats = tuple(
+                None if d or t is None else BeatGrid(t, first) for t, d in zip(tempos, drop, strict=True)
+            )
+        if self.chords:
+            drop = (torch.rand(len(charts), generator=gen) < self.step_dropout).tolist()
+            chords = tuple(None if d else c for c, d in zip(charts, drop, strict=True))
+        return StepConds(beats, chords)
 
     def _edit(self, batch_size: int, gen: torch.Generator) -> LMBatch:
         layout, W, P = self.layout, self.window_frames, self.prefix_len
@@ -362,10 +407,12 @@ class BatchBuilder:
         masked = torch.zeros(batch_size, K, dtype=torch.bool)
         texts: list[str | None] = []
         tempos: list[float | None] = []
+        charts: list[ChordChart | None] = []
         starts: list[int] = []
         for b in range(batch_size):
-            item, caption, start = self._item(W, gen)  # [K, n]
+            item, caption, start, track = self._item(W, gen)  # [K, n]
             tempos.append(parse_attributes(caption).tempo)
+            charts.append(track.chords)
             starts.append(start - P)  # column 0 is the prefix's first
             count = 1 + _randint(N - 1, gen)  # 1 .. N-1 stems
             stems = [layout.stems[i] for i in torch.randperm(N, generator=gen)[:count].tolist()]
@@ -377,5 +424,5 @@ class BatchBuilder:
             codes[b, :, P : P + item.shape[1]] = item
             mask[b, :, P : P + item.shape[1]] = True
             texts.append(caption)
-        grid = self._grids(tempos, starts, gen, bars=False)
-        return LMBatch(codes, mask, texts, EDIT, prefix_len=P, masked=masked, grid=grid)
+        conds = self._conds(tempos, charts, gen, bars=False)
+        return LMBatch(codes, mask, texts, EDIT, prefix_len=P, masked=masked, conds=conds, starts=starts)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..conditioning.steps import StepConditioner, StepConds
 from ..conditioning.text import Texts
 from ..layout import StemLayout
 from ..lm.model import StemLM
@@ -18,12 +19,17 @@ __all__ = ["LMWithText", "history_noise", "lm_loss", "sequence_loss", "stream_na
 
 
 class LMWithText(nn.Module):
-    """The trainable pair: text conditioner and LM, as one module for DDP/FSDP."""
+    """The trainable modules: text conditioner, LM and per-step conditioner (if any), as one module
+    for DDP/FSDP."""
 
-    def __init__(self, lm: StemLM, text: nn.Module) -> None:
+    def __init__(
+        self, lm: StemLM, text: nn.Module, steps: StepConditioner | None = None, frame_rate: float = 50.0
+    ) -> None:
         super().__init__()
         self.lm = lm
         self.text = text
+        self.steps = steps
+        self.frame_rate = frame_rate
 
     def forward(
         self,
@@ -32,13 +38,19 @@ class LMWithText(nn.Module):
         loss_mask: torch.Tensor,
         norm: torch.Tensor | None = None,
         inputs: torch.Tensor | None = None,
-        grid: torch.Tensor | None = None,
+        conds: StepConds | None = None,
+        starts: list[int] | None = None,
+        prefix: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """codes [B, K, T], loss_mask [B, K, T] bool -> (loss, per-stream losses [K]) by teacher
         forcing; `norm` [K]: token counts to divide by; `inputs` [B, K, T]: tokens fed to the LM
-        when not `codes` (see `sequence_loss`); `grid` [B, 3]: beat grids (models with one)."""
+        when not `codes` (see `sequence_loss`); `conds`: per-step conditions of windows whose
+        column 0 is song frame `starts`, the first `prefix` columns a masked-stem prefix."""
         memory, _ = self.text(texts)  # [B, L, D]
-        return sequence_loss(self.lm, codes, memory, loss_mask, norm, inputs, grid)
+        cond = None
+        if conds is not None and self.steps is not None:
+            cond = self.steps(conds, starts or 0, codes.shape[-1] + 1, self.frame_rate, prefix)
+        return sequence_loss(self.lm, codes, memory, loss_mask, norm, inputs, cond)
 
 
 def target_counts(layout: StemLayout, loss_mask: torch.Tensor) -> torch.Tensor:
@@ -54,9 +66,9 @@ def sequence_loss(
     loss_mask: torch.Tensor,
     norm: torch.Tensor | None = None,
     inputs: torch.Tensor | None = None,
-    grid: torch.Tensor | None = None,
+    cond: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The loss of `lm_loss(*lm.frame_logits(codes, memory, grid), ...)`, computed in step space.
+    """The loss of `lm_loss(*lm.frame_logits(codes, memory, cond), ...)`, computed in step space.
 
     Equal to taking the frame logits (the output at step t + delays[k] predicts frame t of stream
     k), but without gathering and NaN-filling the [B, K, T, card] logits: the targets and the mask
@@ -64,14 +76,14 @@ def sequence_loss(
     `loss_mask` are ignored. norm [K]: divide each stream's summed cross-entropy by these counts
     (those of a whole global batch, `target_counts`) instead of this batch's own; the streams
     averaged are those with norm > 0. inputs [B, K, T]: the tokens the LM reads (default `codes`;
-    e.g. `history_noise`), the targets staying `codes`.
+    e.g. `history_noise`), the targets staying `codes`. cond [B, T + 1, D]: per-step conditions.
     """
     layout = lm.layout
     seq, _ = build_sequence(codes, layout.delays, layout.special_token, valid_steps_only=True)  # [B, K, T+1]
     # frame mask laid out like the codes; 0 outside the pattern
     step_mask, _ = build_sequence(loss_mask.long(), layout.delays, 0, valid_steps_only=True)  # [B, K, T+1]
     fed = seq if inputs is None else build_sequence(inputs, layout.delays, layout.special_token, True)[0]
-    logits = lm(fed, memory, grid=grid)  # [B, T+1, K, card]: step s predicts step s + 1
+    logits = lm(fed, memory, cond=cond)  # [B, T+1, K, card]: step s predicts step s + 1
     B, S, K, card = logits.shape
     targets = seq[:, :, 1:].masked_fill(step_mask[:, :, 1:] == 0, -100)  # [B, K, T]
     targets = F.pad(targets, (0, 1), value=-100).transpose(1, 2)  # [B, S, K]: last step predicts nothing

@@ -1,0 +1,1 @@
+"""Notes in and out of audio: transcription of each kind of stem, and `stems.mid`."""

@@ -1,0 +1,165 @@
+"""Audio -> notes, one method per kind of stem, on librosa's signal processing.
+
+- `bass_notes`: monophonic: YIN pitch at 8 kHz every 10 ms, voiced where the level is within 30 dB
+  of the stem's loudest, a note wherever the (median-smoothed) pitch changes or an onset strikes;
+- `drum_hits`: onsets of the whole kit, each labelled kick, snare and/or hi-hat by how much the
+  energy of its band rises (GM notes 36, 38, 42);
+- `pitched_notes`: polyphonic: constant-Q peaks a semitone apart, overtones of a lower peak
+  removed, held pitches joined into notes (chords, pads, leads).
+
+Polyphonic transcription models (basic-pitch, MT3) ship weights that need TensorFlow/ONNX runtimes
+or a download; these three run offline in well under a second for a minute of audio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import librosa
+import numpy as np
+import scipy.ndimage
+
+from ..dsp import mono_at
+
+KICK, SNARE, HIHAT = 36, 38, 42  # General MIDI drum notes
+BELOW = {KICK: 6.0, SNARE: 4.5, HIHAT: 18.0}  # dB under its band's loudest that a hit may sound
+RISE = {KICK: 4.0, SNARE: 4.0, HIHAT: 1.0}  # dB its band rises at a hit
+SNARE_NOISE = 3.0  # dB: a hi-hat onset with a snare's that rises by as much, less this, is the snare's
+_BASS_SR, _BASS_HOP = 8000, 80  # 10 ms
+_SR, _HOP = 22050, 256  # 11.6 ms
+
+
+@dataclass(frozen=True)
+class Note:
+    """A note: start and end in s, MIDI pitch, velocity 1-127."""
+
+    start: float
+    end: float
+    pitch: int
+    velocity: int = 96
+
+
+def _velocity(level_db: float) -> int:
+    """Level in dB below the stem's loudest -> MIDI velocity (0 dB: 120, -30 dB: 40)."""
+    return int(np.clip(120 + level_db * 80 / 30, 20, 127))
+
+
+def bass_notes(audio: np.ndarray, sample_rate: int, min_seconds: float = 0.06) -> list[Note]:
+    """Notes of a monophonic bass line ([C, T] or [T] at `sample_rate`)."""
+    y = mono_at(audio, sample_rate, _BASS_SR)
+    if len(y) < 1024 or not np.any(y):
+        return []
+    f0 = librosa.yin(y, fmin=30.0, fmax=500.0, sr=_BASS_SR, frame_length=1024, hop_length=_BASS_HOP)
+    rms = librosa.feature.rms(y=y, frame_length=256, hop_length=_BASS_HOP)[0][: len(f0)]
+    db = librosa.amplitude_to_db(rms, ref=float(rms.max()) + 1e-12)
+    voiced = db > -30.0
+    pitch = np.round(librosa.hz_to_midi(f0)).astype(int)
+    pitch = scipy.ndimage.median_filter(pitch, size=5, mode="nearest")
+    env = librosa.onset.onset_strength(y=y, sr=_BASS_SR, hop_length=_BASS_HOP, n_fft=512)
+    onsets = librosa.onset.onset_detect(onset_envelope=env, sr=_BASS_SR, hop_length=_BASS_HOP)
+    hop = _BASS_HOP / _BASS_SR
+    bounds = [0, *[int(o) for o in onsets if 0 < o < len(pitch)], len(pitch)]
+    notes = []
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):  # between two onsets
+        runs = _runs(pitch[a:b], voiced[a:b], set(), db[a:b], hop, min_seconds)
+        if len(runs) > 1 and runs[0].end <= ATTACK and runs[1].start <= ATTACK + hop:
+            runs = runs[1:]  # a scoop into the note
+        for i, n in enumerate(runs):
+            start = a * hop + (0.0 if i == 0 and n.start <= ATTACK else n.start)  # the attack's scoop
+            notes.append(Note(round(start, 4), round(a * hop + n.end, 4), n.pitch, n.velocity))
+    return notes
+
+
+ATTACK = 0.15  # s after an onset in which a bass's pitch may still be settling
+
+
+def _runs(
+    pitch: np.ndarray, voiced: np.ndarray, onsets: set[int], db: np.ndarray, hop: float, min_seconds: float
+) -> list[Note]:
+    """Notes from per-frame pitch: runs of voiced frames of one pitch, split at onsets."""
+    notes: list[Note] = []
+    start = None
+    for i in range(len(pitch) + 1):
+        ends = (
+            i == len(pitch)
+            or not voiced[i]
+            or (start is not None and (pitch[i] != pitch[start] or i in onsets))
+        )
+        if start is not None and ends:
+            if (i - start) * hop >= min_seconds:
+                level = float(db[start : start + 5].max())
+                notes.append(
+                    Note(round(start * hop, 4), round(i * hop, 4), int(pitch[start]), _velocity(level))
+                )
+            start = None
+        if i < len(pitch) and voiced[i] and start is None:
+            start = i
+    return notes
+
+
+def drum_hits(audio: np.ndarray, sample_rate: int) -> list[Note]:
+    """Kick, snare and hi-hat hits of a drum stem (GM notes KICK, SNARE, HIHAT; 50 ms long): onsets
+    of each band's energy (a snare's noise also reaches the hi-hat band: a hi-hat onset with the
+    snare band rising more is the snare's)."""
+    y = mono_at(audio, sample_rate, _SR)
+    if len(y) < 2048 or not np.any(y):
+        return []
+    S = np.abs(librosa.stft(y, n_fft=1024, hop_length=_HOP)) ** 2  # [F, N]
+    freqs = librosa.fft_frequencies(sr=_SR, n_fft=1024)
+    bands = {KICK: (30, 150), SNARE: (1000, 5000), HIHAT: (7000, 11000)}
+    level = {
+        k: librosa.power_to_db(S[(freqs >= a) & (freqs < b)].sum(0) + 1e-10) for k, (a, b) in bands.items()
+    }
+    rise = {
+        k: np.maximum(0.0, e - np.concatenate([e[:2], e[:-2]])) for k, e in level.items()
+    }  # dB over 2 frames
+    loud = {k: float(np.percentile(e, 99)) for k, e in level.items()}
+    found = {}
+    for k in bands:
+        frames = librosa.onset.onset_detect(
+            onset_envelope=rise[k], sr=_SR, hop_length=_HOP, backtrack=False, wait=4
+        )
+        found[k] = [
+            f for f in frames if rise[k][f] > RISE[k] and level[k][f : f + 3].max() > loud[k] - BELOW[k]
+        ]
+    snares = np.array(found[SNARE])
+    hits = []
+    for k, frames in found.items():
+        for f in frames:
+            if k == HIHAT and len(snares) and np.abs(snares - f).min() <= 2:
+                g = int(snares[np.abs(snares - f).argmin()])
+                if rise[SNARE][g] >= rise[HIHAT][f] - SNARE_NOISE:
+                    continue  # the snare's noise
+            t = round(float(f * _HOP / _SR), 4)
+            hits.append(Note(t, round(t + 0.05, 4), k, _velocity(float(level[k][f : f + 3].max()) - loud[k])))
+    return sorted(hits, key=lambda n: (n.start, n.pitch))
+
+
+def pitched_notes(audio: np.ndarray, sample_rate: int, min_seconds: float = 0.06) -> list[Note]:
+    """Notes of polyphonic pitched audio (chords, pads, leads), MIDI 36-96."""
+    active, db = pitch_activity(audio, sample_rate)
+    hop = _HOP / _SR
+    notes = []
+    for k in range(active.shape[0]):
+        notes += _runs(np.full(active.shape[1], 36 + k), active[k], set(), db[k], hop, min_seconds)
+    return sorted(notes, key=lambda n: (n.start, n.pitch))
+
+
+def pitch_activity(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which of MIDI 36-96 sound at each frame: active [61, N] bool and their level [61, N] dB
+    (frames of _HOP / _SR s)."""
+    y = mono_at(audio, sample_rate, _SR)
+    if len(y) < 2048:
+        return np.zeros((61, 0), bool), np.zeros((61, 0))
+    C = np.abs(librosa.cqt(y, sr=_SR, hop_length=_HOP, fmin=librosa.midi_to_hz(36), n_bins=61 + 24))
+    db = librosa.amplitude_to_db(C, ref=float(C.max()) + 1e-12)
+    frame_max = db.max(axis=0, keepdims=True)
+    peak = (db >= np.roll(db, 1, axis=0)) & (db >= np.roll(db, -1, axis=0))
+    active = peak & (db > frame_max - 24.0) & (db > -45.0)
+    for k in range(61):  # overtones of a sounding pitch are not pitches of their own
+        for h in (12, 19, 24, 28, 31):
+            if k + h < active.shape[0]:
+                weaker = db[k + h] < db[k] + 6.0
+                active[k + h] &= ~(active[k] & weaker)
+    active = scipy.ndimage.binary_opening(active[:61], structure=np.ones((1, 2)))
+    return active, db[:61]
