@@ -179,3 +179,32 @@ def test_cli_chords_in_meta_and_bad_chords_refused_before_loading(chord_model, t
     cmd = ["edit", "new bass", "--model", str(folder), "--from", str(out), "-r", "bass", "-q"]
     assert main([*cmd, "--chords", "Dm G", "--bpm", "100", "--out", str(edit)]) == 0
     assert json.loads((edit / "meta.json").read_text())["chords"][0]["chord"] == "Dm"
+
+
+def test_a_progression_is_chosen_for_the_key_and_style_a_prompt_names():
+    from musicgen_stem.conditioning.progressions import STYLES, choose_progression, parse_roman
+
+    rng = np.random.default_rng(0)
+    assert choose_progression("funk groove at 100 bpm", rng) is None  # no key: the model chooses
+    funk = {
+        " ".join(
+            Chord((9 + parse_roman(n, "minor")[0]) % 12, parse_roman(n, "minor")[1]).name for n in p.split()
+        )
+        for p in STYLES["funk"].minor
+    }
+    for seed in range(6):
+        chosen = choose_progression("a funky groove in A minor", np.random.default_rng(seed))
+        assert chosen in funk
+    assert choose_progression("x in A minor", np.random.default_rng(3)) == choose_progression(
+        "x in A minor", np.random.default_rng(3)
+    )
+    assert parse_roman("bVII", "minor") == (10, "maj") and parse_roman("iim7b5") == (2, "m7b5")
+
+
+def test_text_to_stems_reads_a_chosen_progression_when_the_prompt_names_a_key(chord_model):
+    model, _ = chord_model
+    out = model.generate(["funk in A minor at 100 bpm"], seed=2, duration=1.0)
+    chart = out.params["step_conditions"][0]["chords"]
+    assert chart and chart[0]["chord"].startswith("A")  # every funk progression in A minor starts on i
+    plain = model.generate(["funk at 100 bpm"], seed=2, duration=1.0)
+    assert plain.params["step_conditions"][0]["chords"] is None

@@ -11,12 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..conditioning.attributes import parse_attributes, with_tempo
 from ..conditioning.chord_estimate import estimate_chords
 from ..conditioning.chords import ChordChart, parse_progression
+from ..conditioning.progressions import choose_progression
 from ..conditioning.steps import BeatGrid, StepConds
 from ..dsp import beat_phase, estimate_swing, estimate_tempo, onset_strength
 from ..errors import GenerationError
@@ -126,6 +128,7 @@ def step_conditions(
     texts: list[str | None],
     downbeat: bool,
     chords: str | ChordChart | None = None,
+    seed: int = 0,
 ) -> tuple[list[str | None], StepConds | None]:
     """The texts the model reads and the per-step conditions of a task (None: none to read).
 
@@ -135,7 +138,9 @@ def step_conditions(
     text says ("swing", "shuffle"). In an edit, a text that names no tempo is read with the kept
     stems' tempo appended ("... at 96 bpm"), as the model's captions name it.
     Chords (models that read them): `chords` given, looped over the output at that tempo; else in
-    an edit, the chords of the kept stems (`estimate_chords`) if one of them is pitched.
+    an edit, the chords of the kept stems (`estimate_chords`) if one of them is pitched; else in
+    text -> stems, a progression of the style for the key the text names (`choose_progression`,
+    drawn from `seed`).
     """
     beat = model.steps is not None and model.steps.beat is not None
     reads_chords = model.steps is not None and model.steps.chord is not None
@@ -163,6 +168,13 @@ def step_conditions(
     if reads_chords:
         seconds = codes.shape[-1] / model.frame_rate
         charts = tuple(_chart(chords, r.tempo, seconds) for r in rhythm)
+        if chords is None and downbeat:
+            rng = np.random.default_rng(seed)
+            chosen = [choose_progression(t, rng) for t in texts]
+            charts = tuple(
+                _chart(c, r.tempo, seconds) if c and r.tempo else None
+                for c, r in zip(chosen, rhythm, strict=True)
+            )
         pitched = [s for s in model.stems if s not in regenerate and s not in PERCUSSIVE_STEMS]
         if chords is None and mix is not None and pitched:
             charts = tuple(
@@ -224,7 +236,9 @@ def fill(
     window, overlap = window_sizes(model, regenerate)
     edit = len(regenerate) < model.layout.num_stems
     silence = model.silence_tokens() if edit else None
-    texts, conds = step_conditions(model, codes, regenerate, list(texts), downbeat, options.get("chords"))
+    texts, conds = step_conditions(
+        model, codes, regenerate, list(texts), downbeat, options.get("chords"), seed
+    )
     mem, null = text_memories(model.text, texts)
 
     def run(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...conditioning.progressions import STYLES
+
 
 @dataclass(frozen=True)
 class Genre:
@@ -44,13 +46,9 @@ class Genre:
     energy: float = 0.5  # typical energy, 0 (calm) to 1 (intense)
 
 
-BLUES_MAJOR = "I7 I7 I7 I7 IV7 IV7 I7 I7 V7 IV7 I7 V7"
-BLUES_QUICK = "I7 IV7 I7 I7 IV7 IV7 I7 I7 V7 IV7 I7 V7"
-BLUES_MINOR = "i7 i7 i7 i7 iv7 iv7 i7 i7 bVI7 V7 i7 V7"
-
 GENRES: dict[str, Genre] = {
     "rock": Genre(
-        names=("rock",),
+        names=STYLES["rock"].names,
         nouns=("song", "track", "tune", "anthem"),
         tempo=(92, 140),
         p_minor=0.4,
@@ -68,8 +66,8 @@ GENRES: dict[str, Genre] = {
         harmony=((29, "power"), (30, "power"), (27, "strum"), (25, "strum"), (18, "block"), (0, "block")),
         leads=(29, 81, 18),
         p_lead=0.3,
-        major_progressions=("I V vi IV", "I IV V IV", "I bVII IV I", "vi IV I V", "I IV vi V"),
-        minor_progressions=("i bVI bIII bVII", "i bVII bVI bVII", "i iv bVII i", "i bVI bVII i"),
+        major_progressions=STYLES["rock"].major,
+        minor_progressions=STYLES["rock"].minor,
         chords_per_bar=(1, 1, 2),
         moods_major=("energetic", "driving", "anthemic", "bright", "confident"),
         moods_minor=("gritty", "driving", "moody", "brooding", "restless"),
@@ -83,7 +81,7 @@ GENRES: dict[str, Genre] = {
         energy=0.7,
     ),
     "pop": Genre(
-        names=("pop",),
+        names=STYLES["pop"].names,
         nouns=("song", "track", "tune"),
         tempo=(88, 128),
         p_minor=0.3,
@@ -119,8 +117,8 @@ GENRES: dict[str, Genre] = {
         ),
         leads=(80, 73, 11, 81),
         p_lead=0.4,
-        major_progressions=("I V vi IV", "vi IV I V", "I vi IV V", "IV V iii vi", "I IV vi V"),
-        minor_progressions=("i bVI bIII bVII", "i iv bVI bVII", "i bVII bVI bVII"),
+        major_progressions=STYLES["pop"].major,
+        minor_progressions=STYLES["pop"].minor,
         chords_per_bar=(1, 1, 2),
         moods_major=("happy", "catchy", "uplifting", "bright", "feel-good"),
         moods_minor=("bittersweet", "emotional", "wistful", "catchy"),
@@ -134,7 +132,7 @@ GENRES: dict[str, Genre] = {
         energy=0.6,
     ),
     "funk": Genre(
-        names=("funk", "funky"),
+        names=STYLES["funk"].names,
         nouns=("groove", "jam", "track"),
         tempo=(92, 118),
         p_minor=0.6,
@@ -157,8 +155,8 @@ GENRES: dict[str, Genre] = {
         harmony=((28, "funk"), (27, "funk"), (4, "funk"), (16, "funk"), (61, "stab"), (5, "funk")),
         leads=(61, 66, 80),
         p_lead=0.3,
-        major_progressions=("I7 IV7", "I7 I7 IV7 I7", "I7 bVII7 IV7 I7"),
-        minor_progressions=("i7 IV7", "i7 i7 iv7 i7", "i7 bVII7 i7 IV7", "i7 iv7"),
+        major_progressions=STYLES["funk"].major,
+        minor_progressions=STYLES["funk"].minor,
         chords_per_bar=(1, 1, 2),
         moods_major=("funky", "groovy", "bouncy", "playful"),
         moods_minor=("funky", "groovy", "slick", "gritty"),
@@ -174,7 +172,7 @@ GENRES: dict[str, Genre] = {
         energy=0.65,
     ),
     "disco": Genre(
-        names=("disco",),
+        names=STYLES["disco"].names,
         nouns=("track", "groove", "dance tune"),
         tempo=(112, 128),
         p_minor=0.5,
@@ -201,8 +199,8 @@ GENRES: dict[str, Genre] = {
         harmony=((48, "block"), (4, "funk"), (28, "funk"), (61, "stab"), (50, "block")),
         leads=(48, 80, 73),
         p_lead=0.35,
-        major_progressions=("I vi ii V", "ii7 V7 Imaj7 vi7", "Imaj7 IV7 Imaj7 IV7", "IV V iii vi"),
-        minor_progressions=("i7 iv7", "i bVII bVI bVII", "i7 iv7 bVII7 bIIImaj7"),
+        major_progressions=STYLES["disco"].major,
+        minor_progressions=STYLES["disco"].minor,
         chords_per_bar=(1, 2),
         moods_major=("danceable", "glittering", "joyful", "groovy"),
         moods_minor=("danceable", "groovy", "sultry", "nocturnal"),
@@ -214,7 +212,7 @@ GENRES: dict[str, Genre] = {
         energy=0.75,
     ),
     "house": Genre(
-        names=("house", "deep house"),
+        names=STYLES["house"].names,
         nouns=("track", "groove", "club track"),
         tempo=(118, 128),
         p_minor=0.6,
@@ -242,8 +240,8 @@ GENRES: dict[str, Genre] = {
         harmony=((0, "stab"), (89, "block"), (90, "block"), (50, "block"), (4, "stab"), (81, "arpeggio")),
         leads=(81, 80),
         p_lead=0.3,
-        major_progressions=("I vi IV V", "ii7 V7 Imaj7 vi7", "IV V vi vi"),
-        minor_progressions=("i bVI bVII i", "i7 iv7", "i7 bIIImaj7 bVII iv7", "i bVI bIII bVII"),
+        major_progressions=STYLES["house"].major,
+        minor_progressions=STYLES["house"].minor,
         chords_per_bar=(1, 1, 2),
         moods_major=("euphoric", "uplifting", "danceable", "hypnotic"),
         moods_minor=("hypnotic", "deep", "nocturnal", "driving"),
@@ -257,7 +255,7 @@ GENRES: dict[str, Genre] = {
         energy=0.75,
     ),
     "hiphop": Genre(
-        names=("hip hop", "hip-hop", "boom-bap hip hop"),
+        names=STYLES["hiphop"].names,
         nouns=("beat", "instrumental", "track"),
         tempo=(80, 98),
         p_minor=0.75,
@@ -280,8 +278,8 @@ GENRES: dict[str, Genre] = {
         harmony=((4, "block"), (4, "arpeggio"), (0, "block"), (48, "block"), (11, "arpeggio"), (5, "block")),
         leads=(73, 11, 80),
         p_lead=0.35,
-        major_progressions=("Imaj7 vi7 ii7 V7", "Imaj7 IV7", "ii7 V7 Imaj7 Imaj7"),
-        minor_progressions=("i7 iv7", "i bVI", "i bVII bVI V", "i7 bIIImaj7", "i7 bVImaj7 iv7 V7"),
+        major_progressions=STYLES["hiphop"].major,
+        minor_progressions=STYLES["hiphop"].minor,
         chords_per_bar=(1, 1, 2),
         moods_major=("laid-back", "smooth", "chill", "nostalgic"),
         moods_minor=("dark", "gritty", "moody", "laid-back", "melancholic"),
@@ -298,7 +296,7 @@ GENRES: dict[str, Genre] = {
         energy=0.45,
     ),
     "jazz": Genre(
-        names=("jazz", "swing jazz"),
+        names=STYLES["jazz"].names,
         nouns=("tune", "piece", "jam", "number"),
         tempo=(100, 180),
         p_minor=0.3,
@@ -315,13 +313,8 @@ GENRES: dict[str, Genre] = {
         harmony=((0, "jazz"), (26, "jazz"), (11, "jazz"), (16, "block"), (4, "jazz")),
         leads=(66, 56, 65, 11),
         p_lead=0.5,
-        major_progressions=(
-            "ii7 V7 Imaj7 Imaj7",
-            "Imaj7 vi7 ii7 V7",
-            "iii7 vi7 ii7 V7",
-            "Imaj7 IV7 iii7 vi7",
-        ),
-        minor_progressions=("iim7b5 V7 i7 i7", "i7 iv7 iim7b5 V7", "i7 bVImaj7 iim7b5 V7"),
+        major_progressions=STYLES["jazz"].major,
+        minor_progressions=STYLES["jazz"].minor,
         chords_per_bar=(1, 2),
         moods_major=("swinging", "elegant", "relaxed", "sophisticated"),
         moods_minor=("smoky", "moody", "late-night", "sophisticated"),
@@ -338,7 +331,7 @@ GENRES: dict[str, Genre] = {
         energy=0.4,
     ),
     "reggae": Genre(
-        names=("reggae",),
+        names=STYLES["reggae"].names,
         nouns=("groove", "tune", "song"),
         tempo=(70, 92),
         p_minor=0.4,
@@ -355,8 +348,8 @@ GENRES: dict[str, Genre] = {
         harmony=((27, "skank"), (28, "skank"), (16, "skank"), (0, "skank")),
         leads=(16, 56, 73),
         p_lead=0.3,
-        major_progressions=("I IV", "I V", "I IV V IV", "I vi IV V"),
-        minor_progressions=("i bVII", "i iv", "i bVI bVII i", "i iv bVII i"),
+        major_progressions=STYLES["reggae"].major,
+        minor_progressions=STYLES["reggae"].minor,
         chords_per_bar=(1,),
         moods_major=("sunny", "relaxed", "positive", "easygoing"),
         moods_minor=("rootsy", "relaxed", "meditative", "dubby"),
@@ -370,7 +363,7 @@ GENRES: dict[str, Genre] = {
         energy=0.4,
     ),
     "ballad": Genre(
-        names=("ballad", "pop ballad"),
+        names=STYLES["ballad"].names,
         nouns=("ballad", "song", "piece"),
         tempo=(60, 80),
         p_minor=0.4,
@@ -396,8 +389,8 @@ GENRES: dict[str, Genre] = {
         ),
         leads=(73, 48, 0, 65),
         p_lead=0.4,
-        major_progressions=("I V vi IV", "I vi IV V", "vi IV I V", "IV I V vi", "I iii IV V"),
-        minor_progressions=("i bVI bIII bVII", "i iv bVI V", "i bVI iv V"),
+        major_progressions=STYLES["ballad"].major,
+        minor_progressions=STYLES["ballad"].minor,
         chords_per_bar=(1, 1, 2),
         moods_major=("tender", "heartfelt", "warm", "romantic", "peaceful"),
         moods_minor=("melancholic", "sad", "emotional", "reflective"),
@@ -413,7 +406,7 @@ GENRES: dict[str, Genre] = {
         energy=0.2,
     ),
     "metal": Genre(
-        names=("metal", "heavy metal"),
+        names=STYLES["metal"].names,
         nouns=("track", "riff", "song"),
         tempo=(120, 176),
         p_minor=0.9,
@@ -431,8 +424,8 @@ GENRES: dict[str, Genre] = {
         harmony=((30, "power"), (29, "power")),
         leads=(30, 81),
         p_lead=0.3,
-        major_progressions=("I bVII IV I", "I IV V IV"),
-        minor_progressions=("i bVI bVII i", "i bII i bVII", "i i bVI bVII", "i iv bVI V"),
+        major_progressions=STYLES["metal"].major,
+        minor_progressions=STYLES["metal"].minor,
         chords_per_bar=(1, 2),
         moods_major=("aggressive", "powerful", "heavy"),
         moods_minor=("aggressive", "dark", "heavy", "menacing", "intense"),
@@ -449,7 +442,7 @@ GENRES: dict[str, Genre] = {
         energy=0.95,
     ),
     "blues": Genre(
-        names=("blues", "shuffle blues"),
+        names=STYLES["blues"].names,
         nouns=("shuffle", "tune", "jam"),
         tempo=(72, 128),
         p_minor=0.3,
@@ -466,8 +459,8 @@ GENRES: dict[str, Genre] = {
         harmony=((0, "shuffle"), (16, "shuffle"), (17, "block"), (29, "shuffle"), (27, "shuffle")),
         leads=(22, 66, 29),
         p_lead=0.5,
-        major_progressions=(BLUES_MAJOR, BLUES_QUICK),
-        minor_progressions=(BLUES_MINOR,),
+        major_progressions=STYLES["blues"].major,
+        minor_progressions=STYLES["blues"].minor,
         chords_per_bar=(1,),
         moods_major=("soulful", "gritty", "swaggering", "easygoing"),
         moods_minor=("soulful", "mournful", "smoky", "gritty"),

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ...conditioning.progressions import parse_roman as parse_roman  # the numerals are read there
+
 NOTE_NAMES_SHARP = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 NOTE_NAMES_FLAT = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B")
 MAJOR_KEY_NAMES = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
@@ -24,7 +26,6 @@ QUALITIES: dict[str, tuple[tuple[int, ...], str]] = {
     "min7": ((0, 3, 7, 10), "m7"),
     "m7b5": ((0, 3, 6, 10), "m7b5"),
 }
-ROMAN_DEGREES = {"I": 0, "II": 2, "III": 4, "IV": 5, "V": 7, "VI": 9, "VII": 11}
 
 
 def key_name(tonic_pc: int, mode: str) -> str:
@@ -35,38 +36,6 @@ def key_name(tonic_pc: int, mode: str) -> str:
 def uses_flats(tonic_pc: int, mode: str) -> bool:
     """Whether chords in this key are spelled with flats."""
     return tonic_pc in (FLAT_MINOR if mode == "minor" else FLAT_MAJOR) or "b" in key_name(tonic_pc, mode)
-
-
-def parse_roman(numeral: str, mode: str) -> tuple[int, str]:
-    """Roman numeral (``"bVII"``, ``"ii7"``, ``"Imaj7"``, ``"iim7b5"``) -> (semitones above tonic, quality).
-
-    Degrees are major-scale based, so minor-key progressions spell their flats (``i bVI bIII bVII``).
-    """
-    s = numeral
-    offset = 0
-    while s and s[0] in "b#":
-        offset += -1 if s[0] == "b" else 1
-        s = s[1:]
-    i = 0
-    while i < len(s) and s[i].upper() in "IV":
-        i += 1
-    base, suffix = s[:i], s[i:]
-    if base.upper() not in ROMAN_DEGREES:
-        raise ValueError(f"bad roman numeral {numeral!r}")
-    minor = base.islower()
-    if suffix == "":
-        quality = "min" if minor else "maj"
-    elif suffix == "7":
-        quality = "min7" if minor else "7"
-    elif suffix == "maj7":
-        quality = "maj7"
-    elif suffix in ("m7b5", "ø"):
-        quality = "m7b5"
-    elif suffix in ("dim", "°"):
-        quality = "dim"
-    else:
-        raise ValueError(f"bad chord suffix in {numeral!r}")
-    return (ROMAN_DEGREES[base.upper()] + offset) % 12, quality
 
 
 def chord_name(root_pc: int, quality: str, flats: bool) -> str:
