@@ -136,6 +136,21 @@ def build_parser(command: str | None = ALL) -> argparse.ArgumentParser:
         "--bpm", type=float, default=None, help="the tempo, when the description names none (for --chords)"
     )
     _add_chords(p)
+    g = p.add_argument_group("a part to play under (any model)")
+    g.add_argument(
+        "--render-chords",
+        action="store_true",
+        help="play the --chords progression with FluidSynth as the kept --midi-stem (instrument from the "
+        "description or --program); the model writes the other stems under it",
+    )
+    g.add_argument(
+        "--midi",
+        default=None,
+        metavar="FILE",
+        help="a MIDI part rendered the same way (and, for the default model, read as chords)",
+    )
+    g.add_argument("--midi-stem", default="other", metavar="STEM", help="the stem the rendered part is")
+    g.add_argument("--program", type=int, default=None, help="General MIDI program that plays the part")
     _add_sampling(p)
     _add_output(p)
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .audio import convert_audio
+from .conditioning.chords import ChordChart
 from .errors import AudioError, GenerationError
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ def edit_stems(
     end: float | None = None,
     seed: int | None = None,
     progress: bool = False,
-    chords: str | None = None,
+    chords: str | ChordChart | None = None,
 ) -> SongEdit:
     """Regenerate `regenerate` under the other sources {name: [C, T]} (same rate and length),
     following `chords` if given (else the kept stems' chords, models that read chords).
@@ -152,7 +153,7 @@ def edit_song(
     end: float | None = None,
     seed: int | None = None,
     progress: bool = False,
-    chords: str | None = None,
+    chords: str | ChordChart | None = None,
 ) -> SongEdit:
     """Separate a song [C, T] with `separator` (see `separation.load_separator`), then `edit_stems`."""
     from .separation import separate

@@ -146,7 +146,8 @@ def step_conditions(
     reads_chords = model.steps is not None and model.steps.chord is not None
     if chords is not None and not reads_chords:
         raise GenerationError(
-            f"the model '{model.name}' cannot read chords (no chord conditioning); use the default model"
+            f"the model '{model.name}' cannot read chords (no chord conditioning): render them as a kept "
+            "stem (--render-chords) or use the default model"
         )
     edit = len(regenerate) < model.layout.num_stems
     if not (beat or reads_chords) or not (downbeat or edit):

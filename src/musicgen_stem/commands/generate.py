@@ -115,6 +115,63 @@ def write_audio(args: argparse.Namespace, model: Any, audio: Any, meta: dict[str
     return save_items(args, items, audio.sample_rate)
 
 
+def _generate_over_part(
+    args: argparse.Namespace, model: Any, text: str, start: float, part: tuple[list[Any], float] | None
+) -> int:
+    """Text -> stems under a rendered part: the --chords progression or the --midi file, played by
+    FluidSynth as the kept `--midi-stem` (default: other); a model that reads chords reads them too."""
+    import torch
+
+    from ..conditioning.attributes import parse_attributes
+    from ..conditioning.chords import parse_progression
+    from ..song import edit_stems
+    from .parts import chords_of_notes, chords_part, program_for, render_part
+
+    stem = args.midi_stem
+    if stem not in model.stems:
+        raise UsageError(
+            f"unknown stem '{stem}' for --midi-stem: this model's stems are {', '.join(model.stems)}"
+        )
+    seconds = args.duration
+    if part is not None:
+        notes, midi_bpm = part
+        bpm = parse_attributes(text).tempo or midi_bpm
+        chart = chords_of_notes(notes, bpm, seconds)
+        source = {"midi": str(args.midi)}
+    else:
+        bpm = parse_attributes(text).tempo
+        if bpm is None:
+            raise UsageError("--render-chords needs the tempo: name it in the description or pass --bpm")
+        chart = parse_progression(args.chords, bpm).looped(seconds)
+        notes, source = chords_part(chart), {"chords": args.chords}
+    program = program_for(args.text, args.program)
+    audio = render_part(notes, program, model.sample_rate, seconds)  # [1, T]
+    reads = model.steps is not None and model.steps.chord is not None
+    regenerate = [s for s in model.stems if s != stem]
+    meta = {"task": "generate", "prompt": args.text, "rendered": {"stem": stem, "program": program, **source}}
+    meta |= {"model_prompt": text} if text != args.text else {}
+    items = []
+    for i in range(args.batch):
+        seed = None if args.seed is None else args.seed + i
+        edit = edit_stems(
+            model,
+            {stem: torch.from_numpy(audio)},
+            model.sample_rate,
+            regenerate,
+            [text],
+            seed=seed,
+            progress=not args.quiet,
+            chords=chart if reads else None,
+        )
+        info = edit.info.get("step_conditions", {})
+        items.append((edit.stems, edit.codes, {**run_meta(model, meta | info), "seed": edit.seed}))
+    out = save_items(args, items, model.sample_rate)
+    print(
+        f"wrote {out} ({len(items)} x {seconds:.2f} s over the rendered {stem}, {time.time() - start:.1f} s)"
+    )
+    return 0
+
+
 def check_chords(args: argparse.Namespace) -> None:
     """--chords and --bpm read before the model loads: a bad chord or tempo is said at once."""
     if getattr(args, "bpm", None) is not None and not 20 <= args.bpm <= 400:
@@ -148,9 +205,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from ..conditioning.attributes import with_tempo
 
     text = with_tempo(args.text, args.bpm)
+    if args.render_chords and args.chords is None:
+        raise UsageError("--render-chords plays the progression given by --chords: add --chords")
+    if args.midi is not None and (args.render_chords or args.chords is not None):
+        raise UsageError("--midi brings its own harmony: leave out --chords and --render-chords")
+    part = None
+    if args.midi is not None:
+        from .parts import read_midi_part
+
+        part = read_midi_part(args.midi)  # refused before the model loads
     model = load_model(args)
     set_sampling(model, args)
     start = time.time()
+    if args.render_chords or part is not None:
+        return _generate_over_part(args, model, text, start, part)
     audio = model.generate(
         [text] * args.batch,
         progress=not args.quiet,
