@@ -115,7 +115,7 @@ def one_client(url: str, root: Path, seed: int, duration: float) -> ClientResult
         result.outcomes.append(f"failed: cannot connect ({exc})")
         return result
     sampling = (250, 0.0, 1.0, 3.0, False)
-    _call(client, result, root, "funk", duration, 1, str(seed), *sampling, api_name="/on_generate")
+    _call(client, result, root, "funk", duration, 1, str(seed), "", *sampling, api_name="/on_generate")
     if result.outcomes[-1] == "ok":
         edit = ("Last result", None, None, None, None, None, ["bass"], "new bass", 0, 0, str(seed + 1))
         _call(client, result, root, *edit, *sampling, api_name="/run_edit")

@@ -79,7 +79,7 @@ def test_lossless_round_trip(tmp_path: Path, fmt: str, bits: str | None, subtype
     side = json.loads(res.sidecar.read_text())
     assert side["format"] == fmt and side["bit_depth"] == (bits or "24") and side["gain"] == 1.0
     assert side["prompt"] == "p" and side["sample_rate"] == SR and side["channels"] == 2
-    assert {f["file"] for f in side["files"]} == {f"{n}.{fmt}" for n in res.files}
+    assert {f["file"] for f in side["files"]} == {f"{n}.{fmt}" for n in res.files} | {"stems.mid"}
 
 
 def test_mp3_round_trip(tmp_path: Path) -> None:
@@ -147,7 +147,7 @@ def test_zip_contents(tmp_path: Path) -> None:
     assert res.zip_path == tmp_path / "pack" / export.ZIP_FILE
     with zipfile.ZipFile(res.zip_path) as zf:
         names = set(zf.namelist())
-        assert names == {"bass.flac", "drums.flac", "other.flac", "mix.flac", "stems.json"}
+        assert names == {"bass.flac", "drums.flac", "other.flac", "mix.flac", "stems.json", "stems.mid"}
         assert zf.read("mix.flac") == res.files["mix"].read_bytes()
         assert json.loads(zf.read("stems.json"))["format"] == "flac"
 

@@ -173,3 +173,19 @@ def test_cli_transcribe_refuses_unreadable_audio(tmp_path, capsys, content):
     bad.write_bytes(content)
     assert main(["transcribe", str(bad), "--out", str(tmp_path / "x.mid")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1 and not (tmp_path / "x.mid").exists()
+
+
+def test_read_notes_follows_a_tempo_set_in_another_track():
+    """A tempo faster than 120 bpm set at tick 0 of the first track times the notes of every track."""
+    mid = mido.MidiFile(type=1, ticks_per_beat=480)
+    mid.tracks.append(mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(150))]))
+    mid.tracks.append(
+        mido.MidiTrack(
+            [
+                mido.Message("note_on", note=40, velocity=90, time=480),
+                mido.Message("note_off", note=40, time=480),
+            ]
+        )
+    )
+    (note,) = read_notes(mid)["track 1"]
+    assert (note.start, note.end) == (0.4, 0.8)

@@ -53,7 +53,7 @@ def test_write_folder_contents(tmp_path: Path) -> None:
     out = write_stems_folder(tmp_path / "song", stems, SR, _codes(), {"prompt": "funky bass – ünïcode"})
     assert out == tmp_path / "song"
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["bass.wav", "drums.wav", "other.wav", "mix.wav", "codes.npy", "meta.json"]
+        ["bass.wav", "drums.wav", "other.wav", "mix.wav", "codes.npy", "meta.json", "stems.mid"]
     )
     meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
     assert meta["prompt"] == "funky bass – ünïcode"
@@ -138,7 +138,7 @@ def test_refuses_existing_folder(tmp_path: Path) -> None:
     assert read_stems_folder(out).meta["take"] == 2
     assert sf.info(str(out / "bass.wav")).frames == 3200
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["bass.wav", "drums.wav", "other.wav", "mix.wav", "codes.npy", "meta.json", "notes.txt"]
+        ["bass.wav", "drums.wav", "other.wav", "mix.wav", "codes.npy", "meta.json", "notes.txt", "stems.mid"]
     )
     assert _no_temp_dirs(tmp_path)
 

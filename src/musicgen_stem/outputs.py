@@ -196,8 +196,15 @@ def _prepare(
         )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"meta cannot be written as JSON: {exc}") from exc
-    midi = midi_of_stems(arrays, sample_rate, *_tempo_and_chords(full_meta))
-    return _Prepared(out, subtypes, _to_codes(codes), meta_json + "\n", midi)
+    return _Prepared(
+        out, subtypes, _to_codes(codes), meta_json + "\n", result_midi(arrays, sample_rate, full_meta)
+    )
+
+
+def result_midi(stems: Mapping[str, np.ndarray], sample_rate: int, meta: Mapping[str, Any]) -> mido.MidiFile:
+    """`stems.mid` of a result's stems {name: [C, T]}: at the tempo and with the chord chart its
+    meta says the model read."""
+    return midi_of_stems(stems, sample_rate, *_tempo_and_chords(meta))
 
 
 def _tempo_and_chords(meta: Mapping[str, Any]) -> tuple[float | None, ChordChart | None]:

@@ -62,6 +62,7 @@ def generate_job(
     *,
     duration: float,
     seed: Any = None,
+    chords: str | None = None,
     variations: int = 1,
     sampling: Mapping[str, Any] | None = None,
     limits: Limits | None = None,
@@ -71,7 +72,8 @@ def generate_job(
 ) -> list[dict[str, Any]]:
     """Text -> stems, `variations` results (one batch, one seed); each result is a dict of paths
     (`stems`, `mix`, `zip`, `stem_mp4`, `codes`), the `seed` and the settings. `on_audio` receives
-    the audio while it is generated (see `MusicGenStem.generate`)."""
+    the audio while it is generated (see `MusicGenStem.generate`). `chords`: a progression the
+    stems follow (models that read chords; the tempo named in the prompt)."""
     limits = limits or Limits()
     holder.get()  # no model: say so before checking the form
     d = limits.check_duration(duration)
@@ -81,11 +83,15 @@ def generate_job(
     text = _prompt(prompt)
     step = _progress(progress, cancelled)
     with holder.running(sampling) as model:
-        out = model.generate([text] * n, step, seed=parse_seed(seed), duration=d, on_audio=on_audio)
+        progression = (chords or "").strip() or None
+        out = model.generate(
+            [text] * n, step, seed=parse_seed(seed), duration=d, on_audio=on_audio, chords=progression
+        )
         stems_order = list(model.stems)
     assert not isinstance(out, tuple)
     job = new_job_dir(Path(workdir))
     results = []
+    read = out.params.get("step_conditions")  # the beat grid and chords the model read
     for i in range(n):
         meta = {
             "kind": "generate",
@@ -96,6 +102,7 @@ def generate_job(
             "model": holder.name,
             "params": dict(sampling or {}),
             "regenerated": stems_order,
+            **(read[i] if read else {}),
         }
         stems = {s: out[s][i] for s in out}
         name = f"musicgen-stem-{out.seed}" + (f"-v{i + 1}" if n > 1 else "")

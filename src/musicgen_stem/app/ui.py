@@ -59,6 +59,7 @@ class GenerateTab:
     seed: gr.Textbox
     random_btn: gr.Button
     reuse_btn: gr.Button
+    chords: gr.Textbox
     sampling: list[Any]  # top-k, top-p, temperature, CFG, greedy: shared with the Edit tab
     button: gr.Button
     cancel: gr.Button
@@ -78,6 +79,11 @@ def generate_tab(max_duration: float, defaults: SamplingParams) -> GenerateTab:
         seed = gr.Textbox(value="random", label="Seed ('random' draws one)", scale=3)
         random_btn = gr.Button("🎲 Random", scale=1)
         reuse_btn = gr.Button("Reuse last seed", scale=1)
+    chords = gr.Textbox(
+        label="Chords (optional: 'Am F C G', a chord a bar, or 'Am:2 F:2' in beats; "
+        "name the tempo in the prompt)",
+        elem_id="mgs-chords",
+    )
     with gr.Accordion("Sampling settings", open=False):
         with gr.Row():
             top_k = gr.Slider(0, 1000, value=defaults.top_k, step=1, label="Top-k (0 = off)")
@@ -101,7 +107,18 @@ def generate_tab(max_duration: float, defaults: SamplingParams) -> GenerateTab:
     )
     sampling = [top_k, top_p, temperature, cfg, greedy]
     return GenerateTab(
-        prompt, duration, variations, seed, random_btn, reuse_btn, sampling, button, cancel, preview, live
+        prompt,
+        duration,
+        variations,
+        seed,
+        random_btn,
+        reuse_btn,
+        chords,
+        sampling,
+        button,
+        cancel,
+        preview,
+        live,
     )
 
 
@@ -227,6 +244,7 @@ class Handlers:
         duration_v: float,
         variations_v: float,
         seed_v: str,
+        chords_v: str,
         k: float,
         p: float,
         t: float,
@@ -247,6 +265,7 @@ class Handlers:
                 prompt_v,
                 duration=duration_v,
                 seed=seed_v,
+                chords=chords_v,
                 variations=int(variations_v),
                 sampling=sampling_settings(k, p, t, c, g),
                 limits=self.limits,
@@ -343,7 +362,7 @@ class Handlers:
 def wire(demo: gr.Blocks, gen: GenerateTab, edit: EditTab, area: ResultArea, handlers: Handlers) -> None:
     """Connect the buttons to the handlers; both jobs share one queue slot (`model`)."""
     outputs = area.outputs()
-    gen_inputs = [gen.prompt, gen.duration, gen.variations, gen.seed, *gen.sampling]
+    gen_inputs = [gen.prompt, gen.duration, gen.variations, gen.seed, gen.chords, *gen.sampling]
     gen_evt = gen.button.click(
         handlers.on_generate, gen_inputs, [*outputs, gen.preview], concurrency_id="model"
     )

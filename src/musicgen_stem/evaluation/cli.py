@@ -16,7 +16,7 @@ from ..errors import MusicGenStemError
 
 __all__ = ["TASKS", "add_arguments", "run"]
 
-TASKS = ("edit", "codec", "generate", "text")
+TASKS = ("edit", "codec", "generate", "text", "notes")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from .runner import evaluate_codec, evaluate_editing, evaluate_generation
     from .songs import find_songs
     from .text_control import evaluate_text_control, load_prompt_file
+    from .transcription import evaluate_transcription
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
@@ -95,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
             )
         elif task == "codec":
             results.append(evaluate_codec(model, songs, args.duration))
+        elif task == "notes":
+            results.append(evaluate_transcription(model, songs, args.duration))
         elif task == "text":
             results.append(evaluate_text_control(model, songs, prompts, args.duration, seed=args.seed))
         else:

@@ -6,7 +6,8 @@ A pack folder holds::
     mix.<ext>             the sum of the stems as written
     stems.json            sidecar: prompt, seed, model, parameters, tempo, source song hash, rate,
                           channels, format, bit depth, gain, duration and the files with their roles
-    stems.zip             (--zip) the stem files, mix and stems.json, flat
+    stems.mid             the notes of every stem (`notes.midi`), with the chord chart the model read
+    stems.zip             (--zip) the stem files, mix, stems.json and stems.mid, flat
     <name>.stem.mp4       (--stem-mp4) a Native Instruments STEMS file, <name> = the pack folder's name
 
 Every file has the same length and rate. Stems of unequal length are zero-padded at the end to the

@@ -201,8 +201,10 @@ def export_stem_pack(
                 "channels": 2,
             }
         )
+    files.append({"file": outputs.MIDI_FILE, "role": "midi"})
     if zip:
         files.append({"file": ZIP_FILE, "role": "archive"})
+    midi = outputs.result_midi(inputs, int(sample_rate), dict(meta or {}))
     sidecar = _sidecar(
         dict(meta or {}),
         source_sha256=song_hash,
@@ -241,6 +243,8 @@ def export_stem_pack(
             written.append(path)
         (tmp / SIDECAR_FILE).write_text(sidecar_json + "\n", encoding="utf-8")
         written.append(tmp / SIDECAR_FILE)
+        midi.save(tmp / outputs.MIDI_FILE)
+        written.append(tmp / outputs.MIDI_FILE)
         if mp4_name:
             ni_stems = {n: x * mp4_gain for n, x in ni.items()}
             ni_mix = sum(ni_stems.values())

@@ -112,14 +112,14 @@ def midi_of_stems(
 
 def read_notes(mid: mido.MidiFile) -> dict[str, list[Note]]:
     """{track name: notes} of a MIDI file, times in seconds through its tempo map."""
-    tempo_map = [(0, 500000)]
+    tempo_map = [(0, 500000)]  # 120 bpm until a tempo is set
     for track in mid.tracks:
         tick = 0
         for msg in track:
             tick += msg.time
             if msg.type == "set_tempo":
                 tempo_map.append((tick, msg.tempo))
-    tempo_map.sort()
+    tempo_map.sort(key=lambda e: e[0])  # stable: a tempo set at tick 0 replaces the default
 
     def seconds(tick: int) -> float:
         s, last_tick, last_tempo = 0.0, 0, 500000

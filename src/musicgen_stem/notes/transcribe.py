@@ -26,6 +26,10 @@ BELOW = {KICK: 6.0, SNARE: 4.5, HIHAT: 18.0}  # dB under its band's loudest that
 RISE = {KICK: 4.0, SNARE: 4.0, HIHAT: 1.0}  # dB its band rises at a hit
 SNARE_NOISE = 3.0  # dB: a hi-hat onset with a snare's that rises by as much, less this, is the snare's
 _BASS_SR, _BASS_HOP = 8000, 80  # 10 ms
+RELATIVE_DB = 24.0  # pitched: a pitch sounds within this many dB of the frame's loudest
+OVERTONE_DB = (
+    6.0  # pitched: an octave, twelfth... above a sounding pitch and less than this louder is its overtone
+)
 _SR, _HOP = 22050, 256  # 11.6 ms
 
 
@@ -155,11 +159,11 @@ def pitch_activity(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.
     db = librosa.amplitude_to_db(C, ref=float(C.max()) + 1e-12)
     frame_max = db.max(axis=0, keepdims=True)
     peak = (db >= np.roll(db, 1, axis=0)) & (db >= np.roll(db, -1, axis=0))
-    active = peak & (db > frame_max - 24.0) & (db > -45.0)
+    active = peak & (db > frame_max - RELATIVE_DB) & (db > -45.0)
     for k in range(61):  # overtones of a sounding pitch are not pitches of their own
         for h in (12, 19, 24, 28, 31):
             if k + h < active.shape[0]:
-                weaker = db[k + h] < db[k] + 6.0
+                weaker = db[k + h] < db[k] + OVERTONE_DB
                 active[k + h] &= ~(active[k] & weaker)
     active = scipy.ndimage.binary_opening(active[:61], structure=np.ones((1, 2)))
     return active, db[:61]
