@@ -208,3 +208,16 @@ def test_text_to_stems_reads_a_chosen_progression_when_the_prompt_names_a_key(ch
     assert chart and chart[0]["chord"].startswith("A")  # every funk progression in A minor starts on i
     plain = model.generate(["funk at 100 bpm"], seed=2, duration=1.0)
     assert plain.params["step_conditions"][0]["chords"] is None
+
+
+def test_lr_scales_give_the_step_conditioner_its_own_rate():
+    from musicgen_stem.training.optim import build_optimizer, set_lr
+
+    module = torch.nn.ModuleDict({"lm": torch.nn.Linear(4, 4), "steps": torch.nn.Linear(36, 4, bias=False)})
+    opt = build_optimizer(module, 1e-3, lr_scales={"steps.": 10.0})
+    set_lr(opt, 2e-4)
+    rates = {g["name"]: g["lr"] for g in opt.param_groups}
+    assert rates == {"decay:steps.": pytest.approx(2e-3), "decay": 2e-4, "no_decay": 2e-4}
+    assert [p for g in opt.param_groups if g["name"] == "decay:steps." for p in g["params"]] == [
+        module["steps"].weight
+    ]

@@ -182,6 +182,11 @@ def loop_config(cfg: LMTrainConfig, amp: str) -> loop.LoopConfig:
         amp=amp,
         fsdp=cfg.fsdp,
         stop_at=cfg.stop_at,
+        lr_scales={
+            prefix: cfg.steps_lr_scale
+            for prefix, named in (("steps.beat.", cfg.beat_grid), ("steps.chord.", cfg.chords))
+            if named and cfg.steps_lr_scale != 1.0
+        },
     )
 
 

@@ -59,6 +59,9 @@ class LMTrainConfig:
     history_noise: float = 0.0  # edit batches: P(an input token of a regenerated stream is random)
     beat_grid: bool = False  # add the LM's beat grid (zero at first) to a model without one
     chords: bool = False  # add per-step chord conditioning (zero at first), fed from the tracks' chords
+    steps_lr_scale: float = (
+        1.0  # learning-rate multiplier of the per-step conditions named by beat_grid/chords
+    )
     # train only the output heads of these streams, every other weight frozen: the new streams of a
     # grown model (`training/grow.py`) learnt without moving anything the LM knew
     train_heads: tuple[int, ...] = ()
@@ -103,6 +106,8 @@ class LMTrainConfig:
             raise MusicGenStemError("warmup and validation batches must be >= 0")
         if not self.lr > 0:
             raise MusicGenStemError(f"the learning rate must be > 0, got {self.lr}")
+        if not self.steps_lr_scale > 0:
+            raise MusicGenStemError(f"--steps-lr-scale must be > 0, got {self.steps_lr_scale}")
         if self.grad_clip < 0 or not 0 <= self.ema_decay < 1:
             raise MusicGenStemError("grad clip must be >= 0 and the EMA decay in [0, 1)")
         for name, p in (
@@ -225,6 +230,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "steers the harmony",
     )
     g.add_argument(
+        "--steps-lr-scale",
+        type=float,
+        default=1.0,
+        help="learning-rate multiplier of the per-step conditions this run names (--beat-grid, --chords): "
+        "a layer added at zero learns its input to a trained LM faster",
+    )
+    g.add_argument(
         "--train-heads",
         type=int,
         nargs="+",
@@ -303,6 +315,7 @@ def config_from_args(args: argparse.Namespace) -> LMTrainConfig:
         history_noise=args.history_noise,
         beat_grid=args.beat_grid,
         chords=args.chords,
+        steps_lr_scale=args.steps_lr_scale,
         train_heads=tuple(args.train_heads),
         train_embeddings=tuple(args.train_embeddings),
         crop_seconds=args.crop_seconds,

@@ -73,6 +73,7 @@ class LoopConfig:
     amp: str = "none"  # bf16, fp16 or none (resolved by `amp_setting`)
     fsdp: bool = False
     stop_at: int | None = None  # stop after this step (checkpoint written); the schedule is `steps`'s
+    lr_scales: dict[str, float] | None = None  # {parameter name prefix: lr multiplier} (`build_optimizer`)
 
     @property
     def end(self) -> int:
@@ -251,7 +252,7 @@ def build_trainer(
     model.to(info.device)
     groups = decay_groups(model)  # on the unsharded model
     wrapped = wrap_model(model, info, cfg.fsdp, units or [])
-    optimizer = build_optimizer(model, cfg.lr, cfg.betas, cfg.weight_decay, groups)
+    optimizer = build_optimizer(model, cfg.lr, cfg.betas, cfg.weight_decay, groups, cfg.lr_scales)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     scaler = None
     if cfg.amp == "fp16":

@@ -60,25 +60,36 @@ def build_optimizer(
     betas: tuple[float, float] = (0.9, 0.95),
     weight_decay: float = 0.1,
     groups: dict[str, list[str]] | None = None,
+    lr_scales: dict[str, float] | None = None,
 ) -> torch.optim.AdamW:
     """AdamW with one param group per role (`decay_groups`, named "decay" and "no_decay").
 
     groups: the roles decided on the unsharded model (default: decided on `model` now); the
     parameters are looked up by name in `model`, which may be sharded by then.
+    lr_scales: {name prefix: learning-rate multiplier}: the parameters under a prefix get groups of
+    their own ("decay:steps."...), whose rate `set_lr` scales (e.g. a new input layer that starts
+    at zero learns faster than the weights it is added to).
     """
     groups = decay_groups(model) if groups is None else groups
     params = dict(model.named_parameters())
-    param_groups = [
-        {"params": [params[n] for n in groups[role]], "weight_decay": wd, "name": role}
-        for role, wd in ((DECAY, weight_decay), (NO_DECAY, 0.0))
-        if groups[role]
-    ]
+    param_groups = []
+    for role, wd in ((DECAY, weight_decay), (NO_DECAY, 0.0)):
+        names = list(groups[role])
+        for prefix, scale in (lr_scales or {}).items():
+            mine = [n for n in names if n.startswith(prefix)]
+            names = [n for n in names if not n.startswith(prefix)]
+            if mine:
+                group = {"params": [params[n] for n in mine], "weight_decay": wd, "name": f"{role}:{prefix}"}
+                param_groups.append(group | {"lr_scale": float(scale)})
+        if names:
+            param_groups.append({"params": [params[n] for n in names], "weight_decay": wd, "name": role})
     return torch.optim.AdamW(param_groups, lr=lr, betas=betas)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every group's rate: `lr` times its `lr_scale` (1 if it has none)."""
     for g in optimizer.param_groups:
-        g["lr"] = lr
+        g["lr"] = lr * g.get("lr_scale", 1.0)
 
 
 def cosine_lr(step: int, total: int, warmup: int, min_ratio: float = 0.0) -> float:
