@@ -221,3 +221,20 @@ def test_lr_scales_give_the_step_conditioner_its_own_rate():
     assert [p for g in opt.param_groups if g["name"] == "decay:steps." for p in g["params"]] == [
         module["steps"].weight
     ]
+
+
+def test_an_audio_edit_reads_the_chords_of_the_given_stems(chord_model):
+    """Stems given as audio: the chords come from that audio (not its codes), the drums left out."""
+    from musicgen_stem.song import edit_stems
+
+    model, _ = chord_model
+    sr, bar = model.sample_rate, 2.4
+    hz = lambda m: 440.0 * 2 ** ((m - 69) / 12)  # noqa: E731
+    keys = np.concatenate(
+        [sum(_tone(hz(m), bar, sr) for m in (57, 60, 64)), sum(_tone(hz(m), bar, sr) for m in (53, 57, 60))]
+    )
+    noise = np.random.default_rng(0).standard_normal(len(keys)) * 0.05
+    sources = {"other": torch.from_numpy(keys[None]).float(), "drums": torch.from_numpy(noise[None]).float()}
+    out = edit_stems(model, sources, sr, ["bass"], ["funk at 100 bpm"], seed=0)
+    chart = ChordChart.from_json(out.info["step_conditions"]["chords"])
+    assert chart.at(1.0).root == 9 and chart.at(3.5).root == 5  # Am, then F

@@ -154,7 +154,6 @@ def step_conditions(
         return texts, None
     named = [parse_attributes(t) for t in texts]
     rhythm = [Rhythm(a.tempo or 0.0, 0.0, a.swing) for a in named]
-    mix = None
     if edit:
         mix = kept_mix(model, codes, regenerate, KEPT_SECONDS)
         rhythm = kept_rhythm(mix, model.sample_rate, [a.tempo for a in named])
@@ -176,10 +175,11 @@ def step_conditions(
                 _chart(c, r.tempo, seconds) if c and r.tempo else None
                 for c, r in zip(chosen, rhythm, strict=True)
             )
-        pitched = [s for s in model.stems if s not in regenerate and s not in PERCUSSIVE_STEMS]
-        if chords is None and mix is not None and pitched:
+        unpitched = [s for s in model.stems if s in PERCUSSIVE_STEMS or s in regenerate]
+        if chords is None and edit and len(unpitched) < model.layout.num_stems:
+            harmony = kept_mix(model, codes, unpitched, KEPT_SECONDS)  # the kept pitched stems alone
             charts = tuple(
-                estimate_chords(mix[b].numpy(), model.sample_rate, r.tempo, r.beat)
+                estimate_chords(harmony[b].numpy(), model.sample_rate, r.tempo, r.beat)
                 for b, r in enumerate(rhythm)
             )
     if all(g is None for g in grids) and all(c is None for c in charts):

@@ -53,6 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="nucleus sampling, overrides top-k (0: off; default: the model's)",
     )
+    parser.add_argument(
+        "--edit-chords",
+        choices=("estimated", "truth", "none"),
+        default="estimated",
+        help="editing task, models that read chords: the chords read from the kept stems, the songs' "
+        "true chords (meta.json), or none",
+    )
     parser.add_argument("--cfg", type=float, default=None, help="guidance coefficient (default: the model's)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each song to use")
     parser.add_argument("--device", default=None, help="cpu, cuda... (default: cuda when available)")
@@ -92,7 +99,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"evaluating {task} on {len(songs)} songs ...", flush=True)
         if task == "edit":
             results.append(
-                evaluate_editing(model, songs, args.regenerate, args.duration, args.seed, args.edit_prompts)
+                evaluate_editing(
+                    model,
+                    songs,
+                    args.regenerate,
+                    args.duration,
+                    args.seed,
+                    args.edit_prompts,
+                    args.edit_chords,
+                )
             )
         elif task == "codec":
             results.append(evaluate_codec(model, songs, args.duration))
@@ -111,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "sampling": model.params.to_dict(),  # what was used: the options over the model's defaults
         "prompts": args.prompts,
+        "edit_chords": args.edit_chords,
         "duration": args.duration,
     }
     path = write_report(out, results, config, force=args.force)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..conditioning.attributes import without_tempo
+from ..conditioning.chords import ChordChart
 from ..errors import MusicGenStemError
 from .codec_metrics import codebook_stats, codec_song_metrics, pitch_track
 from .distribution import codec_latent_embedding, external_embedders, frechet_distance, logmel_embedding
@@ -63,6 +64,7 @@ CONDITIONS = ("generated", "ground_truth", "ground_truth_codec", "shuffled")
 UNPITCHED = ("drums",)
 MONOPHONIC = ("bass",)  # stems whose notes pYIN can read (chord_tones)
 EDIT_PROMPTS = ("captions", "no-tempo", "none")  # what an edit reads: see `evaluate_editing`
+EDIT_CHORDS = ("estimated", "truth", "none")  # the chords an edit reads: see `evaluate_editing`
 HOP = 0.1  # chroma hop (s)
 PathLike = str | os.PathLike[str]
 
@@ -242,12 +244,17 @@ def evaluate_editing(
     duration: float | None = 10.0,
     seed: int = 0,
     prompts: str = "captions",
+    chords: str = "estimated",
 ) -> EvaluationResult:
     """Regenerate `stems_to_regenerate` of each song under its other (kept) stems and score how well
     the new stems fit the kept ones (rhythm and harmony), next to the ground-truth stem, its codec round
     trip and the same stem of the next song (shuffled). `songs`: song folders, or a folder of them.
     The first `duration` seconds are used (at most the model's edit window). `prompts`: each song's
-    caption ("captions"), the caption without its tempo ("no-tempo") or no description ("none")."""
+    caption ("captions"), the caption without its tempo ("no-tempo") or no description ("none").
+    `chords` (models that read chords): those the edit reads from the kept stems ("estimated"), the
+    song's true chords from its meta.json ("truth") or none ("none": an empty chart)."""
+    if chords not in EDIT_CHORDS:
+        raise MusicGenStemError(f"unknown edit chords '{chords}': choose one of {', '.join(EDIT_CHORDS)}")
     if prompts not in EDIT_PROMPTS:
         raise MusicGenStemError(f"unknown edit prompts '{prompts}': choose one of {', '.join(EDIT_PROMPTS)}")
     regen = list(model.layout.check_stems(list(stems_to_regenerate)))
@@ -270,7 +277,10 @@ def evaluate_editing(
     for i, song in enumerate(loaded):
         codes = model.encode_stems(song.stems, sr)  # [1, K, F]
         text = {"captions": song.caption, "no-tempo": without_tempo(song.caption), "none": None}[prompts]
-        out = model.regenerate_from_codes(codes, regen, [text], seed=seed + i, duration=song.duration)
+        given = {"truth": _true_chords(song, model), "none": ChordChart(()), "estimated": None}[chords]
+        out = model.regenerate_from_codes(
+            codes, regen, [text], seed=seed + i, duration=song.duration, chords=given
+        )
         recon = model.decode(codes)
         T = next(iter(song.stems.values())).shape[-1]
         ref = make_reference(song, kept, song.duration)
@@ -280,6 +290,7 @@ def evaluate_editing(
             "seed": seed + i,
             "caption": text,
             "model_prompt": out.params.get("model_descriptions", [text])[0],  # with the kept stems' tempo
+            "chords_read": (out.params.get("step_conditions") or [{}])[0].get("chords"),
             "reference": dict(ref.source),
             "metrics": {},
         }
@@ -319,9 +330,17 @@ def evaluate_editing(
         "seed": seed,
         "tolerance_s": TOLERANCE,
         "onset_thresholds": {s: ONSET_THRESHOLDS.get(s, 0.5) for s in regen},
+        "chords": chords,
         "metrics": aggregate(rows, ["metrics"]),
     }
     return EvaluationResult("edit", summary, rows, notes, examples, sr)
+
+
+def _true_chords(song: Song, model: Any) -> ChordChart | None:
+    """A synthetic song's chords (its meta.json), for a model that reads chords."""
+    if model.steps is None or model.steps.chord is None or not (song.meta or {}).get("chords"):
+        return None
+    return ChordChart.from_json(song.meta["chords"])
 
 
 def evaluate_codec(
