@@ -113,7 +113,8 @@ def main() -> None:
         c = np.nanmean([r["chroma_matches"] for r in sel])
         label = "--chords given" if given else "no --chords (baseline)"
         print(f"{label:24s} bass on chord tones {b:.3f}   chord spans matched by the mix chroma {c:.3f}")
-    print(f"{len(PROMPTS)} prompts x {len(args.seeds)} seeds, {args.duration:g} s each, {time.time() - began:.0f} s")
+    took = time.time() - began
+    print(f"{len(PROMPTS)} prompts x {len(args.seeds)} seeds, {args.duration:g} s each, {took:.0f} s")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=1)

@@ -55,7 +55,8 @@ def main() -> None:
     midi_of_stems(stems, out.sample_rate, 110.0)
     t_midi = median_time(lambda: midi_of_stems(stems, out.sample_rate, 110.0), args.repeats)
     g = statistics.median(gen)
-    print(f"text -> 10 s of stems {g:.2f} s; stems.mid {t_midi:.3f} s ({100 * t_midi / g:.1f} % of the generation)")
+    share = 100 * t_midi / g
+    print(f"text -> 10 s of stems {g:.2f} s; stems.mid {t_midi:.3f} s ({share:.1f} % of the generation)")
 
 
 if __name__ == "__main__":

@@ -133,7 +133,9 @@ def test_no_command_prints_help(capsys):
 
 def test_generate_writes_a_stems_folder(gen_out, tiny_model_dir):
     names = sorted(p.name for p in gen_out.iterdir())
-    assert names == sorted(["bass.wav", "drums.wav", "other.wav", "mix.wav", "codes.npy", "meta.json"])
+    assert names == sorted(
+        ["bass.wav", "drums.wav", "other.wav", "mix.wav", "codes.npy", "meta.json", "stems.mid"]
+    )
     codes = np.load(gen_out / "codes.npy")
     assert codes.shape == (6, 25) and codes.dtype == np.int64
     assert ((codes >= 0) & (codes < 2048)).all()

@@ -54,11 +54,15 @@ def test_config_and_size():
     assert size <= 40 * 2**20
 
 
-def test_greedy_streams_are_the_ones_the_lm_does_not_read(mini):
-    """mini takes argmax on exactly the streams whose embedding is zero: a draw there is per-frame
-    noise no later step sees (`SamplingParams.greedy_streams`)."""
-    unread = {k for k, emb in enumerate(mini.lm.emb) if not emb.weight.any()}
-    assert unread and set(mini.defaults.greedy_streams) == unread
+def test_greedy_streams_are_the_ones_the_lm_barely_reads(mini):
+    """mini takes argmax on exactly the two streams grown after its LM was trained (the bass's
+    attacks, the other stem's third codebook): their embeddings were zero until the chord
+    fine-tune, which let them learn a tenth of the others' size; a draw there is per-frame noise
+    later steps hardly see (`SamplingParams.greedy_streams`)."""
+    norms = [float(emb.weight.norm(dim=1).mean()) for emb in mini.lm.emb]
+    typical = sorted(norms)[len(norms) // 2]
+    faint = {k for k, n in enumerate(norms) if n < 0.25 * typical}
+    assert faint and set(mini.defaults.greedy_streams) == faint
 
 
 def test_generates_stems_that_sound_like_their_roles(mini):

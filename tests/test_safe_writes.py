@@ -228,7 +228,14 @@ def test_signal_during_the_swap_is_held_until_it_is_done(src_folder, tmp_path, m
     assert main(["export", str(src_folder), "--out", str(out), "--force"]) in (130, 143)
     capsys.readouterr()
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["bass.wav", "drums.wav", "mix.wav", "other.wav", "stems.json"]  # the new pack, whole
+    assert files == [
+        "bass.wav",
+        "drums.wav",
+        "mix.wav",
+        "other.wav",
+        "stems.json",
+        "stems.mid",
+    ]  # the new pack
     assert '"prompt": "x"' in (out / "stems.json").read_text() and no_temp(tmp_path)
 
 

@@ -124,7 +124,16 @@ def test_cli_song_edit(tiny_model_dir, song, tmp_path: Path):
     assert rc == 0
     assert song_file.read_bytes() == before  # the input is never touched
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["bass.wav", "codes.npy", "drums.wav", "meta.json", "mix.wav", "other.wav", "vocals.wav"]
+    assert names == [
+        "bass.wav",
+        "codes.npy",
+        "drums.wav",
+        "meta.json",
+        "mix.wav",
+        "other.wav",
+        "stems.mid",
+        "vocals.wav",
+    ]
     infos = [sf.info(str(out / n)) for n in names if n.endswith(".wav")]
     assert {(i.samplerate, i.channels, i.frames) for i in infos} == {(SR, 2, song.shape[1])}
     meta = json.loads((out / "meta.json").read_text())
