@@ -184,9 +184,9 @@ def main() -> int:
         "the detectors of `musicgen-stem evaluate --tasks text`. `mini` is a small model trained "
         "on synthetic songs (TRAINING.md): judge its pitch, timing and editing, not its timbre. "
         "Single examples vary: over 30 held-out prompts (two seeds) the tempo follows the prompt for "
-        "73-80 % of them (within 4 %; 17-20 % more at double or half), the key often (MIREX 0.63 and "
-        "0.44), and drums regenerated under a song's other stems sit on its 8th-note grid as tightly "
-        "as the true drums and find its beat (beat F 0.62; EVALUATION.md).",
+        "70-73 % of them (within 4 %; 23-27 % more at double or half), the key often (MIREX 0.52 and "
+        "0.56), and drums regenerated under a song's other stems sit on its 8th-note grid as tightly "
+        "as the true drums and find its beat (beat F 0.64; EVALUATION.md).",
         "",
         "## Text to stems",
         "",
