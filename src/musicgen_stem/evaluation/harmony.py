@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..conditioning.chords import NOTE_NAMES, QUALITIES
 from ..dsp import to_mono
 
 __all__ = [
@@ -28,18 +29,8 @@ __all__ = [
     "key_relation",
 ]
 
-NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
-#: Chord qualities of the synthetic songs (`data.synth.QUALITIES`): intervals above the root.
-CHORD_INTERVALS: dict[str, tuple[int, ...]] = {
-    "maj": (0, 4, 7),
-    "min": (0, 3, 7),
-    "dim": (0, 3, 6),
-    "aug": (0, 4, 8),
-    "7": (0, 4, 7, 10),
-    "maj7": (0, 4, 7, 11),
-    "min7": (0, 3, 7, 10),
-    "m7b5": (0, 3, 6, 10),
-}
+#: Chord qualities (`conditioning.chords.QUALITIES`, which the synthetic songs use): intervals above the root.
+CHORD_INTERVALS: dict[str, tuple[int, ...]] = {q: intervals for q, (intervals, _) in QUALITIES.items()}
 # Krumhansl-Kessler key profiles (tonic first).
 MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])

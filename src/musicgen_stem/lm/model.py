@@ -7,9 +7,8 @@ calls (`new_state(..., reuse=True)`). Each block projects the text memory's keys
 Module names follow the released checkpoints (`emb.k`, `transformer.layers.i.self_attn.in_proj_weight`,
 `linears.k`, ...), so their weights map one to one.
 
-Per-step conditions (the beat grid, the chords: `conditioning.steps`) reach the LM as one input
-term per step, `cond` [B, T, D], summed into its input like the token embeddings; the released
-checkpoints have none.
+Per-step conditions (`conditioning.steps`) reach the LM as one input term per step, `cond`
+[B, T, D], summed into its input like the token embeddings; the released checkpoints have none.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ...conditioning.chords import QUALITIES as QUALITIES  # intervals and name suffix of each quality
 from ...conditioning.progressions import parse_roman as parse_roman  # the numerals are read there
 
 NOTE_NAMES_SHARP = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -15,17 +16,6 @@ MINOR_KEY_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "
 FLAT_MAJOR = frozenset({1, 3, 5, 8, 10})
 FLAT_MINOR = frozenset({0, 2, 3, 5, 7, 10})
 SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
-
-# Chord qualities: intervals and the suffix used in chord names (`evaluation.harmony` mirrors these).
-QUALITIES: dict[str, tuple[tuple[int, ...], str]] = {
-    "maj": ((0, 4, 7), ""),
-    "min": ((0, 3, 7), "m"),
-    "dim": ((0, 3, 6), "dim"),
-    "7": ((0, 4, 7, 10), "7"),
-    "maj7": ((0, 4, 7, 11), "maj7"),
-    "min7": ((0, 3, 7, 10), "m7"),
-    "m7b5": ((0, 3, 6, 10), "m7b5"),
-}
 
 
 def key_name(tonic_pc: int, mode: str) -> str:
