@@ -124,8 +124,9 @@ def _generate_over_part(
 
     from ..conditioning.attributes import parse_attributes
     from ..conditioning.chords import parse_progression
+    from ..notes.midi import chord_notes
     from ..song import edit_stems
-    from .parts import chords_of_notes, chords_part, program_for, render_part
+    from .parts import chords_of_notes, program_for, render_part
 
     stem = args.midi_stem
     if stem not in model.stems:
@@ -143,7 +144,7 @@ def _generate_over_part(
         if bpm is None:
             raise UsageError("--render-chords needs the tempo: name it in the description or pass --bpm")
         chart = parse_progression(args.chords, bpm).looped(seconds)
-        notes, source = chords_part(chart), {"chords": args.chords}
+        notes, source = chord_notes(chart), {"chords": args.chords}  # bass note and tones, held
     program = program_for(args.text, args.program)
     audio = render_part(notes, program, model.sample_rate, seconds)  # [1, T]
     reads = model.steps is not None and model.steps.chord is not None

@@ -11,7 +11,7 @@ import mido
 import numpy as np
 
 from ..conditioning.chords import Chord, ChordChart
-from ..notes.midi import chord_notes, read_notes
+from ..notes.midi import read_notes
 from ..notes.transcribe import Note
 from .options import UsageError
 
@@ -129,8 +129,3 @@ def render_part(notes: list[Note], program: int, sample_rate: int, seconds: floa
         x = synth.render(soundfont, 0, program, ticks, bpm, round(seconds * sample_rate))
     peak = float(np.abs(x).max())
     return (x * (0.5 / peak) if peak > 0.5 else x)[None].astype(np.float32)
-
-
-def chords_part(chart: ChordChart) -> list[Note]:
-    """A rendered progression: `notes.midi.chord_notes` (bass note and tones, held)."""
-    return chord_notes(chart)

@@ -65,7 +65,7 @@ def bass_notes(audio: np.ndarray, sample_rate: int, min_seconds: float = 0.06) -
     bounds = [0, *[int(o) for o in onsets if 0 < o < len(pitch)], len(pitch)]
     notes = []
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):  # between two onsets
-        runs = _runs(pitch[a:b], voiced[a:b], set(), db[a:b], hop, min_seconds)
+        runs = _runs(pitch[a:b], voiced[a:b], db[a:b], hop, min_seconds)
         if len(runs) > 1 and runs[0].end <= ATTACK and runs[1].start <= ATTACK + hop:
             runs = runs[1:]  # a scoop into the note
         for i, n in enumerate(runs):
@@ -78,17 +78,13 @@ ATTACK = 0.15  # s after an onset in which a bass's pitch may still be settling
 
 
 def _runs(
-    pitch: np.ndarray, voiced: np.ndarray, onsets: set[int], db: np.ndarray, hop: float, min_seconds: float
+    pitch: np.ndarray, voiced: np.ndarray, db: np.ndarray, hop: float, min_seconds: float
 ) -> list[Note]:
-    """Notes from per-frame pitch: runs of voiced frames of one pitch, split at onsets."""
+    """Notes from per-frame pitch [N]: runs of voiced frames of one pitch (level `db` [N])."""
     notes: list[Note] = []
     start = None
     for i in range(len(pitch) + 1):
-        ends = (
-            i == len(pitch)
-            or not voiced[i]
-            or (start is not None and (pitch[i] != pitch[start] or i in onsets))
-        )
+        ends = i == len(pitch) or not voiced[i] or (start is not None and pitch[i] != pitch[start])
         if start is not None and ends:
             if (i - start) * hop >= min_seconds:
                 level = float(db[start : start + 5].max())
@@ -145,7 +141,7 @@ def pitched_notes(audio: np.ndarray, sample_rate: int, min_seconds: float = 0.06
     hop = _HOP / _SR
     notes = []
     for k in range(active.shape[0]):
-        notes += _runs(np.full(active.shape[1], 36 + k), active[k], set(), db[k], hop, min_seconds)
+        notes += _runs(np.full(active.shape[1], 36 + k), active[k], db[k], hop, min_seconds)
     return sorted(notes, key=lambda n: (n.start, n.pitch))
 
 
