@@ -129,15 +129,6 @@ class ChordChart:
     def duration(self) -> float:
         return self.spans[-1][1] if self.spans else 0.0
 
-    def shifted(self, seconds: float) -> ChordChart:
-        """The chart `seconds` later (negative: earlier), spans before 0 dropped or cut."""
-        out = []
-        for a, b, c in self.spans:
-            a, b = max(0.0, a + seconds), b + seconds
-            if b > a:
-                out.append((round(a, 6), round(b, 6), c))
-        return ChordChart(tuple(out))
-
     def looped(self, duration: float) -> ChordChart:
         """The chart repeated until `duration` seconds, cut there."""
         if not self.spans or self.duration <= 0:
@@ -165,10 +156,6 @@ class ChordChart:
             name = s.get("chord", s.get("name"))
             out.append((float(s["start"]), float(s["end"]), None if name == "N" else parse_chord(str(name))))
         return cls(tuple(out))
-
-    def text(self) -> str:
-        """The chart as one line, "Am F C G" style with each chord's beats unknown."""
-        return " ".join("N" if c is None else c.name for _, _, c in self.spans)
 
 
 def parse_progression(text: str, bpm: float, beats_per_bar: int = 4) -> ChordChart:

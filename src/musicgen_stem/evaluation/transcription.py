@@ -83,11 +83,11 @@ def evaluate_transcription(
         metrics: dict[str, Any] = {
             "bass_note_f1": note_f1(truth["bass"], bass_notes(mono["bass"], s.sample_rate))
         }
-        with torch.inference_mode():
-            bass = s.stems["bass"][None].to(model.device)  # [1, C, T]
+        with torch.inference_mode():  # songs are loaded at the model's rate and channels
             codec = model.codec.codec("bass")
-            wav = model_rate(bass, s.sample_rate, model.sample_rate)
-            decoded = codec.decode(codec.encode(wav.mean(1, keepdim=True)))[0, 0].float().cpu().numpy()
+            decoded = (
+                codec.decode(codec.encode(s.stems["bass"][None].to(model.device)))[0].float().cpu().numpy()
+            )
         metrics["bass_codec_note_f1"] = note_f1(truth["bass"], bass_notes(decoded, model.sample_rate))
         hits = drum_hits(mono["drums"], s.sample_rate)
         for name, (gm, ref_notes) in DRUM_CLASSES.items():
@@ -105,12 +105,3 @@ def evaluate_transcription(
     ]
     summary["drums_mean_onset_f1"] = float(np.mean(drums)) if drums else float("nan")
     return EvaluationResult("notes", summary, rows, notes, {}, model.sample_rate)
-
-
-def model_rate(wav: torch.Tensor, sample_rate: int, target: int) -> torch.Tensor:
-    """wav [B, C, T] at the model's rate."""
-    if sample_rate == target:
-        return wav
-    from ..audio import convert_audio
-
-    return convert_audio(wav[0], sample_rate, target, wav.shape[1])[None]
