@@ -37,6 +37,7 @@ LAYERS = {
     "data": 5,
     "song": 5,
     "evaluation": 5,
+    "jam": 5,
     "commands": 6,
     "training": 7,
     "app": 7,

@@ -22,6 +22,8 @@ from typing import Any
 from . import __version__
 from .commands.edit import cmd_edit
 from .commands.generate import cmd_generate
+from .commands.jam import add_arguments as add_jam_arguments
+from .commands.jam import cmd_jam
 from .commands.model_files import cmd_convert, cmd_info, cmd_init
 from .commands.options import (
     FORMATTER,
@@ -283,6 +285,19 @@ def build_parser(command: str | None = ALL) -> argparse.ArgumentParser:
     )
     add_transcribe_arguments(p)
 
+    p = sub.add_parser(
+        "jam",
+        help="a live accompanist over a loop",
+        description="A loop of kept stems plays over and over, and for every cycle the model writes a "
+        "new take of the other stems, tempo-locked to the loop, continuing from the last one; generated "
+        "while the previous cycle plays. --realtime plays on the clock (sound card, --pcm to stdout); "
+        "--out writes the whole session (every stem, the mix, stems.mid, jam.json). While it plays, "
+        "type commands on stdin, one a line: prompt TEXT, regenerate STEM..., vary 0..1, mute STEM..., "
+        "unmute, solo STEM..., quit.",
+        formatter_class=FORMATTER,
+    )
+    add_jam_arguments(p)
+
     for name, (path, summary) in MODULE_COMMANDS.items():
         if command in (name, ALL):
             module, function = OPTIONS_MODULES.get(name, (path, "add_arguments"))
@@ -350,6 +365,7 @@ COMMANDS = {
     "convert": cmd_convert,
     "synth": cmd_synth,
     "transcribe": cmd_transcribe,
+    "jam": cmd_jam,
     "info": cmd_info,
 }
 

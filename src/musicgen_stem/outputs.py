@@ -312,15 +312,26 @@ def write_stems_folder(
     force: bool = False,
     subtype: str = "PCM_16",
     kept: Mapping[str, Samples] | None = None,
+    extra_files: Mapping[str, str] | None = None,
 ) -> Path:
     """Write one stems folder (see module docstring) atomically; returns `out_dir`.
 
     `stems`: {name: [C, T]} in stem order; `codes`: integer [K, T_frames]; `kept`: {name:
-    samples} written exactly instead of `stems[name]`. Raises `OutputExistsError` if `out_dir` is
-    non-empty and `force` is False.
+    samples} written exactly instead of `stems[name]`; `extra_files`: {file name: text} written
+    beside them (e.g. a jam's `jam.json`). Raises `OutputExistsError` if `out_dir` is non-empty and
+    `force` is False.
     """
     prep = _prepare(stems, sample_rate, codes, meta, subtype, kept=kept)
-    return _write_atomic(out_dir, force, lambda tmp: _write_prepared(tmp, prep, sample_rate, subtype))
+    extra = dict(extra_files or {})
+    for name in extra:
+        _check_stem_name(name)
+
+    def fill(tmp: Path) -> None:
+        _write_prepared(tmp, prep, sample_rate, subtype)
+        for name, text in extra.items():
+            (tmp / name).write_text(text, encoding="utf-8")
+
+    return _write_atomic(out_dir, force, fill)
 
 
 def batch_folder_name(index: int, count: int) -> str:

@@ -121,6 +121,15 @@ def kept_rhythm(mix: torch.Tensor, sample_rate: int, tempos: Sequence[float | No
     return out
 
 
+@dataclass(frozen=True)
+class Conditions:
+    """What the model reads in a task: the `texts` (an edit's with the kept stems' tempo added) and
+    the per-step conditions `steps` (None: none)."""
+
+    texts: list[str | None]
+    steps: StepConds | None = None
+
+
 def step_conditions(
     model: MusicGenStem,
     codes: torch.Tensor,
@@ -129,8 +138,8 @@ def step_conditions(
     downbeat: bool,
     chords: str | ChordChart | None = None,
     seed: int = 0,
-) -> tuple[list[str | None], StepConds | None]:
-    """The texts the model reads and the per-step conditions of a task (None: none to read).
+) -> Conditions:
+    """The texts the model reads and the per-step conditions of a task.
 
     Beat grid (models with one): the tempo each text names, from frame 0 with `downbeat` (text ->
     stems), else at the beat found in the kept stems (an edit; bars unknown); none for a
@@ -151,7 +160,7 @@ def step_conditions(
         )
     edit = len(regenerate) < model.layout.num_stems
     if not (beat or reads_chords) or not (downbeat or edit):
-        return texts, None
+        return Conditions(texts)
     named = [parse_attributes(t) for t in texts]
     rhythm = [Rhythm(a.tempo or 0.0, 0.0, a.swing) for a in named]
     if edit:
@@ -183,8 +192,8 @@ def step_conditions(
                 for b, r in enumerate(rhythm)
             )
     if all(g is None for g in grids) and all(c is None for c in charts):
-        return texts, None
-    return texts, StepConds(grids, charts)
+        return Conditions(texts)
+    return Conditions(texts, StepConds(grids, charts))
 
 
 def _chart(chords: str | ChordChart | None, tempo: float, seconds: float) -> ChordChart | None:
@@ -217,12 +226,14 @@ def fill(
     options: Options,
     stop: Callable[[], bool] | None = None,
     downbeat: bool = False,
+    conditions: Conditions | None = None,
 ) -> Filled:
     """Generate the `free` [K, T] positions of `codes` [B, K, T], window by window (`options`:
     seed, on_audio, stream_seconds and chords are read here).
 
     stop: checked after every step, generation raises `StreamStopped` once it returns True.
-    downbeat: frame 0 is a downbeat (text -> stems); the per-step conditions: `step_conditions`.
+    downbeat: frame 0 is a downbeat (text -> stems). conditions: what the model reads, made by
+    `step_conditions` when not given (then `texts` are ignored).
     """
     if len(texts) != codes.shape[0]:
         raise GenerationError(f"{len(texts)} descriptions for a batch of {codes.shape[0]}")
@@ -237,9 +248,10 @@ def fill(
     window, overlap = window_sizes(model, regenerate)
     edit = len(regenerate) < model.layout.num_stems
     silence = model.silence_tokens() if edit else None
-    texts, conds = step_conditions(
-        model, codes, regenerate, list(texts), downbeat, options.get("chords"), seed
-    )
+    if conditions is None:
+        chords = options.get("chords")
+        conditions = step_conditions(model, codes, regenerate, list(texts), downbeat, chords, seed)
+    texts, conds = conditions.texts, conditions.steps
     mem, null = text_memories(model.text, texts)
 
     def run(

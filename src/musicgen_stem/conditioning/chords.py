@@ -129,17 +129,18 @@ class ChordChart:
     def duration(self) -> float:
         return self.spans[-1][1] if self.spans else 0.0
 
-    def looped(self, duration: float) -> ChordChart:
-        """The chart repeated until `duration` seconds, cut there."""
-        if not self.spans or self.duration <= 0:
+    def looped(self, duration: float, offset: float = 0.0) -> ChordChart:
+        """The chart repeated over [0, `duration`) s, time 0 being `offset` s into the chart."""
+        period = self.duration
+        if not self.spans or period <= 0:
             return self
-        out, offset = [], 0.0
-        while offset < duration:
+        out, shift = [], -(offset % period)
+        while shift < duration:
             for a, b, c in self.spans:
-                if offset + a >= duration:
-                    break
-                out.append((round(offset + a, 6), round(min(duration, offset + b), 6), c))
-            offset += self.duration
+                lo, hi = max(0.0, shift + a), min(duration, shift + b)
+                if hi > lo:
+                    out.append((round(lo, 6), round(hi, 6), c))
+            shift += period
         return ChordChart(tuple(out))
 
     def to_json(self) -> list[dict[str, Any]]:

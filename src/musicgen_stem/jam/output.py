@@ -1,0 +1,72 @@
+"""A jam session written whole: every stem of every cycle played, sample-aligned with the loop at
+the loop's own rate (the loop's stems repeated exactly as read), the mix, `codes.npy`,
+`stems.mid`, `meta.json` and `jam.json` (one record per cycle)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..audio import convert_audio
+from ..outputs import write_stems_folder
+from ..samples import Samples, lossless_subtype
+from .player import CycleRecord
+from .session import Jam
+
+
+def session_stems(jam: Jam, cycles: int) -> tuple[dict[str, torch.Tensor], dict[str, Samples], int]:
+    """({stem: [C, T]} the generated stems at the loop's rate, {stem: Samples} the loop repeated
+    `cycles` times, the rate)."""
+    loop = jam.loop
+    rate, length = loop.sample_rate, cycles * loop.frames
+    kept = {s: Samples(np.tile(x.data, (1, cycles)), x.subtype, x.sample_rate) for s, x in loop.stems.items()}
+    channels = max(x.channels for x in loop.stems.values())
+    model_samples = jam.timeline.sample(cycles)
+    stems = {}
+    for s, wav in jam.finish().items():
+        w = torch.nn.functional.pad(wav, (0, max(0, model_samples - wav.shape[-1])))[:, :model_samples]
+        w = convert_audio(w, jam.timeline.sample_rate, rate, channels)[:, :length]
+        stems[s] = torch.nn.functional.pad(w, (0, length - w.shape[-1]))
+    return stems, kept, rate
+
+
+def write_session(
+    out: str | os.PathLike[str],
+    jam: Jam,
+    records: Sequence[CycleRecord],
+    meta: Mapping[str, Any],
+    force: bool = False,
+    subtype: str | None = None,
+) -> Path:
+    """The session's folder (atomic; an existing one only with `force`)."""
+    cycles = len(records)
+    stems, kept, rate = session_stems(jam, cycles)
+    audio = {
+        s: kept[s].to_tensor() if s in kept else stems[s] for s in jam.model.stems if s in kept or s in stems
+    }
+    codes = jam.codes[:, : jam.timeline.frame(cycles)]
+    loop_rows = jam.model.layout.streams_of_stems(list(jam.loop.stems))
+    whole = {s: jam.timeline.audio(s, 0, jam.timeline.sample(cycles)) for s in jam.loop.stems}
+    encoded = jam.model.encode_stems(
+        whole, jam.timeline.sample_rate, num_samples=codes.shape[-1] * jam.timeline.hop
+    )
+    codes = codes.clone()
+    codes[loop_rows] = encoded[0, loop_rows, : codes.shape[-1]]
+    jam_json = {"cycles": [r.to_json() for r in records]}
+    return write_stems_folder(
+        out,
+        audio,
+        rate,
+        codes,
+        meta,
+        force=force,
+        subtype=subtype or lossless_subtype(kept.values()),
+        kept=kept,
+        extra_files={"jam.json": json.dumps(jam_json, indent=2) + "\n"},
+    )
