@@ -101,3 +101,64 @@ def test_the_checker_reports_upward_imports(tmp_path: Path) -> None:
         "lm.py (lm) imports cli: not a lower layer",
         "lm.py (lm) imports codec: not a lower layer",
     ]
+
+
+def _module_imports(path: Path, root: Path) -> set[str]:
+    """Modules of the package that `path` imports anywhere in it (type-checking and lazy imports
+    too), dotted from `root`: "api.model"; a package is its "__init__"."""
+    pkg = path.relative_to(root).parent.parts
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            base = list(pkg[: len(pkg) - (node.level - 1)]) + (node.module.split(".") if node.module else [])
+            names = [base] if node.module else [base + [a.name] for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("musicgen_stem."):
+            names = [node.module.split(".")[1:]]  # type: ignore[union-attr]
+        elif isinstance(node, ast.Import):
+            names = [a.name.split(".")[1:] for a in node.names if a.name.startswith("musicgen_stem.")]
+        else:
+            continue
+        for parts in names:
+            target = root.joinpath(*parts)
+            if target.with_suffix(".py").is_file():
+                found.add(".".join(parts))
+            elif (target / "__init__.py").is_file():
+                found.add(".".join([*parts, "__init__"]))
+    return found
+
+
+def import_cycles(root: Path) -> list[list[str]]:
+    """Cycles of the module import graph under `root` (package facades re-exporting their own
+    modules are not followed back)."""
+    graph = {}
+    for path in sorted(root.rglob("*.py")):
+        name = ".".join(path.relative_to(root).with_suffix("").parts)
+        graph[name] = sorted(m for m in _module_imports(path, root) if not m.endswith("__init__"))
+    cycles, state = [], {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph.get(node, []):
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
+            elif nxt not in state:
+                visit(nxt, [*stack, nxt])
+        state[node] = 2
+
+    for node in graph:
+        if node not in state:
+            visit(node, [node])
+    return cycles
+
+
+def test_no_import_cycles() -> None:
+    cycles = import_cycles(ROOT)
+    assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_cycle_checker_finds_a_type_checking_cycle(tmp_path: Path) -> None:
+    (tmp_path / "lm").mkdir()
+    (tmp_path / "lm" / "model.py").write_text("from .cache import KVCache\n")
+    (tmp_path / "lm" / "cache.py").write_text("if TYPE_CHECKING:\n    from .model import LMConfig\n")
+    (tmp_path / "lm" / "pattern.py").write_text("from . import cache\n")
+    assert import_cycles(tmp_path) == [["lm.cache", "lm.model", "lm.cache"]]

@@ -11,7 +11,7 @@ import torch
 from musicgen_stem import AudioChunk, MusicGenStem
 from musicgen_stem.api.decoding import text_memories
 from musicgen_stem.codec import CodecConfig, MultiStemCodec, StemCodec
-from musicgen_stem.codec.model import _receptive_field
+from musicgen_stem.codec.context import receptive_field
 from musicgen_stem.codec.streaming import MultiStemStreamingDecoder, StreamingDecoder, _SliceStage
 from musicgen_stem.errors import GenerationError
 from musicgen_stem.generation import SamplingParams, generate_codes
@@ -100,7 +100,7 @@ def test_streaming_decoder_returns_audio_early_with_bounded_state(kind):
     expected = {"no_lstm": 1, "istft": 3, "istft_no_lstm": 2, "istft_absolute": 2}
     assert len(stages) == expected.get(kind, 2)
     # the held-back frames are the exact receptive field, far below the generic bound
-    assert dec.lag <= sum(_receptive_field(s.net, upsampling=True) for s in stages)
+    assert dec.lag <= sum(receptive_field(s.net, upsampling=True) for s in stages)
     assert dec.lag <= MAX_LAG.get(kind, 6)
     codes = torch.randint(0, 16, (1, 2, F))
     for f in range(1, F + 1):

@@ -9,29 +9,58 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..codec.model import MultiStemCodec
 from ..conditioning.attributes import parse_attributes, with_tempo
 from ..conditioning.chord_estimate import estimate_chords
 from ..conditioning.chords import ChordChart, parse_progression
 from ..conditioning.progressions import choose_progression
-from ..conditioning.steps import BeatGrid, StepConds
+from ..conditioning.steps import BeatGrid, StepConditioner, StepConds
 from ..dsp import beat_phase, estimate_swing, estimate_tempo, onset_strength
 from ..errors import GenerationError
 from ..generation import generate_codes
 from ..generation.engine import FramesCallback
+from ..generation.sampling import SamplingParams
 from ..generation.windows import fill_windows
-from ..layout import PERCUSSIVE_STEMS
+from ..layout import PERCUSSIVE_STEMS, StemLayout
+from ..lm.model import StemLM
 from .checks import Progress, Texts, draw_seed, progress_callback
 from .options import Options
 from .streaming import STREAM_SECONDS, audio_of_frames, stoppable
 
-if TYPE_CHECKING:
-    from .model import MusicGenStem
+
+class TaskModel(Protocol):
+    """What running a task reads of a `MusicGenStem` (`api.model`, which imports this module)."""
+
+    name: str
+    device: torch.device
+    lm: StemLM
+    text: nn.Module
+    codec: MultiStemCodec
+    steps: StepConditioner | None
+    params: SamplingParams
+    extend_stride: float
+
+    @property
+    def layout(self) -> StemLayout: ...
+    @property
+    def stems(self) -> tuple[str, ...]: ...
+    @property
+    def sample_rate(self) -> int: ...
+    @property
+    def frame_rate(self) -> float: ...
+    @property
+    def max_duration(self) -> float: ...
+    @property
+    def edit_window_frames(self) -> int: ...
+    def silence_tokens(self) -> list[int]: ...
+    def _decoding(self, job: Callable[[], torch.Tensor], cancel: threading.Event) -> torch.Tensor: ...
+
 
 KEPT_SECONDS = 30.0  # the kept stems' rhythm and chords are read from their first 30 s
 
@@ -44,7 +73,7 @@ def text_memories(text: nn.Module, texts: Texts) -> tuple[torch.Tensor, torch.Te
     return mem[:B], mem[B:]
 
 
-def window_sizes(model: MusicGenStem, regenerate: Sequence[str]) -> tuple[int, int]:
+def window_sizes(model: TaskModel, regenerate: Sequence[str]) -> tuple[int, int]:
     """Window and overlap (frames): the edit window when some stems are kept, else the
     generation window; consecutive windows share 40 % (or window - extend_stride)."""
     if len(regenerate) < model.layout.num_stems:
@@ -91,7 +120,7 @@ class Rhythm:
 
 
 def kept_mix(
-    model: MusicGenStem, codes: torch.Tensor, regenerate: Sequence[str], seconds: float
+    model: TaskModel, codes: torch.Tensor, regenerate: Sequence[str], seconds: float
 ) -> torch.Tensor:
     """The decoded mix [B, C, T] of the stems of codes [B, K, T] not in `regenerate` (first `seconds`)."""
     n = min(codes.shape[-1], max(1, round(seconds * model.frame_rate)))
@@ -131,7 +160,7 @@ class Conditions:
 
 
 def step_conditions(
-    model: MusicGenStem,
+    model: TaskModel,
     codes: torch.Tensor,
     regenerate: Sequence[str],
     texts: list[str | None],
@@ -217,7 +246,7 @@ class Filled:
 
 
 def fill(
-    model: MusicGenStem,
+    model: TaskModel,
     codes: torch.Tensor,
     free: torch.Tensor,
     regenerate: Sequence[str],

@@ -14,10 +14,12 @@ from torch import nn
 
 from ..layout import StemLayout
 from .config import CHROMA_DETAIL_DIM, PITCH_DETAIL_DIM, CodecConfig
+from .context import CHUNK_SECONDS, receptive_field, split_at_lstm
 from .harmonic import HarmonicDecoder, PitchEncoder
 from .istft import ISTFTDecoder, STFTEncoder
 from .quantizer import ResidualVectorQuantizer
-from .seanet import SEANetDecoder, SEANetEncoder, SkipLSTM, StreamableConv1d, StreamableConvTranspose1d
+from .seanet import SEANetDecoder, SEANetEncoder, SkipLSTM
+from .streaming import StreamingDecoder
 from .tonal import ChromaEncoder, TonalDecoder
 
 __all__ = ["CodecConfig", "CodecOutput", "StemCodec", "MultiStemCodec"]
@@ -26,43 +28,6 @@ __all__ = ["CodecConfig", "CodecOutput", "StemCodec", "MultiStemCodec"]
 def _describe(x: object) -> object:
     """Shape of a tensor (for error messages), else the type name."""
     return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-
-
-#: Audio longer than this is encoded/decoded in chunks (same result, bounded memory), seconds.
-CHUNK_SECONDS = 30.0
-
-
-def _split_at_lstm(net: nn.Module, after: bool = False) -> tuple[nn.Sequential, nn.Sequential]:
-    """A SEANet encoder/decoder's layers split before its LSTM (or after it, `after=True`)."""
-    layers = list(net.model)
-    idx = next((i for i, m in enumerate(layers) if isinstance(m, SkipLSTM)), None)
-    if idx is None:  # no LSTM: the whole stack is convolutional
-        idx = 0 if after else len(layers)
-    elif after:
-        idx += 1
-    return nn.Sequential(*layers[:idx]), nn.Sequential(*layers[idx:])
-
-
-def _receptive_field(net: nn.Module, upsampling: bool = False) -> int:
-    """Input steps one output step depends on, on either side (an upper bound, in input units).
-
-    Downsampling stacks (the encoder) grow the field by (k - 1) * dilation * stride-so-far input
-    samples per convolution; for upsampling stacks (the decoder) every layer works at a rate at
-    least the input's, so summing the kernel extents bounds the field in input frames.
-    """
-    field, jump = 1, 1
-    for m in net.modules():
-        if hasattr(m, "needs") and not isinstance(m, nn.Sequential):  # frame-rate modules (`istft.py`)
-            lo, hi = m.needs(0, 0)
-            field += max(-lo, hi) * jump
-            jump *= getattr(m, "stride", 1)
-        elif isinstance(m, StreamableConv1d):
-            extent = (m.conv.kernel_size - 1) * m.conv.dilation
-            field += extent if upsampling else extent * jump
-            jump *= m.conv.stride
-        elif isinstance(m, StreamableConvTranspose1d):
-            field += m.convtr.kernel_size
-    return field
 
 
 @dataclass
@@ -248,8 +213,8 @@ class StemCodec(nn.Module):
         chunk = max(hop, round(chunk_seconds * self.sample_rate) // hop * hop)
         if length <= chunk or isinstance(self.encoder, PitchEncoder):  # YIN reads the whole input
             return self.quantize(self.encoder(wav))
-        front, back = _split_at_lstm(self.encoder)
-        margin = -(-_receptive_field(front) // hop) * hop + hop  # samples, multiple of hop
+        front, back = split_at_lstm(self.encoder)
+        margin = -(-receptive_field(front) // hop) * hop + hop  # samples, multiple of hop
         latents = []  # [B, W, frames of each chunk]
         for start in range(0, length, chunk):
             end = min(length, start + chunk)
@@ -277,13 +242,12 @@ class StemCodec(nn.Module):
         if frames <= chunk:
             return self.decoder(latent)
         if any(getattr(m, "stateful", False) for m in self.decoder.modules()):
-            from .streaming import StreamingDecoder  # state carried from chunk to chunk
-
+            # state carried from chunk to chunk
             stream = StreamingDecoder(self, chunk_seconds=chunk_seconds)
             return torch.cat([stream.push(codes), stream.flush()], dim=-1)
-        front, back = _split_at_lstm(self.decoder, after=True)
+        front, back = split_at_lstm(self.decoder, after=True)
         hidden = front(latent)  # [B, W, F]
-        margin = _receptive_field(back, upsampling=True) + 1  # frames
+        margin = receptive_field(back, upsampling=True) + 1  # frames
         pieces = []
         for start in range(0, frames, chunk):
             end = min(frames, start + chunk)

@@ -16,14 +16,36 @@ it does not grow with the length of the song.
 from __future__ import annotations
 
 import math
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from .model import CHUNK_SECONDS, MultiStemCodec, StemCodec, _receptive_field
+from ..layout import StemLayout
+from .context import CHUNK_SECONDS, receptive_field
 from .seanet import ResidualUnit, SkipLSTM, StreamableConv1d, StreamableConvTranspose1d
 
 __all__ = ["StreamingDecoder", "MultiStemStreamingDecoder"]
+
+
+class StemCodec(Protocol):
+    """What streaming reads of a `codec.model.StemCodec`."""
+
+    cfg: Any
+    decoder: nn.Module
+    hop_length: int
+    channels: int
+    frame_rate: float
+
+    def decode_latent(self, codes: torch.Tensor) -> torch.Tensor: ...
+
+
+class MultiStemCodec(Protocol):
+    """What streaming reads of a `codec.model.MultiStemCodec`."""
+
+    layout: StemLayout
+
+    def codec(self, stem: str) -> StemCodec: ...
 
 
 def _needs(m: nn.Module, a: int, b: int) -> tuple[int, int] | None:
@@ -62,10 +84,10 @@ def _needs(m: nn.Module, a: int, b: int) -> tuple[int, int] | None:
 
 def _context(net: nn.Module, up: int) -> tuple[int, int]:
     """Input frames (left, right) that one output frame (`up` output steps) of `net` depends on
-    beyond its own: exact for SEANet decoder layers, else the `_receptive_field` bound."""
+    beyond its own: exact for SEANet decoder layers, else the `receptive_field` bound."""
     span = _needs(net, 0, up - 1)
     if span is None:
-        bound = _receptive_field(net, upsampling=True) + 1
+        bound = receptive_field(net, upsampling=True) + 1
         return bound, bound
     return max(0, -span[0]), max(0, span[1])
 
