@@ -61,7 +61,7 @@ def steps_per_second(
     stamps: list[float] = []
     generate_codes(
         lm,
-        text_task(batch, lm.layout, frames),
+        text_task(batch, lm.layout, frames).known(),
         memory,
         null,
         params,

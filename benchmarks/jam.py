@@ -154,7 +154,8 @@ def main() -> None:
         r = rows[-1]
         print(
             f"{song.name} {loop.bpm:6.1f} bpm {loop.seconds:5.2f} s: "
-            f"take/cycle {r['generate_over_cycle_median']:.2f} (max {r['generate_over_cycle_max']:.2f}); chord tones {tones:.3f} (edit {e_tones:.3f}); "
+            f"take/cycle {r['generate_over_cycle_median']:.2f} (max {r['generate_over_cycle_max']:.2f}); "
+            f"chord tones {tones:.3f} (edit {e_tones:.3f}); "
             f"16th grid {grid:.3f} (edit {e_grid:.3f}); differ {differ:.2f}; border {border_ratio:.2f}; "
             f"drums exact {r['drums_exact']}; lag {lag}",
             flush=True,

@@ -11,7 +11,6 @@ import torch
 
 from musicgen_stem.errors import GenerationError
 from musicgen_stem.generation import (
-    EDIT_WINDOW_FRAMES,
     UNKNOWN,
     SamplingParams,
     continuation_task,
@@ -21,6 +20,7 @@ from musicgen_stem.generation import (
     sample_next,
     text_task,
 )
+from musicgen_stem.generation.windows import fill_windows
 from musicgen_stem.layout import LAYOUT_6CB, LAYOUT_7CB
 from musicgen_stem.lm.model import LMConfig, StemLM
 from musicgen_stem.lm.pattern import build_sequence
@@ -28,6 +28,7 @@ from musicgen_stem.lm.pattern import build_sequence
 TINY = LMConfig(dim=32, num_heads=4, num_layers=2, ff_dim=64)
 GREEDY = SamplingParams(use_sampling=False)
 SILENCE = [11, 22, 33, 44, 55, 66]
+EDIT_WINDOW_FRAMES = 1250  # the released models' edit window (25 s at 50 Hz)
 
 
 def _lm(layout=LAYOUT_6CB, seed: int = 0) -> StemLM:
@@ -62,7 +63,9 @@ def test_guide_arithmetic():
 
 def test_engine_first_step_is_argmax_of_guided_logits(lm6):
     mem, null = _mems(2)
-    codes = generate_codes(lm6, text_task(2, LAYOUT_6CB, 4), mem, null, SamplingParams(False, cfg_coef=2.5))
+    codes = generate_codes(
+        lm6, text_task(2, LAYOUT_6CB, 4).known(), mem, null, SamplingParams(False, cfg_coef=2.5)
+    )
     first = torch.full((2, 6, 1), LAYOUT_6CB.special_token)
     with torch.no_grad():
         lc = lm6(first, mem)[:, 0]  # [B, K, card]
@@ -71,7 +74,7 @@ def test_engine_first_step_is_argmax_of_guided_logits(lm6):
     zero_delay = [k for k, d in enumerate(LAYOUT_6CB.delays) if d == 0]
     assert torch.equal(codes[:, zero_delay, 0], expected[:, zero_delay])
     # and guidance really matters here: the unguided argmax differs somewhere
-    codes_cond = generate_codes(lm6, text_task(2, LAYOUT_6CB, 4), mem, None, GREEDY)
+    codes_cond = generate_codes(lm6, text_task(2, LAYOUT_6CB, 4).known(), mem, None, GREEDY)
     assert not torch.equal(codes, codes_cond)
 
 
@@ -86,12 +89,12 @@ def test_cfg_coef_one_skips_null_batch(lm6, monkeypatch):
         return orig(self, seq, *a, **kw)
 
     monkeypatch.setattr(StemLM, "forward", spy)
-    a = generate_codes(lm6, text_task(1, LAYOUT_6CB, 5), mem, null, params)
+    a = generate_codes(lm6, text_task(1, LAYOUT_6CB, 5).known(), mem, null, params)
     assert set(batches) == {1}
-    b = generate_codes(lm6, text_task(1, LAYOUT_6CB, 5), mem, None, params)
+    b = generate_codes(lm6, text_task(1, LAYOUT_6CB, 5).known(), mem, None, params)
     assert torch.equal(a, b)
     batches.clear()
-    generate_codes(lm6, text_task(1, LAYOUT_6CB, 5), mem, null, GREEDY)
+    generate_codes(lm6, text_task(1, LAYOUT_6CB, 5).known(), mem, null, GREEDY)
     assert set(batches) == {2}  # cfg 3.0: cond and null as one batch
 
 
@@ -131,9 +134,9 @@ def test_greedy_streams_take_their_argmax_and_leave_the_other_draws():
 def test_seeded_sampling_is_reproducible(lm6):
     mem, null = _mems(1)
     params = SamplingParams(top_k=50)
-    a = generate_codes(lm6, text_task(1, LAYOUT_6CB, 20), mem, null, params, _gen(3))
-    b = generate_codes(lm6, text_task(1, LAYOUT_6CB, 20), mem, null, params, _gen(3))
-    c = generate_codes(lm6, text_task(1, LAYOUT_6CB, 20), mem, null, params, _gen(4))
+    a = generate_codes(lm6, text_task(1, LAYOUT_6CB, 20).known(), mem, null, params, _gen(3))
+    b = generate_codes(lm6, text_task(1, LAYOUT_6CB, 20).known(), mem, null, params, _gen(3))
+    c = generate_codes(lm6, text_task(1, LAYOUT_6CB, 20).known(), mem, null, params, _gen(4))
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
     assert (a >= 0).all() and (a < LAYOUT_6CB.card).all()
@@ -233,15 +236,19 @@ def test_engine_rejects_mismatched_inputs(lm6):
     with pytest.raises(ValueError, match="streams"):
         generate_codes(lm6, torch.full((1, 5, 3), -1), mem, null, GREEDY)
     with pytest.raises(ValueError, match="batch"):
-        generate_codes(lm6, text_task(2, LAYOUT_6CB, 3), mem, null, GREEDY)
+        generate_codes(lm6, text_task(2, LAYOUT_6CB, 3).known(), mem, null, GREEDY)
     with pytest.raises(GenerationError):
-        generate_codes(lm6, text_task(1, LAYOUT_6CB, 3), mem, null, SamplingParams(top_p=2.0))
+        generate_codes(lm6, text_task(1, LAYOUT_6CB, 3).known(), mem, null, SamplingParams(top_p=2.0))
 
 
 def test_progress_callback(lm6):
     calls = []
     generate_codes(
-        lm6, text_task(1, LAYOUT_6CB, 6), *_mems(1), GREEDY, callback=lambda d, t: calls.append((d, t))
+        lm6,
+        text_task(1, LAYOUT_6CB, 6).known(),
+        *_mems(1),
+        GREEDY,
+        callback=lambda d, t: calls.append((d, t)),
     )
     total = 6 + LAYOUT_6CB.max_delay  # steps 1 .. S-1
     assert calls == [(i, total) for i in range(1, total + 1)]
@@ -250,64 +257,88 @@ def test_progress_callback(lm6):
 # ------------------------------------------------------------------------------ tasks
 
 
+def _edit_window(codes, regenerate, frames, layout=LAYOUT_6CB, silence=SILENCE, run=None):
+    """(known, prefix columns) of the one window an edit of `frames` frames runs, as the engine
+    gets it from `fill_windows`, and the window's output."""
+    seen = {}
+
+    def record(known, on_frames=None, start=0, prefix=0):
+        seen.update(known=known, prefix=prefix)
+        return run(known) if run is not None else known.clamp(min=0)
+
+    task = edit_task(codes, layout, regenerate, frames, silence)
+    out = fill_windows(record, layout, task, EDIT_WINDOW_FRAMES, 0, silence)
+    return seen["known"], seen["prefix"], out
+
+
 def test_text_and_continuation_tasks():
     t = text_task(3, LAYOUT_7CB, 17)
-    assert t.shape == (3, 7, 17) and t.dtype == torch.long and (t == UNKNOWN).all()
+    assert t.known().shape == (3, 7, 17) and t.known().dtype == torch.long and (t.known() == UNKNOWN).all()
+    assert t.regenerate == LAYOUT_7CB.stems and not t.is_edit(LAYOUT_7CB)
     prompt = torch.randint(0, 2048, (2, 6, 10))
-    c = continuation_task(prompt, 25)
+    c = continuation_task(prompt, 25, LAYOUT_6CB).known()
     assert c.shape == (2, 6, 25)
     assert torch.equal(c[..., :10], prompt) and (c[..., 10:] == UNKNOWN).all()
     for n in (10, 5):
         with pytest.raises(GenerationError, match="prompt"):
-            continuation_task(prompt, n)
+            continuation_task(prompt, n, LAYOUT_6CB)
 
 
-def test_edit_task_short_window_layout():
+def test_edit_window_layout():
     B, T = 2, 60
     codes = torch.randint(0, 2048, (B, 6, T), generator=_gen(0))
-    task = edit_task(LAYOUT_6CB, codes, ["bass", "other"], T, SILENCE)
+    task = edit_task(codes, LAYOUT_6CB, ["bass", "other"], T, SILENCE)
+    assert task.regenerate == ("bass", "other") and task.is_edit(LAYOUT_6CB)
+    known, prefix_len, _ = _edit_window(codes, ["bass", "other"], T)
     sp = LAYOUT_6CB.special_token
-    assert task.prefix_len == 251
-    assert task.regenerate == ("bass", "other")
-    assert task.known.shape == (B, 6, 251 + T)
-    prefix, main = task.known[..., :250], task.known[..., 251:]
+    assert prefix_len == 251
+    assert known.shape == (B, 6, 251 + T)
+    prefix, main = known[..., :250], known[..., 251:]
     kept, regen = [1], [0, 2, 3, 4, 5]
     # kept streams: every 5th frame then silence padding
     assert torch.equal(prefix[:, kept, :12], codes[:, kept, ::5])
     sil = torch.tensor(SILENCE)[None, :, None]
     assert (prefix[:, kept, 12:] == sil[:, kept]).all()
     assert (prefix[:, regen] == sp).all()
-    assert (task.known[..., 250] == sp).all()  # transition step
+    assert (known[..., 250] == sp).all()  # transition step
     assert torch.equal(main[:, kept], codes[:, kept])
     assert (main[:, regen] == UNKNOWN).all()
 
 
-def test_edit_task_output_shorter_and_longer_than_codes():
+def test_edit_output_shorter_and_longer_than_codes():
     codes = torch.randint(0, 2048, (1, 6, 40), generator=_gen(1))
-    short = edit_task(LAYOUT_6CB, codes, ["drums"], 30, SILENCE)
-    assert short.known.shape[-1] == short.prefix_len + 30
-    assert torch.equal(short.known[:, [0, 2, 3, 4, 5], short.prefix_len :], codes[:, [0, 2, 3, 4, 5], :30])
-    long = edit_task(LAYOUT_6CB, codes, ["drums"], 55, SILENCE)
-    main = long.known[..., long.prefix_len :]
+    known, p, _ = _edit_window(codes, ["drums"], 30)
+    assert known.shape[-1] == p + 30
+    assert torch.equal(known[:, [0, 2, 3, 4, 5], p:], codes[:, [0, 2, 3, 4, 5], :30])
+    known, p, _ = _edit_window(codes, ["drums"], 55)
+    main = known[..., p:]
     assert main.shape[-1] == 55
     assert torch.equal(main[:, [0, 2, 3, 4, 5], :40], codes[:, [0, 2, 3, 4, 5]])
     assert (main[..., 40:] == UNKNOWN).all()  # past the end of codes every stream is generated
+    task = edit_task(codes, LAYOUT_6CB, ["drums"], 55, SILENCE)
+    assert (task.codes[:, :, 40:] == torch.tensor(SILENCE)[None, :, None]).all()  # silence, as in training
 
 
-def test_edit_task_long_codes_prefix_covers_first_25s():
-    codes = torch.randint(0, 2048, (1, 6, EDIT_WINDOW_FRAMES + 100), generator=_gen(2))
-    task = edit_task(LAYOUT_6CB, codes, ["bass"], EDIT_WINDOW_FRAMES, SILENCE)
-    assert task.prefix_len == 251
-    assert torch.equal(task.known[:, 1:, :250], codes[:, 1:, :EDIT_WINDOW_FRAMES:5])
-    assert torch.equal(task.known[:, 1:, 251:], codes[:, 1:, :EDIT_WINDOW_FRAMES])
+def test_edit_range_frees_only_its_frames():
+    codes = torch.randint(0, 2048, (1, 6, 40), generator=_gen(5))
+    task = edit_task(codes, LAYOUT_6CB, ["bass"], 40, SILENCE, start=10, end=20)
+    assert task.free[0, 10:20].all() and task.free.sum() == 10
 
 
-def test_edit_task_7cb_streams():
+def test_edit_long_codes_prefix_covers_the_first_window():
+    codes = torch.randint(0, 2048, (1, 6, EDIT_WINDOW_FRAMES), generator=_gen(2))
+    known, p, _ = _edit_window(codes, ["bass"], EDIT_WINDOW_FRAMES)
+    assert p == 251
+    assert torch.equal(known[:, 1:, :250], codes[:, 1:, :EDIT_WINDOW_FRAMES:5])
+    assert torch.equal(known[:, 1:, 251:], codes[:, 1:, :EDIT_WINDOW_FRAMES])
+
+
+def test_edit_7cb_streams():
     codes = torch.randint(0, 2048, (1, 7, 10), generator=_gen(3))
-    task = edit_task(LAYOUT_7CB, codes, ["bass"], 10, [1] * 7)
-    main = task.known[..., task.prefix_len :]
+    known, p, _ = _edit_window(codes, ["bass"], 10, LAYOUT_7CB, [1] * 7)
+    main = known[..., p:]
     assert (main[:, :2] == UNKNOWN).all() and torch.equal(main[:, 2:], codes[:, 2:])
-    assert (task.known[:, :2, :251] == 2048).all()
+    assert (known[:, :2, :251] == 2048).all()
 
 
 @pytest.mark.parametrize(
@@ -315,9 +346,6 @@ def test_edit_task_7cb_streams():
     [
         ({"regenerate": []}, "at least one"),
         ({"regenerate": ["piano"]}, "unknown stem"),
-        ({"num_frames": EDIT_WINDOW_FRAMES + 1}, "edit window"),
-        ({"num_frames": 0}, "edit window"),
-        ({"num_frames": -3}, "edit window"),
         ({"codes": torch.zeros(1, 5, 10, dtype=torch.long)}, "streams"),
         ({"silence_tokens": [1, 2, 3]}, "silence"),
     ],
@@ -343,11 +371,19 @@ def test_edit_task_errors(kwargs, match):
 
 def test_edit_generation_keeps_streams_and_prefix(lm6):
     codes = torch.randint(0, 2048, (1, 6, 15), generator=_gen(4))
-    task = edit_task(LAYOUT_6CB, codes, ["bass"], 15, SILENCE)
-    out = generate_codes(lm6, task.known, *_mems(1), SamplingParams(top_k=10), _gen(0))
-    assert torch.equal(out[:, 1:, task.prefix_len :], codes[:, 1:])
-    # the prefix is known, so it is returned untouched (specials included)
-    assert torch.equal(out[..., : task.prefix_len], task.known[..., : task.prefix_len])
+    windows = []
+
+    def run(known):
+        windows.append(
+            (known, out := generate_codes(lm6, known, *_mems(1), SamplingParams(top_k=10), _gen(0)))
+        )
+        return out
+
+    _, p, out = _edit_window(codes, ["bass"], 15, run=run)
+    assert torch.equal(out[:, 1:], codes[:, 1:])
+    # the prefix is known, so the engine returns it untouched (specials included)
+    known, whole = windows[0]
+    assert torch.equal(whole[..., :p], known[..., :p])
 
 
 def test_delay_alignment_of_forced_streams(lm6):
@@ -377,27 +413,27 @@ def ref(ref_fixture):
 
 def test_reference_greedy_text(ref):
     lm, g, _, cond, null = ref
-    out = generate_codes(lm, text_task(1, LAYOUT_6CB, 50), cond, null, GREEDY)
+    out = generate_codes(lm, text_task(1, LAYOUT_6CB, 50).known(), cond, null, GREEDY)
     assert torch.equal(out, torch.from_numpy(g["gen_greedy_text_1s"]))
 
 
 def test_reference_greedy_continuation(ref):
     lm, g, _, cond, null = ref
     prompt = torch.from_numpy(g["prompt_codes"])
-    out = generate_codes(lm, continuation_task(prompt, 150), cond, null, GREEDY)
+    out = generate_codes(lm, continuation_task(prompt, 150, LAYOUT_6CB).known(), cond, null, GREEDY)
     assert torch.equal(out, torch.from_numpy(g["gen_greedy_continuation_3s"]))
 
 
 def test_reference_regenerate_from_codes(ref):
     lm, g, meta, cond, null = ref
     codes = torch.from_numpy(g["gen_greedy_text_1s"])
-    task = edit_task(LAYOUT_6CB, codes, ["bass"], 49, meta["silence_tokens_tiny"])
-    out = generate_codes(lm, task.known, cond, null, GREEDY)[..., task.prefix_len :]
+    run = lambda known: generate_codes(lm, known, cond, null, GREEDY)  # noqa: E731
+    _, _, out = _edit_window(codes, ["bass"], 49, silence=meta["silence_tokens_tiny"], run=run)
     assert torch.equal(out, torch.from_numpy(g["patched_regenerate_from_codes_bass_tokens"]))
 
 
 def test_reference_sampled_text(ref):
     lm, g, meta, cond, null = ref
     gen = torch.Generator().manual_seed(meta["seeds"]["sampled_generation"])
-    out = generate_codes(lm, text_task(1, LAYOUT_6CB, 50), cond, null, SamplingParams(), gen)
+    out = generate_codes(lm, text_task(1, LAYOUT_6CB, 50).known(), cond, null, SamplingParams(), gen)
     assert torch.equal(out, torch.from_numpy(g["gen_sampled_text_1s_torchrng"]))

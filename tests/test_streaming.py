@@ -16,6 +16,7 @@ from musicgen_stem.codec.streaming import MultiStemStreamingDecoder, StreamingDe
 from musicgen_stem.errors import GenerationError
 from musicgen_stem.generation import SamplingParams, generate_codes
 from musicgen_stem.generation.engine import UNKNOWN, final_frames_after
+from musicgen_stem.generation.tasks import Task
 from musicgen_stem.generation.windows import fill_windows
 from musicgen_stem.layout import LAYOUT_6CB, StemLayout
 from musicgen_stem.presets import tiny
@@ -277,15 +278,15 @@ def test_fill_windows_reports_global_final_frames(edit):
     out = fill_windows(
         _fake_run,
         LAYOUT_6CB,
-        codes,
-        free,
-        regen,
+        Task(codes, free, tuple(regen)),
         window,
         overlap,
         silence,
         on_frames=lambda c, f: reports.append((c, f)),
     )
-    assert torch.equal(out, fill_windows(_fake_run, LAYOUT_6CB, codes, free, regen, window, overlap, silence))
+    assert torch.equal(
+        out, fill_windows(_fake_run, LAYOUT_6CB, Task(codes, free, tuple(regen)), window, overlap, silence)
+    )
     finals = [f for _, f in reports]
     assert finals == sorted(set(finals)) and finals[-1] == T
     assert len(finals) > 10  # reports come during the windows, not only at the end

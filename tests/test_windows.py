@@ -10,7 +10,7 @@ import torch
 from musicgen_stem import MusicGenStem
 from musicgen_stem.errors import GenerationError
 from musicgen_stem.generation.engine import UNKNOWN
-from musicgen_stem.generation.tasks import PREFIX_STRIDE
+from musicgen_stem.generation.tasks import PREFIX_STRIDE, Task
 from musicgen_stem.generation.windows import fill_windows, plan_windows
 from musicgen_stem.layout import LAYOUT_6CB
 from musicgen_stem.presets import tiny
@@ -63,7 +63,7 @@ def test_whole_song_edit_forces_kept_streams_in_every_window():
     free = torch.zeros(6, T, dtype=torch.bool)
     free[LAYOUT_6CB.streams_of("bass")] = True
     run = Recorder()
-    out = fill_windows(run, LAYOUT_6CB, codes, free, ["bass"], window, overlap, SILENCE)
+    out = fill_windows(run, LAYOUT_6CB, Task(codes, free, tuple(["bass"])), window, overlap, SILENCE)
     kept = LAYOUT_6CB.streams_of_stems(["drums", "other"])
     assert torch.equal(out[:, kept], codes[:, kept])  # bit-exact everywhere
     assert (out[:, 0] >= 1000).all()  # bass fully regenerated
@@ -87,7 +87,7 @@ def test_time_range_edit_leaves_outside_bit_exact():
     free = torch.zeros(6, T, dtype=torch.bool)
     free[LAYOUT_6CB.streams_of("drums"), 80:120] = True
     run = Recorder()
-    out = fill_windows(run, LAYOUT_6CB, codes, free, ["drums"], 100, 40, SILENCE)
+    out = fill_windows(run, LAYOUT_6CB, Task(codes, free, tuple(["drums"])), 100, 40, SILENCE)
     changed = out != codes
     assert changed[:, 1, 80:120].all()
     assert not changed[:, :, :80].any() and not changed[:, :, 120:].any()
@@ -102,7 +102,7 @@ def test_long_text_windows_are_continuations():
     codes = torch.zeros(1, 6, T, dtype=torch.long)
     free = torch.ones(6, T, dtype=torch.bool)
     run = Recorder()
-    out = fill_windows(run, LAYOUT_6CB, codes, free, list(LAYOUT_6CB.stems), 100, 40, None)
+    out = fill_windows(run, LAYOUT_6CB, Task(codes, free, tuple(list(LAYOUT_6CB.stems))), 100, 40, None)
     assert (out >= 1000).all()
     assert all(k.shape[-1] == 100 for k in run.calls)  # no prefix
     assert (run.calls[0] == UNKNOWN).all()
@@ -155,7 +155,7 @@ def test_90_second_edit_forces_kept_streams_in_every_window():
     free = torch.zeros(6, T, dtype=torch.bool)
     free[LAYOUT_6CB.streams_of("bass")] = True
     run = Recorder()
-    out = fill_windows(run, LAYOUT_6CB, codes, free, ["bass"], window, 500, SILENCE)
+    out = fill_windows(run, LAYOUT_6CB, Task(codes, free, tuple(["bass"])), window, 500, SILENCE)
     kept = LAYOUT_6CB.streams_of_stems(["drums", "other"])
     assert torch.equal(out[:, kept], codes[:, kept]) and (out[:, 0] >= 1000).all()
     assert len(run.calls) >= 4

@@ -26,6 +26,7 @@ from ..errors import GenerationError
 from ..generation import generate_codes
 from ..generation.engine import FramesCallback
 from ..generation.sampling import SamplingParams
+from ..generation.tasks import Task
 from ..generation.windows import fill_windows
 from ..layout import PERCUSSIVE_STEMS, StemLayout
 from ..lm.model import StemLM
@@ -247,9 +248,7 @@ class Filled:
 
 def fill(
     model: TaskModel,
-    codes: torch.Tensor,
-    free: torch.Tensor,
-    regenerate: Sequence[str],
+    task: Task,
     texts: Texts,
     progress: Progress,
     options: Options,
@@ -257,13 +256,14 @@ def fill(
     downbeat: bool = False,
     conditions: Conditions | None = None,
 ) -> Filled:
-    """Generate the `free` [K, T] positions of `codes` [B, K, T], window by window (`options`:
-    seed, on_audio, stream_seconds and chords are read here).
+    """Generate the free positions of `task`, window by window (`options`: seed, on_audio,
+    stream_seconds and chords are read here).
 
     stop: checked after every step, generation raises `StreamStopped` once it returns True.
     downbeat: frame 0 is a downbeat (text -> stems). conditions: what the model reads, made by
     `step_conditions` when not given (then `texts` are ignored).
     """
+    codes, regenerate = task.codes, task.regenerate
     if len(texts) != codes.shape[0]:
         raise GenerationError(f"{len(texts)} descriptions for a batch of {codes.shape[0]}")
     seed = draw_seed(options.get("seed"))
@@ -275,8 +275,7 @@ def fill(
     cancel = threading.Event()  # set when the caller stops waiting for a decoding thread
     callback = stoppable(callback, lambda: cancel.is_set() or (stop is not None and stop()))
     window, overlap = window_sizes(model, regenerate)
-    edit = len(regenerate) < model.layout.num_stems
-    silence = model.silence_tokens() if edit else None
+    silence = model.silence_tokens() if task.is_edit(model.layout) else None
     if conditions is None:
         chords = options.get("chords")
         conditions = step_conditions(model, codes, regenerate, list(texts), downbeat, chords, seed)
@@ -300,9 +299,7 @@ def fill(
     layout = model.layout
     try:
         out = model._decoding(
-            lambda: fill_windows(
-                run, layout, codes, free, regenerate, window, overlap, silence, on_window, on_frames
-            ),
+            lambda: fill_windows(run, layout, task, window, overlap, silence, on_window, on_frames),
             cancel,
         )
     finally:

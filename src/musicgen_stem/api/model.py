@@ -15,7 +15,7 @@ from .. import __version__
 from ..audio import convert_audio
 from ..devices import resolve_device
 from ..errors import GenerationError
-from ..generation import PREFIX_STRIDE, SamplingParams
+from ..generation import PREFIX_STRIDE, SamplingParams, Task, continuation_task, edit_task, text_task
 from ..inputs import stem_audio
 from ..lm.packing import pack_for_decoding
 from ..modeldir import ModelConfig, ModelParts, build_parts, save_model
@@ -285,15 +285,10 @@ class MusicGenStem:
         return list(self._silence)
 
     # --- tasks (keyword options: `api.options.Options`) ------------------------------------
-    def _text_task(
-        self, descriptions: Texts, duration: float | None
-    ) -> tuple[list[str | None], torch.Tensor, torch.Tensor]:
-        """Texts, codes [B, K, T] and free [K, T] (everywhere) of text -> stems."""
+    def _text_task(self, descriptions: Texts, duration: float | None) -> tuple[list[str | None], Task]:
+        """Texts and the task of text -> stems."""
         descriptions = texts_of(descriptions)
-        frames = self._frames(duration)
-        codes = torch.zeros(len(descriptions), self.layout.num_streams, frames, dtype=torch.long)
-        free = torch.ones(self.layout.num_streams, frames, dtype=torch.bool)
-        return descriptions, codes, free
+        return descriptions, text_task(len(descriptions), self.layout, self._frames(duration))
 
     def generate(
         self,
@@ -305,8 +300,8 @@ class MusicGenStem:
         """Text -> all stems, one item per description (None: unconditional). Longer than the
         model's window, windows slide on with `extend_stride` seconds each."""
         opts = options_of("generate", options)
-        descriptions, codes, free = self._text_task(descriptions, opts.get("duration"))
-        done = fill(self, codes, free, self.stems, descriptions, progress, opts, downbeat=True)
+        descriptions, task = self._text_task(descriptions, opts.get("duration"))
+        done = fill(self, task, descriptions, progress, opts, downbeat=True)
         return self._result(done, return_tokens)
 
     def generate_stream(
@@ -321,12 +316,12 @@ class MusicGenStem:
         block, or drop it) to stop early: the generation stops at its next step.
         """
         opts = options_of("generate_stream", options, ALL - {"on_audio"})
-        descriptions, codes, free = self._text_task(descriptions, opts.get("duration"))
+        descriptions, task = self._text_task(descriptions, opts.get("duration"))
         opts["seed"] = draw_seed(opts.get("seed"))
 
         def job(on_audio: AudioCallback, stop: Callable[[], bool]) -> None:
             run = Options(opts, on_audio=on_audio)  # type: ignore[typeddict-item]
-            fill(self, codes, free, self.stems, descriptions, progress, run, stop, downbeat=True)
+            fill(self, task, descriptions, progress, run, stop, downbeat=True)
 
         return AudioStream(job)
 
@@ -348,10 +343,8 @@ class MusicGenStem:
             raise GenerationError(
                 f"the prompt ({P / self.frame_rate:.2f} s) is as long as the requested duration: ask for more"
             )
-        full = torch.cat([codes, codes.new_zeros(*codes.shape[:2], frames - P)], dim=-1)
-        free = torch.zeros(self.layout.num_streams, frames, dtype=torch.bool)
-        free[:, P:] = True
-        done = fill(self, full, free, self.stems, descriptions, progress, opts)
+        task = continuation_task(codes, frames, self.layout)
+        done = fill(self, task, descriptions, progress, opts)
         return self._result(done, return_tokens)
 
     def generate_continuation(
@@ -405,9 +398,6 @@ class MusicGenStem:
         opts = options_of("regenerate_range", options)
         codes = check_codes(codes, self.layout)
         descriptions = texts_of(descriptions, len(codes))
-        regen = self.layout.check_stems(list(which_instruments_regenerate))
-        if not regen:
-            raise GenerationError(f"choose at least one stem to regenerate among {', '.join(self.stems)}")
         codes = codes.expand(len(descriptions), -1, -1) if len(codes) == 1 else codes
         kept = codes.shape[-1]
         duration = opts.get("duration")
@@ -417,14 +407,9 @@ class MusicGenStem:
                 f"the material lasts {frames / self.frame_rate:.0f} s; edits hold {MAX_SECONDS} s at most"
             )
         a, b = time_range(start, end, frames, self.frame_rate)
-        if frames > kept:  # generated past the kept material: pad with silence as in training
-            pad = torch.tensor(self.silence_tokens())[None, :, None].expand(len(codes), -1, frames - kept)
-            codes = torch.cat([codes, pad], dim=-1)
-        codes = codes[..., :frames]
-        free = torch.zeros(self.layout.num_streams, frames, dtype=torch.bool)
-        free[self.layout.streams_of_stems(regen), a:b] = True
-        free[:, kept:] = True
-        done = fill(self, codes, free, regen, descriptions, progress, opts)
+        regen = which_instruments_regenerate
+        task = edit_task(codes, self.layout, regen, frames, self.silence_tokens(), a, b)
+        done = fill(self, task, descriptions, progress, opts)
         return self._result(done, return_tokens, done.texts != list(descriptions))
 
     def regenerate_instruments_from_stems(

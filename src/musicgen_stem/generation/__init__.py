@@ -1,23 +1,14 @@
-"""Generation: one decoding loop (engine), sampling, and the tasks expressed for it."""
+"""Generation: one decoding loop (engine), sampling, the tasks, and the windows that run them."""
 
 from .engine import UNKNOWN, generate_codes
 from .sampling import SamplingParams, guide, sample_next
-from .tasks import (
-    EDIT_WINDOW_FRAMES,
-    PREFIX_STRIDE,
-    EditTask,
-    continuation_task,
-    edit_task,
-    masked_prefix,
-    text_task,
-)
+from .tasks import PREFIX_STRIDE, Task, continuation_task, edit_task, masked_prefix, text_task
 
 __all__ = [
-    "EDIT_WINDOW_FRAMES",
     "PREFIX_STRIDE",
     "UNKNOWN",
-    "EditTask",
     "SamplingParams",
+    "Task",
     "continuation_task",
     "edit_task",
     "generate_codes",

@@ -1,14 +1,19 @@
-"""Every generation task as a `known` frame tensor for the one decoding loop.
+"""Every generation task as one `Task`, from the API down to the engine: the codes known in
+advance, where the model writes (`free`), and the stems it regenerates.
 
-- text -> stems: nothing known;
-- continuation: the prompt frames known;
-- edit (regenerate some stems, keep the others): the masked-stem prefix of method.md §3
-  (every 5th frame of the first 25 s, regenerated streams masked, one all-special transition
-  step), then the main region with the kept streams forced to their codes.
+- text -> stems: everything free;
+- continuation: the prompt's frames known, the rest free;
+- edit (regenerate some stems, keep the others): the regenerated stems' streams free (in a time
+  range, past the kept material everything); each window then starts with the masked-stem prefix
+  of method.md §3 (every 5th frame of the window, regenerated streams masked, one all-special
+  transition step: `masked_prefix`), built by `windows.fill_windows`.
+
+The engine reads a window as `known`: the codes with -1 (`UNKNOWN`) wherever the model chooses.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -19,27 +24,75 @@ from .engine import UNKNOWN
 
 #: The prefix samples one frame in PREFIX_STRIDE (50 Hz -> 10 Hz).
 PREFIX_STRIDE = 5
-#: Frames of the main region an edit window covers in the released models (25 s at 50 Hz); the
-#: prefix then has EDIT_WINDOW_FRAMES / PREFIX_STRIDE = 250 steps. Models may use another window.
-EDIT_WINDOW_FRAMES = 1250
 
 
-def text_task(batch: int, layout: StemLayout, num_frames: int) -> torch.Tensor:
-    """Nothing known: [B, K, T] of -1."""
-    return torch.full((batch, layout.num_streams, num_frames), UNKNOWN, dtype=torch.long)
+@dataclass(frozen=True)
+class Task:
+    """`codes` [B, K, T]: the tokens known in advance (any value where free); `free` [K, T]: True
+    where the model writes; `regenerate`: the stems it writes (all of them: no masked-stem prefix)."""
+
+    codes: torch.Tensor
+    free: torch.Tensor
+    regenerate: tuple[str, ...]
+
+    def known(self) -> torch.Tensor:
+        """[B, K, T]: the codes with `UNKNOWN` where free (the engine's view of one window)."""
+        return self.codes.long().masked_fill(self.free.bool()[None], UNKNOWN)
+
+    def is_edit(self, layout: StemLayout) -> bool:
+        """Some stems are kept: windows carry the masked-stem prefix."""
+        return len(self.regenerate) < layout.num_stems
 
 
-def continuation_task(prompt: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """Prompt codes [B, K, P] followed by unknown frames up to num_frames in total."""
+def text_task(batch: int, layout: StemLayout, num_frames: int) -> Task:
+    """Text -> stems: nothing known."""
+    codes = torch.zeros(batch, layout.num_streams, num_frames, dtype=torch.long)
+    return Task(codes, torch.ones(layout.num_streams, num_frames, dtype=torch.bool), layout.stems)
+
+
+def continuation_task(prompt: torch.Tensor, num_frames: int, layout: StemLayout) -> Task:
+    """Prompt codes [B, K, P] followed by free frames up to `num_frames` in total."""
     B, K, P = prompt.shape
     if P >= num_frames:
         raise GenerationError(
             f"the prompt ({P} frames) is as long as the requested output ({num_frames} frames): "
             "ask for a longer duration"
         )
-    known = torch.full((B, K, num_frames), UNKNOWN, dtype=torch.long)
-    known[..., :P] = prompt
-    return known
+    codes = torch.cat([prompt.long(), prompt.new_zeros(B, K, num_frames - P).long()], dim=-1)
+    free = torch.zeros(K, num_frames, dtype=torch.bool)
+    free[:, P:] = True
+    return Task(codes, free, layout.stems)
+
+
+def edit_task(
+    codes: torch.Tensor,
+    layout: StemLayout,
+    regenerate: Sequence[str],
+    num_frames: int,
+    silence_tokens: Sequence[int],
+    start: int = 0,
+    end: int | None = None,
+) -> Task:
+    """Regenerate the stems `regenerate` in frames [start, end) (default: everywhere) under the
+    others, kept as in `codes` [B, K, T]. Past T (num_frames > T) the kept material is silence and
+    every stream is free, as in training; before `start` and after `end` nothing is."""
+    regen = tuple(layout.check_stems(list(regenerate)))
+    if not regen:
+        raise GenerationError(f"choose at least one stem to regenerate among {', '.join(layout.stems)}")
+    B, K, T = codes.shape
+    if K != layout.num_streams:
+        raise GenerationError(f"codes have {K} streams but the model expects {layout.num_streams}")
+    if len(silence_tokens) != K:
+        raise GenerationError(f"{len(silence_tokens)} silence tokens given for {K} streams")
+    codes = codes.long().cpu()
+    if num_frames > T:
+        pad = torch.tensor(list(silence_tokens))[None, :, None].expand(B, -1, num_frames - T)
+        codes = torch.cat([codes, pad], dim=-1)
+    codes = codes[..., :num_frames]
+    free = torch.zeros(K, num_frames, dtype=torch.bool)
+    free[layout.streams_of_stems(regen), start : num_frames if end is None else end] = True
+    free[:, T:] = True
+    return Task(codes, free, regen)
 
 
 def masked_prefix(
@@ -68,60 +121,3 @@ def masked_prefix(
     transition = torch.full((B, K, 1), special, dtype=torch.long, device=codes.device)
     prefix = torch.cat([prefix, pad, transition], dim=-1)
     return prefix.masked_fill(masked.to(codes.device)[:, :, None], special)
-
-
-@dataclass(frozen=True)
-class EditTask:
-    """An edit laid out in frame space. The first `prefix_len` frames are the prefix."""
-
-    known: torch.Tensor  # [B, K, prefix_len + num_frames]
-    prefix_len: int
-    regenerate: tuple[str, ...]
-
-
-def edit_task(
-    layout: StemLayout,
-    codes: torch.Tensor,
-    regenerate: list[str] | tuple[str, ...],
-    num_frames: int,
-    silence_tokens: list[int] | tuple[int, ...],
-    window_frames: int = EDIT_WINDOW_FRAMES,
-) -> EditTask:
-    """Regenerate the streams of `regenerate`, forcing every other stream to `codes`.
-
-    Args:
-        codes: [B, K, T] codes of the material to keep (the streams being regenerated are
-            ignored). If T < num_frames the kept streams are forced for the first T frames and
-            generated freely after that.
-        num_frames: frames to produce (at most window_frames).
-        silence_tokens: K tokens of digital silence, used to pad the prefix of a window
-            shorter than the model's, as the model saw in training.
-        window_frames: the model's edit window (a multiple of PREFIX_STRIDE); the prefix has
-            window_frames / PREFIX_STRIDE steps plus the transition step.
-    """
-    regenerate = tuple(layout.check_stems(list(regenerate)))
-    if not regenerate:
-        raise GenerationError("choose at least one stem to regenerate")
-    B, K, T = codes.shape
-    if K != layout.num_streams:
-        raise GenerationError(f"codes have {K} streams but the model expects {layout.num_streams}")
-    if window_frames % PREFIX_STRIDE or window_frames <= 0:
-        raise GenerationError(
-            f"the edit window ({window_frames} frames) must be a multiple of {PREFIX_STRIDE}"
-        )
-    if not 0 < num_frames <= window_frames:
-        raise GenerationError(f"an edit window holds 1 to {window_frames} frames, {num_frames} were asked")
-    if len(silence_tokens) != K:
-        raise GenerationError(f"{len(silence_tokens)} silence tokens given for {K} streams")
-    codes = codes.long().cpu()
-    regen_streams = layout.streams_of_stems(regenerate)
-    kept_streams = [k for k in range(K) if k not in regen_streams]
-
-    masked = torch.zeros(B, K, dtype=torch.bool)
-    masked[:, regen_streams] = True
-    prefix = masked_prefix(codes, masked, layout.special_token, window_frames, silence_tokens)
-
-    main = torch.full((B, K, num_frames), UNKNOWN, dtype=torch.long)
-    n = min(T, num_frames)
-    main[:, kept_streams, :n] = codes[:, kept_streams, :n]
-    return EditTask(torch.cat([prefix, main], dim=-1), prefix.shape[-1], regenerate)

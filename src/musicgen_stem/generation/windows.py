@@ -22,7 +22,7 @@ import torch
 from ..errors import GenerationError
 from ..layout import StemLayout
 from .engine import UNKNOWN, FramesCallback
-from .tasks import PREFIX_STRIDE, masked_prefix
+from .tasks import PREFIX_STRIDE, Task, masked_prefix
 
 
 class RunWindow(Protocol):
@@ -68,20 +68,18 @@ def plan_windows(free_cols: torch.Tensor, total: int, window: int, overlap: int)
 def fill_windows(
     run: RunWindow,
     layout: StemLayout,
-    codes: torch.Tensor,
-    free: torch.Tensor,
-    regenerate: list[str] | tuple[str, ...],
+    task: Task,
     window: int,
     overlap: int,
     silence_tokens: list[int] | None,
     on_window: Callable[[int, int], None] | None = None,
     on_frames: FramesCallback | None = None,
 ) -> torch.Tensor:
-    """Generate every `free` [K, T] position of `codes` [B, K, T] window by window.
+    """Generate every free position of `task` window by window.
 
     Args:
-        regenerate: the stems being regenerated (masked in each window's prefix); all stems
-            means no prefix (text -> stems / continuation).
+        task: its codes [B, K, T], free [K, T] and the stems regenerated (masked in each window's
+            prefix; all stems: no prefix, as text -> stems and continuations).
         window: frames per window (the edit window with a prefix, else the generation window).
         silence_tokens: K codes of silence, to pad the prefix of a window shorter than `window`
             (needed only with a prefix).
@@ -93,17 +91,17 @@ def fill_windows(
     Returns:
         codes with the free positions filled; every other position unchanged.
     """
-    B, K, T = codes.shape
-    if free.shape != (K, T):
-        raise ValueError(f"free must be [K, T] = [{K}, {T}], got {list(free.shape)}")
-    regenerate = layout.check_stems(list(regenerate))
-    use_prefix = len(regenerate) < layout.num_stems
+    B, K, T = task.codes.shape
+    if task.free.shape != (K, T):
+        raise ValueError(f"free must be [K, T] = [{K}, {T}], got {list(task.free.shape)}")
+    regenerate = layout.check_stems(list(task.regenerate))
+    use_prefix = task.is_edit(layout)
     if use_prefix and (silence_tokens is None or window % PREFIX_STRIDE):
         raise GenerationError(f"edit windows need silence tokens and a multiple of {PREFIX_STRIDE} frames")
     masked = torch.zeros(B, K, dtype=torch.bool)
     masked[:, layout.streams_of_stems(regenerate)] = True
-    codes = codes.clone().long()
-    todo = free.clone().bool()
+    codes = task.codes.clone().long()
+    todo = task.free.clone().bool()
     plan = plan_windows(todo.any(dim=0), T, window, overlap)
     reported = 0  # frames reported final to on_frames
     before: tuple[int, torch.Tensor] | None = None  # (window start, output so far with -1 to do)

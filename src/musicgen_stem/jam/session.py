@@ -28,6 +28,7 @@ from ..conditioning.chord_estimate import estimate_chords
 from ..conditioning.chords import ChordChart
 from ..conditioning.steps import BeatGrid, StepConds
 from ..dsp import estimate_swing, onset_strength
+from ..generation.tasks import Task
 from ..layout import PERCUSSIVE_STEMS
 from .loop import Loop, LoopError, Timeline
 
@@ -181,9 +182,8 @@ class Jam:
             chart = self.chords.looped((end - a) / tl.frame_rate, -offset) if self.chords else None
             steps = StepConds(beat, (chart,) if model.steps.chord is not None else ())
         conditions = Conditions([prompt], steps)
-        done = fill(
-            model, codes[None], mask, regen, [prompt], False, Options(seed=seed), stop, False, conditions
-        )
+        task = Task(codes[None], mask, tuple(regen))
+        done = fill(model, task, [prompt], False, Options(seed=seed), stop, False, conditions)
         return done.codes[0, :, ctx:].cpu()
 
     def _commit(self, take: Take) -> None:
