@@ -162,3 +162,47 @@ def test_the_cycle_checker_finds_a_type_checking_cycle(tmp_path: Path) -> None:
     (tmp_path / "lm" / "cache.py").write_text("if TYPE_CHECKING:\n    from .model import LMConfig\n")
     (tmp_path / "lm" / "pattern.py").write_text("from . import cache\n")
     assert import_cycles(tmp_path) == [["lm.cache", "lm.model", "lm.cache"]]
+
+
+#: Where stem names may be written: the layouts, and formats or domains whose roles they are.
+STEM_NAMING = {
+    "layout.py": "the stem layouts, which stems are percussive or monophonic",
+    "presets.py": "the shipped model's layout",
+    "separation_options.py": "the four sources of a Demucs separator",
+    "export/ni_stems.py": "the slots of Native Instruments' stem format",
+    "commands/transcribe.py": "the kinds of notes `transcribe --stem` reads",
+    "data": "the synthetic songs' parts and the datasets' folder names",
+    "evaluation": "metrics that depend on an instrument's role",
+}
+STEM_NAMES = {"bass", "drums", "other", "vocals"}
+
+
+def stem_names_written(root: Path) -> dict[str, list[int]]:
+    """{module: lines} of string literals that are stem names (docstrings aside)."""
+    found = {}
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docs = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+        }
+        lines = sorted(
+            {
+                n.lineno
+                for n in ast.walk(tree)
+                if isinstance(n, ast.Constant) and n.value in STEM_NAMES and id(n) not in docs
+            }
+        )
+        if lines:
+            found[path.relative_to(root).as_posix()] = lines
+    return found
+
+
+def test_stems_are_named_only_where_a_layout_or_a_format_says_so() -> None:
+    allowed = tuple(STEM_NAMING)
+    bad = {m: lines for m, lines in stem_names_written(ROOT).items() if not m.startswith(allowed)}
+    assert not bad, f"stem names written outside layout.py and the formats that define them: {bad}"
+    assert stem_names_written(ROOT).keys() >= {"layout.py", "presets.py"}  # the checker sees them

@@ -151,7 +151,9 @@ def build_parser(command: str | None = ALL) -> argparse.ArgumentParser:
         metavar="FILE",
         help="a MIDI part rendered the same way (and, for the default model, read as chords)",
     )
-    g.add_argument("--midi-stem", default="other", metavar="STEM", help="the stem the rendered part is")
+    g.add_argument(
+        "--midi-stem", default=None, metavar="STEM", help="the stem the rendered part is (default: other)"
+    )
     g.add_argument("--program", type=int, default=None, help="General MIDI program that plays the part")
     _add_sampling(p)
     _add_output(p)

@@ -129,12 +129,25 @@ class StemLayout:
         )
 
 
-#: The released `facebook/musicgen-stem-6cb` layout.
 #: Stems that hold no pitch (no chords are read from them; their notes are drum hits).
 PERCUSSIVE_STEMS = frozenset({"drums"})
 #: Stems that play one note at a time (transcribed as a line).
 MONOPHONIC_STEMS = frozenset({"bass"})
 
+
+def compose_order(stems: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The order to compose `stems` one by one: the percussive ones, then the lines, then the rest
+    (drums, bass, other)."""
+    rank = lambda s: 0 if s in PERCUSSIVE_STEMS else 1 if s in MONOPHONIC_STEMS else 2  # noqa: E731
+    return tuple(sorted(stems, key=rank))
+
+
+def harmony_stem(stems: tuple[str, ...] | list[str]) -> str:
+    """The stem that plays the chords: the first neither percussive nor monophonic (other)."""
+    return next((s for s in stems if s not in PERCUSSIVE_STEMS | MONOPHONIC_STEMS), stems[-1])
+
+
+#: The released `facebook/musicgen-stem-6cb` layout.
 LAYOUT_6CB = StemLayout(("bass", "drums", "other"), (1, 1, 4), (0, 0, 0, 1, 2, 3), 2048)
 #: The released `facebook/musicgen-stem-7cb` layout (delays not sorted).
 LAYOUT_7CB = StemLayout(("bass", "drums", "other"), (2, 1, 4), (0, 1, 0, 0, 1, 2, 3), 2048)

@@ -26,11 +26,11 @@ from omegaconf.errors import OmegaConfBaseException
 from .codec import CodecConfig, MultiStemCodec
 from .conditioning import TextEncoderConfig
 from .errors import ModelError, load_failure
-from .layout import StemLayout
+from .layout import LAYOUT_6CB, StemLayout
 from .lm import LMConfig
 from .modeldir import Codecs, ModelConfig, ModelParts, build_parts, fresh_tensor
 
-STEMS = ("bass", "drums", "other")
+STEMS = LAYOUT_6CB.stems  # the released files' stems (7cb: the same three)
 LM_FILE = "state_dict.bin"
 TEXT_PREFIX = "condition_provider.conditioners.description."
 

@@ -26,7 +26,7 @@ from .audio import convert_audio_channels, load_audio, save_audio
 from .devices import resolve_device
 from .errors import AudioError, ModelError, MusicGenStemError, OutputExistsError
 from .safeio import io_reason, make_temp_sibling, replace_dir
-from .separation_options import BITS, DEFAULT_SEPARATOR, KNOWN_FILES, add_arguments
+from .separation_options import BITS, DEFAULT_SEPARATOR, KNOWN_FILES, SOURCES, VOCALS, add_arguments
 
 __all__ = [
     "DEFAULT_SEPARATOR",
@@ -39,8 +39,6 @@ __all__ = [
     "write_sources",
 ]
 
-#: The sources a separator must produce, in the order of the files we write.
-SOURCES: tuple[str, ...] = ("bass", "drums", "other", "vocals")
 
 PathLike = str | os.PathLike
 
@@ -87,7 +85,7 @@ def _load_folder(path: Path) -> nn.Module:
 
 def _check_sources(model: nn.Module, name: str) -> nn.Module:
     sources = list(getattr(model, "sources", []))
-    missing = [s for s in ("bass", "drums", "other") if s not in sources]
+    missing = [s for s in SOURCES if s != VOCALS and s not in sources]
     if missing or not hasattr(model, "samplerate") or not hasattr(model, "audio_channels"):
         raise ModelError(
             f"separator '{name}' does not produce bass/drums/other (its sources: {sources}); "

@@ -9,10 +9,17 @@ __all__ = [
     "BITS",
     "DEFAULT_SEPARATOR",
     "KNOWN_FILES",
+    "SOURCES",
+    "VOCALS",
     "add_arguments",
     "add_convert_arguments",
     "add_separator_arguments",
 ]
+
+#: The sources a separator must produce (Demucs's four), in the order of the files we write.
+SOURCES: tuple[str, ...] = ("bass", "drums", "other", "vocals")
+#: The source no model generates: an edit of a song passes it through untouched.
+VOCALS = "vocals"
 
 DEFAULT_SEPARATOR = "htdemucs"
 #: Single-file weights of the known pretrained names (what `get_model` fetches from the legacy repo).

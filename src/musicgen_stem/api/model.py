@@ -17,6 +17,7 @@ from ..devices import resolve_device
 from ..errors import GenerationError
 from ..generation import PREFIX_STRIDE, SamplingParams, Task, continuation_task, edit_task, text_task
 from ..inputs import stem_audio
+from ..layout import compose_order
 from ..lm.packing import pack_for_decoding
 from ..modeldir import ModelConfig, ModelParts, build_parts, save_model
 from ..presets import preset
@@ -448,7 +449,7 @@ class MusicGenStem:
     def compose(
         self,
         descriptions: Texts,
-        order: Sequence[str] = ("drums", "bass", "other"),
+        order: Sequence[str] | None = None,
         progress: Progress = False,
         **options: Unpack[Options],
     ) -> list[StemAudio]:
@@ -456,7 +457,7 @@ class MusicGenStem:
         (stems not yet composed are kept silent). Returns the result after every stage (options:
         seed and duration)."""
         opts = options_of("compose", options, NO_STREAMING)
-        order = list(order)
+        order = list(compose_order(self.stems) if order is None else order)
         if not order:
             raise GenerationError(f"order must list at least one stem of {', '.join(self.stems)}")
         if sorted(order) != sorted(self.layout.check_stems(order)) or len(set(order)) != len(order):

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import AudioError, GenerationError
 from ..inputs import check_seed
+from ..separation_options import SOURCES
 from .options import DEFAULT_MAX_DURATION, DEFAULT_MAX_UPLOAD_MB
 
 __all__ = [
@@ -26,8 +27,8 @@ __all__ = [
 ]
 
 MAX_VARIATIONS = 4
-#: Stems a user may upload on the Edit tab (vocals are passed through untouched).
-UPLOAD_ROLES = ("bass", "drums", "other", "vocals")
+#: Stems a user may upload on the Edit tab: a separator's sources (vocals are passed through untouched).
+UPLOAD_ROLES = SOURCES
 
 
 @dataclass

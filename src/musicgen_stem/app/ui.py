@@ -22,6 +22,7 @@ from gradio import utils as gr_utils
 
 from ..errors import AudioError, MusicGenStemError
 from ..generation import SamplingParams
+from ..presets import LAYOUT_MINI
 from .forms import MAX_VARIATIONS, UPLOAD_ROLES, Limits, sampling_settings
 from .holder import ModelHolder, one_line
 from .jobs import Cancelled, edit_job, generate_job, preview_pcm, stream_job
@@ -389,7 +390,7 @@ def build_app(
     `sessions`: the per-session folders (a path: a `SessionStore` rooted there)."""
     limits = limits or Limits()
     store = sessions if isinstance(sessions, SessionStore) else SessionStore(Path(sessions))
-    stems = list(holder.model.stems) if holder.model is not None else ["bass", "drums", "other"]
+    stems = list(holder.model.stems) if holder.model is not None else list(LAYOUT_MINI.stems)
     # Gradio's own copies of uploads and results are deleted on the same schedule as our folders
     ttl = int(max(60, store.ttl))
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(max(60, ttl // 4), ttl)) as demo:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..separation_options import VOCALS
 from .generate import (
     check_chords,
     check_common,
@@ -119,7 +120,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     given_input = read_inputs(args, stem_files)
     model = load_model(args)
     layout = model.layout
-    for name in list(args.regenerate) + [n for n in stem_files if n != "vocals"]:
+    for name in list(args.regenerate) + [n for n in stem_files if n != VOCALS]:
         if name not in layout.stems:
             hint = "; put the description before --regenerate or pass it with --text" if " " in name else ""
             raise UsageError(f"unknown stem '{name}': this model's stems are {', '.join(layout.stems)}{hint}")

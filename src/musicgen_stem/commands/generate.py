@@ -124,11 +124,12 @@ def _generate_over_part(
 
     from ..conditioning.attributes import parse_attributes
     from ..conditioning.chords import parse_progression
+    from ..layout import harmony_stem
     from ..notes.midi import chord_notes
     from ..song import edit_stems
     from .parts import chords_of_notes, program_for, render_part
 
-    stem = args.midi_stem
+    stem = args.midi_stem or harmony_stem(model.stems)
     if stem not in model.stems:
         raise UsageError(
             f"unknown stem '{stem}' for --midi-stem: this model's stems are {', '.join(model.stems)}"

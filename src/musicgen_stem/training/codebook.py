@@ -30,6 +30,7 @@ from ..codec.config import PITCH_DIM
 from ..codec.harmonic import LOW_MIDI, SEMITONE, SILENT
 from ..codec.quantizer import kmeans
 from ..errors import MusicGenStemError
+from ..layout import MONOPHONIC_STEMS
 
 __all__ = ["code_counts", "fill_note_grid", "lm_rows_for", "main", "sine_timbres"]
 
@@ -142,7 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("model", help="model folder whose pitch codec to fill")
     p.add_argument("--tokens", nargs="+", required=True, help="token folders the model's LM was trained on")
     p.add_argument("--out", required=True, help="new model folder")
-    p.add_argument("--stem", default="bass")
+    line = min(MONOPHONIC_STEMS)
+    p.add_argument("--stem", default=line, help=f"the stem whose pitch codec to fill (default: {line})")
     p.add_argument("--low", type=int, default=24, help="lowest MIDI note (C1)")
     p.add_argument("--high", type=int, default=55, help="highest MIDI note (G3)")
     p.add_argument("--timbres", type=int, default=12, help="timbres k-means finds among the used codes")
