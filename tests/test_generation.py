@@ -198,9 +198,20 @@ def test_sampling_params_validate(params, match):
         params.validate(2048, 6)
 
 
-def test_sampling_params_valid_defaults():
+def test_sampling_params_accept_their_bounds_and_refuse_what_is_past_them():
     SamplingParams().validate(2048)
-    SamplingParams(top_k=2048, top_p=1.0, temperature=0.0, cfg_coef=0.0).validate(2048)
+    SamplingParams(top_k=2048, top_p=1.0, temperature=0.0, cfg_coef=0.0).validate(2048)  # the bounds
+    past = [
+        {"top_k": 2049},
+        {"top_k": -1},
+        {"top_p": 1.01},
+        {"temperature": -0.01},
+        {"cfg_coef": float("nan")},
+        {"greedy_streams": (6,)},
+    ]
+    for bad in past:
+        with pytest.raises(GenerationError, match=r"top-k|top-p|temperature|guidance|greedy"):
+            SamplingParams(**bad).validate(2048, num_streams=6)
 
 
 # ------------------------------------------------------------------------------ forcing
