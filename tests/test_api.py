@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -366,3 +368,28 @@ def test_sampling_defaults_come_from_the_model_folder(tiny_model, tmp_path):
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(ModelError, match="sampling.*temprature"):
         MusicGenStem.from_pretrained(tmp_path / "m", device="cpu")
+
+
+def test_save_writes_a_result_as_the_command_line_does(model, tmp_path):
+    import soundfile as sf
+
+    from musicgen_stem.errors import OutputExistsError
+
+    out = model.generate(["funk"], seed=4, duration=0.5)
+    folder = out.save(tmp_path / "one")
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == sorted(
+        [f"{s}.wav" for s in model.stems] + ["mix.wav", "codes.npy", "meta.json", "stems.mid"]
+    )
+    wav, sr = sf.read(folder / "bass.wav", dtype="float32", always_2d=True)
+    assert sr == out.sample_rate and wav.shape[0] == out["bass"].shape[-1]
+    assert np.abs(wav[:, 0] - out["bass"][0, 0].numpy()).max() < 1 / 16000  # 16-bit rounding
+    assert json.loads((folder / "meta.json").read_text())["seed"] == 4
+    assert np.array_equal(np.load(folder / "codes.npy"), out.codes[0].numpy())
+    with pytest.raises(OutputExistsError):
+        out.save(folder)
+    batch = model.generate(["a", "b"], seed=4, duration=0.5)
+    assert sorted(p.name for p in batch.save(tmp_path / "two", bits="float").iterdir()) == [
+        "var_00",
+        "var_01",
+    ]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..errors import GenerationError
 
 __all__ = ["AudioCallback", "AudioChunk", "StemAudio", "StreamJob", "in_input_format"]
 
@@ -41,6 +45,34 @@ class StemAudio(Mapping[str, torch.Tensor]):
     @property
     def duration(self) -> float:
         return next(iter(self.stems.values())).shape[-1] / self.sample_rate
+
+    def save(self, folder: str | os.PathLike[str], force: bool = False, bits: str = "16") -> Path:
+        """Write the result as the command line does: a WAV per stem and `mix.wav` (`bits` 16, 24
+        or float, at `sample_rate`), `codes.npy`, `meta.json` (seed, the descriptions and
+        conditions the model read, model and settings) and `stems.mid`; a batch gets a `var_NN`
+        subfolder per item. Written whole or not at all; a non-empty folder only with `force`."""
+        from ..outputs import write_batch_folders, write_stems_folder
+
+        subtypes = {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT"}
+        if str(bits) not in subtypes:
+            raise GenerationError(f"bits must be 16, 24 or float, got {bits!r}")
+        items = []
+        for i in range(self.codes.shape[0]):
+            per_item = ("step_conditions", "model_descriptions")
+            meta: dict[str, Any] = {k: v for k, v in self.params.items() if k not in per_item}
+            meta["seed"] = self.seed
+            meta |= (self.params.get("step_conditions") or [{}] * (i + 1))[i]
+            if self.params.get("model_descriptions"):
+                meta["model_prompt"] = self.params["model_descriptions"][i]
+            items.append(({s: w[i] for s, w in self.stems.items()}, self.codes[i], meta))
+        subtype = subtypes[str(bits)]
+        if len(items) == 1:
+            stems, codes, meta = items[0]
+            return write_stems_folder(
+                folder, stems, self.sample_rate, codes, meta, force=force, subtype=subtype
+            )
+        write_batch_folders(folder, items, self.sample_rate, force=force, subtype=subtype)
+        return Path(folder)
 
 
 def in_input_format(audio: StemAudio, kept: Mapping[str, torch.Tensor], sample_rate: int) -> StemAudio:
