@@ -325,7 +325,11 @@ def bad_files(tmp_path):
     no_codes = tmp_path / "no_codes"
     no_codes.mkdir()
     (no_codes / "meta.json").write_text("{}")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    write_wav(plain / "drums.wav", seconds=0.6, sr=32000, channels=1)
     return {
+        "plain": plain,
         "corrupt": corrupt,
         "empty": empty,
         "good": good,
@@ -357,6 +361,7 @@ def _edit_stem(model, files, stem_spec, *extra):
         ("not-a-model", "not a"),
         ("model-nonexistent", "not_here"),
         ("from-without-codes", "codes.npy"),
+        ("from-plain-stems", "--stem drums="),
         ("from-nonexistent", "not found"),
         ("from-and-stem", "one way only"),
         ("neither-from-nor-stem", "--from"),
@@ -413,6 +418,7 @@ def test_user_mistakes(capsys, tiny_model_dir, gen_out, bad_files, tmp_path, cas
         "not-a-model": ["generate", TEXT, "--model", f["not_model"], "--duration", "0.2"],
         "model-nonexistent": ["generate", TEXT, "--model", tmp_path / "not_here", "--duration", "0.2"],
         "from-without-codes": ["edit", "x", "--model", m, "--from", f["no_codes"], "--regenerate", "bass"],
+        "from-plain-stems": ["edit", "x", "--model", m, "--from", f["plain"], "--regenerate", "bass"],
         "from-nonexistent": ["edit", "x", "--model", m, "--from", tmp_path / "nope", "--regenerate", "bass"],
         "from-and-stem": [
             "edit",

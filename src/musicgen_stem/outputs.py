@@ -449,6 +449,11 @@ def read_stems_folder(path: PathLike) -> StemsFolder:
             hint = "give the output folder of a generation or edit"
             if any(c.is_dir() and (c / p.name).is_file() for c in path.glob("var_*")):
                 hint = "it is a batch folder: give one of its var_NN subfolders"
+            elif audio := sorted(
+                f.stem for f in path.iterdir() if f.suffix.lower() in (".wav", ".flac", ".mp3")
+            ):
+                given = " ".join(f"--stem {n}={path / n}.wav" for n in audio[:3])
+                hint = f"for plain audio stems, give them as files instead: {given}"
             raise MusicGenStemError(f"{bad}: {p.name} missing; {hint}")
     try:
         codes = np.load(codes_path, allow_pickle=False)

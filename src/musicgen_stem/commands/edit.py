@@ -25,7 +25,7 @@ from .generate import (
     step_meta,
     write_audio,
 )
-from .options import UsageError, parse_stem_files
+from .options import UsageError, check_stem_names, parse_stem_files
 
 __all__ = ["KeptInput", "cmd_edit", "edit_range", "read_inputs"]
 
@@ -117,6 +117,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
     both = sorted(set(stem_files) & set(args.regenerate))
     if both:
         raise UsageError(f"stem(s) {both} are both given with --stem and asked to be regenerated")
+    names = {"--regenerate": args.regenerate, "--stem": [n for n in stem_files if n != VOCALS]}
+    check_stem_names(args.model, names)
     given_input = read_inputs(args, stem_files)
     model = load_model(args)
     layout = model.layout

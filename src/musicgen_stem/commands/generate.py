@@ -16,7 +16,7 @@ from typing import Any
 from .. import __version__
 from ..inputs import check_prompt, check_seed
 from ..safeio import check_writable, io_reason
-from .options import UsageError, load_model_from_args
+from .options import UsageError, check_stem_names, load_model_from_args
 
 __all__ = [
     "check_common",
@@ -216,6 +216,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         from .parts import read_midi_part
 
         part = read_midi_part(args.midi)  # refused before the model loads
+    if args.midi_stem is not None:
+        check_stem_names(args.model, {"--midi-stem": [args.midi_stem]})
     model = load_model(args)
     set_sampling(model, args)
     start = time.time()

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .options import UsageError, add_model_options, parse_stem_files
+from .options import UsageError, add_model_options, check_stem_names, parse_stem_files
 
 __all__ = ["add_arguments", "cmd_jam"]
 
@@ -113,6 +113,7 @@ def cmd_jam(args: argparse.Namespace) -> int:
     from ..jam.loop import read_loop
 
     files = _check(args)
+    check_stem_names(args.model, {"--loop": list(files), "--regenerate": args.regenerate or []})
     loop = read_loop(files, args.bpm, args.bars)
     from ..conditioning.chords import parse_progression
     from ..jam.output import write_session

@@ -152,3 +152,32 @@ def module_main(module: Any, prog: str, argv: Sequence[str] | None = None) -> in
     except MusicGenStemError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+
+
+def check_stem_names(model: str | None, names: dict[str, Sequence[str]]) -> None:
+    """Stem names given with options {option: names} checked against the model's stems, read from
+    its config.json before the model loads (a model whose config is elsewhere, a hub id, is
+    checked once loaded). The released format's stems are those of `layout.LAYOUT_6CB`."""
+    import json
+
+    from ..layout import LAYOUT_6CB
+
+    if not model:
+        path: Path | None = Path(__file__).resolve().parent.parent / "models" / "mini"
+    else:
+        path = Path(model) if Path(model).is_dir() else None
+    if path is None:
+        return
+    try:
+        stems = tuple(json.loads((path / "config.json").read_text(encoding="utf-8"))["layout"]["stems"])
+    except (OSError, ValueError, KeyError, TypeError):
+        stems = LAYOUT_6CB.stems if (path / "state_dict.bin").is_file() else ()
+    for option, given in names.items():
+        for name in given:
+            if stems and name not in stems:
+                hint = (
+                    "; put the description before --regenerate or pass it with --text" if " " in name else ""
+                )
+                raise UsageError(
+                    f"unknown stem '{name}' ({option}): the model's stems are {', '.join(stems)}{hint}"
+                )
