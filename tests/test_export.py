@@ -190,6 +190,18 @@ def test_stem_mp4(tmp_path: Path) -> None:
     assert any(f["role"] == "ni_stems" and f["file"] == "song.stem.mp4" for f in side["files"])
 
 
+def test_stem_mp4_at_the_rate_asked_and_the_tempo_the_model_read(tmp_path: Path) -> None:
+    import av
+
+    meta = {"prompt": "funk", "beat_grid": {"bpm": 110.0, "first_beat": 0.2, "swing": 0.0}}
+    res = export_stem_pack(tmp_path / "p", _stems(seconds=0.4), SR, out_rate=48000, stem_mp4=True, meta=meta)
+    with av.open(str(res.stem_mp4)) as c:
+        assert {s.rate for s in c.streams.audio} == {48000}
+    side = json.loads(res.sidecar.read_text())
+    assert side["tempo"] == 110.0
+    assert next(f for f in side["files"] if f["role"] == "ni_stems")["sample_rate"] == 48000
+
+
 # ------------------------------------------------------------------ sidecar, atomicity, CLI
 def test_sidecar_meta_and_song_hash(tmp_path: Path) -> None:
     song = tmp_path / "song.wav"

@@ -204,10 +204,10 @@ def _prepare(
 def result_midi(stems: Mapping[str, np.ndarray], sample_rate: int, meta: Mapping[str, Any]) -> mido.MidiFile:
     """`stems.mid` of a result's stems {name: [C, T]}: at the tempo and with the chord chart its
     meta says the model read."""
-    return midi_of_stems(stems, sample_rate, *_tempo_and_chords(meta))
+    return midi_of_stems(stems, sample_rate, *tempo_and_chords(meta))
 
 
-def _tempo_and_chords(meta: Mapping[str, Any]) -> tuple[float | None, ChordChart | None]:
+def tempo_and_chords(meta: Mapping[str, Any]) -> tuple[float | None, ChordChart | None]:
     """The tempo (bpm) and chord chart a result's meta says the model read (None: not known)."""
     grid = meta.get("beat_grid") or {}
     bpm = grid.get("bpm") or parse_attributes(meta.get("model_prompt") or meta.get("prompt")).tempo

@@ -73,7 +73,10 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         source_song=args.song,
     )
+    more = " and more" if args.zip or args.stem_mp4 else ""
     print(
-        f"{src_path} -> {result.out_dir} ({len(result.files)} files, gain {result.gain:.4g})", file=sys.stdout
+        f"{src_path} -> {result.out_dir} ({sum(1 for _ in result.out_dir.iterdir())} files: "
+        f"{len(result.files)} audio, the sidecar, stems.mid{more}; gain {result.gain:.4g})",
+        file=sys.stdout,
     )
     return 0

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import MusicGenStemError
 from .formats import _encode_streams
 
-__all__ = ["NI_SLOTS", "STEM_MP4_RATE", "STEM_MP4_SUFFIX"]
+__all__ = ["NI_SLOTS", "STEM_MP4_RATE", "STEM_MP4_SUFFIX", "stem_mp4_rate"]
 
 STEM_MP4_SUFFIX = ".stem.mp4"
 STEM_MP4_RATE = 44100
@@ -99,10 +99,17 @@ def _add_udta_box(path: Path, kind: bytes, payload: bytes) -> None:
     path.write_bytes(data[:m_start] + new_moov + data[m_end:])
 
 
-def _write_stem_mp4(path: Path, mix: np.ndarray, slots: Mapping[str, np.ndarray]) -> None:
-    """Master [2, T] + the 4 NI slots [2, T] at 44.1 kHz -> 5-stream AAC .stem.mp4 with NI metadata."""
+def stem_mp4_rate(rate: int) -> int:
+    """The rate of a .stem.mp4 for a pack at `rate`: 44.1 or 48 kHz as asked, else 44.1 kHz."""
+    return rate if rate in (44100, 48000) else STEM_MP4_RATE
+
+
+def _write_stem_mp4(
+    path: Path, mix: np.ndarray, slots: Mapping[str, np.ndarray], rate: int = STEM_MP4_RATE
+) -> None:
+    """Master [2, T] + the 4 NI slots [2, T] at `rate` -> 5-stream AAC .stem.mp4 with NI metadata."""
     tracks = [("Master", mix)] + [(s.capitalize(), slots[s]) for s in NI_SLOTS]
-    _encode_streams(path, "mp4", "aac", STEM_MP4_BIT_RATE, STEM_MP4_RATE, tracks)
+    _encode_streams(path, "mp4", "aac", STEM_MP4_BIT_RATE, rate, tracks)
     meta = json.dumps(_ni_metadata(), separators=(",", ":")).encode("utf-8")
     try:
         _add_udta_box(path, b"stem", meta)

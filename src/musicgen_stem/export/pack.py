@@ -29,7 +29,7 @@ from .formats import (
     _write_mp3,
     _write_zip,
 )
-from .ni_stems import NI_SLOTS, STEM_MP4_RATE, STEM_MP4_SUFFIX, _ni_slots, _write_stem_mp4
+from .ni_stems import NI_SLOTS, STEM_MP4_SUFFIX, _ni_slots, _write_stem_mp4, stem_mp4_rate
 from .spec import SIDECAR_FILE, ZIP_FILE
 
 __all__ = ["SIDECAR_FILE", "ZIP_FILE", "ExportResult", "export_stem_pack", "file_sha256"]
@@ -77,6 +77,7 @@ def _sidecar(
 ) -> dict[str, Any]:
     params = meta.get("params", meta.get("generation_params"))
     tempo = next((meta[k] for k in ("tempo", "bpm") if meta.get(k) is not None), None)
+    tempo = tempo if tempo is not None else outputs.tempo_and_chords(meta)[0]  # what the model read
     return {
         "prompt": meta.get("prompt"),
         "seed": meta.get("seed"),
@@ -163,11 +164,12 @@ def export_stem_pack(
     if num_samples == 0:
         raise MusicGenStemError(f"the stems are too short to export at {rate} Hz")
     ni: dict[str, np.ndarray] = {}
+    mp4_rate = stem_mp4_rate(rate)
     if stem_mp4:
-        if rate == STEM_MP4_RATE and n_channels == 2:
+        if rate == mp4_rate and n_channels == 2:
             ni = dict(pack)
         else:
-            ni = {n: _render(x, int(sample_rate), STEM_MP4_RATE, 2) for n, x in inputs.items()}  # [2, T'']
+            ni = {n: _render(x, int(sample_rate), mp4_rate, 2) for n, x in inputs.items()}  # [2, T'']
 
     subtype = _SUBTYPE.get(bits, "FLOAT")
     gain, mix_gain, mp4_gain = 1.0, 1.0, 1.0
@@ -197,7 +199,7 @@ def export_stem_pack(
                 "role": "ni_stems",
                 "streams": ["master", *NI_SLOTS],
                 "codec": "aac",
-                "sample_rate": STEM_MP4_RATE,
+                "sample_rate": mp4_rate,
                 "channels": 2,
             }
         )
@@ -249,7 +251,7 @@ def export_stem_pack(
             ni_stems = {n: x * mp4_gain for n, x in ni.items()}
             ni_mix = sum(ni_stems.values())
             ni_len = ni_mix.shape[-1]
-            _write_stem_mp4(tmp / mp4_name, ni_mix, _ni_slots(ni_stems, ni_len))
+            _write_stem_mp4(tmp / mp4_name, ni_mix, _ni_slots(ni_stems, ni_len), mp4_rate)
         if zip:
             _write_zip(tmp / ZIP_FILE, written)
 
