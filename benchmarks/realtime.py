@@ -28,7 +28,9 @@ decode from the last step to the return.
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -133,7 +135,7 @@ def rtf(seconds_compute: float, seconds_audio: float) -> str:
     return f"RTF {r:.3f} ({1 / r:.2f}x real time)"
 
 
-def bench_text(model: MusicGenStem, seconds: float, text_s: float) -> None:
+def bench_text(model: MusicGenStem, seconds: float, text_s: float) -> float:
     s = timed(lambda cb: model.generate([DESCRIPTION], progress=cb, seed=1, duration=seconds), text_s)
     print(
         f"  text -> {seconds:g} s of stems: {s.total:.2f} s, {rtf(s.total, seconds)} | text {text_s:.3f} s | "
@@ -141,9 +143,10 @@ def bench_text(model: MusicGenStem, seconds: float, text_s: float) -> None:
         f"codec decode {s.decode:.2f} s",
         flush=True,
     )
+    return s.total / seconds
 
 
-def bench_stream(model: MusicGenStem, seconds: float) -> None:
+def bench_stream(model: MusicGenStem, seconds: float) -> float:
     """Latency of `generate_stream`: when the first audio arrives, how much, and the whole run."""
     sr, t0 = model.sample_rate, time.perf_counter()
     first: tuple[float, float] | None = None  # (seconds after the call, seconds of audio)
@@ -159,9 +162,10 @@ def bench_stream(model: MusicGenStem, seconds: float) -> None:
         f"all {samples / sr:.2f} s after {total:.2f} s",
         flush=True,
     )
+    return first[0]
 
 
-def bench_edit(model: MusicGenStem, seconds: float, text_s: float) -> None:
+def bench_edit(model: MusicGenStem, seconds: float, text_s: float) -> float:
     kept = {
         k: v for k, v in synth_stems(model.sample_rate, seconds, model.codec.channels).items() if k != "bass"
     }
@@ -179,6 +183,7 @@ def bench_edit(model: MusicGenStem, seconds: float, text_s: float) -> None:
         f"{s.steps_per_s:.2f} steps/s) | codec decode {s.decode:.2f} s",
         flush=True,
     )
+    return total / seconds
 
 
 def bench_codecs(model: MusicGenStem, seconds: float) -> None:
@@ -215,7 +220,10 @@ def main() -> None:
         choices=["text", "stream", "edit", "codec"],
         default=["text", "stream", "edit", "codec"],
     )
+    parser.add_argument("--runs", type=int, default=3, help="runs of text, stream and edit (medians)")
+    parser.add_argument("--out", default=None, help="write the medians here (JSON, per preset)")
     args = parser.parse_args()
+    figures: dict[str, dict[str, float]] = {}
     torch.set_num_threads(args.threads)
     lm = "int8 weights" if args.quantize == "int8" else "fp32"
     print(f"threads {args.threads}, LM {lm}, batch 1, CFG 3, top-k 250")
@@ -225,18 +233,29 @@ def main() -> None:
         print(f"{name}: {note} (ready in {time.perf_counter() - t:.1f} s)", flush=True)
         warm_up(model)
         text_s = text_seconds(model)
+        fig = figures.setdefault(name, {"threads": args.threads})
         if "text" in args.parts:
-            bench_text(model, args.seconds, text_s)
+            fig["text_seconds"] = args.seconds
+            fig["text_rtf"] = statistics.median(
+                bench_text(model, args.seconds, text_s) for _ in range(args.runs)
+            )
         if "stream" in args.parts:
-            bench_stream(model, args.seconds)
+            fig["first_audio_s"] = statistics.median(
+                bench_stream(model, args.seconds) for _ in range(args.runs)
+            )
         if "edit" in args.parts:
             window = model.max_edit_duration
             seconds = window if args.edit_seconds is None else args.edit_seconds
             print(f"  edit window of this model: {window:g} s ({model.config.edit_window:g} s configured)")
-            bench_edit(model, seconds, text_s)
+            fig["edit_seconds"] = seconds
+            fig["edit_rtf"] = statistics.median(bench_edit(model, seconds, text_s) for _ in range(args.runs))
         if "codec" in args.parts:
             bench_codecs(model, args.codec_seconds)
+        print(f"  medians of {args.runs}: {fig}", flush=True)
         del model
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(figures, f, indent=1)
 
 
 if __name__ == "__main__":

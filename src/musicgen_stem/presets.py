@@ -34,7 +34,7 @@ LAYOUT_MINI = StemLayout(("bass", "drums", "other"), (1, 1, 2), (0, 0, 0, 1), 10
 def mini() -> ModelConfig:
     """The small model trained on CPU and shipped with the package: MiniLM text encoder (offline) plus
     tempo and key tokens read from the text, 6-layer LM of width 192, small codecs, 10 s generation,
-    8 s edit window; sampled at temperature 0.6 unless told otherwise (EVALUATION.md: its edits
+    8 s edit window; sampled at temperature 0.6 unless told otherwise (docs/experiments.md: its edits
     sit on the grid more tightly than at 1, with the same harmony)."""
     return ModelConfig(
         layout=LAYOUT_MINI,

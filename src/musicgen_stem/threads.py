@@ -4,7 +4,7 @@ A small LM's decoding step is a chain of tiny ops (a 5 M-parameter LM spends mic
 matmul); split over two OpenMP threads each op ends in a barrier, and on a machine whose cores are
 shared with other work (a DAW, a training job) one thread waits for the other to be scheduled at
 every barrier: mini's 10 s generation took 86 s on 2 threads and 5.2 s on one on a busy 2-core
-machine (`benchmarks/threads.py`, EVALUATION.md). Large LMs (medium: 1.5 B parameters) are bound
+machine (`benchmarks/threads.py`, docs/experiments.md). Large LMs (medium: 1.5 B parameters) are bound
 by memory bandwidth and keep torch's default.
 """
 
