@@ -34,7 +34,7 @@ import torch
 
 from musicgen_stem.api import MusicGenStem
 from musicgen_stem.conditioning.chords import ChordChart
-from musicgen_stem.evaluation.rhythm import sixteenth_grid_fraction
+from musicgen_stem.evaluation.rhythm import ONSET_THRESHOLDS, detect_onsets, sixteenth_grid_fraction
 from musicgen_stem.jam.loop import read_loop
 from musicgen_stem.jam.output import write_session
 from musicgen_stem.jam.player import Player
@@ -48,8 +48,11 @@ def _busy(stop: multiprocessing.synchronize.Event) -> None:  # type: ignore[name
         x = (x * 1103515245 + 12345) % 2**31
 
 
-def bass_figures(bass: np.ndarray, sr: int, chart: ChordChart, bpm: float) -> tuple[float, float]:
-    """(share of the bass notes' length on chord tones, share of note starts on the 16th grid)."""
+def bass_figures(
+    bass: np.ndarray, sr: int, chart: ChordChart, bpm: float, swing: tuple[float, float]
+) -> tuple[float, float]:
+    """(share of the bass notes' length on chord tones, share of its onsets on the song's 16th
+    grid: `evaluate`'s onsets and threshold for the bass, the song's swing)."""
     notes = bass_notes(bass, sr)
     on = total = 0.0
     for n in notes:
@@ -58,7 +61,8 @@ def bass_figures(bass: np.ndarray, sr: int, chart: ChordChart, bpm: float) -> tu
             total += n.end - n.start
             on += (n.end - n.start) * (n.pitch % 12 in chord.tones)
     beats = np.arange(0, len(bass) / sr + 1e-9, 60 / bpm)
-    grid = sixteenth_grid_fraction(np.array([n.start for n in notes]), beats)
+    onsets = detect_onsets(bass, sr, threshold=ONSET_THRESHOLDS["bass"])
+    grid = sixteenth_grid_fraction(onsets, beats, swing)
     return (on / total if total else float("nan")), grid
 
 
@@ -108,7 +112,8 @@ def main() -> None:
         drums, _ = sf.read(out / "drums.wav", dtype="int16")
         session_s = len(bass) / loop.sample_rate
         chart = truth.looped(loop.seconds).looped(session_s)
-        tones, grid = bass_figures(bass, loop.sample_rate, chart, loop.bpm)
+        swing = (meta.get("swing8", 0.0), meta.get("swing16", 0.0))
+        tones, grid = bass_figures(bass, loop.sample_rate, chart, loop.bpm, swing)
         # the offline edit of the same loop, as long as the session
         stems = {
             s: torch.from_numpy(np.tile(x.to_float64(), (1, args.cycles))).float()
@@ -117,7 +122,7 @@ def main() -> None:
         edit = model.regenerate_instruments_from_stems(
             stems, loop.sample_rate, ["bass"], [meta["caption"]], seed=1
         )
-        e_tones, e_grid = bass_figures(edit["bass"][0].mean(0).numpy(), sr, chart, loop.bpm)
+        e_tones, e_grid = bass_figures(edit["bass"][0].mean(0).numpy(), sr, chart, loop.bpm, swing)
         step = np.abs(np.diff(bass))
         borders = [n * loop.frames for n in range(1, args.cycles)]
         w = round(0.002 * loop.sample_rate)

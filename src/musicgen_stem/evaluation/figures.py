@@ -58,8 +58,19 @@ class Figure:
 
 
 FIGURES = (
-    Figure("Text -> stems: the prompt's tempo kept (within 4 %)", "text_notes.json", _text("tempo_exact")),
-    Figure("Text -> stems: the prompt's key (MIREX score)", "text_notes.json", _text("key_score"), unit=""),
+    Figure(
+        "Text -> stems: the prompt's tempo kept (within 4 %)",
+        "text_notes.json",
+        _text("tempo_exact"),
+        _text("tempo_exact", "ground_truth"),
+    ),
+    Figure(
+        "Text -> stems: the prompt's key (MIREX score)",
+        "text_notes.json",
+        _text("key_score"),
+        _text("key_score", "ground_truth"),
+        unit="",
+    ),
     Figure(
         "New bass under kept drums + other: notes on the chord's tones",
         "edit_bass.json",
@@ -103,13 +114,13 @@ FIGURES = (
         unit="",
     ),
     Figure(
-        "Speed: text -> 10 s of stems, seconds per second (2 CPU cores)",
+        "Speed: text -> 10 s of stems, seconds per second of audio",
         "realtime.json",
         lambda r: r["mini"]["text_rtf"],
         unit="x",
     ),
     Figure(
-        "Speed: an 8 s edit, seconds per second (2 CPU cores)",
+        "Speed: an 8 s edit, seconds per second of audio",
         "realtime.json",
         lambda r: r["mini"]["edit_rtf"],
         unit="x",
@@ -134,15 +145,13 @@ def _show(v: float, unit: str) -> str:
 def table(folder: Path = ROOT / "docs" / "figures") -> str:
     """The markdown table of `FIGURES` read from the reports in `folder`."""
     loaded: dict[str, Any] = {}
-    lines = ["| what | `mini` | the true stems | report |", "|---|---:|---:|---|"]
+    lines = ["| what | `mini` | the true stems |", "|---|---:|---:|"]
     for f in FIGURES:
         if f.file not in loaded:
             loaded[f.file] = json.loads((folder / f.file).read_text(encoding="utf-8"))
         data = loaded[f.file]
         ref = _show(f.reference(data), f.unit) if f.reference else ""
-        lines.append(
-            f"| {f.what} | {_show(f.value(data), f.unit)} | {ref} | [{f.file}](docs/figures/{f.file}) |"
-        )
+        lines.append(f"| {f.what} | {_show(f.value(data), f.unit)} | {ref} |")
     return "\n".join(lines)
 
 
@@ -150,7 +159,7 @@ def table(folder: Path = ROOT / "docs" / "figures") -> str:
 CONDITIONS = ("generated", "ground_truth", "ground_truth_codec", "shuffled")
 DETAILS = (
     (
-        "A new bass under the kept drums and other (chords read from the kept stems)",
+        "A new bass under the kept drums and other",
         "edit_bass.json",
         "edit",
         "bass",
@@ -164,7 +173,7 @@ DETAILS = (
         ("beat_f_measure", "onset_song_grid_fraction", "grid_phase_lock", "onset_beat_fraction"),
     ),
     (
-        "Text -> stems, prompts naming a tempo, a key and instruments",
+        "Text -> stems from the songs' captions",
         "text_notes.json",
         "text",
         None,
@@ -183,7 +192,7 @@ def details(folder: Path = ROOT / "docs" / "figures") -> str:
         found = summary["metrics"][stem] if stem else summary["metrics"]
         conds = [c for c in CONDITIONS if c in found]
         n = summary.get("num_songs", summary.get("num_prompts"))
-        out += [f"**{title}** ({n} songs or prompts; [{file}](docs/figures/{file}))", ""]
+        out += [f"**{title}** ({n}; `{file}`)", ""]
         out += ["| metric | " + " | ".join(c.replace("_", " ") for c in conds) + " |"]
         out += ["|---|" + "---:|" * len(conds)]
         for m in metrics:
@@ -195,7 +204,7 @@ def details(folder: Path = ROOT / "docs" / "figures") -> str:
     out += [f"| {k} | {_show(v, '')} |" for k, v in notes["metrics"].items()]
     out += [f"| drums, mean onset F1 | {_show(notes['drums_mean_onset_f1'], '')} |", ""]
     rows = load("chords.json")
-    out += ["**`generate --chords`**, given and not given ([chords.json](docs/figures/chords.json))", ""]
+    out += ["**`generate --chords`**, given and not given (`chords.json`)", ""]
     out += ["| | bass on the chords' tones | chord spans heard in the mix |", "|---|---:|---:|"]
     for given in (True, False):
         label = "chords given" if given else "not given (baseline)"
