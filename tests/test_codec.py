@@ -421,3 +421,17 @@ def test_stft_encoder_config_shapes_and_chunking() -> None:
     ):
         with pytest.raises(ValueError, match=match):
             dataclasses.replace(cfg, **bad)
+
+
+def test_every_codec_kind_has_its_builder_and_the_detail_features_are_named():
+    from musicgen_stem.codec.model import DECODERS, ENCODERS
+
+    assert set(ENCODERS) == {"seanet", "stft", "pitch", "chroma"}
+    assert set(DECODERS) == {"seanet", "istft", "harmonic", "tonal"}
+    for kind in ("mel", "wavenet"):
+        with pytest.raises(ValueError, match="encoder must be"):
+            CodecConfig(encoder=kind)
+    assert CodecConfig(encoder="pitch", decoder="harmonic", dimension=15).detail
+    assert not CodecConfig(encoder="pitch", decoder="harmonic", dimension=8).detail
+    assert CodecConfig(encoder="chroma", decoder="tonal", dimension=38).detail
+    assert not CodecConfig().detail  # SEANet latents have no detail features

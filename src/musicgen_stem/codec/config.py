@@ -171,6 +171,12 @@ class CodecConfig:
         """Latent frames per second (50.0 for the released codecs)."""
         return self.sample_rate / self.hop_length
 
+    @property
+    def detail(self) -> bool:
+        """A parametric encoder's latent with its detail features (attack, finer bands: what a
+        second or third codebook codes), told by its size: `PITCH_DETAIL_DIM`, `CHROMA_DETAIL_DIM`."""
+        return self.dimension == {"pitch": PITCH_DETAIL_DIM, "chroma": CHROMA_DETAIL_DIM}.get(self.encoder)
+
     # --- presets -------------------------------------------------------------------------
     @classmethod
     def musicgen_32khz(cls, n_q: int = 4) -> CodecConfig:

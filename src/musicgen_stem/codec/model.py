@@ -7,13 +7,15 @@ no input renormalisation and no quantizer dropout.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..layout import StemLayout
-from .config import CHROMA_DETAIL_DIM, PITCH_DETAIL_DIM, CodecConfig
+from .config import CodecConfig
 from .context import CHUNK_SECONDS, receptive_field, split_at_lstm
 from .harmonic import HarmonicDecoder, PitchEncoder
 from .istft import ISTFTDecoder, STFTEncoder
@@ -47,86 +49,95 @@ class CodecOutput:
     quantized: torch.Tensor
 
 
+def _seanet(cfg: CodecConfig) -> dict[str, Any]:
+    """The SEANet encoder/decoder arguments of `cfg`."""
+    return {
+        "channels": cfg.channels,
+        "dimension": cfg.dimension,
+        "n_filters": cfg.n_filters,
+        "n_residual_layers": cfg.n_residual_layers,
+        "ratios": cfg.ratios,
+        "alpha": cfg.elu_alpha,
+        "kernel_size": cfg.kernel_size,
+        "last_kernel_size": cfg.last_kernel_size,
+        "residual_kernel_size": cfg.residual_kernel_size,
+        "dilation_base": cfg.dilation_base,
+        "causal": cfg.causal,
+        "pad_mode": cfg.pad_mode,
+        "true_skip": cfg.true_skip,
+        "compress": cfg.compress,
+        "lstm": cfg.lstm,
+    }
+
+
+def _lstm(cfg: CodecConfig, width: int) -> SkipLSTM | None:
+    return SkipLSTM(width, cfg.lstm) if cfg.lstm else None
+
+
+#: `CodecConfig.encoder` -> the encoder it builds (waveform -> latent [B, dimension, F]).
+ENCODERS: dict[str, Callable[[CodecConfig], nn.Module]] = {
+    "seanet": lambda cfg: SEANetEncoder(**_seanet(cfg)),
+    "stft": lambda cfg: STFTEncoder(
+        cfg.channels,
+        cfg.dimension,
+        cfg.hop_length,
+        cfg.stft_width,
+        cfg.stft_layers,
+        cfg.stft_n_ffts,
+        cfg.stft_down,
+        lstm=_lstm(cfg, cfg.stft_width),
+    ),
+    "pitch": lambda cfg: PitchEncoder(
+        cfg.sample_rate, cfg.hop_length, cfg.pitch_fmin, cfg.pitch_fmax, cfg.detail
+    ),
+    "chroma": lambda cfg: ChromaEncoder(cfg.sample_rate, cfg.hop_length, cfg.detail),
+}
+
+#: `CodecConfig.decoder` -> the decoder it builds (latent -> waveform).
+DECODERS: dict[str, Callable[[CodecConfig], nn.Module]] = {
+    "seanet": lambda cfg: SEANetDecoder(**_seanet(cfg), trim_right_ratio=cfg.trim_right_ratio),
+    "istft": lambda cfg: ISTFTDecoder(
+        cfg.channels,
+        cfg.dimension,
+        cfg.hop_length,
+        cfg.istft_width,
+        cfg.istft_layers,
+        cfg.istft_n_fft,
+        cfg.istft_hop,
+        lstm=_lstm(cfg, cfg.istft_width),
+        phase=cfg.istft_phase,
+    ),
+    "harmonic": lambda cfg: HarmonicDecoder(
+        cfg.channels,
+        cfg.dimension,
+        cfg.sample_rate,
+        cfg.hop_length,
+        cfg.synth_width,
+        cfg.synth_layers,
+        cfg.synth_harmonics,
+        cfg.synth_noise_bands,
+    ),
+    "tonal": lambda cfg: TonalDecoder(
+        cfg.channels,
+        cfg.dimension,
+        cfg.sample_rate,
+        cfg.hop_length,
+        cfg.synth_width,
+        cfg.synth_layers,
+        cfg.synth_noise_bands,
+    ),
+}
+
+
 class StemCodec(nn.Module):
-    """EnCodec-style codec for one stem: SEANet encoder, residual VQ, SEANet decoder."""
+    """EnCodec-style codec for one stem: an encoder and a decoder of the kinds its config names
+    (`ENCODERS`, `DECODERS`) around a residual VQ."""
 
     def __init__(self, cfg: CodecConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        seanet = {
-            "channels": cfg.channels,
-            "dimension": cfg.dimension,
-            "n_filters": cfg.n_filters,
-            "n_residual_layers": cfg.n_residual_layers,
-            "ratios": cfg.ratios,
-            "alpha": cfg.elu_alpha,
-            "kernel_size": cfg.kernel_size,
-            "last_kernel_size": cfg.last_kernel_size,
-            "residual_kernel_size": cfg.residual_kernel_size,
-            "dilation_base": cfg.dilation_base,
-            "causal": cfg.causal,
-            "pad_mode": cfg.pad_mode,
-            "true_skip": cfg.true_skip,
-            "compress": cfg.compress,
-            "lstm": cfg.lstm,
-        }
-        self.encoder: nn.Module
-        if cfg.encoder == "pitch":
-            detail = cfg.dimension == PITCH_DETAIL_DIM
-            self.encoder = PitchEncoder(
-                cfg.sample_rate, cfg.hop_length, cfg.pitch_fmin, cfg.pitch_fmax, detail
-            )
-        elif cfg.encoder == "chroma":
-            self.encoder = ChromaEncoder(cfg.sample_rate, cfg.hop_length, cfg.dimension == CHROMA_DETAIL_DIM)
-        elif cfg.encoder == "stft":
-            self.encoder = STFTEncoder(
-                cfg.channels,
-                cfg.dimension,
-                cfg.hop_length,
-                cfg.stft_width,
-                cfg.stft_layers,
-                cfg.stft_n_ffts,
-                cfg.stft_down,
-                lstm=SkipLSTM(cfg.stft_width, cfg.lstm) if cfg.lstm else None,
-            )
-        else:
-            self.encoder = SEANetEncoder(**seanet)
-        self.decoder: nn.Module
-        if cfg.decoder == "harmonic":
-            self.decoder = HarmonicDecoder(
-                cfg.channels,
-                cfg.dimension,
-                cfg.sample_rate,
-                cfg.hop_length,
-                cfg.synth_width,
-                cfg.synth_layers,
-                cfg.synth_harmonics,
-                cfg.synth_noise_bands,
-            )
-        elif cfg.decoder == "tonal":
-            self.decoder = TonalDecoder(
-                cfg.channels,
-                cfg.dimension,
-                cfg.sample_rate,
-                cfg.hop_length,
-                cfg.synth_width,
-                cfg.synth_layers,
-                cfg.synth_noise_bands,
-            )
-        elif cfg.decoder == "istft":
-            self.decoder = ISTFTDecoder(
-                cfg.channels,
-                cfg.dimension,
-                cfg.hop_length,
-                cfg.istft_width,
-                cfg.istft_layers,
-                cfg.istft_n_fft,
-                cfg.istft_hop,
-                lstm=SkipLSTM(cfg.istft_width, cfg.lstm) if cfg.lstm else None,
-                phase=cfg.istft_phase,
-            )
-        else:
-            self.decoder = SEANetDecoder(**seanet, trim_right_ratio=cfg.trim_right_ratio)
+        self.encoder = ENCODERS[cfg.encoder](cfg)
+        self.decoder = DECODERS[cfg.decoder](cfg)
         self.quantizer = ResidualVectorQuantizer(
             dimension=cfg.dimension,
             n_q=cfg.n_q,
