@@ -228,3 +228,26 @@ def test_jam_command_line(tiny_model_dir, tmp_path, capsys, monkeypatch):
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "x").exists()
+
+
+def test_no_sound_device_is_one_line_and_the_jam_plays_on_to_its_files(
+    tiny_model_dir, tmp_path, capsys, monkeypatch
+):
+    from musicgen_stem.jam.sinks import DeviceSink, NoSoundDevice
+
+    monkeypatch.setitem(__import__("sys").modules, "sounddevice", None)  # no PortAudio here
+    with pytest.raises(NoSoundDevice, match="no sound device"):
+        DeviceSink(SR, 1)
+    files = _write_loop(tmp_path, 1.0, bpm=240.0)
+    loop = [f"--loop={k}={v}" for k, v in files.items()]
+    out = tmp_path / "live"
+    args = ["jam", *loop, "--bpm", "240", "--realtime", "--cycles", "2", "--out", str(out)]
+    args += ["--model", str(tiny_model_dir)]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "no sound device" in err and "playing to --out only" in err and "Traceback" not in err
+    cycles = json.loads((out / "jam.json").read_text())["cycles"]
+    assert cycles[0]["count_in"] and len(cycles) == 2
+    nowhere = ["jam", *loop, "--bpm", "240", "--realtime", "--cycles", "1", "--model", str(tiny_model_dir)]
+    assert main(nowhere) == 2  # no sound card and no file or pipe: nothing to play to
+    assert "pass --out DIR or --pcm" in capsys.readouterr().err
