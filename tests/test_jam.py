@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import threading
 import time
 
 import numpy as np
@@ -251,3 +252,48 @@ def test_no_sound_device_is_one_line_and_the_jam_plays_on_to_its_files(
     nowhere = ["jam", *loop, "--bpm", "240", "--realtime", "--cycles", "1", "--model", str(tiny_model_dir)]
     assert main(nowhere) == 2  # no sound card and no file or pipe: nothing to play to
     assert "pass --out DIR or --pcm" in capsys.readouterr().err
+
+
+class _SlowJam:
+    """A jam whose takes take 0.4 s, stopping at a step as the engine does; records the prompts."""
+
+    def __init__(self) -> None:
+        from types import SimpleNamespace
+
+        self.loop = SimpleNamespace(seconds=1.0)
+        self.model = SimpleNamespace(stems=("bass", "drums", "other"))
+        self.free_stems = ["bass"]
+        self.started: list[str | None] = []
+
+    def next_take(self, settings, stop):
+        from musicgen_stem.api.streaming import StreamStopped
+        from musicgen_stem.jam.session import Take
+
+        self.started.append(settings.prompt)
+        began = time.monotonic()
+        while time.monotonic() - began < 0.4:
+            if stop():
+                raise StreamStopped
+            time.sleep(0.005)
+        return Take(0, 0, torch.zeros(1, 1), settings.prompt, 0, 1, settings.regenerate)
+
+    def repeat_take(self):
+        from musicgen_stem.jam.session import Take
+
+        return Take(0, 0, torch.zeros(1, 1), None, -1, 0)
+
+    def cycle_audio(self, n):
+        return {s: torch.zeros(1, 10) for s in self.model.stems}
+
+
+def test_a_prompt_change_is_heard_at_the_next_border_when_there_is_time_and_never_makes_it_late():
+    jam = _SlowJam()
+    player = Player(jam, JamSettings("funk", ("bass",)), realtime=True, lead=0.0, margin=0.1)
+    threading.Timer(0.15, player.command, ("prompt jazz",)).start()  # while take 1 is written
+    threading.Timer(1.36, player.command, ("prompt rock",)).start()  # take 2 nearly done: no time to redo
+    records = player.run(3)
+    assert [r.late for r in records] == [False, False, False]
+    assert records[1].prompt == "jazz"  # restarted: heard at the next border
+    assert records[2].prompt == "jazz"  # too late to restart without missing the border: next cycle
+    assert jam.started[:3] == ["funk", "jazz", "jazz"]
+    assert player._current().prompt == "rock"

@@ -89,7 +89,9 @@ class Player:
         """Stop after the cycle playing now (the session so far is kept)."""
         self._quit.set()
 
-    def _apply_commands(self, busy: bool) -> None:
+    def _apply_commands(self, time_left: float = 0.0) -> None:
+        """Apply the queued commands; one that changes the take restarts the take being generated
+        if `time_left` (s, to its deadline) holds another take as long as the last one."""
         while True:
             try:
                 line = self._commands.get_nowait()
@@ -109,7 +111,8 @@ class Player:
                 self.say(str(e))
                 continue
             changed = (old.prompt, old.regenerate, old.vary) != (new.prompt, new.regenerate, new.vary)
-            if busy and changed:
+            last = self.records[-1].generate_s if self.records and self.records[-1].generate_s else 0.0
+            if changed and time_left > 1.2 * (last or 0.5 * self.jam.loop.seconds):
                 self._restart.set()
 
     def _current(self) -> JamSettings:
@@ -136,7 +139,7 @@ class Player:
         began = time.perf_counter()
         n = 0
         while (cycles is None or n < cycles) and not self._quit.is_set():
-            self._apply_commands(busy=False)
+            self._apply_commands()
             settings = self._current()
             take = self.jam.next_take(settings)
             self._emit(n, settings, take, late=False, began=began)
@@ -161,12 +164,12 @@ class Player:
                         take, late, error = done.get(timeout=0.02)
                         break
                     except queue.Empty:
-                        self._apply_commands(busy=True)
+                        self._apply_commands(time_left=hand_out - self.margin - time.monotonic())
                 if error is not None:
                     raise error
                 assert take is not None
                 time.sleep(max(0.0, hand_out - time.monotonic()))
-                self._apply_commands(busy=False)
+                self._apply_commands()
                 self._emit(n, self._current(), take, late=late, began=t0)
                 n += 1
         finally:
