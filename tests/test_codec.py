@@ -435,3 +435,19 @@ def test_every_codec_kind_has_its_builder_and_the_detail_features_are_named():
     assert not CodecConfig(encoder="pitch", decoder="harmonic", dimension=8).detail
     assert CodecConfig(encoder="chroma", decoder="tonal", dimension=38).detail
     assert not CodecConfig().detail  # SEANet latents have no detail features
+
+
+def test_a_codec_config_writes_only_the_fields_its_modules_read():
+    from musicgen_stem.codec.model import StemCodec
+
+    bass = CodecConfig(encoder="pitch", decoder="harmonic", dimension=15, n_q=2, bins=64)
+    d = bass.to_dict()
+    assert {"pitch_fmin", "synth_harmonics", "ratios", "n_q"} <= set(d)
+    assert not {"n_filters", "stft_width", "istft_hop", "lstm", "pad_mode"} & set(d)
+    again = CodecConfig.from_dict(d)
+    shapes = lambda c: {k: v.shape for k, v in StemCodec(c).state_dict().items()}  # noqa: E731
+    assert shapes(again) == shapes(bass) and again.to_dict() == d
+    full = dataclasses.asdict(bass)  # a config.json written before: every field
+    assert CodecConfig.from_dict({k: list(v) if isinstance(v, tuple) else v for k, v in full.items()}) == bass
+    released = CodecConfig.musicgen_32khz().to_dict()  # SEANet both ways: its fields stay
+    assert {"n_filters", "lstm", "compress"} <= set(released) and "synth_width" not in released

@@ -17,7 +17,30 @@ PITCH_DETAIL_DIM = 15  # + attack and 6 finer bands above harmonic 8 (for a seco
 CHROMA_DIM = 21  # 12 pitch classes, 5 octave levels, envelope, 3 high bands
 CHROMA_DETAIL_DIM = 38  # + attack, 12 band levels and 4 flatnesses from a shorter window (3rd codebook)
 
-__all__ = ["CodecConfig"]
+__all__ = ["CodecConfig", "VARIANT_FIELDS"]
+
+#: The fields only some encoders or decoders read (the rest, rates, sizes, ratios and the
+#: quantizer's, every codec reads; the convolutions' `causal` is checked by all).
+VARIANT_FIELDS: dict[str, tuple[str, ...]] = {
+    "seanet": (
+        "n_filters",
+        "n_residual_layers",
+        "elu_alpha",
+        "kernel_size",
+        "residual_kernel_size",
+        "last_kernel_size",
+        "dilation_base",
+        "pad_mode",
+        "true_skip",
+        "compress",
+        "trim_right_ratio",
+    ),
+    "lstm": ("lstm",),
+    "stft": ("stft_width", "stft_layers", "stft_n_ffts", "stft_down"),
+    "pitch": ("pitch_fmin", "pitch_fmax"),
+    "istft": ("istft_width", "istft_layers", "istft_n_fft", "istft_hop", "istft_phase"),
+    "synth": ("synth_width", "synth_layers", "synth_harmonics", "synth_noise_bands"),
+}
 
 
 @dataclass
@@ -199,10 +222,27 @@ class CodecConfig:
     def _field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls) if f.init]
 
+    def unused_fields(self) -> set[str]:
+        """The fields no module of this codec reads (`VARIANT_FIELDS` of the kinds it does not use)."""
+        seanet = "seanet" in (self.encoder, self.decoder)
+        used = {
+            "seanet": seanet,
+            "lstm": seanet or self.encoder == "stft" or self.decoder == "istft",
+            "stft": self.encoder == "stft",
+            "pitch": self.encoder == "pitch",
+            "istft": self.decoder == "istft",
+            "synth": self.decoder in ("harmonic", "tonal"),
+        }
+        return {f for group, fields in VARIANT_FIELDS.items() if not used[group] for f in fields}
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict of every field (tuples become lists)."""
+        """JSON-safe dict of the fields its encoder, decoder and quantizer read (tuples become
+        lists); the others are left out (`from_dict` gives them their defaults)."""
         out: dict[str, Any] = {}
+        unused = self.unused_fields()
         for name in self._field_names():
+            if name in unused:
+                continue
             value = getattr(self, name)
             out[name] = list(value) if isinstance(value, tuple) else value
         return out
