@@ -183,10 +183,8 @@ def main() -> int:
         "stem (log frequency; bass up to 2 kHz), and the tempo, key and pitch content measured with "
         "the detectors of `musicgen-stem evaluate --tasks text`. `mini` is a small model trained "
         "on synthetic songs (TRAINING.md): judge its pitch, timing and editing, not its timbre. "
-        "Single examples vary: over 30 held-out prompts (two seeds) the tempo follows the prompt for "
-        "70-73 % of them (within 4 %; 23-27 % more at double or half), the key often (MIREX 0.52 and "
-        "0.56), and drums regenerated under a song's other stems sit on its 8th-note grid as tightly "
-        "as the true drums and find its beat (beat F 0.64; EVALUATION.md).",
+        "Single examples vary: how often the tempo, key, chords and grid hold over held-out songs "
+        "and prompts is in README's table and EVALUATION.md.",
         "",
         "## Text to stems",
         "",

@@ -297,3 +297,19 @@ def test_a_prompt_change_is_heard_at_the_next_border_when_there_is_time_and_neve
     assert records[2].prompt == "jazz"  # too late to restart without missing the border: next cycle
     assert jam.started[:3] == ["funk", "jazz", "jazz"]
     assert player._current().prompt == "rock"
+
+
+def test_vary_0_after_the_count_in_still_writes_the_first_take_and_new_stems_whole(jam_model):
+    jam = Jam(jam_model, Loop({"drums": _loop(2.0)["drums"]}, 120.0, 1), seed=2)
+    jam.repeat_take()  # the count-in: the loop alone
+    first = jam.next_take(JamSettings("funk", ("bass",), vary=0.0))
+    assert first.new_bars == 1  # written whole, not a repeat of the count-in's silence
+    tl, rows = jam.timeline, jam_model.layout.stream_slices()
+    silence = torch.tensor(jam_model.silence_tokens())[rows["bass"]][:, None]
+    assert not torch.equal(
+        jam.codes[rows["bass"], tl.frame(1) + jam.tail : tl.frame(2)], silence.expand(-1, 100 - jam.tail)
+    )
+    more = jam.next_take(JamSettings("funk", ("bass", "other"), vary=0.0))  # other joins: written whole
+    assert more.new_bars == 1 and jam.written == {"bass", "other"}
+    again = jam.next_take(JamSettings("funk", ("bass", "other"), vary=0.0))
+    assert again.new_bars == 0  # both written: vary 0 repeats

@@ -95,6 +95,7 @@ class Jam:
         self.chords = chords if chords is not None else self._estimate_chords()
         self.audio = {s: torch.zeros(self.timeline.channels, 0) for s in self.free_stems}  # model rate
         self.takes: list[Take] = []
+        self.written: set[str] = set()  # the stems the model has written so far
 
     def _estimate_chords(self) -> ChordChart | None:
         steps = self.model.steps
@@ -115,20 +116,21 @@ class Jam:
         regen = [s for s in settings.regenerate if s in self.free_stems]
         known = self._repeat(cycle, start, end)  # [K, end - start]: the previous cycle again
         free = torch.zeros_like(known, dtype=torch.bool)
-        new_bars = self.loop.bars
-        if self.takes:
-            new_bars = round(min(1.0, max(0.0, settings.vary)) * self.loop.bars)
+        new_bars = round(min(1.0, max(0.0, settings.vary)) * self.loop.bars)
         first_new = tl.frame(cycle) + round(
             (self.loop.bars - new_bars) * self.loop.bar_seconds * tl.frame_rate
         )
-        lo = max(0, first_new - start)
-        free[model.layout.streams_of_stems(regen), lo:] = bool(regen) and new_bars > 0
+        for stem in regen:  # a stem not written yet is written whole, whatever `vary` says
+            lo = 0 if stem not in self.written else max(0, first_new - start)
+            if stem not in self.written or new_bars > 0:
+                free[model.layout.streams_of_stems([stem]), lo:] = True
         seed = self.seed + cycle
         prompt = with_tempo(settings.prompt, round(self.loop.bpm, 2))
         if bool(free.any()):
             known = self._generate(cycle, start, end, known, free, regen, prompt, seed, stop)
-        new = new_bars if regen else 0
+        new = self.loop.bars if not self.written.issuperset(regen) else new_bars if regen else 0
         take = Take(cycle, start, known, prompt, seed, new, tuple(regen), settings.vary)
+        self.written |= set(regen)
         self._commit(take)
         take.generate_s = time.perf_counter() - began
         return take
