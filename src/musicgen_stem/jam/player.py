@@ -173,8 +173,9 @@ class Player:
                 self._emit(n, self._current(), take, late=late, began=t0)
                 n += 1
         finally:
+            self._quit.set()  # a take being written stops at its next step
             jobs.put(None)
-            worker.join(timeout=5.0)
+            worker.join()
 
     def _work(
         self,
