@@ -20,6 +20,7 @@ from .options import UsageError, check_stem_names, load_model_from_args
 
 __all__ = [
     "check_common",
+    "check_out",
     "cmd_generate",
     "load_model",
     "print_done",
@@ -61,18 +62,23 @@ def check_common(args: argparse.Namespace) -> None:
         raise UsageError(f"--top-p must be between 0 (off) and 1, got {args.top_p}")
     if args.top_k is not None and args.top_k < 0:
         raise UsageError(f"--top-k must be >= 0 (0: off), got {args.top_k}")
-    out = Path(args.out)
+    seconds = getattr(args, "duration", None) or 30.0  # an edit's length is known only later
+    seconds = seconds if math.isfinite(seconds) and 0 < seconds <= 600 else 30.0  # bad ones refused later
+    check_out(args.out, args.force, int(seconds * 48000 * 2 * 4 * 5 * args.batch))  # stereo float: a bound
+
+
+def check_out(out_dir: str, force: bool, need_bytes: int) -> None:
+    """--out checked before the model loads: a folder (not a file), empty or `force`, and a disk
+    that takes `need_bytes` (read-only or full disks are found now, not after generating)."""
+    out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out '{out}' is a file; give a folder path")
-    if out.is_dir() and any(out.iterdir()) and not args.force:
+    if out.is_dir() and any(out.iterdir()) and not force:
         raise UsageError(
             f"output folder '{out}' already exists and is not empty; choose another --out or pass --force"
         )
-    seconds = getattr(args, "duration", None) or 30.0  # an edit's length is known only later
-    seconds = seconds if math.isfinite(seconds) and 0 < seconds <= 600 else 30.0  # bad ones refused later
-    need = int(seconds * 48000 * 2 * 4 * 5 * args.batch)  # 3 stems + mix (+ vocals), stereo float: a bound
-    try:  # before the model loads: a read-only or full disk is found now, not after generating
-        check_writable(out, need)
+    try:
+        check_writable(out, need_bytes)
     except OSError as e:
         raise UsageError(f"--out '{out}': {io_reason(e)}; choose another folder") from None
 

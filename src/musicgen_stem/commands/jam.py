@@ -82,13 +82,11 @@ def _check(args: argparse.Namespace) -> dict[str, Path]:
     if args.out is None and args.pcm is None and (not args.realtime or args.no_play):
         raise UsageError("nothing to play to: pass --out DIR, --pcm s16 (stdout) or --realtime (sound card)")
     if args.out is not None:
-        out = Path(args.out)
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"--out '{out}' is a file; give a folder path")
-        if out.is_dir() and any(out.iterdir()) and not args.force:
-            raise UsageError(
-                f"output folder '{out}' already exists and is not empty; choose another or pass --force"
-            )
+        from ..jam.loop import MAX_LOOP_SECONDS
+        from .generate import check_out
+
+        seconds = (args.cycles or 100) * MAX_LOOP_SECONDS  # a bound: 3 stems + mix, stereo float
+        check_out(args.out, args.force, int(min(seconds, 3600) * 48000 * 2 * 4 * 4))
     if args.pcm is not None and sys.stdout.isatty():
         raise UsageError("--pcm writes raw audio to stdout: pipe it (e.g. | aplay -f S16_LE -r 32000)")
     files = parse_stem_files(args.loop, "--loop")
