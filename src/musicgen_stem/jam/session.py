@@ -93,7 +93,7 @@ class Jam:
         env = onset_strength(twice, loop.sample_rate)
         self.swing, _ = estimate_swing(env, loop.bpm, 0.0)
         self.chords = chords if chords is not None else self._estimate_chords()
-        self.audio = {s: torch.zeros(self.timeline.channels, 0) for s in self.free_stems}  # model rate
+        self.audio: dict[str, list[torch.Tensor]] = {s: [] for s in self.free_stems}  # [C, n] pieces
         self.takes: list[Take] = []
         self.written: set[str] = set()  # the stems the model has written so far
 
@@ -195,21 +195,29 @@ class Jam:
         for s, sl in self.model.layout.stream_slices().items():
             if s in self.decoders:
                 wav = self.decoders[s].push(take.codes[None, sl].to(self.model.device))[0].cpu().float()
-                self.audio[s] = torch.cat([self.audio[s], wav], dim=-1)
+                self.audio[s].append(wav)  # kept in pieces: no copy of the whole session per cycle
 
     # --- audio -----------------------------------------------------------------------------
-    def decoded(self) -> int:
-        """Model samples of the generated stems decoded so far."""
-        return min(w.shape[-1] for w in self.audio.values())
+    def _segment(self, stem: str, a: int, b: int) -> torch.Tensor:
+        """[C, b - a]: model samples [a, b) of a generated stem (zeros where not decoded yet),
+        read from its last pieces."""
+        pieces, end = [], sum(w.shape[-1] for w in self.audio[stem])
+        for w in reversed(self.audio[stem]):
+            start = end - w.shape[-1]
+            if start < b and end > a:
+                pieces.append(w[:, max(a, start) - start : min(b, end) - start])
+            if start <= a:
+                break
+            end = start
+        seg = torch.cat(pieces[::-1], -1) if pieces else torch.zeros(self.timeline.channels, 0)
+        return torch.nn.functional.pad(seg, (0, b - a - seg.shape[-1]))
 
     def cycle_audio(self, cycle: int) -> dict[str, torch.Tensor]:
         """{stem: [C, n]} at the model's rate: cycle `cycle` of every stem (the loop's resampled)."""
         tl = self.timeline
         a, b = tl.sample(cycle), tl.sample(cycle + 1)
         out = {s: tl.audio(s, a, b) for s in self.loop.stems}
-        for s, wav in self.audio.items():
-            seg = wav[:, a:b]
-            out[s] = torch.nn.functional.pad(seg, (0, b - a - seg.shape[-1]))
+        out |= {s: self._segment(s, a, b) for s in self.audio}
         return {s: out[s] for s in self.model.stems if s in out}
 
     def finish(self) -> dict[str, torch.Tensor]:
@@ -217,6 +225,7 @@ class Jam:
         for s, d in self.decoders.items():
             rest = d.flush()
             if rest.shape[0]:
-                self.audio[s] = torch.cat([self.audio[s], rest[0].cpu().float()], dim=-1)
+                self.audio[s].append(rest[0].cpu().float())
             self.decoders[s] = StreamingDecoder(self.model.codec.codec(s))
-        return dict(self.audio)
+        channels = self.timeline.channels
+        return {s: torch.cat([torch.zeros(channels, 0), *w], -1) for s, w in self.audio.items()}
