@@ -82,8 +82,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--duration", type=float, default=8.0)
     ap.add_argument("--out", default=None, help="write the per-prompt figures here (JSON)")
+    ap.add_argument("--chord-guide", type=float, default=None, help="chord guidance (default: the model's)")
+    ap.add_argument("--given-only", action="store_true", help="skip the baseline without --chords")
     args = ap.parse_args()
     model = MusicGenStem.default() if args.model is None else MusicGenStem.from_pretrained(args.model)
+    model.set_generation_params(chord_guide=args.chord_guide)
     sr = model.sample_rate
     rows = []
     began = time.time()
@@ -91,7 +94,7 @@ def main() -> None:
         bpm = float(prompt.split(" at ")[1].split()[0])
         chart = parse_progression(progression, bpm).looped(args.duration)
         for seed in args.seeds:
-            for given in (True, False):
+            for given in (True,) if args.given_only else (True, False):
                 out = model.generate(
                     [prompt], seed=seed, duration=args.duration, chords=progression if given else None
                 )
@@ -109,6 +112,8 @@ def main() -> None:
                 )
     for given in (True, False):
         sel = [r for r in rows if r["given"] == given]
+        if not sel:
+            continue
         b = np.nanmean([r["bass_on_chords"] for r in sel])
         c = np.nanmean([r["chroma_matches"] for r in sel])
         label = "--chords given" if given else "no --chords (baseline)"

@@ -122,6 +122,7 @@ def test_parse_seed_and_sampling():
         app.parse_seed("1.5")
     s = app.sampling_settings(top_k=0, top_p=0.9, temperature=0.7, cfg=2, greedy=True)
     assert s == {"use_sampling": False, "top_k": 0, "top_p": 0.9, "temperature": 0.7, "cfg_coef": 2.0}
+    assert app.sampling_settings(chord_guide=2)["chord_guide"] == 2.0
 
 
 def test_model_holder_errors_are_messages(tmp_path: Path):

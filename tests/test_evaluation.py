@@ -392,6 +392,7 @@ def test_cli_runs(tiny_model_dir, songs, tmp_path):
     data = json.loads((out / "report.json").read_text())
     sampling = {"use_sampling": True, "temperature": 0.7, "top_k": 20, "top_p": 0.9, "cfg_coef": 2.0}
     sampling["greedy_streams"] = []  # the tiny model's default: none
+    sampling["chord_guide"] = 0.0  # likewise
     assert data["config"]["sampling"] == sampling  # as used: the options over the model's defaults
     assert [r["task"] for r in data["results"]] == ["edit", "codec", "generate"]
     assert all(v is not None and v >= 0 for v in data["results"][2]["summary"]["frechet_distance"].values())

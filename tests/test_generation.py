@@ -191,6 +191,7 @@ def test_temperature_sharpens():
         (SamplingParams(cfg_coef=-1.0), "guidance"),
         (SamplingParams(greedy_streams=(1, 6)), "greedy streams.*below 6.*6"),
         (SamplingParams(greedy_streams=(-1,)), "greedy streams"),
+        (SamplingParams(chord_guide=-1.0), "chord guidance"),
     ],
 )
 def test_sampling_params_validate(params, match):

@@ -12,7 +12,16 @@ from musicgen_stem.cli import main
 from musicgen_stem.conditioning.chords import parse_progression
 from musicgen_stem.notes.midi import DRUM_CHANNEL, read_notes, stems_midi
 from musicgen_stem.notes.quantize import quantize
-from musicgen_stem.notes.transcribe import HIHAT, KICK, SNARE, Note, bass_notes, drum_hits, pitched_notes
+from musicgen_stem.notes.transcribe import (
+    HIHAT,
+    KICK,
+    SNARE,
+    Note,
+    bass_notes,
+    drum_hits,
+    pitch_activity,
+    pitched_notes,
+)
 
 SR = 32000
 
@@ -89,6 +98,41 @@ def test_drum_hits_are_found_and_labelled():
     for k, times in truth.items():
         est = np.array([h.start for h in hits if h.pitch == k])
         assert mir_eval.onset.f_measure(np.array(times), est, 0.05)[0] >= 0.85, (k, est)
+
+
+def test_a_tom_without_snare_wires_is_not_a_snare():
+    """Snares on 2 and 4, a tom between them: the tom's head sounds in the snare head's band, but
+    without the wires' noise it is no snare."""
+    rng = np.random.default_rng(1)
+    t = np.arange(int(0.2 * SR)) / SR
+    tom = (
+        0.3
+        * np.sin(2 * np.pi * (180 + 60 * np.exp(-t * 20)) * t)
+        * np.exp(-t * 10)
+        * np.minimum(1.0, t / 0.003)
+    )
+    x = np.zeros(4 * SR)
+    snares, toms = [0.55, 1.55, 2.55, 3.55], [0.3, 1.05, 2.3, 3.05]
+    for s in snares:
+        b = _burst(SNARE, 0.2, rng)
+        x[int(s * SR) : int(s * SR) + len(b)] += b
+    for s in toms:
+        x[int(s * SR) : int(s * SR) + len(tom)] += tom
+    est = np.array([h.start for h in drum_hits(x.astype(np.float32), SR) if h.pitch == SNARE])
+    assert mir_eval.onset.f_measure(np.array(snares), est, 0.05)[0] == 1.0, est
+
+
+def test_pitch_activity_ends_with_the_note_not_its_tail():
+    """A chord struck for 0.4 s then dying away at 40 dB/s (a release into reverb): sounding while
+    held, silent once its tail is 20 dB down."""
+    chord = [57, 60, 64]
+    t = np.arange(2 * SR) / SR
+    env = np.where(t < 0.5, 1.0, 10 ** (-2.0 * (t - 0.5))) * (t >= 0.1)  # -40 dB/s after 0.5 s
+    x = (0.1 * env * sum(np.sin(2 * np.pi * _hz(p) * t) for p in chord)).astype(np.float32)
+    active, _ = pitch_activity(x, SR)  # [61, N]
+    frame = lambda s: int(s * 22050 / 256)  # noqa: E731
+    assert set(36 + np.nonzero(active[:, frame(0.3)])[0]) == set(chord)
+    assert not active[:, frame(1.0) :].any()
 
 
 def test_pitched_notes_of_a_chord():

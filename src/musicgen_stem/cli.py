@@ -93,6 +93,13 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
         help="classifier-free guidance coefficient (1: no guidance; default: the model's)",
     )
     g.add_argument("--greedy", action="store_true", help="always take the most likely token (no sampling)")
+    g.add_argument(
+        "--chord-guide",
+        type=float,
+        default=None,
+        help="how firmly regenerated stems keep to the chords (0: off; models whose codes name pitches; "
+        "default: the model's)",
+    )
 
 
 def _add_output(p: argparse.ArgumentParser) -> None:

@@ -35,7 +35,8 @@ def mini() -> ModelConfig:
     """The small model trained on CPU and shipped with the package: MiniLM text encoder (offline) plus
     tempo and key tokens read from the text, 6-layer LM of width 192, small codecs, 10 s generation,
     8 s edit window; sampled at temperature 0.6 unless told otherwise (docs/experiments.md: its edits
-    sit on the grid more tightly than at 1, with the same harmony)."""
+    sit on the grid more tightly than at 1, with the same harmony), its pitched stems guided by the
+    chords (`SamplingParams.chord_guide`: EVALUATION.md)."""
     return ModelConfig(
         layout=LAYOUT_MINI,
         lm=LMConfig(dim=192, num_heads=6, num_layers=6, ff_dim=768),
@@ -44,7 +45,7 @@ def mini() -> ModelConfig:
         name="mini",
         max_duration=10.0,
         edit_window=8.0,
-        sampling={"temperature": 0.6},
+        sampling={"temperature": 0.6, "chord_guide": 4.0},
     )
 
 

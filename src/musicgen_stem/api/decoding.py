@@ -25,6 +25,7 @@ from ..dsp import beat_phase, estimate_swing, estimate_tempo, onset_strength
 from ..errors import GenerationError
 from ..generation import generate_codes
 from ..generation.engine import FramesCallback
+from ..generation.harmony import chord_bias
 from ..generation.sampling import SamplingParams
 from ..generation.tasks import Task
 from ..generation.windows import fill_windows
@@ -281,16 +282,22 @@ def fill(
         conditions = step_conditions(model, codes, regenerate, list(texts), downbeat, chords, seed)
     texts, conds = conditions.texts, conditions.steps
     mem, null = text_memories(model.text, texts)
+    guided = model.codec.code_chroma(regenerate) if conds is not None and model.params.chord_guide else {}
 
     def run(
         known: torch.Tensor, on_frames: FramesCallback | None = None, start: int = 0, prefix: int = 0
     ) -> torch.Tensor:
-        cond = None
+        cond, bias = None, None
         if conds is not None and model.steps is not None:
             n = known.shape[-1] + max(model.layout.delays) + 1  # the window's decoding steps
             with torch.inference_mode():
                 cond = model.steps(conds, start, n, model.frame_rate, prefix)
-        return generate_codes(model.lm, known, mem, null, model.params, gen, callback, on_frames, cond)
+        if guided:
+            assert conds is not None
+            frames, strength = known.shape[-1], model.params.chord_guide
+            K = model.layout.num_streams
+            bias = chord_bias(conds.chords, guided, K, start, frames, model.frame_rate, strength, prefix)
+        return generate_codes(model.lm, known, mem, null, model.params, gen, callback, on_frames, cond, bias)
 
     def on_window(i: int, n: int) -> None:
         if bar is not None and n > 1:

@@ -189,6 +189,7 @@ class MusicGenStem:
         cfg_coef: float | None = None,
         extend_stride: float | None = None,
         greedy_streams: Sequence[int] | None = None,
+        chord_guide: float | None = None,
     ) -> None:
         """Defaults for the following calls (as in audiocraft): each sampling setting not given is
         the model's own default (`self.defaults`, from its config.json; for most models sampling,
@@ -198,6 +199,8 @@ class MusicGenStem:
         60 % of the window, so 40 % of each window is context from the previous one).
         greedy_streams: streams always taken by argmax (`SamplingParams.greedy_streams`; mini: the
         two streams its LM does not read back).
+        chord_guide: how far codes playing notes outside the known chords are lowered
+        (`SamplingParams.chord_guide`; models whose codes name pitches).
         """
         d = self.defaults
         params = SamplingParams(
@@ -207,6 +210,7 @@ class MusicGenStem:
             d.top_p if top_p is None else float(top_p),
             d.cfg_coef if cfg_coef is None else float(cfg_coef),
             d.greedy_streams if greedy_streams is None else tuple(greedy_streams),
+            d.chord_guide if chord_guide is None else float(chord_guide),
         )
         params.validate(self.layout.card, self.layout.num_streams)
         if extend_stride is not None and not 0 < extend_stride < self.max_duration:

@@ -97,13 +97,22 @@ def parse_seconds(value: Any, what: str) -> float | None:
 
 
 def sampling_settings(
-    top_k: float = 250, top_p: float = 0.0, temperature: float = 1.0, cfg: float = 3.0, greedy: bool = False
+    top_k: float = 250,
+    top_p: float = 0.0,
+    temperature: float = 1.0,
+    cfg: float = 3.0,
+    greedy: bool = False,
+    chord_guide: float | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments of `MusicGenStem.set_generation_params` from the form's values."""
-    return {
+    """Keyword arguments of `MusicGenStem.set_generation_params` from the form's values (chord
+    guidance not given: the model's)."""
+    settings = {
         "use_sampling": not bool(greedy),
         "top_k": int(top_k or 0),
         "top_p": float(top_p or 0.0),
         "temperature": float(temperature),
         "cfg_coef": float(cfg),
     }
+    if chord_guide is not None:
+        settings["chord_guide"] = float(chord_guide)
+    return settings

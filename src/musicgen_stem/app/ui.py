@@ -61,7 +61,7 @@ class GenerateTab:
     random_btn: gr.Button
     reuse_btn: gr.Button
     chords: gr.Textbox
-    sampling: list[Any]  # top-k, top-p, temperature, CFG, greedy: shared with the Edit tab
+    sampling: list[Any]  # top-k, top-p, temperature, CFG, greedy, chord guidance: shared with Edit
     button: gr.Button
     cancel: gr.Button
     preview: gr.Audio
@@ -94,6 +94,13 @@ def generate_tab(max_duration: float, defaults: SamplingParams) -> GenerateTab:
             temperature = gr.Slider(0.05, 2.0, value=t, step=0.05, label="Temperature")
             cfg = gr.Slider(0.0, 10.0, value=defaults.cfg_coef, step=0.5, label="CFG coefficient")
             greedy = gr.Checkbox(value=not defaults.use_sampling, label="Greedy (no sampling)")
+        guide = gr.Slider(
+            0.0,
+            10.0,
+            value=defaults.chord_guide,
+            step=0.5,
+            label="Chord guidance (how firmly new bass and chord parts keep to the chords; 0 = off)",
+        )
     with gr.Row():
         button = gr.Button("Generate", variant="primary", elem_id="mgs-generate")
         cancel = gr.Button("Cancel", variant="stop", elem_id="mgs-generate-cancel")
@@ -106,7 +113,7 @@ def generate_tab(max_duration: float, defaults: SamplingParams) -> GenerateTab:
         visible=live,
         elem_id="mgs-preview",
     )
-    sampling = [top_k, top_p, temperature, cfg, greedy]
+    sampling = [top_k, top_p, temperature, cfg, greedy, guide]
     return GenerateTab(
         prompt,
         duration,
@@ -251,6 +258,7 @@ class Handlers:
         t: float,
         c: float,
         g: bool,
+        h: float,
         request: gr.Request,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's idiom)
     ) -> Iterator[tuple[Any, ...]]:
@@ -268,7 +276,7 @@ class Handlers:
                 seed=seed_v,
                 chords=chords_v,
                 variations=int(variations_v),
-                sampling=sampling_settings(k, p, t, c, g),
+                sampling=sampling_settings(k, p, t, c, g, h),
                 limits=self.limits,
                 progress=lambda d, n: progress((d, n), desc="generating"),
                 cancelled=lambda: stop() or cancelled(),
@@ -304,6 +312,7 @@ class Handlers:
         t: float,
         c: float,
         g: bool,
+        h: float,
         request: gr.Request,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's idiom)
     ) -> tuple[Any, ...]:
@@ -330,7 +339,7 @@ class Handlers:
                 start=start_v or None,  # Gradio gives 0 for an empty number box
                 end=end_v or None,
                 seed=seed_v,
-                sampling=sampling_settings(k, p, t, c, g),
+                sampling=sampling_settings(k, p, t, c, g, h),
                 limits=self.limits,
                 progress=lambda d, n: progress((d, n), desc="editing"),
                 cancelled=cancelled,

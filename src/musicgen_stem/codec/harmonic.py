@@ -202,6 +202,14 @@ class PitchEncoder(nn.Module):
             rows += [(attack / LEVEL_DB)[:, None], fine * voiced[:, None] / BAND_DB]
         return torch.cat(rows, dim=1).to(wav.dtype)
 
+    @staticmethod
+    def chroma_of(latent: torch.Tensor) -> torch.Tensor:
+        """latent [D, N] -> the pitch class of each frame's note [N, 12] (one-hot; zero where silent)."""
+        pitch = latent[0]
+        voiced = pitch > SILENT / 2
+        pc = torch.remainder(torch.round(pitch / SEMITONE + LOW_MIDI).long(), 12)
+        return nn.functional.one_hot(pc, 12).float() * voiced[:, None]
+
 
 def exp_sigmoid(x: torch.Tensor) -> torch.Tensor:
     """DDSP's positive amplitude nonlinearity: 2 * sigmoid(x) ** ln(10) + 1e-7."""

@@ -7,7 +7,7 @@ no input renormalisation and no quantizer dropout.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,6 +235,18 @@ class StemCodec(nn.Module):
             latents.append(lat[..., first : first + -(-(end - start) // hop)])
         return self.quantize(back(torch.cat(latents, dim=-1)))
 
+    def code_chroma(self) -> torch.Tensor | None:
+        """The pitch classes each code of the first codebook plays, [card, 12] (`chroma_of` of
+        the pitch and chroma encoders), or None where codes name no pitches (waveform codecs)."""
+        chroma_of = getattr(self.encoder, "chroma_of", None)
+        if chroma_of is None:
+            return None
+        first = self.quantizer.vq.layers[0]
+        codes = torch.arange(self.card, device=first._codebook.embed.device)[None]  # [1, card]
+        with torch.no_grad():
+            entries = first.decode(codes)  # [1, D, card]
+        return chroma_of(entries[0].float().cpu())
+
     def decode_latent(self, codes: torch.Tensor) -> torch.Tensor:
         """codes: [B, n_q, F] -> quantized latent [B, D, F]."""
         self._check_codes(codes)
@@ -369,6 +381,13 @@ class MultiStemCodec(nn.Module):
         return {
             stem: self.codec(stem).decode(codes[:, sl]) for stem, sl in self._layout.stream_slices().items()
         }
+
+    def code_chroma(self, stems: Sequence[str]) -> dict[int, torch.Tensor]:
+        """{stream: the pitch classes of its codes [card, 12]} for the first stream of each of
+        `stems` whose codec names pitches (`StemCodec.code_chroma`)."""
+        slices = self._layout.stream_slices()
+        tables = {slices[s].start: self.codec(s).code_chroma() for s in stems}
+        return {k: t for k, t in tables.items() if t is not None}
 
     @torch.inference_mode()
     def silence_codes(self) -> list[int]:

@@ -152,6 +152,14 @@ class ChromaEncoder(nn.Module):
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         return self.model(wav)
 
+    @staticmethod
+    def chroma_of(latent: torch.Tensor) -> torch.Tensor:
+        """latent [D, N] -> each frame's share of energy per pitch class [N, 12] (sums to 1; zero
+        where the frame is below `SILENCE_DB`)."""
+        chroma = latent[:12].T.clamp(min=0)  # [N, 12]
+        sounding = latent[12 + OCTAVES] * LEVEL_DB > SILENCE_DB
+        return chroma / chroma.sum(-1, keepdim=True).clamp(min=1e-6) * sounding[:, None]
+
 
 class ToneControls(nn.Module):
     """latent [B, D, F] -> [B, NOTES + 1 + N, F]: note logits, amplitude logit, noise gain logits.

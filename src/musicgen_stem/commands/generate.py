@@ -37,13 +37,15 @@ def load_model(args: argparse.Namespace) -> Any:
 
 
 def set_sampling(model: Any, args: argparse.Namespace) -> None:
-    """The sampling options (--greedy, --top-k, --top-p, --temperature, --cfg) set on `model`."""
+    """The sampling options (--greedy, --top-k, --top-p, --temperature, --cfg, --chord-guide) set on
+    `model`."""
     model.set_generation_params(
         use_sampling=False if args.greedy else None,
         top_k=args.top_k,
         top_p=args.top_p,
         temperature=args.temperature,
         cfg_coef=args.cfg,
+        chord_guide=getattr(args, "chord_guide", None),
     )
 
 
@@ -55,7 +57,8 @@ def check_common(args: argparse.Namespace) -> None:
         check_seed(args.seed, "--seed")
     if args.batch < 1 or args.batch > 64:
         raise UsageError(f"--batch must be between 1 and 64, got {args.batch}")
-    for option, value in (("--temperature", args.temperature), ("--cfg", args.cfg)):
+    guide = getattr(args, "chord_guide", None)
+    for option, value in (("--temperature", args.temperature), ("--cfg", args.cfg), ("--chord-guide", guide)):
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise UsageError(f"{option} must be a finite number >= 0, got {value}")
     if args.top_p is not None and not 0 <= args.top_p <= 1:

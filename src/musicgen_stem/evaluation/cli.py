@@ -61,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "true chords (meta.json), or none",
     )
     parser.add_argument("--cfg", type=float, default=None, help="guidance coefficient (default: the model's)")
+    parser.add_argument(
+        "--chord-guide", type=float, default=None, help="chord guidance (0: off; default: the model's)"
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each song to use")
     parser.add_argument("--device", default=None, help="cpu, cuda... (default: cuda when available)")
     parser.add_argument("--force", action="store_true", help="write into an existing report folder")
@@ -90,7 +93,11 @@ def run(args: argparse.Namespace) -> int:
         else MusicGenStem.from_pretrained(args.model, device=args.device)
     )
     model.set_generation_params(
-        top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, cfg_coef=args.cfg
+        top_k=args.top_k,
+        top_p=args.top_p,
+        temperature=args.temperature,
+        cfg_coef=args.cfg,
+        chord_guide=args.chord_guide,
     )
     songs = find_songs(args.data, model.stems, args.num_songs)
     results = []

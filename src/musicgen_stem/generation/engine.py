@@ -56,6 +56,7 @@ def generate_codes(
     callback: ProgressCallback | None = None,
     on_frames: FramesCallback | None = None,
     cond: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Fill the unknown (-1) tokens of `known`.
 
@@ -72,6 +73,8 @@ def generate_codes(
             An exception raised by a callback stops generation and propagates.
         cond: [B, S, D] per-step conditions of the window's steps (`conditioning.steps`), for
             models that read them; the null condition of guidance gets none.
+        bias: [B, K, T, card] logit offsets per frame (`generation.harmony`), added after
+            guidance, before sampling.
     Returns:
         codes [B, K, T]: `known` with every -1 replaced by a model token (< card).
     """
@@ -101,6 +104,10 @@ def generate_codes(
     if cond is not None and use_cfg:
         cond = torch.cat([cond, torch.zeros_like(cond)])
     state = lm.new_state(mem.to(device), max_steps=S - 1, reuse=True, cond=cond)
+    if bias is not None:
+        bias = bias.to(device)
+        delays = torch.as_tensor(list(layout.delays), device=device)
+        streams = torch.arange(K, device=device)
 
     prev = 0
     total = S - start
@@ -110,6 +117,9 @@ def generate_codes(
         logits = logits.float()  # [B or 2B, K, card]
         if use_cfg:
             logits = guide(logits[:B], logits[B:], params.cfg_coef)
+        if bias is not None:  # frame step - 1 - delay of each stream
+            t = step - 1 - delays
+            logits = logits + bias[:, streams, t.clamp(0, T - 1)] * ((t >= 0) & (t < T))[None, :, None]
         token = sample_next(logits, params, generator)  # [B, K]
         token = torch.where(valid[None, :, step], token, layout.special_token)
         col = seq[..., step]

@@ -17,6 +17,8 @@ class SamplingParams:
     greedy_streams: streams always chosen by argmax. For streams the LM does not read back (a zero
     embedding, as `mini`'s bass attack and other third codebooks, grown after its LM was trained),
     a draw per frame is noise that no later step sees: frame-to-frame flicker in the decoded audio.
+    chord_guide: how far (in logits) codes that play notes outside the chord sounding are lowered,
+    where the chords are known and the codes name pitches (`generation.harmony`); 0: off.
     """
 
     use_sampling: bool = True
@@ -25,6 +27,7 @@ class SamplingParams:
     top_p: float = 0.0
     cfg_coef: float = 3.0
     greedy_streams: tuple[int, ...] = ()
+    chord_guide: float = 0.0
 
     def __post_init__(self) -> None:
         self.greedy_streams = tuple(self.greedy_streams)  # config.json gives a list
@@ -38,6 +41,8 @@ class SamplingParams:
             raise GenerationError(f"top-p must be between 0 (off) and 1, got {self.top_p}")
         if not self.cfg_coef >= 0:
             raise GenerationError(f"the guidance coefficient (--cfg) must be >= 0, got {self.cfg_coef}")
+        if not self.chord_guide >= 0:
+            raise GenerationError(f"the chord guidance (--chord-guide) must be >= 0, got {self.chord_guide}")
         top = num_streams if num_streams is not None else float("inf")
         if not all(isinstance(k, int) and 0 <= k < top for k in self.greedy_streams):
             below = "" if num_streams is None else f" below {num_streams}"

@@ -2,9 +2,11 @@
 
 - `bass_notes`: monophonic: YIN pitch at 8 kHz every 10 ms, voiced where the level is within 30 dB
   of the stem's loudest, a note wherever the (median-smoothed) pitch changes or an onset strikes;
-- `drum_hits`: onsets of the whole kit, each labelled kick, snare and/or hi-hat by how much the
-  energy of its band rises (GM notes 36, 38, 42);
-- `pitched_notes`: polyphonic: constant-Q peaks a semitone apart, overtones of a lower peak
+- `drum_hits`: onsets of the energy of each class's band (GM notes 36, 38, 42): kick 30-150 Hz,
+  snare head 150-400 Hz struck together with its wires' noise 1-5 kHz, hi-hat 7-11 kHz (less the
+  onsets the snare's noise explains);
+- `pitched_notes`: polyphonic: constant-Q peaks a semitone apart, loud within their frame and within
+  the last/next second (which drops a released note's tail and reverb), overtones of a lower peak
   removed, held pitches joined into notes (chords, pads, leads).
 
 Polyphonic transcription models (basic-pitch, MT3) ship weights that need TensorFlow/ONNX runtimes
@@ -22,11 +24,17 @@ import scipy.ndimage
 from ..dsp import mono_at
 
 KICK, SNARE, HIHAT = 36, 38, 42  # General MIDI drum notes
-BELOW = {KICK: 6.0, SNARE: 4.5, HIHAT: 18.0}  # dB under its band's loudest that a hit may sound
-RISE = {KICK: 4.0, SNARE: 4.0, HIHAT: 1.0}  # dB its band rises at a hit
+NOISE = 0  # key of the snare's noise band in the per-band dicts (not a drum note)
+BELOW = {KICK: 6.0, SNARE: 4.5, HIHAT: 18.0, NOISE: 12.0}  # dB under its band's loudest that a hit may sound
+RISE = {KICK: 4.0, SNARE: 3.0, HIHAT: 1.0, NOISE: 2.0}  # dB its band rises at a hit
 SNARE_NOISE = 3.0  # dB: a hi-hat onset with a snare's that rises by as much, less this, is the snare's
+DRUM_BANDS = {KICK: (30, 150), SNARE: (150, 400), HIHAT: (7000, 11000)}  # Hz: kick, snare head, hi-hat
+SNARE_NOISE_BAND = (1000, 5000)  # Hz: a snare's wires
+DRUM_WAIT = 2  # frames: the least gap between two hits of one class
 _BASS_SR, _BASS_HOP = 8000, 80  # 10 ms
-RELATIVE_DB = 24.0  # pitched: a pitch sounds within this many dB of the frame's loudest
+RELATIVE_DB = 15.0  # pitched: a pitch sounds within this many dB of the frame's loudest
+LOCAL_S, LOCAL_DB = 2.0, 12.0  # pitched: ... and within LOCAL_DB of the loudest frame in LOCAL_S s
+# around it (a released note's tail and reverb fall below it)
 OVERTONE_DB = (
     6.0  # pitched: an octave, twelfth... above a sounding pitch and less than this louder is its overtone
 )
@@ -99,15 +107,15 @@ def _runs(
 
 def drum_hits(audio: np.ndarray, sample_rate: int) -> list[Note]:
     """Kick, snare and hi-hat hits of a drum stem (GM notes KICK, SNARE, HIHAT; 50 ms long): onsets
-    of each band's energy (a snare's noise also reaches the hi-hat band: a hi-hat onset with the
-    snare band rising more is the snare's)."""
+    of each class's band energy; a snare's head (its band) must strike with its noise (SNARE_NOISE_BAND),
+    and a hi-hat onset whose rise the snare's noise explains is the snare's."""
     y = mono_at(audio, sample_rate, _SR)
     if len(y) < 2048 or not np.any(y):
         return []
     S = np.abs(librosa.stft(y, n_fft=1024, hop_length=_HOP)) ** 2  # [F, N]
     freqs = librosa.fft_frequencies(sr=_SR, n_fft=1024)
-    bands = {KICK: (30, 150), SNARE: (1000, 5000), HIHAT: (7000, 11000)}
-    level = {
+    bands = {**DRUM_BANDS, NOISE: SNARE_NOISE_BAND}
+    level = {  # [N] dB per band
         k: librosa.power_to_db(S[(freqs >= a) & (freqs < b)].sum(0) + 1e-10) for k, (a, b) in bands.items()
     }
     rise = {
@@ -115,20 +123,28 @@ def drum_hits(audio: np.ndarray, sample_rate: int) -> list[Note]:
     }  # dB over 2 frames
     loud = {k: float(np.percentile(e, 99)) for k, e in level.items()}
     found = {}
-    for k in bands:
+    for k in DRUM_BANDS:
         frames = librosa.onset.onset_detect(
-            onset_envelope=rise[k], sr=_SR, hop_length=_HOP, backtrack=False, wait=4
+            onset_envelope=rise[k], sr=_SR, hop_length=_HOP, backtrack=False, wait=DRUM_WAIT
         )
         found[k] = [
             f for f in frames if rise[k][f] > RISE[k] and level[k][f : f + 3].max() > loud[k] - BELOW[k]
         ]
+    noise = rise[NOISE]
+    wires = [  # a snare's head strikes with its wires' noise: rising, and loud for the noise band
+        f
+        for f in found[SNARE]
+        if noise[max(0, f - 1) : f + 2].max() > RISE[NOISE]
+        and level[NOISE][f : f + 3].max() > loud[NOISE] - BELOW[NOISE]
+    ]
+    found[SNARE] = wires
     snares = np.array(found[SNARE])
     hits = []
     for k, frames in found.items():
         for f in frames:
             if k == HIHAT and len(snares) and np.abs(snares - f).min() <= 2:
                 g = int(snares[np.abs(snares - f).argmin()])
-                if rise[SNARE][g] >= rise[HIHAT][f] - SNARE_NOISE:
+                if noise[g] >= rise[HIHAT][f] - SNARE_NOISE:
                     continue  # the snare's noise
             t = round(float(f * _HOP / _SR), 4)
             hits.append(Note(t, round(t + 0.05, 4), k, _velocity(float(level[k][f : f + 3].max()) - loud[k])))
@@ -155,7 +171,8 @@ def pitch_activity(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.
     db = librosa.amplitude_to_db(C, ref=float(C.max()) + 1e-12)
     frame_max = db.max(axis=0, keepdims=True)
     peak = (db >= np.roll(db, 1, axis=0)) & (db >= np.roll(db, -1, axis=0))
-    active = peak & (db > frame_max - RELATIVE_DB) & (db > -45.0)
+    local_max = scipy.ndimage.maximum_filter1d(frame_max[0], size=int(LOCAL_S * _SR / _HOP) | 1)  # [N]
+    active = peak & (db > frame_max - RELATIVE_DB) & (db > local_max - LOCAL_DB) & (db > -45.0)
     for k in range(61):  # overtones of a sounding pitch are not pitches of their own
         for h in (12, 19, 24, 28, 31):
             if k + h < active.shape[0]:
