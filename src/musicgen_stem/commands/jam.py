@@ -2,6 +2,8 @@
 the other stems for every cycle, tempo-locked to the loop; to the sound card or a PCM pipe on the
 clock (`--realtime`), and the whole session to `--out`. Commands typed on stdin while it plays
 (one a line): prompt TEXT, regenerate STEM..., vary 0..1, mute STEM..., unmute, solo STEM..., quit.
+`--input STEM`: what is played into the sound card is that stem, answered one cycle after it ends
+(`jam.live`); `--measure-latency` measures the card's round trip for `--input-latency`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="STEM=FILE",
-        required=True,
         help="a stem of the loop (repeatable: --loop drums=d.wav --loop other=keys.wav), whole bars long",
     )
     p.add_argument(
@@ -63,6 +64,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="raw interleaved PCM of the mix to stdout at the model's rate (e.g. | aplay -f S16_LE -r 32000)",
     )
     p.add_argument("--no-play", action="store_true", help="with --realtime: not on the sound card")
+    p.add_argument(
+        "--input",
+        default=None,
+        metavar="STEM",
+        help="with --realtime: the stem you play into the sound card (e.g. other); the model answers "
+        "it one cycle after you play it",
+    )
+    p.add_argument(
+        "--input-device", default=None, help="PortAudio device (number or name; default: the default)"
+    )
+    p.add_argument(
+        "--input-latency",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="the card's round trip, output to input (default: PortAudio's figure; see --measure-latency)",
+    )
+    p.add_argument(
+        "--measure-latency",
+        action="store_true",
+        help="play a probe, find it in the input (connect output to input), print the round trip, and stop",
+    )
     add_model_options(p)
 
 
@@ -70,6 +93,8 @@ def _check(args: argparse.Namespace) -> dict[str, Path]:
     """Everything checkable before the model loads."""
     from ..inputs import check_prompt, check_seed
 
+    if not args.loop:
+        raise UsageError("give the loop: --loop STEM=FILE (repeatable, e.g. --loop drums=d.wav)")
     check_prompt(args.text)
     if args.seed is not None:
         check_seed(args.seed, "--seed")
@@ -79,6 +104,10 @@ def _check(args: argparse.Namespace) -> dict[str, Path]:
         raise UsageError(f"--cycles must be at least 1, got {args.cycles}")
     if args.bpm is not None and not 20 <= args.bpm <= 400:
         raise UsageError(f"--bpm must be between 20 and 400, got {args.bpm:g}")
+    if args.input is not None and (not args.realtime or args.no_play):
+        raise UsageError("--input plays live: it needs --realtime and the sound card (not --no-play)")
+    if args.input_latency is not None and not 0 <= args.input_latency <= 1000:
+        raise UsageError(f"--input-latency is in ms, from 0 to 1000, got {args.input_latency:g}")
     if args.out is None and args.pcm is None and (not args.realtime or args.no_play):
         raise UsageError("nothing to play to: pass --out DIR, --pcm s16 (stdout) or --realtime (sound card)")
     if args.out is not None:
@@ -106,14 +135,35 @@ def _stdin_commands(player: Any) -> None:
         return
 
 
+def _device(name: str | None) -> int | str | None:
+    return int(name) if name is not None and name.isdigit() else name
+
+
+def _measure(args: argparse.Namespace) -> int:
+    """--measure-latency: the round trip of the sound card at the model's rate."""
+    from ..jam.sinks import NoSoundDevice, measure_latency
+
+    rate = 32000  # mini's; the figure barely depends on the rate
+    try:
+        seconds = measure_latency(rate, 1, _device(args.input_device))
+    except NoSoundDevice as e:
+        raise UsageError(f"{e}: --measure-latency needs a sound card") from None
+    print(f"round trip: {seconds * 1000:.1f} ms (pass --input-latency {seconds * 1000:.0f})")
+    return 0
+
+
 def cmd_jam(args: argparse.Namespace) -> int:
     from .. import __version__
     from ..jam.loop import read_loop
 
+    if args.measure_latency:
+        return _measure(args)
     files = _check(args)
-    check_stem_names(args.model, {"--loop": list(files), "--regenerate": args.regenerate or []})
+    names = {"--loop": list(files), "--regenerate": args.regenerate or []}
+    check_stem_names(args.model, names | ({"--input": [args.input]} if args.input else {}))
     loop = read_loop(files, args.bpm, args.bars)
     from ..conditioning.chords import parse_progression
+    from ..jam.live import ANSWER_CYCLES, Recording
     from ..jam.output import write_session
     from ..jam.player import Player
     from ..jam.session import Jam, JamSettings
@@ -121,7 +171,9 @@ def cmd_jam(args: argparse.Namespace) -> int:
     from .options import load_model_from_args
 
     model = load_model_from_args(args.model, args)
-    free = [s for s in model.stems if s not in loop.stems]
+    free = [s for s in model.stems if s not in loop.stems and s != args.input]
+    if args.input in loop.stems:
+        raise UsageError(f"--input {args.input} is in the loop: play a stem the loop does not hold")
     regen = tuple(args.regenerate or free)
     for s in list(loop.stems) + list(regen):
         if s not in model.stems:
@@ -129,18 +181,25 @@ def cmd_jam(args: argparse.Namespace) -> int:
     bad = [s for s in regen if s not in free]
     if bad:
         raise UsageError(
-            f"{', '.join(bad)} is in the loop: --regenerate takes stems not in it ({', '.join(free)})"
+            f"{', '.join(bad)} is in the loop or played live: --regenerate takes {', '.join(free)}"
         )
     chords = None if args.chords is None else parse_progression(args.chords, loop.bpm).looped(loop.seconds)
     seed = args.seed if args.seed is not None else int(time.time()) % 100_000
-    jam = Jam(model, loop, seed=seed, chords=chords)
+    recording = None if args.input is None else Recording(model.codec.channels)
+    jam = Jam(model, loop, seed=seed, chords=chords, live=args.input, recording=recording)
     sinks: list[Any] = []
     if args.pcm is not None:
         sinks.append(PcmSink(sys.stdout.buffer, args.pcm))
     if args.realtime and not args.no_play:
+        latency = None if args.input_latency is None else args.input_latency / 1000
         try:
-            sinks.append(DeviceSink(model.sample_rate, model.codec.channels))
+            card = DeviceSink(
+                model.sample_rate, model.codec.channels, recording, _device(args.input_device), latency
+            )
+            sinks.append(card)
         except NoSoundDevice as e:
+            if recording is not None:
+                raise UsageError(f"{e}: --input needs a sound card") from None
             if args.out is None and args.pcm is None:
                 raise UsageError(f"{e}; pass --out DIR or --pcm s16 to jam without one") from None
             others = " and ".join(n for n, on in (("--out", args.out), ("stdout", args.pcm)) if on)
@@ -171,6 +230,12 @@ def cmd_jam(args: argparse.Namespace) -> int:
             "params": model.params.to_dict(),
             "version": __version__,
         }
+        if recording is not None:
+            meta["input"] = {
+                "stem": args.input,
+                "latency_ms": round(recording.latency / model.sample_rate * 1000, 2),
+                "answer_cycles": ANSWER_CYCLES,
+            }
         out = write_session(args.out, jam, records, meta, force=args.force)
         print(f"wrote {out} ({len(records)} cycles, {len(records) * loop.seconds:.1f} s)", file=sys.stderr)
     return 0

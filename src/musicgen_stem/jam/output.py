@@ -1,6 +1,7 @@
 """A jam session written whole: every stem of every cycle played, sample-aligned with the loop at
-the loop's own rate (the loop's stems repeated exactly as read), the mix, `codes.npy`,
-`stems.mid`, `meta.json` and `jam.json` (one record per cycle)."""
+the loop's own rate (the loop's stems repeated exactly as read; a live input as it was played, on
+the session's clock), the mix, `codes.npy`, `stems.mid`, `meta.json` and `jam.json` (one record
+per cycle)."""
 
 from __future__ import annotations
 
@@ -21,19 +22,26 @@ from .session import Jam
 
 
 def session_stems(jam: Jam, cycles: int) -> tuple[dict[str, torch.Tensor], dict[str, Samples], int]:
-    """({stem: [C, T]} the generated stems at the loop's rate, {stem: Samples} the loop repeated
-    `cycles` times, the rate)."""
+    """({stem: [C, T]} the generated stems and the live input at the loop's rate, {stem: Samples}
+    the loop repeated `cycles` times, the rate)."""
     loop = jam.loop
     rate, length = loop.sample_rate, cycles * loop.frames
     kept = {s: Samples(np.tile(x.data, (1, cycles)), x.subtype, x.sample_rate) for s, x in loop.stems.items()}
     channels = max(x.channels for x in loop.stems.values())
     model_samples = jam.timeline.sample(cycles)
     stems = {}
-    for s, wav in jam.finish().items():
+    played = {} if jam.recording is None else {jam.live: _played(jam, cycles)}
+    for s, wav in (jam.finish() | played).items():
         w = torch.nn.functional.pad(wav, (0, max(0, model_samples - wav.shape[-1])))[:, :model_samples]
         w = convert_audio(w, jam.timeline.sample_rate, rate, channels)[:, :length]
         stems[s] = torch.nn.functional.pad(w, (0, length - w.shape[-1]))
     return stems, kept, rate
+
+
+def _played(jam: Jam, cycles: int) -> torch.Tensor:
+    """[C, T]: the live input as it was played over `cycles` cycles (model rate)."""
+    assert jam.recording is not None
+    return torch.from_numpy(jam.recording.segment(0, jam.timeline.sample(cycles)))
 
 
 def write_session(
@@ -51,8 +59,10 @@ def write_session(
         s: kept[s].to_tensor() if s in kept else stems[s] for s in jam.model.stems if s in kept or s in stems
     }
     codes = jam.codes[:, : jam.timeline.frame(cycles)]
-    loop_rows = jam.model.layout.streams_of_stems(list(jam.loop.stems))
+    loop_rows = jam.model.layout.streams_of_stems(jam.kept_stems)
     whole = {s: jam.timeline.audio(s, 0, jam.timeline.sample(cycles)) for s in jam.loop.stems}
+    if jam.recording is not None:
+        whole[jam.live] = _played(jam, cycles)
     encoded = jam.model.encode_stems(
         whole, jam.timeline.sample_rate, num_samples=codes.shape[-1] * jam.timeline.hop
     )

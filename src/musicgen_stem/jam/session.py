@@ -7,7 +7,9 @@ one's notes ring on and the decoder never waits for frames that do not exist yet
 first (1 - vary) of the bars of the previous take and writes the rest (0: the take repeats).
 
 Only the generated streams are decided here; the loop's audio is never re-encoded into the output
-(it is written as read), its codes are read only by the model.
+(it is written as read), its codes are read only by the model. A live input (`jam.live`) is a kept
+stem too: the take of cycle n reads what was played over cycle n - `ANSWER_CYCLES`, and the chords
+of each take are read from it afresh.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ..conditioning.steps import BeatGrid, StepConds
 from ..dsp import estimate_swing, onset_strength
 from ..generation.tasks import Task
 from ..layout import PERCUSSIVE_STEMS
+from .live import ANSWER_CYCLES, Recording
 from .loop import Loop, LoopError, Timeline
 
 TAIL_SECONDS = 0.25  # each take runs this far into the next cycle
@@ -69,17 +72,25 @@ class Jam:
     """The generation side of a jam over `loop` (see the module docstring)."""
 
     def __init__(
-        self, model: MusicGenStem, loop: Loop, seed: int = 0, chords: ChordChart | None = None
+        self,
+        model: MusicGenStem,
+        loop: Loop,
+        seed: int = 0,
+        chords: ChordChart | None = None,
+        live: str | None = None,
+        recording: Recording | None = None,
     ) -> None:
-        unknown = [s for s in loop.stems if s not in model.stems]
+        unknown = [s for s in [*loop.stems, *([live] if live else [])] if s not in model.stems]
         if unknown:
-            raise LoopError(
-                f"unknown loop stem(s) {unknown}: this model's stems are {', '.join(model.stems)}"
-            )
+            raise LoopError(f"unknown stem(s) {unknown}: this model's stems are {', '.join(model.stems)}")
+        if live is not None and (live in loop.stems or recording is None):
+            raise LoopError(f"the live stem '{live}' must not be in the loop, and needs a recording")
         self.model, self.loop, self.seed = model, loop, seed
+        self.live, self.recording = live, recording
         hop = round(model.sample_rate / model.frame_rate)
         self.timeline = Timeline(loop, model.sample_rate, hop, model.codec.channels)
-        self.free_stems = [s for s in model.stems if s not in loop.stems]
+        self.kept_stems = [*loop.stems, *([live] if live else [])]
+        self.free_stems = [s for s in model.stems if s not in self.kept_stems]
         if not self.free_stems:
             raise LoopError("the loop holds every stem: leave out at least one for the model to play")
         self.decoders = {s: StreamingDecoder(model.codec.codec(s)) for s in self.free_stems}
@@ -92,18 +103,57 @@ class Jam:
         twice = np.concatenate([mix, mix], axis=-1)  # a loop's pulse reads better over two cycles
         env = onset_strength(twice, loop.sample_rate)
         self.swing, _ = estimate_swing(env, loop.bpm, 0.0)
+        self.given_chords = chords
         self.chords = chords if chords is not None else self._estimate_chords()
         self.audio: dict[str, list[torch.Tensor]] = {s: [] for s in self.free_stems}  # [C, n] pieces
         self.takes: list[Take] = []
         self.written: set[str] = set()  # the stems the model has written so far
 
-    def _estimate_chords(self) -> ChordChart | None:
+    def _estimate_chords(self, cycle: int | None = None) -> ChordChart | None:
+        """The chords of the loop's pitched stems (and of the live input's answered `cycle`),
+        relative to the start of a cycle."""
         steps = self.model.steps
-        pitched = [s for s in self.loop.stems if s not in PERCUSSIVE_STEMS]
+        pitched = [s for s in self.kept_stems if s not in PERCUSSIVE_STEMS]
         if steps is None or steps.chord is None or not pitched:
             return None
-        harmony = sum(self.loop.stems[s].to_float64() for s in pitched)
-        return estimate_chords(np.asarray(harmony), self.loop.sample_rate, self.loop.bpm, 0.0)
+        if cycle is None or self.live not in pitched:
+            if self.live in pitched:
+                pitched.remove(self.live)  # nothing played yet
+            if not pitched:
+                return None
+            harmony = sum(self.loop.stems[s].to_float64() for s in pitched)
+            return estimate_chords(np.asarray(harmony), self.loop.sample_rate, self.loop.bpm, 0.0)
+        a, b = self.timeline.sample(cycle), self.timeline.sample(cycle + 1)
+        mix = sum(self.kept_audio(s, a, b) for s in pitched).numpy()  # type: ignore[union-attr]
+        return estimate_chords(mix, self.timeline.sample_rate, self.loop.bpm, 0.0)
+
+    def kept_audio(self, stem: str, a: int, b: int) -> torch.Tensor:
+        """[C, b - a]: model samples [a, b) of a kept stem as the model hears it: the loop
+        repeated, or the live input's cycle n - `ANSWER_CYCLES` in cycle n (silence before)."""
+        tl = self.timeline
+        if stem != self.live:
+            return tl.audio(stem, a, b)
+        assert self.recording is not None
+        out = torch.zeros(tl.channels, b - a)
+        cycle = max(0, self.cycle_of(a))
+        while tl.sample(cycle) < b:
+            lo, hi = max(a, tl.sample(cycle)), min(b, tl.sample(cycle + 1))
+            if cycle >= ANSWER_CYCLES and hi > lo:
+                shift = tl.sample(cycle) - tl.sample(cycle - ANSWER_CYCLES)
+                played = self.recording.segment(lo - shift, hi - shift)  # [C', n]
+                out[:, lo - a : hi - a] = torch.from_numpy(played)  # [C, n]: recorded at C
+            cycle += 1
+        return out
+
+    def cycle_of(self, sample: int) -> int:
+        """The cycle that model sample `sample` is in."""
+        tl = self.timeline
+        n = int(sample // max(1, tl.sample(1)))
+        while tl.sample(n + 1) <= sample:
+            n += 1
+        while n > 0 and tl.sample(n) > sample:
+            n -= 1
+        return n
 
     # --- one take --------------------------------------------------------------------------
     def next_take(self, settings: JamSettings, stop: Callable[[], bool] | None = None) -> Take:
@@ -171,16 +221,18 @@ class Jam:
         cycle_frames = tl.frame(cycle + 1) - tl.frame(cycle)
         ctx = min(start, cycle_frames, max(0, model.edit_window_frames - (end - start)))
         a = start - ctx
-        kept = {s: tl.audio(s, a * tl.hop, end * tl.hop) for s in self.loop.stems}
+        kept = {s: self.kept_audio(s, a * tl.hop, end * tl.hop) for s in self.kept_stems}
         loop_codes = model.encode_stems(kept, tl.sample_rate, num_samples=(end - a) * tl.hop)[0]  # [K, F]
         codes = torch.cat([self.codes[:, a:start], known], dim=-1)
-        loop_rows = model.layout.streams_of_stems(list(self.loop.stems))
+        loop_rows = model.layout.streams_of_stems(self.kept_stems)
         codes[loop_rows] = loop_codes[loop_rows, : end - a]
         mask = torch.cat([torch.zeros(codes.shape[0], ctx, dtype=torch.bool), free], dim=-1)
         offset = cycle * self.loop.seconds - a / tl.frame_rate  # where the cycle starts, s
         steps = None
         if model.steps is not None:
             beat = (BeatGrid(self.loop.bpm, offset, self.swing),) if model.steps.beat is not None else ()
+            if self.live is not None and self.live not in PERCUSSIVE_STEMS and self.given_chords is None:
+                self.chords = self._estimate_chords(cycle)  # what the player played decides
             chart = self.chords.looped((end - a) / tl.frame_rate, -offset) if self.chords else None
             steps = StepConds(beat, (chart,) if model.steps.chord is not None else ())
         conditions = Conditions([prompt], steps)
