@@ -323,3 +323,60 @@ def test_app_refuses_to_expose_itself_without_a_login(tiny_model_dir: Path, tmp_
     with pytest.raises(MusicGenStemError, match="--auth"):
         app.run(args)
     assert list(tmp_path.iterdir()) == []  # refused before anything was loaded or written
+
+
+def _drum_loop(path: Path, seconds: float = 1.0, bpm: float = 240.0) -> Path:
+    sr = 32000
+    x = np.zeros(round(seconds * sr))
+    for beat in np.arange(0, seconds, 60 / bpm):
+        i = round(beat * sr)
+        x[i : i + 200] = np.hanning(400)[200:] * np.sign(np.sin(np.arange(200)))
+    sf.write(path, x, sr, subtype="PCM_16")
+    return path
+
+
+def test_jam_job_hands_out_cycles_on_the_clock_and_ends_in_a_result(holder, tmp_path: Path):
+    loop = _drum_loop(tmp_path / "drums.wav")
+    from musicgen_stem.app.jams import Cycle, JamRegistry
+
+    registry = JamRegistry()
+    assert "no jam is playing" in registry.command("s", "mute drums")
+    job = app.jam_job(
+        holder,
+        tmp_path / "work",
+        loop={"drums": str(loop), "other": None},
+        prompt="funk",
+        bpm=240,
+        seed=3,
+        on_player=lambda p: registry.set("s", p),
+        max_cycles=3,
+    )
+    items = list(job)
+    cycles, result = items[:-1], items[-1]
+    assert [c.index for c in cycles] == [0, 1, 2] and all(isinstance(c, Cycle) for c in cycles)
+    wav, sr = sf.read(cycles[1].path)
+    assert sr == 32000 and len(wav) == 32000  # a cycle: one bar at 240 bpm
+    assert result["kind"] == "jam" and result["regenerated"] == ["bass", "other"] and result["seed"] == 3
+    assert Path(result["zip"]).is_file() and len(result["cycles"]) == 3 and result["cycles"][0]["count_in"]
+    drums, _ = sf.read(result["stems"]["drums"], dtype="int16")
+    assert np.array_equal(drums, np.tile(sf.read(loop, dtype="int16")[0], 3))  # the loop, as uploaded
+
+
+def test_jam_job_stops_when_asked_and_refuses_bad_loops(holder, tmp_path: Path):
+    loop = _drum_loop(tmp_path / "drums.wav")
+    played: list[int] = []
+    job = app.jam_job(
+        holder, tmp_path / "w", loop={"drums": str(loop)}, bpm=240, stopped=lambda: len(played) >= 2
+    )
+    for item in job:
+        if isinstance(item, dict):
+            assert 2 <= len(item["cycles"]) <= 4  # stops at the end of the cycle playing
+        else:
+            played.append(item.index)
+    for loops, kw, message in (
+        ({}, {}, "upload at least one stem"),
+        ({"drums": str(loop)}, {"bpm": 90}, "whole bars"),
+        ({"drums": str(loop)}, {"bpm": 240, "vary": 3}, "vary"),
+    ):
+        with pytest.raises(MusicGenStemError, match=message):
+            list(app.jam_job(holder, tmp_path / "w", loop=loops, **kw))

@@ -255,3 +255,48 @@ def test_generate_play_edit_download(server: str, browser: tuple[webdriver.Chrom
         shutil.copy(shot, Path(keep) / "app.png")
     assert _distinct_colours(shot) > 50
     assert _external_requests(driver) == []
+
+
+def test_jam_plays_gaplessly_takes_commands_and_ends_in_a_result(
+    server: str, browser: tuple[webdriver.Chrome, Path], tmp_path: Path
+):
+    import numpy as np
+    import soundfile as sf
+
+    sr, bpm = 32000, 240.0
+    x = np.zeros(sr)  # one bar at 240 bpm: a click a beat
+    for beat in range(4):
+        i = round(beat * 60 / bpm * sr)
+        x[i : i + 200] = np.hanning(400)[200:] * np.sign(np.sin(np.arange(200)))
+    sf.write(tmp_path / "drums.wav", x, sr, subtype="PCM_16")
+
+    driver, _ = browser
+    driver.get(server)
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#mgs-generate"), "the page", 60)
+    tab = [b for b in driver.find_elements(By.CSS_SELECTOR, "button[role='tab']") if b.text.strip() == "Jam"]
+    assert tab, "no Jam tab"
+    tab[0].click()
+    _wait(driver, lambda d: d.find_element(By.ID, "mgs-jam-start").is_displayed(), "the Jam tab", 30)
+    driver.find_element(By.CSS_SELECTOR, "#mgs-jam-drums input[type='file']").send_keys(
+        str(tmp_path / "drums.wav")
+    )
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#mgs-jam-drums audio"), "the upload", 60)
+    driver.find_element(By.CSS_SELECTOR, "#mgs-jam-bpm input").send_keys("240")
+    driver.find_element(By.CSS_SELECTOR, "#mgs-jam-prompt textarea").send_keys("funk")
+    driver.find_element(By.ID, "mgs-jam-start").click()
+
+    # cycles are scheduled back to back on the audio clock while the jam plays
+    _wait(driver, lambda d: d.execute_script("return window.__mgsJam.scheduled") >= 3, "three cycles")
+    gapless = driver.execute_script(
+        "const j = window.__mgsJam; return [j.ctx.state, j.next - j.ctx.currentTime, j.ctx.currentTime];"
+    )
+    assert gapless[0] == "running" and gapless[2] > 0 and gapless[1] > 0  # ahead of the clock, no gap
+    command = driver.find_element(By.CSS_SELECTOR, "#mgs-jam-command textarea")
+    command.send_keys("mute drums")
+    driver.find_element(By.ID, "mgs-jam-send").click()
+    _wait(driver, lambda d: "next cycle" in d.find_element(By.ID, "mgs-jam-status").text, "the command")
+    driver.find_element(By.ID, "mgs-jam-stop").click()
+    _wait(driver, lambda d: "Jammed" in d.find_element(By.ID, "mgs-summary").text, "the session")
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#mgs-mixer audio")) == 3
+    assert driver.find_elements(By.CSS_SELECTOR, "#mgs-mixer a.mgs-dl[data-kind='zip']")
+    assert _external_requests(driver) == []

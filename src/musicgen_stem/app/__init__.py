@@ -1,8 +1,10 @@
 """Web app: generate and edit stems in the browser (`musicgen-stem app`).
 
-Two tabs: *Generate* (prompt -> bass, drums, other; seed, variations, sampling settings) and *Edit*
+Three tabs: *Generate* (prompt -> bass, drums, other; seed, variations, sampling settings), *Edit*
 (regenerate some stems of an uploaded song, of uploaded stems, or of the last result, optionally in a
-time range only). Every result comes with a stem mixer (per-stem players with solo/mute, played in
+time range only) and *Jam* (an uploaded loop plays over and over while the model writes a new take
+of the other stems every cycle, heard gaplessly in the browser; prompt, mute and solo change while
+it plays). Every result comes with a stem mixer (per-stem players with solo/mute, played in
 sync), a mix player and downloads: each stem, the whole pack as a zip and a `.stem.mp4`.
 
 Trust boundaries: the model and the separator are chosen when the app is launched (`--model`,
@@ -25,7 +27,10 @@ locally (no CDN) and its analytics are turned off.
 #   holder    the launch-time model and separator, one job at a time, cancel flags
 #   results   job folders and result dicts (a stem pack per result)
 #   jobs      generate_job, edit_job, stream_job: plain functions of paths and dicts, no Gradio
+#   jams      jam_job: a jam's cycles as WAVs on the clock, then its result; no Gradio
 #   page      the mixer HTML, result summary and downloads, no Gradio
+#   events    what every event shares: the session, errors as one line
+#   jam_tab   the Jam tab's widgets and events
 #   ui        the Gradio page: tabs, result area, handlers (imported when the app is built)
 #   server    `musicgen-stem app`: checks, launch
 
@@ -37,6 +42,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         ".forms": ["MAX_VARIATIONS", "UPLOAD_ROLES", "Limits", "parse_seed", "sampling_settings"],
         ".holder": ["ModelHolder"],
         ".jobs": ["Cancelled", "edit_job", "generate_job", "preview_pcm", "stream_job"],
+        ".jams": ["MAX_JAM_SECONDS", "jam_job"],
         ".options": ["DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_QUEUE", "add_arguments"],
         ".page": ["file_url", "head_html", "mixer_html", "result_files", "result_summary"],
         ".results": ["write_result"],

@@ -1,7 +1,8 @@
 """The page's HTML (no Gradio): stem mixers, result summary, downloads, and the mixer's script.
 
 The mixer HTML is driven by `assets/mixer.js` (play/pause/stop all stems in sync, solo and mute),
-styled by `assets/mixer.css`; both are inlined into the page's head (`head_html`).
+styled by `assets/mixer.css`; the Jam tab's cycles are played by `assets/jam.js`; all are inlined
+into the page's head (`head_html`).
 """
 
 from __future__ import annotations
@@ -50,9 +51,10 @@ def _downloads(r: Mapping[str, Any]) -> str:
 
 
 def _mixer(r: Mapping[str, Any]) -> str:
-    title = "Edit" if r.get("kind") == "edit" else f"Variation {r.get('variation', 1)}"
+    titles = {"edit": "Edit", "jam": f"Jam: {len(r.get('cycles', []))} cycles at {r.get('bpm')} bpm"}
+    title = titles.get(r.get("kind", ""), f"Variation {r.get('variation', 1)}")
     meta = f"seed {r.get('seed')} · {float(r.get('duration', 0)):.1f} s · {r.get('sample_rate')} Hz"
-    if r.get("regenerated") and r.get("kind") == "edit":
+    if r.get("regenerated") and r.get("kind") in ("edit", "jam"):
         meta += f" · regenerated: {', '.join(r['regenerated'])}"
     return (
         f"<div class='mgs-mixer'><h4>{html.escape(title)}</h4>"
@@ -88,13 +90,15 @@ def result_summary(results: Sequence[Mapping[str, Any]]) -> str:
     if not results:
         return ""
     r = results[0]
-    what = "Edited" if r.get("kind") == "edit" else f"Generated {len(results)} variation(s)"
+    what = {"edit": "Edited", "jam": "Jammed"}.get(
+        r.get("kind", ""), f"Generated {len(results)} variation(s)"
+    )
     prompt = f" · prompt: “{r['prompt']}”" if r.get("prompt") else ""
     return f"**{what}** · **seed {r.get('seed')}** · {float(r.get('duration', 0)):.1f} s{prompt}"
 
 
 def head_html() -> str:
-    """The mixer's script and style, for the page's <head>."""
-    js = (ASSETS / "mixer.js").read_text(encoding="utf-8")
+    """The mixer's and the jam player's script and style, for the page's <head>."""
+    js = "\n".join((ASSETS / name).read_text(encoding="utf-8") for name in ("mixer.js", "jam.js"))
     css = (ASSETS / "mixer.css").read_text(encoding="utf-8")
     return f"<script>{js}</script>\n<style>{css}</style>"

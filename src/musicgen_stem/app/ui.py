@@ -1,4 +1,4 @@
-"""The Gradio page: the Generate and Edit tabs, the result area, and what their buttons do.
+"""The Gradio page: the Generate, Edit and Jam tabs, the result area, and what their buttons do.
 
 The widgets of each part are built by one function into a dataclass (`GenerateTab`, `EditTab`,
 `ResultArea`); `Handlers` runs the jobs (`jobs`) for the calling session and turns results into
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
-import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -20,12 +18,14 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 from gradio import utils as gr_utils
 
-from ..errors import AudioError, MusicGenStemError
+from ..errors import AudioError
 from ..generation import SamplingParams
 from ..presets import LAYOUT_MINI
+from .events import gr_error, session_of
 from .forms import MAX_VARIATIONS, UPLOAD_ROLES, Limits, sampling_settings
-from .holder import ModelHolder, one_line
-from .jobs import Cancelled, edit_job, generate_job, preview_pcm, stream_job
+from .holder import ModelHolder
+from .jam_tab import JamHandlers, jam_tab, wire_jam
+from .jobs import edit_job, generate_job, preview_pcm, stream_job
 from .page import TITLE, mixer_html, result_files, result_summary
 from .sessions import SessionStore
 
@@ -35,20 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["EditTab", "GenerateTab", "Handlers", "ResultArea", "build_app"]
 
 SOURCES = ("Last result", "Upload a song", "Upload stems")
-
-
-def gr_error(exc: BaseException) -> Exception:
-    """The message users see: ours as is, anything else as one line (traceback to the log)."""
-    if isinstance(exc, Cancelled):
-        return gr.Error("Cancelled.")
-    if isinstance(exc, MusicGenStemError):
-        return gr.Error(str(exc))
-    traceback.print_exc(file=sys.stderr)
-    return gr.Error(f"Something went wrong ({one_line(exc)}); see the server log.")
-
-
-def session_of(request: gr.Request | None) -> str:
-    return str(getattr(request, "session_hash", None) or "local")
 
 
 # ------------------------------------------------------------------------------------------ widgets
@@ -219,6 +205,7 @@ class Handlers:
     limits: Limits
     upload_root: Path  # Gradio's upload folder: the only files a client may name
     live: bool
+    on_page_close: Callable[[str], None] | None = None
 
     def folder(self, request: gr.Request | None) -> Path:
         self.store.sweep()
@@ -361,7 +348,10 @@ class Handlers:
         gr.Info("Cancelling…")
 
     def on_close(self, request: gr.Request) -> None:
-        self.store.drop(session_of(request))  # the page was closed: its files go at once
+        session = session_of(request)
+        if self.on_page_close is not None:
+            self.on_page_close(session)  # its jam stops
+        self.store.drop(session)  # the page was closed: its files go at once
 
     @staticmethod
     def on_source(value: str) -> tuple[Any, Any]:
@@ -415,7 +405,13 @@ def build_app(
                 gen = generate_tab(float(limits.max_duration), defaults)  # sliders at the model's defaults
             with gr.Tab("Edit", id="edit"):
                 edit = edit_tab(stems, holder.separator_label)
+            with gr.Tab("Jam", id="jam"):
+                jam = jam_tab(stems)
         area = result_area(results, last)
         upload_root = Path(gr_utils.get_upload_folder()).resolve()
-        wire(demo, gen, edit, area, Handlers(holder, store, limits, upload_root, gen.live))
+        handlers = Handlers(holder, store, limits, upload_root, gen.live)
+        jams = JamHandlers(handlers, len(area.outputs()), stems)
+        handlers.on_page_close = jams.on_close
+        wire(demo, gen, edit, area, handlers)
+        wire_jam(jam, jams, gen.sampling, area.outputs())
     return demo

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +45,20 @@ def _played(jam: Jam, cycles: int) -> torch.Tensor:
     return torch.from_numpy(jam.recording.segment(0, jam.timeline.sample(cycles)))
 
 
-def write_session(
-    out: str | os.PathLike[str],
-    jam: Jam,
-    records: Sequence[CycleRecord],
-    meta: Mapping[str, Any],
-    force: bool = False,
-    subtype: str | None = None,
-) -> Path:
-    """The session's folder (atomic; an existing one only with `force`)."""
+@dataclass
+class SessionParts:
+    """What a session's folder holds: `audio` {stem: [C, T]} at `sample_rate` (kept stems too),
+    `kept` {stem: Samples} the loop's stems repeated exactly, `codes` [K, F], `jam_json`."""
+
+    audio: dict[str, torch.Tensor]
+    kept: dict[str, Samples]
+    sample_rate: int
+    codes: torch.Tensor
+    jam_json: dict[str, Any]
+
+
+def session_parts(jam: Jam, records: Sequence[CycleRecord]) -> SessionParts:
+    """The session of `records` cycles, ready to write (the loop's codes re-encoded whole)."""
     cycles = len(records)
     stems, kept, rate = session_stems(jam, cycles)
     audio = {
@@ -68,15 +74,27 @@ def write_session(
     )
     codes = codes.clone()
     codes[loop_rows] = encoded[0, loop_rows, : codes.shape[-1]]
-    jam_json = {"cycles": [r.to_json() for r in records]}
+    return SessionParts(audio, kept, rate, codes, {"cycles": [r.to_json() for r in records]})
+
+
+def write_session(
+    out: str | os.PathLike[str],
+    jam: Jam,
+    records: Sequence[CycleRecord],
+    meta: Mapping[str, Any],
+    force: bool = False,
+    subtype: str | None = None,
+) -> Path:
+    """The session's folder (atomic; an existing one only with `force`)."""
+    parts = session_parts(jam, records)
     return write_stems_folder(
         out,
-        audio,
-        rate,
-        codes,
+        parts.audio,
+        parts.sample_rate,
+        parts.codes,
         meta,
         force=force,
-        subtype=subtype or lossless_subtype(kept.values()),
-        kept=kept,
-        extra_files={"jam.json": json.dumps(jam_json, indent=2) + "\n"},
+        subtype=subtype or lossless_subtype(parts.kept.values()),
+        kept=parts.kept,
+        extra_files={"jam.json": json.dumps(parts.jam_json, indent=2) + "\n"},
     )
