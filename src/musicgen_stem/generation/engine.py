@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 
 from ..lm.model import StemLM
-from ..lm.pattern import build_sequence, revert_sequence
+from ..lm.pattern import build_sequence, frame_index, revert_sequence
 from .sampling import SamplingParams, guide, sample_next
 
 UNKNOWN = -1
@@ -104,10 +104,10 @@ def generate_codes(
     if cond is not None and use_cfg:
         cond = torch.cat([cond, torch.zeros_like(cond)])
     state = lm.new_state(mem.to(device), max_steps=S - 1, reuse=True, cond=cond)
-    if bias is not None:
+    if bias is not None:  # laid out by steps once, like the tokens: [B, K, S, card], 0 off the frames
+        frame, on = frame_index(T, S, torch.as_tensor(list(layout.delays)))  # [K, S] each
+        bias = bias.gather(2, frame[None, :, :, None].expand(B, K, S, bias.shape[-1])) * on[None, :, :, None]
         bias = bias.to(device)
-        delays = torch.as_tensor(list(layout.delays), device=device)
-        streams = torch.arange(K, device=device)
 
     prev = 0
     total = S - start
@@ -117,9 +117,8 @@ def generate_codes(
         logits = logits.float()  # [B or 2B, K, card]
         if use_cfg:
             logits = guide(logits[:B], logits[B:], params.cfg_coef)
-        if bias is not None:  # frame step - 1 - delay of each stream
-            t = step - 1 - delays
-            logits = logits + bias[:, streams, t.clamp(0, T - 1)] * ((t >= 0) & (t < T))[None, :, None]
+        if bias is not None:
+            logits = logits + bias[:, :, step]
         token = sample_next(logits, params, generator)  # [B, K]
         token = torch.where(valid[None, :, step], token, layout.special_token)
         col = seq[..., step]

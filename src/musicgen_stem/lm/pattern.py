@@ -15,7 +15,7 @@ def num_steps(num_frames: int, delays: tuple[int, ...] | list[int]) -> int:
     return num_frames + 1 + max(delays)
 
 
-def _frame_index(num_frames: int, num_steps_: int, delays: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def frame_index(num_frames: int, num_steps_: int, delays: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Frame index of every (stream, step) and whether it is a real frame. Both [K, S]."""
     steps = torch.arange(num_steps_, device=delays.device)
     t = steps[None, :] - 1 - delays[:, None]  # [K, S]
@@ -41,7 +41,7 @@ def build_sequence(
     if d.numel() != K:
         raise ValueError(f"codes have {K} streams but {d.numel()} delays were given")
     S = T + 1 if valid_steps_only else num_steps(T, delays)
-    t, valid = _frame_index(T, S, d)
+    t, valid = frame_index(T, S, d)
     if T == 0:
         return codes.new_full((B, K, S), special), valid
     seq = torch.gather(codes, 2, t[None].expand(B, K, S))
