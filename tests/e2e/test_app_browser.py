@@ -36,6 +36,7 @@ if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
     )
 
 from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -92,10 +93,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
+def _clicks(path: Path, sr: int, seconds: float, bpm: float) -> Path:
+    """A click every beat, as a 16-bit WAV."""
+    import numpy as np
+    import soundfile as sf
+
+    x = np.zeros(round(seconds * sr))
+    for beat in np.arange(0, seconds, 60 / bpm):
+        i = round(beat * sr)
+        x[i : i + 200] = np.hanning(400)[200:] * np.sign(np.sin(np.arange(200)))
+    sf.write(path, x, sr, subtype="PCM_16")
+    return path
+
+
 @pytest.fixture()
 def browser(tmp_path: Path) -> Iterator[tuple[webdriver.Chrome, Path]]:
     downloads = tmp_path / "downloads"
     downloads.mkdir()
+    microphone = _clicks(tmp_path / "microphone.wav", 48000, 2.0, 120.0)  # the fake capture device plays it
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for flag in (
@@ -110,6 +125,9 @@ def browser(tmp_path: Path) -> Iterator[tuple[webdriver.Chrome, Path]]:
         "--no-first-run",
         "--no-default-browser-check",
         "--autoplay-policy=no-user-gesture-required",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={microphone}",
         "--mute-audio",
         "--window-size=1280,2000",
         f"--user-data-dir={tmp_path / 'profile'}",
@@ -260,15 +278,7 @@ def test_generate_play_edit_download(server: str, browser: tuple[webdriver.Chrom
 def test_jam_plays_gaplessly_takes_commands_and_ends_in_a_result(
     server: str, browser: tuple[webdriver.Chrome, Path], tmp_path: Path
 ):
-    import numpy as np
-    import soundfile as sf
-
-    sr, bpm = 32000, 240.0
-    x = np.zeros(sr)  # one bar at 240 bpm: a click a beat
-    for beat in range(4):
-        i = round(beat * 60 / bpm * sr)
-        x[i : i + 200] = np.hanning(400)[200:] * np.sign(np.sin(np.arange(200)))
-    sf.write(tmp_path / "drums.wav", x, sr, subtype="PCM_16")
+    loop = _clicks(tmp_path / "drums.wav", 32000, 1.0, 240.0)  # one bar at 240 bpm
 
     driver, _ = browser
     driver.get(server)
@@ -277,9 +287,7 @@ def test_jam_plays_gaplessly_takes_commands_and_ends_in_a_result(
     assert tab, "no Jam tab"
     tab[0].click()
     _wait(driver, lambda d: d.find_element(By.ID, "mgs-jam-start").is_displayed(), "the Jam tab", 30)
-    driver.find_element(By.CSS_SELECTOR, "#mgs-jam-drums input[type='file']").send_keys(
-        str(tmp_path / "drums.wav")
-    )
+    driver.find_element(By.CSS_SELECTOR, "#mgs-jam-drums input[type='file']").send_keys(str(loop))
     _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#mgs-jam-drums audio"), "the upload", 60)
     driver.find_element(By.CSS_SELECTOR, "#mgs-jam-bpm input").send_keys("240")
     driver.find_element(By.CSS_SELECTOR, "#mgs-jam-prompt textarea").send_keys("funk")
@@ -300,3 +308,37 @@ def test_jam_plays_gaplessly_takes_commands_and_ends_in_a_result(
     assert len(driver.find_elements(By.CSS_SELECTOR, "#mgs-mixer audio")) == 3
     assert driver.find_elements(By.CSS_SELECTOR, "#mgs-mixer a.mgs-dl[data-kind='zip']")
     assert _external_requests(driver) == []
+
+
+def test_a_loop_recorded_in_the_browser_is_jammed_on(server: str, browser: tuple[webdriver.Chrome, Path]):
+    """The microphone is Chromium's fake capture device, fed from a file of clicks."""
+    driver, _ = browser
+    driver.get(server)
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#mgs-generate"), "the page", 60)
+    [b for b in driver.find_elements(By.CSS_SELECTOR, "button[role='tab']") if b.text.strip() == "Jam"][
+        0
+    ].click()
+    _wait(driver, lambda d: d.find_element(By.ID, "mgs-jam-drums").is_displayed(), "the Jam tab", 30)
+
+    def button(label: str):  # noqa: ANN202
+        """The shown button of the drums slot named `label` (None while Gradio re-renders it)."""
+        try:
+            slot = driver.find_element(By.ID, "mgs-jam-drums")
+            for b in slot.find_elements(By.CSS_SELECTOR, "button"):
+                if label in ((b.get_attribute("aria-label") or "") + " " + b.text) and b.is_displayed():
+                    return b
+        except StaleElementReferenceException:
+            pass
+        return None
+
+    _wait(driver, lambda d: button("Record audio"), "the microphone source", 30).click()
+    _wait(driver, lambda d: button("Record"), "the record button", 30).click()
+    time.sleep(1.0)  # about 1.5 s recorded: within the test app's 2 s limit
+    _wait(driver, lambda d: button("Stop"), "the stop button", 30).click()
+    _wait(driver, lambda d: button("Play"), "the recorded loop", 60)
+    driver.find_element(By.CSS_SELECTOR, "#mgs-jam-bars input").send_keys("1")  # one bar: its tempo follows
+    driver.find_element(By.ID, "mgs-jam-start").click()
+    _wait(driver, lambda d: d.execute_script("return window.__mgsJam.scheduled") >= 2, "two cycles")
+    driver.find_element(By.ID, "mgs-jam-stop").click()
+    _wait(driver, lambda d: "Jammed" in d.find_element(By.ID, "mgs-summary").text, "the session")
+    assert "bpm" in driver.find_element(By.ID, "mgs-mixer").text

@@ -40,15 +40,15 @@ class JamTab:
 
 def jam_tab(stems: list[str]) -> JamTab:
     gr.Markdown(
-        "Upload a loop (whole bars): it plays over and over while the model writes a new take of the "
-        "other stems every cycle. Change the prompt or what you hear while it plays; Stop keeps the "
-        "session as a result."
+        "Upload or record a loop (whole bars; for a recording, give its bars): it plays over and "
+        "over while the model writes a new take of the other stems every cycle. Change the prompt or "
+        "what you hear while it plays; Stop keeps the session as a result."
     )
     with gr.Row():
         loops = [
             gr.Audio(
                 type="filepath",
-                sources=["upload"],
+                sources=["upload", "microphone"],
                 label=f"loop: {role}",
                 format=None,
                 elem_id=f"mgs-jam-{role}",
@@ -60,7 +60,7 @@ def jam_tab(stems: list[str]) -> JamTab:
     )
     with gr.Row():
         bpm = gr.Number(value=None, label="Tempo (bpm; empty: found)", elem_id="mgs-jam-bpm")
-        bars = gr.Number(value=None, label="Bars (empty: from the tempo)")
+        bars = gr.Number(value=None, label="Bars (empty: from the tempo)", elem_id="mgs-jam-bars")
         vary = gr.Slider(0.0, 1.0, value=1.0, step=0.25, label="Vary (0: repeat the first take)")
         seed = gr.Textbox(value="random", label="Seed")
     regenerate = gr.CheckboxGroup(
