@@ -2,12 +2,15 @@
 
     python benchmarks/decode.py --preset tiny medium-6cb --threads 2 --steps 30
     python benchmarks/decode.py --preset medium-6cb --batch 8 --quantize int8
+    python benchmarks/decode.py --preset mini --threads 1 --quantize none int8 int4 --int4-group 32 128
     python benchmarks/decode.py --preset medium-6cb --layout onednn column row auto
 
 --batch B decodes B items at once (2B rows with CFG); tokens/s = steps/s x B x streams.
+Several --quantize modes (and int4 group sizes) are timed in one process, alternating rounds.
 
 Also prints the memory-bandwidth bound: every decoding step reads all LM weights once, so
-steps/s <= bandwidth / weight bytes (bandwidth measured here by summing a large tensor).
+steps/s <= bandwidth / weight bytes (as stored: int8/int4 layers at their size; bandwidth measured
+here by summing a large tensor).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from common import random_lm_
 from musicgen_stem.generation import SamplingParams, generate_codes, text_task
 from musicgen_stem.lm import StemLM
 from musicgen_stem.lm.packing import LAYOUTS, fastest_layout, largest_projection, pack_for_decoding
-from musicgen_stem.lm.quantize import quantize_int8
+from musicgen_stem.lm.quantize import INT4_GROUP_SIZES, MODES, quantize, weight_bytes
 from musicgen_stem.presets import preset
 
 
@@ -81,8 +84,16 @@ def main() -> None:
     parser.add_argument("--cfg", type=float, default=3.0)
     parser.add_argument("--batch", type=int, default=1, help="items decoded at once (x2 rows with CFG)")
     parser.add_argument(
-        "--quantize", choices=["none", "int8"], default="none", help="int8: fbgemm dynamic int8"
+        "--quantize",
+        nargs="+",
+        choices=["none", *MODES],
+        default=["none"],
+        help="LM weights: none (float32), int8 or int4 (lm.quantize); several are compared",
     )
+    parser.add_argument(
+        "--int4-group", nargs="+", type=int, choices=INT4_GROUP_SIZES, default=[32], help="int4 group sizes"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (medians are printed)")
     parser.add_argument(
         "--layout",
         nargs="+",
@@ -94,29 +105,47 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     bandwidth = measure_bandwidth()
     print(f"threads: {args.threads}   measured read bandwidth: {bandwidth / 1e9:.1f} GB/s")
+    variants = [(m, g) for m in args.quantize for g in (args.int4_group if m == "int4" else [None])]
     for name, layout in itertools.product(args.preset, args.layout):
-        lm = build_lm(name, layout)
-        n_bytes = sum(p.numel() * p.element_size() for p in lm.parameters())  # fp32 bytes read per step
-        if args.quantize == "int8":
-            lm = quantize_int8(lm)
-        bound = bandwidth / n_bytes
-        steps = args.steps if n_bytes > 1e9 else max(args.steps, 200)
-        greedy = steps_per_second(
-            lm, steps, SamplingParams(use_sampling=False, cfg_coef=args.cfg), args.batch
-        )
-        sampled = steps_per_second(
-            lm, steps, SamplingParams(use_sampling=True, top_k=250, cfg_coef=args.cfg), args.batch
-        )
-        per_step = args.batch * lm.layout.num_streams  # tokens decided per step
-        print(
-            f"{name:>12} ({args.quantize}, {layout}): {n_bytes / 1e9:6.2f} GB of fp32 weights | "
-            f"batch {args.batch} + CFG | "
-            f"greedy {greedy:8.2f} steps/s ({greedy * per_step:8.1f} tokens/s) | "
-            f"top-k 250 {sampled:8.2f} steps/s ({sampled * per_step:8.1f} tokens/s) | "
-            f"fp32 bandwidth bound {bound:8.2f} steps/s ({100 * greedy / bound:.0f}% of bound)",
-            flush=True,
-        )
-        del lm
+        lms = {}
+        for mode, group in variants:  # each its own copy of random weights (speed does not depend on them)
+            lm = build_lm(name, layout)
+            if mode != "none":
+                lm = quantize(lm, mode, group or 32)
+            lms[mode if group is None else f"{mode} g{group}"] = lm
+        fp32_bytes = sum(p.numel() * p.element_size() for p in next(iter(lms.values())).parameters())
+        steps = args.steps if fp32_bytes > 1e9 else max(args.steps, 200)
+        greedy: dict[str, list[float]] = {k: [] for k in lms}
+        sampled: dict[str, list[float]] = {k: [] for k in lms}
+        for r in range(args.rounds):  # alternate the variants: the machine's load drifts
+            for key in list(lms)[:: 1 if r % 2 == 0 else -1]:
+                greedy[key].append(
+                    steps_per_second(
+                        lms[key], steps, SamplingParams(use_sampling=False, cfg_coef=args.cfg), args.batch
+                    )
+                )
+                sampled[key].append(
+                    steps_per_second(
+                        lms[key],
+                        steps,
+                        SamplingParams(use_sampling=True, top_k=250, cfg_coef=args.cfg),
+                        args.batch,
+                    )
+                )
+        for key, lm in lms.items():
+            n_bytes = weight_bytes(lm)  # bytes read per step, as stored
+            bound = bandwidth / n_bytes
+            g, s = statistics.median(greedy[key]), statistics.median(sampled[key])
+            per_step = args.batch * lm.layout.num_streams  # tokens decided per step
+            print(
+                f"{name:>12} ({key:>8}, {layout}): {n_bytes / 1e9:6.3f} GB of weights | "
+                f"batch {args.batch} + CFG | "
+                f"greedy {g:8.2f} steps/s ({g * per_step:8.1f} tokens/s) | "
+                f"top-k 250 {s:8.2f} steps/s ({s * per_step:8.1f} tokens/s) | "
+                f"bandwidth bound {bound:8.2f} steps/s ({100 * g / bound:.0f}% of bound)",
+                flush=True,
+            )
+        del lms, lm
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
     python benchmarks/realtime.py --preset medium-6cb --quantize int8
 
 RTF = seconds of compute per second of audio (< 1: faster than real time); "x real time" is its
-inverse. Batch 1, CFG 3, top-k 250, fp32 on CPU (or int8 LM weights with --quantize int8).
+inverse. Batch 1, CFG 3, top-k 250, fp32 on CPU (or int8/int4 LM weights with --quantize).
 
 - text -> stems: `--seconds` (default 10) of all stems from a description: text encoding, LM
   decoding, codec decode of every stem;
@@ -115,8 +115,8 @@ def load(name: str, quantize: str) -> tuple[MusicGenStem, str]:
         cfg, lut = bench_config(name)
         model = MusicGenStem(random_parts(cfg), device="cpu", name=name)
         note = "random weights" + (f"; {lut}" if lut else "")
-    if quantize == "int8":
-        model.quantize("int8")
+    if quantize != "none":
+        model.quantize(quantize)
     model.set_generation_params(use_sampling=True, top_k=250, cfg_coef=3.0)
     return model, note
 
@@ -213,7 +213,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="text -> stems duration")
     parser.add_argument("--edit-seconds", type=float, default=None, help="edit length (default: edit window)")
     parser.add_argument("--codec-seconds", type=float, default=10.0, help="audio per codec encode/decode")
-    parser.add_argument("--quantize", choices=["none", "int8"], default="none", help="int8: LM weights")
+    parser.add_argument("--quantize", choices=["none", "int8", "int4"], default="none", help="LM weights")
     parser.add_argument(
         "--parts",
         nargs="+",
@@ -225,7 +225,7 @@ def main() -> None:
     args = parser.parse_args()
     figures: dict[str, dict[str, float]] = {}
     torch.set_num_threads(args.threads)
-    lm = "int8 weights" if args.quantize == "int8" else "fp32"
+    lm = f"{args.quantize} weights" if args.quantize != "none" else "fp32"
     print(f"threads {args.threads}, LM {lm}, batch 1, CFG 3, top-k 250")
     for name in args.preset:
         t = time.perf_counter()

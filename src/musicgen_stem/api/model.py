@@ -14,7 +14,7 @@ import torch
 from .. import __version__
 from ..audio import convert_audio
 from ..devices import resolve_device
-from ..errors import GenerationError
+from ..errors import GenerationError, ModelError
 from ..generation import PREFIX_STRIDE, SamplingParams, Task, continuation_task, edit_task, text_task
 from ..inputs import stem_audio
 from ..layout import compose_order
@@ -113,17 +113,26 @@ class MusicGenStem:
         )
 
     def quantize(self, mode: str = "int8") -> MusicGenStem:
-        """Quantize the LM for faster CPU decoding (`int8`: fbgemm dynamic int8, per-channel
-        weights; inference only). See `benchmarks/decode.py --quantize int8` for its speed."""
-        from ..lm.quantize import quantize_int8
+        """Quantize the LM's projections for CPU decoding, in place (inference only; embeddings and
+        norms stay float32). `mode`: "int8" (the default: int8 weights, one scale per output
+        channel) or "int4" (groups of 32 inputs share a scale and offset: half of int8's weight
+        bytes, less accurate). Both are weight-only and compute in bf16: fast where the CPU has a
+        bf16 path (AVX-512 BF16 here); elsewhere int4 may save memory rather than time. See
+        `lm.quantize`, `benchmarks/decode.py --quantize` (speed) and
+        `benchmarks/quantize_quality.py` (agreement with float32)."""
+        from ..lm.quantize import MODES, quantize
 
-        if mode != "int8":
-            raise GenerationError(f"unknown quantization '{mode}': the supported mode is int8")
+        if mode not in MODES:
+            raise ModelError(f"unknown quantization '{mode}': choose one of {', '.join(MODES)}")
         if self.device.type != "cpu":
             raise GenerationError(
-                "int8 quantization runs on CPU; on a GPU the model runs in bf16/fp16 instead"
+                f"{mode} quantization runs on CPU; on a GPU the model runs in bf16/fp16 instead"
             )
-        self.lm = quantize_int8(self.lm)
+        if self.lm.dtype != torch.float32:
+            raise GenerationError(
+                f"{mode} quantization starts from float32 weights: set_dtype('float32') first"
+            )
+        self.lm = quantize(self.lm, mode)
         return self
 
     def set_dtype(self, dtype: str | torch.dtype) -> MusicGenStem:

@@ -74,9 +74,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument(
         "--quantize",
-        choices=["none", "int8"],
+        choices=["none", "int8", "int4"],
         default="none",
-        help="int8: faster CPU decoding (inference only)",
+        help="int8 / int4: quantized LM weights for faster CPU decoding (int4: half of int8's memory, "
+        "less accurate; inference only)",
     )
     p.add_argument(
         "--dtype",
