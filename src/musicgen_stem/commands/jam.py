@@ -72,7 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "it one cycle after you play it",
     )
     p.add_argument(
-        "--input-device", default=None, help="PortAudio device (number or name; default: the default)"
+        "--input-device", default=None, help="PortAudio device, number or name (default: the system's)"
     )
     p.add_argument(
         "--input-latency",
