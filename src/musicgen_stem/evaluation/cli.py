@@ -66,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each song to use")
     parser.add_argument("--device", default=None, help="cpu, cuda... (default: cuda when available)")
+    parser.add_argument(
+        "--quantize", choices=["none", "int8", "int4"], default="none", help="the LM's weights (CPU)"
+    )
     parser.add_argument("--force", action="store_true", help="write into an existing report folder")
 
 
@@ -92,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         if args.model is None
         else MusicGenStem.from_pretrained(args.model, device=args.device)
     )
+    if args.quantize != "none":
+        model.quantize(args.quantize)
     model.set_generation_params(
         top_k=args.top_k,
         top_p=args.top_p,
@@ -132,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         "regenerate": list(args.regenerate),
         "seed": args.seed,
         "sampling": model.params.to_dict(),  # what was used: the options over the model's defaults
+        "quantize": args.quantize,
         "prompts": args.prompts,
         "edit_chords": args.edit_chords,
         "duration": args.duration,
