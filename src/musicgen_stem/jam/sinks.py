@@ -59,9 +59,13 @@ class DeviceSink:
     ) -> None:
         try:
             import sounddevice as sd  # optional: pip install 'musicgen-stem[live]'
-        except (ImportError, OSError) as e:
+        except ImportError as e:
             raise NoSoundDevice(
                 f"no sound device ({str(e).splitlines()[0][:80]}): install the live extra"
+            ) from None
+        except OSError:  # the binding is there, PortAudio itself is not (Linux wheels leave it out)
+            raise NoSoundDevice(
+                "no sound device (PortAudio is not installed: apt install libportaudio2, or your system's)"
             ) from None
         self._chunks: collections.deque[np.ndarray] = collections.deque()
         self._lock = threading.Lock()

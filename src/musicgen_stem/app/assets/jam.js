@@ -1,6 +1,7 @@
 // musicgen-stem web app: the Jam tab's player. #mgs-jam-feed holds the last cycles handed out,
 // as JSON [{"i": cycle, "url": "...", "s": seconds}]; each new cycle is fetched, decoded and
-// started on one AudioContext right where the previous one ends: gapless, on the audio clock.
+// started on one AudioContext right where the previous one ends: gapless, on the audio clock
+// (the first half a second late, so that a later cycle delivered a little late is still in time).
 // window.__mgsJam.scheduled counts the cycles scheduled (the browser test reads it).
 (function () {
   "use strict";
@@ -36,7 +37,8 @@
         var src = ctx.createBufferSource();
         src.buffer = buffer;
         src.connect(ctx.destination);
-        var at = Math.max(jam.next, ctx.currentTime + 0.05);
+        // the first cycle starts half a second late: slack for the cycles after it to arrive
+        var at = jam.next ? Math.max(jam.next, ctx.currentTime + 0.05) : ctx.currentTime + 0.5;
         src.start(at);
         jam.next = at + buffer.duration;
         jam.scheduled += 1;
