@@ -59,8 +59,8 @@ def jam_tab(stems: list[str]) -> JamTab:
         label="Prompt: what to play", placeholder="a walking jazz bass", elem_id="mgs-jam-prompt"
     )
     with gr.Row():
-        bpm = gr.Number(value=None, label="Tempo (bpm; empty: found)", elem_id="mgs-jam-bpm")
-        bars = gr.Number(value=None, label="Bars (empty: from the tempo)", elem_id="mgs-jam-bars")
+        bpm = gr.Number(value=None, label="Tempo (bpm; 0: found in the loop)", elem_id="mgs-jam-bpm")
+        bars = gr.Number(value=None, label="Bars (0: from the tempo)", elem_id="mgs-jam-bars")
         vary = gr.Slider(0.0, 1.0, value=1.0, step=0.25, label="Vary (0: repeat the first take)")
         seed = gr.Textbox(value="random", label="Seed")
     regenerate = gr.CheckboxGroup(

@@ -395,7 +395,7 @@ def build_app(
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(max(60, ttl // 4), ttl)) as demo:
         gr.Markdown(
             f"# {TITLE}\nGenerate music as separate stems (bass, drums, other) from a text prompt, "
-            "or regenerate some stems of a song. Jobs run one at a time."
+            "regenerate some stems of a song, or jam over a loop. Jobs run one at a time."
         )
         results, last = gr.State([]), gr.State(None)
         gr.Markdown(holder.status(), elem_id="mgs-model-status")  # chosen at launch: read-only
