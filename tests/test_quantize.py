@@ -156,3 +156,10 @@ def test_api_generate_int4(tiny_model_dir):
     m = MusicGenStem.from_pretrained(tiny_model_dir, device="cpu").quantize("int4")
     assert isinstance(m.lm.linears[0], Int4Linear)
     assert m.generate(["y"], seed=0, duration=0.2).codes.shape == (1, 6, 10)
+
+
+def test_a_quantized_model_is_not_saved_as_a_broken_folder(tiny_model_dir, tmp_path):
+    model = MusicGenStem.from_pretrained(tiny_model_dir, device="cpu").quantize("int4")
+    with pytest.raises(ModelError, match="cannot be saved") as err:
+        model.save(tmp_path / "q")
+    assert "\n" not in str(err.value) and not (tmp_path / "q").exists()

@@ -107,7 +107,14 @@ class MusicGenStem:
         return cls(build_parts(cfg), device=dev)
 
     def save(self, path: str | os.PathLike[str], force: bool = False) -> Path:
-        """Write this model as a model folder."""
+        """Write this model as a model folder (float weights: a quantized LM is refused)."""
+        from ..lm.quantize import is_quantized
+
+        if is_quantized(self.lm):
+            raise ModelError(
+                "a quantized model cannot be saved: save it before quantize(), and quantize when loading"
+                " (--quantize)"
+            )
         return save_model(
             ModelParts(self.config, self.lm, self.text, self.codec, self.steps), path, force=force
         )

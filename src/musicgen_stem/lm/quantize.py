@@ -255,6 +255,11 @@ def quantize(lm: StemLM, mode: str = "int8", group_size: int = INT4_GROUP_SIZE) 
     raise ValueError(f"unknown quantization {mode!r}: choose one of {', '.join(MODES)}")
 
 
+def is_quantized(lm: StemLM) -> bool:
+    """Whether `quantize` has replaced any of the LM's layers (such an LM is not a checkpoint)."""
+    return any(hasattr(m, "weight_bytes") for m in lm.modules())
+
+
 def weight_bytes(lm: StemLM) -> int:
     """Bytes of the LM's weights as stored (quantized layers at their int8/int4 size)."""
     plain = sum(p.numel() * p.element_size() for p in lm.parameters())  # float layers, norms, embeddings
