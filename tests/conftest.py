@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random models, the reference fixture folder."""
+"""Shared fixtures: tiny random models, the reference fixture folder, click loops."""
 
 from __future__ import annotations
 
@@ -38,3 +38,22 @@ def tiny_model_dir(tmp_path_factory, tiny_model) -> Path:
     path = tmp_path_factory.mktemp("models") / "tiny"
     tiny_model.save(path)
     return path
+
+
+def write_clicks(path: Path, sr: int = 32000, seconds: float = 1.0, bpm: float = 240.0) -> Path:
+    """A click every beat for `seconds`, as a 16-bit WAV at `path` (a drum loop for jams)."""
+    import numpy as np
+    import soundfile as sf
+
+    x = np.zeros(round(seconds * sr))
+    for beat in np.arange(0, seconds, 60 / bpm):
+        i = round(beat * sr)
+        x[i : i + 200] = np.hanning(400)[200:] * np.sign(np.sin(np.arange(200)))
+    sf.write(path, x, sr, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture(scope="session")
+def clicks():
+    """`write_clicks`, for tests in any folder below this one."""
+    return write_clicks

@@ -326,18 +326,8 @@ def test_app_refuses_to_expose_itself_without_a_login(tiny_model_dir: Path, tmp_
     assert list(tmp_path.iterdir()) == []  # refused before anything was loaded or written
 
 
-def _drum_loop(path: Path, seconds: float = 1.0, bpm: float = 240.0) -> Path:
-    sr = 32000
-    x = np.zeros(round(seconds * sr))
-    for beat in np.arange(0, seconds, 60 / bpm):
-        i = round(beat * sr)
-        x[i : i + 200] = np.hanning(400)[200:] * np.sign(np.sin(np.arange(200)))
-    sf.write(path, x, sr, subtype="PCM_16")
-    return path
-
-
-def test_jam_job_hands_out_cycles_on_the_clock_and_ends_in_a_result(holder, tmp_path: Path):
-    loop = _drum_loop(tmp_path / "drums.wav")
+def test_jam_job_hands_out_cycles_on_the_clock_and_ends_in_a_result(holder, tmp_path: Path, clicks):
+    loop = clicks(tmp_path / "drums.wav")
     from musicgen_stem.app.jams import Cycle, JamRegistry
 
     registry = JamRegistry()
@@ -363,8 +353,8 @@ def test_jam_job_hands_out_cycles_on_the_clock_and_ends_in_a_result(holder, tmp_
     assert np.array_equal(drums, np.tile(sf.read(loop, dtype="int16")[0], 3))  # the loop, as uploaded
 
 
-def test_jam_job_stops_when_asked_and_refuses_bad_loops(holder, tmp_path: Path):
-    loop = _drum_loop(tmp_path / "drums.wav")
+def test_jam_job_stops_when_asked_and_refuses_bad_loops(holder, tmp_path: Path, clicks):
+    loop = clicks(tmp_path / "drums.wav")
     played: list[int] = []
     job = app.jam_job(
         holder, tmp_path / "w", loop={"drums": str(loop)}, bpm=240, stopped=lambda: len(played) >= 2

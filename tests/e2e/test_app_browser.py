@@ -93,24 +93,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
-def _clicks(path: Path, sr: int, seconds: float, bpm: float) -> Path:
-    """A click every beat, as a 16-bit WAV."""
-    import numpy as np
-    import soundfile as sf
-
-    x = np.zeros(round(seconds * sr))
-    for beat in np.arange(0, seconds, 60 / bpm):
-        i = round(beat * sr)
-        x[i : i + 200] = np.hanning(400)[200:] * np.sign(np.sin(np.arange(200)))
-    sf.write(path, x, sr, subtype="PCM_16")
-    return path
-
-
 @pytest.fixture()
-def browser(tmp_path: Path) -> Iterator[tuple[webdriver.Chrome, Path]]:
+def browser(tmp_path: Path, clicks) -> Iterator[tuple[webdriver.Chrome, Path]]:
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    microphone = _clicks(tmp_path / "microphone.wav", 48000, 2.0, 120.0)  # the fake capture device plays it
+    microphone = clicks(tmp_path / "microphone.wav", 48000, 2.0, 120.0)  # the fake capture device plays it
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for flag in (
@@ -276,9 +263,9 @@ def test_generate_play_edit_download(server: str, browser: tuple[webdriver.Chrom
 
 
 def test_jam_plays_gaplessly_takes_commands_and_ends_in_a_result(
-    server: str, browser: tuple[webdriver.Chrome, Path], tmp_path: Path
+    server: str, browser: tuple[webdriver.Chrome, Path], tmp_path: Path, clicks
 ):
-    loop = _clicks(tmp_path / "drums.wav", 32000, 1.0, 240.0)  # one bar at 240 bpm
+    loop = clicks(tmp_path / "drums.wav", 32000, 1.0, 240.0)  # one bar at 240 bpm
 
     driver, _ = browser
     driver.get(server)

@@ -113,14 +113,11 @@ class Jam:
         """The chords of the loop's pitched stems (and of the live input's answered `cycle`),
         relative to the start of a cycle."""
         steps = self.model.steps
-        pitched = [s for s in self.kept_stems if s not in PERCUSSIVE_STEMS]
+        heard = self.kept_stems if cycle is not None else list(self.loop.stems)  # none played yet
+        pitched = [s for s in heard if s not in PERCUSSIVE_STEMS]
         if steps is None or steps.chord is None or not pitched:
             return None
-        if cycle is None or self.live not in pitched:
-            if self.live in pitched:
-                pitched.remove(self.live)  # nothing played yet
-            if not pitched:
-                return None
+        if cycle is None:
             harmony = sum(self.loop.stems[s].to_float64() for s in pitched)
             return estimate_chords(np.asarray(harmony), self.loop.sample_rate, self.loop.bpm, 0.0)
         a, b = self.timeline.sample(cycle), self.timeline.sample(cycle + 1)
