@@ -10,7 +10,9 @@ rms). The bounds below leave a factor 2-3 over the worst seed.
 
 from __future__ import annotations
 
+import ast
 import copy
+import json
 import re
 import warnings
 from pathlib import Path
@@ -24,15 +26,18 @@ from musicgen_stem.cli import main
 from musicgen_stem.errors import ModelError
 from musicgen_stem.layout import LAYOUT_6CB
 from musicgen_stem.lm import LMConfig, StemLM
+from musicgen_stem.lm.qlinear import FbgemmInt8Linear, Int4Linear, Int8Linear, fbgemm_available, int4_group
 from musicgen_stem.lm.quantize import (
-    Int4Linear,
-    Int8Linear,
-    fbgemm_int8,
+    _int8,
+    _replace,
+    load_quantized,
+    quantization_of,
     quantize,
     quantize_int4,
     quantize_int8,
     weight_bytes,
 )
+from musicgen_stem.modeldir import load_model
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -98,9 +103,14 @@ def test_weight_bytes_and_fallbacks():
     assert int4 < int8 < fp32
     # int4 needs out % 16 == 0 and a group dividing in; int8 needs in % 8 == 0; else a step down
     m = nn.Sequential(nn.Linear(64, 40), nn.Linear(64, 48), nn.Linear(12, 16))
-    from musicgen_stem.lm.quantize import _int8, _replace, int4_group
-
-    _replace(m, lambda lin: _int8(lin) if int4_group(*lin.weight.shape, 32) is None else Int4Linear(lin, 32))
+    _replace(
+        m,
+        lambda lin, _: (
+            _int8(lin, False)
+            if int4_group(*lin.weight.shape, 32) is None
+            else Int4Linear.from_linear(lin, 32)
+        ),
+    )
     assert [type(x) for x in m] == [Int8Linear, Int4Linear, nn.Linear]
     assert int4_group(48, 192, 128) == 64  # the group halves until it divides the inputs
     x = torch.randn(3, 64)
@@ -118,14 +128,25 @@ def test_bad_modes_are_refused(tiny_model_dir):
     assert "\n" not in str(err.value)
 
 
-def test_torch_ao_quantization_only_behind_the_fbgemm_adapter():
-    uses = [
-        f"{path.relative_to(SRC)}:{i}"
-        for path in SRC.rglob("*.py")
-        for i, line in enumerate(path.read_text().splitlines(), 1)
-        if re.search(r"^\s*(from|import) torch\.ao\b|from torch import ao\b|torch\.ao\.\w+\.\w+\(", line)
-    ]
-    assert all(u.startswith("musicgen_stem/lm/quantize.py:") for u in uses), uses
+def _deprecated_uses(path: Path) -> list[str]:
+    """Where the code (not its docs) of `path` reaches torch.ao or quantized tensors."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom | ast.Import):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+            text = " ".join(names)
+        elif isinstance(node, ast.Attribute):
+            text = ast.unparse(node)
+        else:
+            continue
+        if re.search(r"torch\.ao\b|quantized_tensor|ops\.quantized\.", text):
+            found.append(f"{path.relative_to(SRC)}:{node.lineno}")
+    return found
+
+
+def test_deprecated_quantized_tensors_only_behind_the_fbgemm_adapter():
+    uses = [u for path in SRC.rglob("*.py") for u in _deprecated_uses(path)]
+    assert uses and all(u.startswith("musicgen_stem/lm/qlinear.py:") for u in uses), uses
     lm = _tiny_lm()
     seq, mem = _inputs()
     with torch.no_grad():
@@ -133,8 +154,8 @@ def test_torch_ao_quantization_only_behind_the_fbgemm_adapter():
         wide = quantize_int8(copy.deepcopy(lm), fbgemm_min=0)  # every layer as wide as medium's
         narrow = quantize_int8(lm)  # tiny's 64 inputs: the weight-only kernel
         kinds = {type(m).__name__ for m in wide.modules()}
-        if fbgemm_int8(nn.Linear(8, 8)) is not None:  # PyTorch still ships fbgemm's int8
-            assert "Linear" in kinds and "Int8Linear" not in kinds  # torch.ao's dynamic Linear
+        if fbgemm_available():  # PyTorch still ships fbgemm's int8
+            assert "FbgemmInt8Linear" in kinds and "Int8Linear" not in kinds
         assert isinstance(narrow.linears[0], Int8Linear)
         for q in (wide, narrow):
             out = q(seq, mem)
@@ -158,8 +179,61 @@ def test_api_generate_int4(tiny_model_dir):
     assert m.generate(["y"], seed=0, duration=0.2).codes.shape == (1, 6, 10)
 
 
-def test_a_quantized_model_is_not_saved_as_a_broken_folder(tiny_model_dir, tmp_path):
-    model = MusicGenStem.from_pretrained(tiny_model_dir, device="cpu").quantize("int4")
-    with pytest.raises(ModelError, match="cannot be saved") as err:
-        model.save(tmp_path / "q")
-    assert "\n" not in str(err.value) and not (tmp_path / "q").exists()
+@pytest.mark.parametrize("mode, fbgemm_min", [("int8", 1024), ("int8", 0), ("int4", 1024)])
+def test_quantized_state_loads_back_exactly_without_float_weights(mode, fbgemm_min):
+    """The stored int8/int4 weights are portable (int4's kernel layout depends on the CPU) and
+    load into a meta-device LM as the same layers, bit-exact."""
+    if fbgemm_min == 0 and not fbgemm_available():
+        pytest.skip("this PyTorch has no fbgemm int8")
+    lm = _tiny_lm()
+    seq, mem = _inputs()
+    with torch.no_grad():
+        quantize_int8(lm, fbgemm_min=fbgemm_min) if mode == "int8" else quantize_int4(lm)
+        ref = lm(seq, mem)
+    state = lm.state_dict()
+    stored = {k.rsplit(".", 1)[-1] for k in state}
+    assert ("weight_int8" if mode == "int8" else "weight_int4") in stored and "in_proj_weight" not in stored
+    with torch.device("meta"):
+        empty = StemLM(LAYOUT_6CB, LMConfig(dim=64, num_heads=4, num_layers=2, ff_dim=256))
+    floats = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}  # as read
+    loaded = load_quantized(empty, floats, fbgemm_min=fbgemm_min)
+    kinds = {type(a) for a in lm.modules()}
+    assert {type(b) for b in loaded.modules()} == kinds and quantization_of(loaded) == mode
+    assert (FbgemmInt8Linear in kinds) == (fbgemm_min == 0)
+    with torch.no_grad():
+        assert torch.equal(loaded(seq, mem), ref)
+    assert weight_bytes(loaded) == weight_bytes(lm)
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_a_quantized_model_saves_and_loads_quantized(tiny_model_dir, tmp_path, mode):
+    model = MusicGenStem.from_pretrained(tiny_model_dir, device="cpu").quantize(mode)
+    ref = model.generate(["y"], seed=0, duration=0.3).codes
+    model.save(tmp_path / "q")
+    config = json.loads((tmp_path / "q" / "config.json").read_text())
+    assert config["quantization"] == mode and config["format_version"] == 2
+    loaded = MusicGenStem.from_pretrained(tmp_path / "q", device="cpu")
+    assert quantization_of(loaded.lm) == mode
+    assert torch.equal(loaded.generate(["y"], seed=0, duration=0.3).codes, ref)
+    assert loaded.quantize(mode) is loaded  # already so: nothing to do
+    other = "int4" if mode == "int8" else "int8"
+    with pytest.raises(ModelError, match=f"is {mode} already: load its float weights") as err:
+        loaded.quantize(other)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ModelError, match="runs on CPU"):
+        load_model(tmp_path / "q", device="cuda")
+
+
+def test_cli_convert_quantize(tiny_model_dir, tmp_path, capsys):
+    dst = tmp_path / "int4"
+    assert main(["convert", str(tiny_model_dir), str(dst), "--quantize", "int4"]) == 0
+    assert "int4 LM" in capsys.readouterr().out
+    size = (dst / "lm.safetensors").stat().st_size  # the int4 weights (and float embeddings, norms)
+    lm = MusicGenStem.from_pretrained(dst, device="cpu").lm
+    assert quantization_of(lm) == "int4" and abs(size - weight_bytes(lm)) < 0.02 * size
+    assert size < 0.6 * (tiny_model_dir / "lm.safetensors").stat().st_size
+    out = tmp_path / "o"
+    assert main(["generate", "x", "--model", str(dst), "--duration", "0.3", "-q", "--out", str(out)]) == 0
+    assert (out / "mix.wav").is_file()
+    assert main(["convert", str(dst), str(tmp_path / "again"), "--quantize", "int8"]) == 2
+    assert "is int4 already" in capsys.readouterr().err and not (tmp_path / "again").exists()

@@ -3,7 +3,7 @@
 ```
 MODEL_DIR/
   config.json                  format, layout, LM, text encoder and codec configs, defaults
-  lm.safetensors               the transformer LM
+  lm.safetensors               the transformer LM (float, or int8/int4 projections: `lm.qlinear`)
   text_conditioner.safetensors the text projection (and the look-up table of a LUT encoder)
   step_conditioner.safetensors the per-step conditions (beat grid, chords), for models with any
   codec_<stem>.safetensors     one codec per stem
@@ -13,6 +13,7 @@ Frozen pretrained text encoders (T5, MiniLM) are not stored: the config names th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import mmap
@@ -35,10 +36,15 @@ from .conditioning.steps import StepConditioner, StepConfig
 from .errors import ModelError, MusicGenStemError, OutputExistsError
 from .layout import StemLayout
 from .lm import LMConfig, StemLM
+from .lm.quantize import MODES as QUANTIZATION_MODES
+from .lm.quantize import load_quantized, quantization_of
 from .safeio import io_reason, make_temp_sibling, replace_dir
 
 FORMAT = "musicgen-stem"
-FORMAT_VERSION = 1
+#: The format version written for float folders, for quantized ones, and the newest read.
+FLOAT_FORMAT_VERSION = 1
+QUANTIZED_FORMAT_VERSION = 2
+FORMAT_VERSION = QUANTIZED_FORMAT_VERSION
 CONFIG_FILE = "config.json"
 LM_FILE = "lm.safetensors"
 TEXT_FILE = "text_conditioner.safetensors"
@@ -71,6 +77,8 @@ class ModelConfig:
     sampling: dict[str, Any] = field(default_factory=dict)
     #: Free-form facts shown to users (licence, training data...).
     info: dict[str, Any] = field(default_factory=dict)
+    #: "int8" / "int4" where the LM's projections are stored quantized (`lm.quantize`), else None.
+    quantization: str | None = None
 
     def __post_init__(self) -> None:
         missing = [s for s in self.layout.stems if s not in self.codecs]
@@ -82,6 +90,8 @@ class ModelConfig:
             )
         if not isinstance(self.sampling, dict):
             raise ModelError(f"sampling must be a mapping of sampling settings, got {self.sampling!r}")
+        if self.quantization not in (None, *QUANTIZATION_MODES):
+            raise ModelError(f"quantization must be int8 or int4, got {self.quantization!r}")
 
     @property
     def file_names(self) -> list[str]:
@@ -89,9 +99,12 @@ class ModelConfig:
         return [CONFIG_FILE, LM_FILE, TEXT_FILE, *steps] + [codec_file(s) for s in self.layout.stems]
 
     def to_dict(self) -> dict[str, Any]:
+        quantized = {"quantization": self.quantization} if self.quantization else {}
         return {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            # a quantized folder is refused by the versions that could not read it
+            "format_version": QUANTIZED_FORMAT_VERSION if self.quantization else FLOAT_FORMAT_VERSION,
+            **quantized,
             "name": self.name,
             "layout": self.layout.to_dict(),
             "lm": self.lm.to_dict(),
@@ -131,6 +144,7 @@ class ModelConfig:
                 silence_tokens=d.get("silence_tokens"),
                 sampling=d.get("sampling") or {},
                 info=dict(d.get("info", {})),
+                quantization=d.get("quantization"),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ModelError(f"config.json is malformed: {type(e).__name__}: {e}") from None
@@ -185,10 +199,12 @@ def _umask() -> int:
 
 
 def _contiguous_state(module: nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The module's state on CPU; float32 tensors in `dtype` if given (a quantized layer's bf16
+    scales stay as they are)."""
     out = {}
     for k, v in module.state_dict().items():
         v = v.detach().cpu()
-        if dtype is not None and v.is_floating_point():
+        if dtype is not None and v.dtype == torch.float32:
             v = v.to(dtype)
         out[k] = v.contiguous()
     return out
@@ -200,7 +216,8 @@ def save_model(
     """Write a model folder atomically (a temporary folder renamed into place).
 
     lm_dtype: store the LM and text projection in this dtype (e.g. float16 to halve a shipped
-    model); loading always upcasts to float32. Codecs are stored as they are.
+    model); loading always upcasts to float32. Codecs are stored as they are. A quantized LM
+    (`lm.quantize`) is stored as its int8/int4 weights, and the config says which.
     """
     target = Path(path)
     if target.is_symlink():
@@ -210,7 +227,7 @@ def save_model(
     except OSError as exc:
         raise MusicGenStemError(f"cannot create model folder '{target}': {io_reason(exc)}") from None
     try:
-        cfg = parts.config
+        cfg = dataclasses.replace(parts.config, quantization=quantization_of(parts.lm))
         (tmp / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
         save_file(_contiguous_state(parts.lm, lm_dtype), str(tmp / LM_FILE), metadata={"format": "pt"})
         save_file(_contiguous_state(parts.text, lm_dtype), str(tmp / TEXT_FILE), metadata={"format": "pt"})
@@ -436,10 +453,23 @@ def load_model(
         if config.text.kind != "t5":
             raise ModelError(f"--text-encoder applies to T5 models; this one uses {config.text.kind}")
         config.text = TextEncoderConfig.from_dict({**config.text.to_dict(), "name": str(text_encoder)})
+    if config.quantization and torch.device(device).type != "cpu":
+        raise ModelError(
+            f"'{path}' holds an {config.quantization} LM, which runs on CPU: load its float folder"
+        )
     parts = build_parts(config, device="cpu", empty=True)
     lm_state = _read_state(path / LM_FILE)
     legacy = {"beat.weight": lm_state.pop("beat.weight")} if "beat.weight" in lm_state else None
-    _load_into(parts.lm, path / LM_FILE, state=lm_state)
+    if config.quantization:
+        try:
+            load_quantized(parts.lm, lm_state)
+        except (RuntimeError, ValueError, KeyError) as e:
+            first = " ".join(str(e).strip().splitlines()[:2])[:300]
+            raise ModelError(
+                f"quantized weights in '{path / LM_FILE}' do not fit the config: {first}"
+            ) from None
+    else:
+        _load_into(parts.lm, path / LM_FILE, state=lm_state)
     _load_into(parts.text, path / TEXT_FILE)
     if parts.steps is not None:  # 0.1 folders: the beat grid's weight in the LM's file
         _load_into(parts.steps, path / (LM_FILE if legacy else STEPS_FILE), state=legacy)

@@ -19,6 +19,7 @@ from ..generation import PREFIX_STRIDE, SamplingParams, Task, continuation_task,
 from ..inputs import stem_audio
 from ..layout import compose_order
 from ..lm.packing import pack_for_decoding
+from ..lm.quantize import is_quantized
 from ..modeldir import ModelConfig, ModelParts, build_parts, save_model
 from ..presets import preset
 from .checks import (
@@ -62,7 +63,7 @@ class MusicGenStem:
         self.device = resolve_device(device)
         self.config: ModelConfig = parts.config
         self.lm = parts.lm.to(self.device).eval()
-        if self.device.type == "cpu":
+        if self.device.type == "cpu" and not is_quantized(self.lm):
             pack_for_decoding(self.lm, cpu_layout)
         self.text = parts.text.to(self.device).eval()
         self.steps = None if parts.steps is None else parts.steps.to(self.device).eval()
@@ -107,14 +108,8 @@ class MusicGenStem:
         return cls(build_parts(cfg), device=dev)
 
     def save(self, path: str | os.PathLike[str], force: bool = False) -> Path:
-        """Write this model as a model folder (float weights: a quantized LM is refused)."""
-        from ..lm.quantize import is_quantized
-
-        if is_quantized(self.lm):
-            raise ModelError(
-                "a quantized model cannot be saved: save it before quantize(), and quantize when loading"
-                " (--quantize)"
-            )
+        """Write this model as a model folder (a quantized LM as its int8/int4 weights: the folder
+        loads quantized, with no float weights to quantize again)."""
         return save_model(
             ModelParts(self.config, self.lm, self.text, self.codec, self.steps), path, force=force
         )
@@ -127,10 +122,14 @@ class MusicGenStem:
         bf16 path (AVX-512 BF16 here); elsewhere int4 may save memory rather than time. See
         `lm.quantize`, `benchmarks/decode.py --quantize` (speed) and
         `benchmarks/quantize_quality.py` (agreement with float32)."""
-        from ..lm.quantize import MODES, quantize
+        from ..lm.quantize import MODES, quantization_of, quantize
 
         if mode not in MODES:
             raise ModelError(f"unknown quantization '{mode}': choose one of {', '.join(MODES)}")
+        if (held := quantization_of(self.lm)) is not None:
+            if held == mode:
+                return self
+            raise ModelError(f"this model's LM is {held} already: load its float weights for {mode}")
         if self.device.type != "cpu":
             raise GenerationError(
                 f"{mode} quantization runs on CPU; on a GPU the model runs in bf16/fp16 instead"

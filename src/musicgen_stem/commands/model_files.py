@@ -44,15 +44,25 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    """`musicgen-stem convert`: a released checkpoint (folder or hub id) written as a model folder."""
+    """`musicgen-stem convert`: a released checkpoint (folder or hub id), or with `--quantize` also
+    a model folder of ours, written as a model folder (its LM as int8/int4 weights if asked)."""
+    from ..api.loading import load_parts
+    from ..lm.quantize import quantize
     from ..modeldir import check_target, save_model
     from ..reference import load_reference
 
     dst = Path(args.dst)
     check_target(dst, args.force)  # refuse before the slow load
-    parts = load_reference(args.src, text_encoder=args.text_encoder)
+    if args.quantize == "none":
+        parts = load_reference(args.src, text_encoder=args.text_encoder)
+    else:
+        parts = load_parts(args.src, text_encoder=args.text_encoder)
+        if parts.config.quantization:
+            raise UsageError(f"{args.src} is {parts.config.quantization} already: convert its float folder")
+        quantize(parts.lm, args.quantize)
     path = save_model(parts, dst, force=args.force)
-    print(f"wrote {path} from {args.src}")
+    what = f" ({args.quantize} LM)" if args.quantize != "none" else ""
+    print(f"wrote {path}{what} from {args.src}")
     return 0
 
 

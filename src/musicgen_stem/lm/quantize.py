@@ -4,7 +4,9 @@ behind one adapter, `fbgemm_int8`, for the wide layers of large LMs while PyTorc
 A decoding step multiplies 2 rows (batch 1 with CFG) by every projection, so it streams weights:
 fewer bytes per weight, faster steps, as long as the kernel keeps up. Both modes are weight-only
 (activations stay float, computed in bf16) and replace every `nn.Linear` of the LM (q/k/v split
-first; embeddings and norms stay fp32); inference only, the result is not a checkpoint:
+first; embeddings and norms stay fp32); inference only. A quantized LM saves its int8/int4
+weights in a portable form (`lm.qlinear`) and `load_quantized` reads them back without
+re-quantizing (`musicgen-stem convert --quantize`):
 
 - int8 (`Int8Linear`): symmetric int8 weights, one scale per output channel;
   `torch._weight_int8pack_mm` with bf16 activations (its vectorised path); layers of 1024 inputs
@@ -53,155 +55,53 @@ whole steps of any preset.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from .model import StemLM
 from .packing import unpack
+from .qlinear import (
+    INT4_GROUP_SIZES,
+    FbgemmInt8Linear,
+    Int4Linear,
+    Int8Linear,
+    fbgemm_available,
+    int4_group,
+    int8_fits,
+)
 
 #: Quantization modes of `quantize`.
 MODES = ("int8", "int4")
-#: Group sizes the int4 kernel takes (inputs sharing one scale and offset).
-INT4_GROUP_SIZES = (32, 64, 128)
-#: Layers with at least this many inputs take fbgemm's int8 while PyTorch ships it (`fbgemm_int8`):
-#: on medium's projections 2.5x faster than the weight-only kernel; on mini's (192) slower.
+#: Layers with at least this many inputs take fbgemm's int8 while PyTorch ships it
+#: (`FbgemmInt8Linear`): on medium's projections 2.5x faster than the weight-only kernel; on
+#: mini's (192) slower.
 FBGEMM_MIN_FEATURES = 1024
 #: Default int4 group (see `benchmarks/quantize_quality.py`: smaller groups are more accurate,
 #: larger ones a little faster and smaller).
 INT4_GROUP_SIZE = 32
 
 
-def int8_fits(in_features: int) -> bool:
-    """Whether the int8 kernel takes rows of `in_features` (a multiple of 8: it crashes on others)."""
-    return in_features % 8 == 0
+def _replace(module: nn.Module, convert: Callable[[nn.Linear, str], nn.Module]) -> None:
+    """Swap every plain `nn.Linear` below `module` for `convert(linear, its state prefix)`."""
+    for name, child in list(module.named_modules()):
+        for attr, sub in list(child.named_children()):
+            if type(sub) is nn.Linear:
+                setattr(child, attr, convert(sub, f"{name}.{attr}." if name else f"{attr}."))
 
 
-class Int8Linear(nn.Module):
-    """`nn.Linear` (inference, CPU) with int8 weights [out, in], one scale per output channel
-    (symmetric, weight-only); the product runs in bf16 (`torch._weight_int8pack_mm`)."""
-
-    def __init__(self, linear: nn.Linear):
-        super().__init__()
-        if not int8_fits(linear.in_features):
-            raise ValueError(f"int8 needs in_features a multiple of 8, not {linear.in_features}")
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        w = linear.weight.detach().float().contiguous()  # [out, in] (may be column-major: packing)
-        scale = (w.abs().amax(1).clamp_min(1e-12) / 127).bfloat16()  # [out], as the kernel reads it
-        q = torch.round(w / scale.float()[:, None]).clamp(-128, 127).to(torch.int8).contiguous()
-        self.register_buffer("weight_int8", q, persistent=False)  # [out, in]; not a checkpoint tensor
-        self.register_buffer("scale", scale, persistent=False)
-        bias = linear.bias
-        self.register_buffer(
-            "bias", None if bias is None else bias.detach().float().clone(), persistent=False
-        )
-        self.weight_bytes = q.numel() + 2 * scale.numel() + (0 if bias is None else 4 * bias.numel())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in] -> [..., out]
-        x2 = x.reshape(-1, self.in_features).bfloat16().contiguous()  # [rows, in]
-        y = torch._weight_int8pack_mm(x2, self.weight_int8, self.scale).float()
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*x.shape[:-1], self.out_features)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
-
-
-def int4_group(out_features: int, in_features: int, group_size: int) -> int | None:
-    """The int4 group for a [out, in] weight: `group_size`, halved until it divides `in_features`
-    (down to 32), or None where the kernel cannot take the weight (no such group, or `out_features`
-    not a multiple of 16): that layer then stays int8."""
-    if out_features % 16:
-        return None
-    g = group_size
-    while g >= min(INT4_GROUP_SIZES):
-        if in_features % g == 0:
-            return g
-        g //= 2
-    return None
-
-
-class Int4Linear(nn.Module):
-    """`nn.Linear` (inference, CPU) with int4 weights [out, in]: per group of `group_size` inputs
-    of a row, w ~= (q - 8) * scale + offset, q in [0, 15] (asymmetric, as the kernel stores)."""
-
-    def __init__(self, linear: nn.Linear, group_size: int = INT4_GROUP_SIZE):
-        super().__init__()
-        N, K = linear.out_features, linear.in_features
-        if int4_group(N, K, group_size) != group_size:
-            raise ValueError(
-                f"int4 needs out % 16 == 0 and a group of {INT4_GROUP_SIZES} dividing in, not {group_size}"
-            )
-        self.in_features, self.out_features, self.group_size = K, N, group_size
-        w = linear.weight.detach().float().contiguous().reshape(N, K // group_size, group_size)
-        lo, hi = w.amin(-1), w.amax(-1)  # [N, K / g]
-        scale = ((hi - lo) / 15).clamp_min(1e-8).bfloat16()  # the kernel reads bf16 scales/offsets
-        offset = (lo + 8 * scale.float()).bfloat16()  # the value of q = 8
-        q = torch.round((w - offset.float()[..., None]) / scale.float()[..., None]) + 8
-        q = q.clamp(0, 15).to(torch.int32).reshape(N, K).contiguous()
-        self.register_buffer(
-            "packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1), persistent=False
-        )  # [N, K / 2] uint8
-        scale_offset = torch.stack([scale, offset], -1).transpose(0, 1).contiguous()  # [K / g, N, 2]
-        self.register_buffer("scale_offset", scale_offset, persistent=False)
-        bias = linear.bias
-        self.register_buffer(
-            "bias", None if bias is None else bias.detach().float().clone(), persistent=False
-        )
-        self.weight_bytes = (
-            self.packed.numel() + 2 * scale_offset.numel() + (0 if bias is None else 4 * bias.numel())
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in] -> [..., out]
-        x2 = x.reshape(-1, self.in_features).bfloat16().contiguous()  # [rows, in]
-        y = torch._weight_int4pack_mm_for_cpu(x2, self.packed, self.group_size, self.scale_offset).float()
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*x.shape[:-1], self.out_features)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int4 g{self.group_size}"
-
-
-def _replace(module: nn.Module, convert: Callable[[nn.Linear], nn.Module]) -> None:
-    """Swap every plain `nn.Linear` below `module` for `convert(linear)` (recursively)."""
-    for name, child in module.named_children():
-        if type(child) is nn.Linear:
-            setattr(module, name, convert(child))
-        else:
-            _replace(child, convert)
-
-
-def fbgemm_int8(linear: nn.Linear) -> nn.Module | None:
-    """fbgemm's dynamic int8 layer for `linear` (per-channel weights, activations quantized per
-    call), or None once PyTorch no longer ships it. Its API is deprecated (torch.ao.quantization,
-    quantized tensors): this adapter is the only place that touches it."""
-    import warnings
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
-            from torch.ao.quantization import per_channel_dynamic_qconfig
-
-            linear.qconfig = per_channel_dynamic_qconfig  # type: ignore[assignment]
-            layer = DynamicLinear.from_float(linear)
-    except Exception:  # gone from this PyTorch: the weight-only kernel takes over
-        return None
-    layer.weight_bytes = linear.in_features * linear.out_features + 8 * linear.out_features
-    return layer
-
-
-def _int8(lin: nn.Linear, fbgemm_min: int = FBGEMM_MIN_FEATURES) -> nn.Module:
-    """The int8 layer for `lin`: fbgemm for wide layers while it exists, else `Int8Linear`;
-    odd widths stay float32."""
-    if lin.in_features >= fbgemm_min and (layer := fbgemm_int8(lin)) is not None:
-        return layer
-    return Int8Linear(lin) if int8_fits(lin.in_features) else lin
+def _int8(lin: nn.Linear, fbgemm: bool) -> nn.Module:
+    """The int8 layer for `lin`: fbgemm where `fbgemm` (wide layers, while PyTorch has it), else
+    `Int8Linear`; odd widths stay float32."""
+    if fbgemm:
+        return FbgemmInt8Linear.from_linear(lin)
+    return Int8Linear.from_linear(lin) if int8_fits(lin.in_features) else lin
 
 
 def _prepare(lm: StemLM, mode: str) -> None:
+    if is_quantized(lm):
+        raise ValueError(f"the LM is {quantization_of(lm)} already: load its float weights to quantize again")
     if lm.device.type != "cpu":
         raise ValueError(f"{mode} quantization runs on CPU; on GPU use bf16/fp16")
     if lm.dtype != torch.float32:
@@ -213,17 +113,19 @@ def _prepare(lm: StemLM, mode: str) -> None:
 @torch.no_grad()
 def quantize_int8(lm: StemLM, fbgemm_min: int = FBGEMM_MIN_FEATURES) -> StemLM:
     """Quantize `lm` in place (CPU): q/k/v split into modules, then every `nn.Linear` -> int8:
-    layers with at least `fbgemm_min` inputs on fbgemm while PyTorch has it (`fbgemm_int8`), the
-    others `Int8Linear` (a layer whose inputs are not a multiple of 8 stays float32)."""
+    layers with at least `fbgemm_min` inputs on fbgemm while PyTorch has it
+    (`FbgemmInt8Linear`), the others `Int8Linear` (a layer whose inputs are not a multiple of 8
+    stays float32)."""
     _prepare(lm, "int8")
-    _replace(lm, lambda lin: _int8(lin, fbgemm_min))
+    fbgemm = fbgemm_available()
+    _replace(lm, lambda lin, _: _int8(lin, fbgemm and lin.in_features >= fbgemm_min))
     return lm.eval()
 
 
 @torch.no_grad()
 def quantize_int4(lm: StemLM, group_size: int = INT4_GROUP_SIZE) -> StemLM:
     """Quantize `lm` in place (CPU): every `nn.Linear` -> `Int4Linear` (a layer whose inputs no
-    group divides, or whose outputs are not a multiple of 16, becomes `Int8Linear`).
+    group divides, or whose outputs are not a multiple of 16, becomes int8).
 
     Half the weight bytes of int8, a little over an eighth of fp32's, and less accurate (mini:
     88 % of guided argmaxes as fp32's against 99.7 % for int8, `benchmarks/quantize_quality.py`).
@@ -237,10 +139,13 @@ def quantize_int4(lm: StemLM, group_size: int = INT4_GROUP_SIZE) -> StemLM:
             f"int4 group size {group_size}: choose one of {', '.join(map(str, INT4_GROUP_SIZES))}"
         )
     _prepare(lm, "int4")
+    fbgemm = fbgemm_available()
 
-    def convert(lin: nn.Linear) -> nn.Module:
+    def convert(lin: nn.Linear, _: str) -> nn.Module:
         g = int4_group(lin.out_features, lin.in_features, group_size)
-        return _int8(lin) if g is None else Int4Linear(lin, g)
+        if g is None:
+            return _int8(lin, fbgemm and lin.in_features >= FBGEMM_MIN_FEATURES)
+        return Int4Linear.from_linear(lin, g)
 
     _replace(lm, convert)
     return lm.eval()
@@ -255,12 +160,47 @@ def quantize(lm: StemLM, mode: str = "int8", group_size: int = INT4_GROUP_SIZE) 
     raise ValueError(f"unknown quantization {mode!r}: choose one of {', '.join(MODES)}")
 
 
+def quantization_of(lm: StemLM) -> str | None:
+    """The LM's quantization, "int4" or "int8" (int4 LMs keep a few int8 layers), or None."""
+    kinds = {type(m) for m in lm.modules()}
+    if Int4Linear in kinds:
+        return "int4"
+    return "int8" if kinds & {Int8Linear, FbgemmInt8Linear} else None
+
+
 def is_quantized(lm: StemLM) -> bool:
-    """Whether `quantize` has replaced any of the LM's layers (such an LM is not a checkpoint)."""
-    return any(hasattr(m, "weight_bytes") for m in lm.modules())
+    """Whether `quantize` (or `load_quantized`) has replaced any of the LM's layers."""
+    return quantization_of(lm) is not None
+
+
+@torch.no_grad()
+def load_quantized(lm: StemLM, state: dict[str, Any], fbgemm_min: int = FBGEMM_MIN_FEATURES) -> StemLM:
+    """Load the state of a quantized LM (`lm.state_dict()` after `quantize`) into `lm`, a float LM
+    of the same config (on the meta device, so that nothing float is allocated): each layer
+    becomes the kind its stored tensors name (`weight_int4`: `Int4Linear` with the group their
+    scales tell; `weight_int8`: int8 on the kernel `quantize_int8` would choose); the state's
+    int8/int4 tensors are used as they are, nothing is quantized again."""
+    lm.split_projections()
+    fbgemm = fbgemm_available()
+
+    def skeleton(lin: nn.Linear, prefix: str) -> nn.Module:
+        N, K, bias = lin.out_features, lin.in_features, lin.bias is not None
+        if prefix + "weight_int4" in state:
+            return Int4Linear(K, N, K // state[prefix + "scale_offset"].shape[0], bias, device="meta")
+        if prefix + "weight_int8" in state:
+            if fbgemm and K >= fbgemm_min:
+                return FbgemmInt8Linear(K, N, bias)
+            return Int8Linear(K, N, bias, device="meta")
+        return lin
+
+    _replace(lm, skeleton)
+    lm.load_state_dict(state, strict=True, assign=True)
+    return lm.eval()
 
 
 def weight_bytes(lm: StemLM) -> int:
     """Bytes of the LM's weights as stored (quantized layers at their int8/int4 size)."""
-    plain = sum(p.numel() * p.element_size() for p in lm.parameters())  # float layers, norms, embeddings
-    return plain + sum(getattr(m, "weight_bytes", 0) for m in lm.modules() if m is not lm)
+    quantized = [m for m in lm.modules() if hasattr(m, "weight_bytes")]
+    inside = {id(t) for m in quantized for t in [*m.parameters(), *m.buffers()]}
+    plain = sum(p.numel() * p.element_size() for p in lm.parameters() if id(p) not in inside)
+    return plain + sum(m.weight_bytes for m in quantized)
