@@ -50,7 +50,7 @@ def main() -> None:
         song = load_song(folder, ["bass"], sr, codec.channels, args.duration)
         wav = torch.as_tensor(song.stems["bass"]).float()[None]  # [1, C, T]
         with torch.inference_mode():
-            latent = codec.encoder(wav) if codec.cfg.encoder == "pitch" else None
+            latent = codec.encoder(wav) if codec.cfg.encoder.kind == "pitch" else None
             out = codec.decode(codec.encode(wav))[..., : wav.shape[-1]]
         x, y = wav[0].mean(0).numpy(), out[0].mean(0).numpy()
         on_x = librosa.onset.onset_detect(y=x, sr=sr, units="time")

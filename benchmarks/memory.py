@@ -9,6 +9,8 @@ because T5 is not available offline) three folders are written under --dir:
 - `fp16`: our model folder with the LM stored in float16 (upcast to float32 at load);
 - `reference`: the released format (`state_dict.bin` in float16 + `compression_state_dict_{stem}.bin`,
   torch.save files with an xp.cfg that `reference.py` maps back onto the same config);
+- `int8`, `int4`: our model folder with the LM stored quantized (`musicgen-stem convert --quantize`),
+  loaded as it is (weight bytes: the LM at its int8/int4 size, `lm.quantize.weight_bytes`);
 
 plus, for `mini`, the shipped model folder itself (`shipped`: MiniLM text encoder, fp16 LM).
 Each case runs in a fresh subprocess (`MusicGenStem.from_pretrained` on CPU, then `--steps`
@@ -23,6 +25,7 @@ The folders are deleted at the end unless --keep (medium: 8.1 GB for fp32, 4.4 G
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -31,15 +34,20 @@ import time
 from pathlib import Path
 
 import torch
-from common import bench_config, gb, parts_bytes, peak_rss, random_parts, rss_breakdown
+from common import bench_config, gb, module_bytes, parts_bytes, peak_rss, random_parts, rss_breakdown
 from omegaconf import OmegaConf
 
 from musicgen_stem import reference
-from musicgen_stem.codec import CodecConfig
+from musicgen_stem.codec import CodecConfig, SEANetConfig
+from musicgen_stem.lm.quantize import quantize
+from musicgen_stem.lm.quantize import weight_bytes as lm_weight_bytes
 from musicgen_stem.modeldir import ModelConfig, ModelParts, build_parts, read_config, save_model
 
-FORMATS = ("fp32", "fp16", "reference")
+FORMATS = ("fp32", "fp16", "reference", "int8", "int4")
+QUANTIZED = ("int8", "int4")
 TARGET = 1.15
+#: Issue 34's target for quantized folders (peak <= 1.05x the weight bytes of the mode).
+QUANTIZED_TARGET = 1.05
 RESULT = "RESULT "
 
 
@@ -90,7 +98,10 @@ def _lm_xp_cfg(cfg: ModelConfig) -> dict:
 
 
 def _codec_xp_cfg(c: CodecConfig) -> dict:
-    """An audiocraft compression-model xp.cfg holding `c`."""
+    """An audiocraft compression-model xp.cfg holding `c` (SEANet both ways, the same sizes)."""
+    s = c.encoder
+    if not isinstance(s, SEANetConfig) or c.decoder != s:
+        raise ValueError("the released format holds codecs with the same SEANet encoder and decoder")
     return {
         "sample_rate": c.sample_rate,
         "channels": c.channels,
@@ -98,23 +109,23 @@ def _codec_xp_cfg(c: CodecConfig) -> dict:
         "encodec": {"autoencoder": "seanet", "quantizer": "rvq", "causal": c.causal, "renormalize": False},
         "seanet": {
             "dimension": c.dimension,
-            "n_filters": c.n_filters,
-            "n_residual_layers": c.n_residual_layers,
+            "n_filters": s.n_filters,
+            "n_residual_layers": s.n_residual_layers,
             "ratios": list(c.ratios),
             "activation": "ELU",
-            "activation_params": {"alpha": c.elu_alpha},
+            "activation_params": {"alpha": s.elu_alpha},
             "norm": "weight_norm",
-            "kernel_size": c.kernel_size,
-            "residual_kernel_size": c.residual_kernel_size,
-            "last_kernel_size": c.last_kernel_size,
-            "dilation_base": c.dilation_base,
+            "kernel_size": s.kernel_size,
+            "residual_kernel_size": s.residual_kernel_size,
+            "last_kernel_size": s.last_kernel_size,
+            "dilation_base": s.dilation_base,
             "causal": c.causal,
-            "pad_mode": c.pad_mode,
-            "true_skip": c.true_skip,
-            "compress": c.compress,
-            "lstm": c.lstm,
+            "pad_mode": s.pad_mode,
+            "true_skip": s.true_skip,
+            "compress": s.compress,
+            "lstm": s.lstm,
             "disable_norm_outer_blocks": 0,
-            "decoder": {"trim_right_ratio": c.trim_right_ratio, "final_activation": None},
+            "decoder": {"trim_right_ratio": s.trim_right_ratio, "final_activation": None},
         },
         "rvq": {
             "n_q": c.n_q,
@@ -154,10 +165,12 @@ def write_reference(parts: ModelParts, path: Path) -> None:
 def write_case(name: str, fmt: str, path: Path) -> None:
     """Write the `fmt` folder of preset `name` (random weights, LUT text) at `path`."""
     cfg, _ = bench_config(name, lut=True)
-    lm_dtype = torch.float32 if fmt == "fp32" else torch.float16
+    lm_dtype = torch.float16 if fmt in ("fp16", "reference") else torch.float32
     parts = random_parts(cfg, lm_dtype)
     if fmt == "reference":
         write_reference(parts, path)
+    elif fmt in QUANTIZED:
+        save_model(dataclasses.replace(parts, lm=quantize(parts.lm, fmt)), path)
     else:
         save_model(parts, path, lm_dtype=lm_dtype)
 
@@ -180,7 +193,14 @@ def measure_load(path: Path, steps: int, threads: int) -> dict:
     t = time.perf_counter()
     model.generate(["a test"], seed=0, duration=steps / model.frame_rate)
     gen_s = time.perf_counter() - t
+    text = [model.text] + ([model.text.encoder] if isinstance(model.text.encoder, torch.nn.Module) else [])
+    weights = {
+        "lm": lm_weight_bytes(model.lm),
+        "text": module_bytes(*text),
+        "codec": module_bytes(model.codec),
+    }
     return {
+        "weights": weights,
         "base": base,
         "load_peak": load_peak,
         "after_load": after_load,
@@ -212,20 +232,20 @@ def run_child(args: list[str]) -> dict:
     return json.loads(lines[-1][len(RESULT) :]) if lines else {}
 
 
-def report(label: str, weights: dict[str, int], m: dict) -> None:
+def report(label: str, weights: dict[str, int], m: dict, target: float = TARGET) -> None:
     total = sum(weights.values())
     ratio = m["peak"] / total
     over_base = (m["peak"] - m["base"]) / total
     a = m["after_load"]
-    if m["base"] > (TARGET - 1) * total:  # the runtime alone exceeds the margin: no verdict
+    if m["base"] > (target - 1) * total:  # the runtime alone exceeds the margin: no verdict
         verdict = "n/a (runtime-dominated)"
     else:
-        verdict = "yes" if ratio <= TARGET else "no"
+        verdict = "yes" if ratio <= target else "no"
     print(
         f"{label:>22}: weights {gb(total)} (LM {gb(weights['lm'])}, text {gb(weights['text'])}, "
         f"codecs {gb(weights['codec'])}) | base RSS {gb(m['base'])} | peak RSS load {gb(m['load_peak'])}, "
         f"load+generate {gb(m['peak'])} | peak/weights {ratio:.3f}x, (peak-base)/weights {over_base:.3f}x "
-        f"| <= {TARGET}x: {verdict} | after load anon {gb(a.get('RssAnon', 0))} "
+        f"| <= {target}x: {verdict} | after load anon {gb(a.get('RssAnon', 0))} "
         f"file {gb(a.get('RssFile', 0))} | load {m['load_s']:.1f} s, {m['gen_s']:.1f} s generating",
         flush=True,
     )
@@ -265,7 +285,11 @@ def main() -> None:
                 run_child(["--child-write", name, fmt, str(path)])
                 size = sum(f.stat().st_size for f in path.iterdir())
                 print(f"  wrote {path} ({gb(size)}) in {time.perf_counter() - t:.0f} s", flush=True)
-            report(f"{name} {fmt}", weight_bytes(path), run_child(["--child-load", str(path), *child]))
+            m = run_child(["--child-load", str(path), *child])
+            if fmt in QUANTIZED:
+                report(f"{name} {fmt}", m["weights"], m, QUANTIZED_TARGET)
+            else:
+                report(f"{name} {fmt}", weight_bytes(path), m)
             if not args.keep:
                 shutil.rmtree(path)
         if name == "mini" and not args.no_shipped:

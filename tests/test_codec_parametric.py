@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 import torch
 
-from musicgen_stem.codec import CodecConfig, StemCodec
+from musicgen_stem.codec import (
+    ChromaEncoderConfig,
+    CodecConfig,
+    HarmonicDecoderConfig,
+    PitchEncoderConfig,
+    StemCodec,
+    TonalDecoderConfig,
+)
 from musicgen_stem.codec.harmonic import SEMITONE, SILENT, HarmonicDecoder
 from musicgen_stem.codec.tonal import LOW_NOTE, NOTES, TonalDecoder
 
@@ -26,13 +33,18 @@ def _line(notes: list[list[int]], seconds: float = 1.0, amp: float = 0.3) -> tor
     return torch.from_numpy(np.concatenate(parts).astype(np.float32))[None, None]
 
 
-def _cfg(kind: str, **kw: object) -> CodecConfig:
-    base = {"lstm": 0, "synth_width": 16, "synth_layers": 1, "synth_noise_bands": 4, "bins": 64}
+def _cfg(kind: str, detail: bool = False, **kw: object) -> CodecConfig:
+    """A small pitch/harmonic or chroma/tonal codec (`detail`: the larger latent)."""
     if kind == "pitch":
-        base |= {"encoder": "pitch", "decoder": "harmonic", "dimension": 8, "synth_harmonics": 8, "n_q": 1}
+        enc = PitchEncoderConfig(detail=detail)
+        parts = {
+            "encoder": enc,
+            "decoder": HarmonicDecoderConfig(width=16, layers=1, harmonics=8, noise_bands=4),
+        }
     else:
-        base |= {"encoder": "chroma", "decoder": "tonal", "dimension": 21, "n_q": 2}
-    return dataclasses.replace(CodecConfig.tiny(), **(base | kw))
+        enc = ChromaEncoderConfig(detail=detail)
+        parts = {"encoder": enc, "decoder": TonalDecoderConfig(width=16, layers=1, noise_bands=4), "n_q": 2}
+    return CodecConfig(**{"dimension": enc.dimension, "bins": 64, "n_q": 1, **parts, **kw})  # type: ignore[arg-type]
 
 
 def _peak_hz(wav: torch.Tensor) -> float:
@@ -48,19 +60,22 @@ def _cents(f: float, ref: float) -> float:
 
 
 @pytest.mark.parametrize(
-    ("kw", "match"),
+    ("make", "match"),
     [
-        ({"encoder": "pitch", "dimension": 16}, "dimension 8 or 15"),
-        ({"encoder": "chroma", "dimension": 8}, "dimension=21"),
-        ({"decoder": "harmonic"}, "encoder='pitch'"),
-        ({"decoder": "tonal", "dimension": 8, "encoder": "pitch"}, "encoder='chroma'"),
-        ({"encoder": "pitch", "dimension": 8, "pitch_fmin": 500.0}, "pitch_fmin"),
-        ({"encoder": "pitch", "decoder": "harmonic", "dimension": 8, "synth_harmonics": 0}, "synth_width"),
+        (lambda: CodecConfig(encoder=PitchEncoderConfig(), dimension=16), r"dimension 8 \(8, or 15"),
+        (lambda: CodecConfig(encoder=ChromaEncoderConfig(), dimension=8), r"dimension 21 \(21, or 38"),
+        (lambda: CodecConfig(decoder=HarmonicDecoderConfig()), "use the pitch encoder"),
+        (
+            lambda: CodecConfig(encoder=PitchEncoderConfig(), decoder=TonalDecoderConfig(), dimension=8),
+            "use the chroma encoder",
+        ),
+        (lambda: PitchEncoderConfig(fmin=500.0), "fmin must be positive and below fmax"),
+        (lambda: HarmonicDecoderConfig(harmonics=0), "HarmonicDecoderConfig sizes"),
     ],
 )
-def test_parametric_config_checks(kw: dict, match: str) -> None:
+def test_parametric_config_checks(make: Callable[[], object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        dataclasses.replace(CodecConfig.tiny(), **kw)
+        make()
 
 
 def test_pitch_latent_follows_the_bass_line_and_codes_differ_per_note() -> None:
@@ -97,7 +112,7 @@ def test_detail_latent_marks_reattacks_of_a_held_note() -> None:
         x[i : i + 64] += 0.2 * rng.standard_normal(64) * np.hanning(64)
     wav = torch.from_numpy(x.astype(np.float32))[None, None]
     plain = StemCodec(_cfg("pitch")).encode_latent(wav)
-    detail = StemCodec(_cfg("pitch", dimension=15, n_q=2)).encode_latent(wav)
+    detail = StemCodec(_cfg("pitch", detail=True, n_q=2)).encode_latent(wav)
     assert detail.shape == (1, 15, plain.shape[-1]) and torch.equal(detail[:, :8], plain)
     attack = detail[0, 8]
     hits = [int(s * 50) - 1 + k for s in strikes for k in (-1, 0)]  # frame f describes (f + 1) * hop
@@ -151,7 +166,7 @@ def test_chroma_detail_latent_marks_restruck_chords_and_chunks_exactly() -> None
     x = 0.1 * env * sum(np.sin(2 * np.pi * _hz(m) * t) for m in (60, 64, 67))
     wav = torch.from_numpy(x.astype(np.float32))[None, None]
     plain = StemCodec(_cfg("chroma")).encode_latent(wav)
-    codec = StemCodec(_cfg("chroma", dimension=38, n_q=3))
+    codec = StemCodec(_cfg("chroma", detail=True, n_q=3))
     detail = codec.encode_latent(wav)
     assert detail.shape == (1, 38, plain.shape[-1]) and torch.equal(detail[:, :21], plain)
     attack = detail[0, 21]

@@ -10,13 +10,17 @@ import torch
 from safetensors.torch import save_file
 
 from musicgen_stem import presets
-from musicgen_stem.codec import CodecConfig, StemCodec
+from musicgen_stem.codec import CodecConfig, HarmonicDecoderConfig, PitchEncoderConfig, StemCodec
 from musicgen_stem.modeldir import build_parts, load_model, save_model
 from musicgen_stem.training.codec import grown_state
 from musicgen_stem.training.grow import grow_layout, grow_model, main
 
-PITCH = dict(encoder="pitch", decoder="harmonic", dimension=8, n_q=1, synth_width=16, synth_layers=1,
-             synth_harmonics=8, synth_noise_bands=4, lstm=0)  # fmt: skip
+PITCH = dict(
+    encoder=PitchEncoderConfig(),
+    decoder=HarmonicDecoderConfig(width=16, layers=1, harmonics=8, noise_bands=4),
+    dimension=8,
+    n_q=1,
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +35,9 @@ def parts():
 def _grown_bass(parts) -> StemCodec:
     """The model's bass codec grown to the detail latent and two codebooks (the second random)."""
     old = parts.codec.codecs["bass"]
-    codec = StemCodec(dataclasses.replace(old.cfg, dimension=15, n_q=2))
+    codec = StemCodec(
+        dataclasses.replace(old.cfg, encoder=PitchEncoderConfig(detail=True), dimension=15, n_q=2)
+    )
     codec.load_state_dict(grown_state(codec.state_dict(), old.state_dict()), strict=False)
     torch.manual_seed(0)
     first, second = (layer._codebook for layer in codec.quantizer.vq.layers)

@@ -14,6 +14,14 @@ from safetensors.torch import load_file, save_file
 
 import musicgen_stem.modeldir as modeldir
 from musicgen_stem.api import MusicGenStem
+from musicgen_stem.codec import (
+    ChromaEncoderConfig,
+    HarmonicDecoderConfig,
+    ISTFTDecoderConfig,
+    PitchEncoderConfig,
+    SEANetConfig,
+    TonalDecoderConfig,
+)
 from musicgen_stem.errors import ModelError, MusicGenStemError, OutputExistsError
 from musicgen_stem.layout import LAYOUT_6CB, LAYOUT_7CB
 from musicgen_stem.modeldir import (
@@ -52,7 +60,7 @@ def test_folder_contents(tiny_model_dir):
     expected = [CONFIG_FILE, LM_FILE, TEXT_FILE] + [codec_file(s) for s in LAYOUT_6CB.stems]
     assert names == sorted(expected)
     data = json.loads((tiny_model_dir / CONFIG_FILE).read_text())
-    assert data["format"] == "musicgen-stem" and data["format_version"] == 1
+    assert data["format"] == "musicgen-stem" and data["format_version"] == 2  # codec configs nested by kind
     assert data["lm"]["dim"] == 64 and data["layout"]["delays"] == [0, 0, 0, 1, 2, 3]
 
 
@@ -340,23 +348,16 @@ def test_read_trained_codec_reads_a_running_checkpoint(tmp_path) -> None:
 @pytest.mark.parametrize(
     "codec",
     [
-        {"decoder": "istft", "istft_width": 8, "istft_layers": 1, "istft_n_fft": 320, "lstm": 0},
         {
-            "encoder": "pitch",
-            "decoder": "harmonic",
+            "encoder": SEANetConfig(n_filters=4, lstm=0),
+            "decoder": ISTFTDecoderConfig(width=8, layers=1, n_fft=320, lstm=0),
+        },
+        {
+            "encoder": PitchEncoderConfig(),
+            "decoder": HarmonicDecoderConfig(width=8, layers=1),
             "dimension": 8,
-            "synth_width": 8,
-            "synth_layers": 1,
-            "lstm": 0,
         },
-        {
-            "encoder": "chroma",
-            "decoder": "tonal",
-            "dimension": 21,
-            "synth_width": 8,
-            "synth_layers": 1,
-            "lstm": 0,
-        },
+        {"encoder": ChromaEncoderConfig(), "decoder": TonalDecoderConfig(width=8, layers=1), "dimension": 21},
     ],
 )
 def test_saved_model_with_other_codec_designs_loads_and_decodes_the_same(codec, tmp_path):

@@ -10,7 +10,17 @@ import torch
 
 from musicgen_stem import AudioChunk, MusicGenStem
 from musicgen_stem.api.decoding import text_memories
-from musicgen_stem.codec import CodecConfig, MultiStemCodec, StemCodec
+from musicgen_stem.codec import (
+    ChromaEncoderConfig,
+    CodecConfig,
+    HarmonicDecoderConfig,
+    ISTFTDecoderConfig,
+    MultiStemCodec,
+    PitchEncoderConfig,
+    SEANetConfig,
+    StemCodec,
+    TonalDecoderConfig,
+)
 from musicgen_stem.codec.context import receptive_field
 from musicgen_stem.codec.streaming import MultiStemStreamingDecoder, StreamingDecoder, _SliceStage
 from musicgen_stem.errors import GenerationError
@@ -51,21 +61,28 @@ def _stream(dec: StreamingDecoder, codes: torch.Tensor, sizes: list[int]) -> lis
 # --------------------------------------------------------------------------------------------
 # StreamingDecoder
 # --------------------------------------------------------------------------------------------
+def _seanet(**kw: object) -> dict[str, SEANetConfig]:
+    """The tiny codec's SEANet encoder and decoder with `kw` changed."""
+    return {"encoder": SEANetConfig(n_filters=4, **kw), "decoder": SEANetConfig(n_filters=4, **kw)}  # type: ignore[arg-type]
+
+
 CODECS = {
     "lstm2": {},
-    "no_lstm": {"lstm": 0},
-    "causal": {"causal": True, "trim_right_ratio": 0.5},
-    "reflect_2res": {"pad_mode": "reflect", "n_residual_layers": 2},
-    "istft": {"decoder": "istft", "istft_width": 16, "istft_layers": 2, "istft_n_fft": 192, "istft_hop": 64},
-    "istft_absolute": {"decoder": "istft", "istft_phase": "absolute", "istft_n_fft": 192, "istft_hop": 64},
-    "istft_no_lstm": {"decoder": "istft", "lstm": 0, "istft_width": 8, "istft_layers": 1, "istft_n_fft": 320},
+    "no_lstm": _seanet(lstm=0),
+    "causal": {"causal": True, "decoder": SEANetConfig(n_filters=4, trim_right_ratio=0.5)},
+    "reflect_2res": _seanet(pad_mode="reflect", n_residual_layers=2),
+    "istft": {"decoder": ISTFTDecoderConfig(width=16, layers=2, n_fft=192, hop=64)},
+    "istft_absolute": {"decoder": ISTFTDecoderConfig(phase="absolute", n_fft=192, hop=64)},
+    "istft_no_lstm": {**_seanet(lstm=0), "decoder": ISTFTDecoderConfig(width=8, layers=1, n_fft=320, lstm=0)},
     "harmonic": {
-        **{"encoder": "pitch", "decoder": "harmonic", "dimension": 8, "lstm": 0, "synth_width": 8},
-        **{"synth_layers": 1, "synth_harmonics": 8, "synth_noise_bands": 4},
+        "encoder": PitchEncoderConfig(),
+        "decoder": HarmonicDecoderConfig(width=8, layers=1, harmonics=8, noise_bands=4),
+        "dimension": 8,
     },
     "tonal": {
-        **{"encoder": "chroma", "decoder": "tonal", "dimension": 21, "lstm": 0, "synth_width": 8},
-        **{"synth_layers": 1, "synth_noise_bands": 4},
+        "encoder": ChromaEncoderConfig(),
+        "decoder": TonalDecoderConfig(width=8, layers=1, noise_bands=4),
+        "dimension": 21,
     },
 }
 #: most frames a stage may hold back: SEANet's kernels reach 6 frames; ConvNeXt blocks 3 each
@@ -151,14 +168,14 @@ def test_streaming_decoder_checks():
     with pytest.raises(ValueError):
         dec.push(torch.zeros(2, 3, 3, dtype=torch.long))  # wrong n_q
     with pytest.raises(ValueError, match="circular"):
-        StreamingDecoder(_codec(pad_mode="circular"))
+        StreamingDecoder(_codec(**_seanet(pad_mode="circular")))
 
 
 def test_multi_stem_streaming_decoder_aligns_stems():
     layout = StemLayout(("a", "b"), (1, 2), (0, 0, 1), 16)
     cfgs = {
         "a": dataclasses.replace(CodecConfig.tiny(1), bins=16),
-        "b": dataclasses.replace(CodecConfig.tiny(2), bins=16, n_residual_layers=2, lstm=0),
+        "b": dataclasses.replace(CodecConfig.tiny(2), bins=16, **_seanet(n_residual_layers=2, lstm=0)),
     }
     torch.manual_seed(0)
     msc = MultiStemCodec(layout, cfgs)

@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from musicgen_stem.codec import CodecConfig, StemCodec
+from musicgen_stem.codec import CodecConfig, HarmonicDecoderConfig, PitchEncoderConfig, StemCodec
 from musicgen_stem.errors import MusicGenStemError
 from musicgen_stem.training.codec import CodecTrainConfig, add_arguments, codec_loss, run, train_codec
 from musicgen_stem.training.codec_config import codec_preset
@@ -254,8 +254,9 @@ def test_codec_presets_and_cli_arguments(songs, tmp_path):
     import argparse
 
     mini = codec_preset("mini", 4)
-    assert (mini.n_filters, mini.dimension, mini.lstm, mini.bins, mini.n_q) == (8, 64, 1, 1024, 4)
-    assert codec_preset("musicgen_32khz").n_filters == 64
+    assert (mini.encoder.n_filters, mini.encoder.lstm) == (8, 1)
+    assert (mini.dimension, mini.bins, mini.n_q) == (64, 1024, 4)
+    assert codec_preset("musicgen_32khz").encoder.n_filters == 64
     assert _cfg(songs, tmp_path, codec="mini", stem="other").codec_config().n_q == 4
     assert _cfg(songs, tmp_path, codec="mini", stem="bass", n_q=2).codec_config().n_q == 2
 
@@ -316,12 +317,17 @@ def test_torchrun_ddp_two_processes_gloo(songs, tmp_path):
 
 
 def test_resume_from_a_checkpoint_older_than_new_codec_fields(songs, tmp_path):
-    """A run checkpointed before CodecConfig grew a field (its defaults keep the codec unchanged)
-    continues; a real change of the codec is still refused."""
+    """A run checkpointed before CodecConfig grew a field (its defaults keep the codec unchanged), or
+    in the flat form written before the nested one, continues; a real change of the codec is still
+    refused."""
     out = tmp_path / "run"
     train_codec(_cfg(songs, out, steps=2))
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
-    del ckpt["codec_config"]["true_skip"], ckpt["codec_config"]["trim_right_ratio"]  # at their defaults
+    del ckpt["codec_config"]["decoder"]["true_skip"], ckpt["codec_config"]["epsilon"]  # at their defaults
+    torch.save(ckpt, out / "checkpoint.pt")
+    train_codec(_cfg(songs, out, stop_at=3))
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)  # the flat form written before
+    ckpt["codec_config"] = {"dimension": 16, "encoder": "seanet", "n_filters": 4, "n_q": 1, "stft_width": 8}
     torch.save(ckpt, out / "checkpoint.pt")
     train_codec(_cfg(songs, out))
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 4
@@ -403,11 +409,9 @@ def test_keep_codebooks_grows_a_pitch_codec(songs, tmp_path):
 
     from safetensors.torch import load_file
 
-    small = CodecConfig(
-        encoder="pitch", decoder="harmonic", dimension=8, n_q=1, bins=16, synth_width=16, synth_layers=1,
-        synth_harmonics=8, synth_noise_bands=4,
-    )  # fmt: skip
-    grown = dataclasses.replace(small, dimension=15, n_q=2)
+    harmonic = HarmonicDecoderConfig(width=16, layers=1, harmonics=8, noise_bands=4)
+    small = CodecConfig(encoder=PitchEncoderConfig(), decoder=harmonic, dimension=8, n_q=1, bins=16)
+    grown = dataclasses.replace(small, encoder=PitchEncoderConfig(detail=True), dimension=15, n_q=2)
     first = train_codec(_cfg(songs, tmp_path / "first", codec=small.to_dict(), steps=2))
     path = train_codec(
         _cfg(songs, tmp_path / "g", codec=grown.to_dict(), steps=3, init_from=str(first), keep_codebooks=1)

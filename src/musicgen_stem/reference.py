@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .codec import CodecConfig, MultiStemCodec
+from .codec import CodecConfig, MultiStemCodec, SEANetConfig
 from .conditioning import TextEncoderConfig
 from .errors import ModelError, load_failure
 from .layout import LAYOUT_6CB, StemLayout
@@ -130,24 +130,27 @@ def codec_config(cfg: DictConfig) -> CodecConfig:
         _get(cfg, "seanet.decoder.final_activation") is None, "a decoder final activation is not supported"
     )
     dec = _get(cfg, "seanet.decoder", {}) or {}
-    return CodecConfig(
-        sample_rate=int(_get(cfg, "sample_rate")),
-        channels=int(_get(cfg, "channels")),
-        dimension=int(_get(cfg, "seanet.dimension")),
+    seanet = SEANetConfig(
         n_filters=int(_get(cfg, "seanet.n_filters")),
         n_residual_layers=int(_get(cfg, "seanet.n_residual_layers")),
-        ratios=tuple(int(r) for r in _get(cfg, "seanet.ratios")),
         elu_alpha=float((_get(cfg, "seanet.activation_params") or {}).get("alpha", 1.0)),
         kernel_size=int(_get(cfg, "seanet.kernel_size")),
         residual_kernel_size=int(_get(cfg, "seanet.residual_kernel_size")),
         last_kernel_size=int(_get(cfg, "seanet.last_kernel_size")),
         dilation_base=int(_get(cfg, "seanet.dilation_base")),
-        causal=bool(_get(cfg, "seanet.causal")),
         pad_mode=str(_get(cfg, "seanet.pad_mode")),
         true_skip=bool(_get(cfg, "seanet.true_skip")),
         compress=int(_get(cfg, "seanet.compress")),
         lstm=int(_get(cfg, "seanet.lstm")),
         trim_right_ratio=float(dec.get("trim_right_ratio", 1.0)),
+    )
+    return CodecConfig.seanet(
+        seanet,
+        sample_rate=int(_get(cfg, "sample_rate")),
+        channels=int(_get(cfg, "channels")),
+        dimension=int(_get(cfg, "seanet.dimension")),
+        ratios=tuple(int(r) for r in _get(cfg, "seanet.ratios")),
+        causal=bool(_get(cfg, "seanet.causal")),
         n_q=int(_get(cfg, "rvq.n_q")),
         bins=int(_get(cfg, "rvq.bins")),
         decay=float(_get(cfg, "rvq.decay")),

@@ -8,6 +8,15 @@ __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
         ".config": ("CodecConfig",),
+        ".kinds": (
+            "ChromaEncoderConfig",
+            "HarmonicDecoderConfig",
+            "ISTFTDecoderConfig",
+            "PitchEncoderConfig",
+            "SEANetConfig",
+            "STFTEncoderConfig",
+            "TonalDecoderConfig",
+        ),
         ".model": (
             "CodecOutput",
             "MultiStemCodec",

@@ -1,5 +1,5 @@
-"""Pitch-feature encoder and harmonic-plus-noise decoder (`CodecConfig` options encoder="pitch",
-decoder="harmonic"): a DDSP-style codec for monophonic stems such as bass.
+"""Pitch-feature encoder and harmonic-plus-noise decoder (the kinds "pitch" and "harmonic" of
+`codec/kinds.py`): a DDSP-style codec for monophonic stems such as bass.
 
 Waveform encoders trained for a few thousand CPU steps leave bass pitch out of the codes (TRAINING.md:
 every note of a bass line came back as one drone). This codec has pitch in its latent by construction:

@@ -1,4 +1,4 @@
-"""Spectral encoder and Vocos-style decoder (options of `CodecConfig`).
+"""Spectral encoder and Vocos-style decoder (the kinds "stft" and "istft" of `codec/kinds.py`).
 
 Decoder: ConvNeXt blocks at the frame rate, then a head that predicts STFT frames
 (log-magnitude and phase) and an inverse STFT by overlap-add.

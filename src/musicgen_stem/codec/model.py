@@ -19,6 +19,7 @@ from .config import CodecConfig
 from .context import CHUNK_SECONDS, receptive_field, split_at_lstm
 from .harmonic import HarmonicDecoder, PitchEncoder
 from .istft import ISTFTDecoder, STFTEncoder
+from .kinds import SEANetConfig
 from .quantizer import ResidualVectorQuantizer
 from .seanet import SEANetDecoder, SEANetEncoder, SkipLSTM
 from .streaming import StreamingDecoder
@@ -49,82 +50,75 @@ class CodecOutput:
     quantized: torch.Tensor
 
 
-def _seanet(cfg: CodecConfig) -> dict[str, Any]:
-    """The SEANet encoder/decoder arguments of `cfg`."""
+def _seanet(s: SEANetConfig, cfg: CodecConfig) -> dict[str, Any]:
+    """The SEANet encoder/decoder arguments of `s` in the codec `cfg`."""
     return {
         "channels": cfg.channels,
         "dimension": cfg.dimension,
-        "n_filters": cfg.n_filters,
-        "n_residual_layers": cfg.n_residual_layers,
+        "n_filters": s.n_filters,
+        "n_residual_layers": s.n_residual_layers,
         "ratios": cfg.ratios,
-        "alpha": cfg.elu_alpha,
-        "kernel_size": cfg.kernel_size,
-        "last_kernel_size": cfg.last_kernel_size,
-        "residual_kernel_size": cfg.residual_kernel_size,
-        "dilation_base": cfg.dilation_base,
+        "alpha": s.elu_alpha,
+        "kernel_size": s.kernel_size,
+        "last_kernel_size": s.last_kernel_size,
+        "residual_kernel_size": s.residual_kernel_size,
+        "dilation_base": s.dilation_base,
         "causal": cfg.causal,
-        "pad_mode": cfg.pad_mode,
-        "true_skip": cfg.true_skip,
-        "compress": cfg.compress,
-        "lstm": cfg.lstm,
+        "pad_mode": s.pad_mode,
+        "true_skip": s.true_skip,
+        "compress": s.compress,
+        "lstm": s.lstm,
     }
 
 
-def _lstm(cfg: CodecConfig, width: int) -> SkipLSTM | None:
-    return SkipLSTM(width, cfg.lstm) if cfg.lstm else None
+def _lstm(layers: int, width: int) -> SkipLSTM | None:
+    return SkipLSTM(width, layers) if layers else None
 
 
-#: `CodecConfig.encoder` -> the encoder it builds (waveform -> latent [B, dimension, F]).
-ENCODERS: dict[str, Callable[[CodecConfig], nn.Module]] = {
-    "seanet": lambda cfg: SEANetEncoder(**_seanet(cfg)),
-    "stft": lambda cfg: STFTEncoder(
+#: encoder kind (`codec/kinds.py`) -> its builder (its config, the codec's) -> the encoder
+#: (waveform -> latent [B, dimension, F]).
+ENCODERS: dict[str, Callable[[Any, CodecConfig], nn.Module]] = {
+    "seanet": lambda e, cfg: SEANetEncoder(**_seanet(e, cfg)),
+    "stft": lambda e, cfg: STFTEncoder(
         cfg.channels,
         cfg.dimension,
         cfg.hop_length,
-        cfg.stft_width,
-        cfg.stft_layers,
-        cfg.stft_n_ffts,
-        cfg.stft_down,
-        lstm=_lstm(cfg, cfg.stft_width),
+        e.width,
+        e.layers,
+        e.n_ffts,
+        e.down,
+        lstm=_lstm(e.lstm, e.width),
     ),
-    "pitch": lambda cfg: PitchEncoder(
-        cfg.sample_rate, cfg.hop_length, cfg.pitch_fmin, cfg.pitch_fmax, cfg.detail
-    ),
-    "chroma": lambda cfg: ChromaEncoder(cfg.sample_rate, cfg.hop_length, cfg.detail),
+    "pitch": lambda e, cfg: PitchEncoder(cfg.sample_rate, cfg.hop_length, e.fmin, e.fmax, e.detail),
+    "chroma": lambda e, cfg: ChromaEncoder(cfg.sample_rate, cfg.hop_length, e.detail),
 }
 
-#: `CodecConfig.decoder` -> the decoder it builds (latent -> waveform).
-DECODERS: dict[str, Callable[[CodecConfig], nn.Module]] = {
-    "seanet": lambda cfg: SEANetDecoder(**_seanet(cfg), trim_right_ratio=cfg.trim_right_ratio),
-    "istft": lambda cfg: ISTFTDecoder(
+#: decoder kind -> its builder (its config, the codec's) -> the decoder (latent -> waveform).
+DECODERS: dict[str, Callable[[Any, CodecConfig], nn.Module]] = {
+    "seanet": lambda d, cfg: SEANetDecoder(**_seanet(d, cfg), trim_right_ratio=d.trim_right_ratio),
+    "istft": lambda d, cfg: ISTFTDecoder(
         cfg.channels,
         cfg.dimension,
         cfg.hop_length,
-        cfg.istft_width,
-        cfg.istft_layers,
-        cfg.istft_n_fft,
-        cfg.istft_hop,
-        lstm=_lstm(cfg, cfg.istft_width),
-        phase=cfg.istft_phase,
+        d.width,
+        d.layers,
+        d.n_fft,
+        d.hop,
+        lstm=_lstm(d.lstm, d.width),
+        phase=d.phase,
     ),
-    "harmonic": lambda cfg: HarmonicDecoder(
+    "harmonic": lambda d, cfg: HarmonicDecoder(
         cfg.channels,
         cfg.dimension,
         cfg.sample_rate,
         cfg.hop_length,
-        cfg.synth_width,
-        cfg.synth_layers,
-        cfg.synth_harmonics,
-        cfg.synth_noise_bands,
+        d.width,
+        d.layers,
+        d.harmonics,
+        d.noise_bands,
     ),
-    "tonal": lambda cfg: TonalDecoder(
-        cfg.channels,
-        cfg.dimension,
-        cfg.sample_rate,
-        cfg.hop_length,
-        cfg.synth_width,
-        cfg.synth_layers,
-        cfg.synth_noise_bands,
+    "tonal": lambda d, cfg: TonalDecoder(
+        cfg.channels, cfg.dimension, cfg.sample_rate, cfg.hop_length, d.width, d.layers, d.noise_bands
     ),
 }
 
@@ -136,8 +130,8 @@ class StemCodec(nn.Module):
     def __init__(self, cfg: CodecConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.encoder = ENCODERS[cfg.encoder](cfg)
-        self.decoder = DECODERS[cfg.decoder](cfg)
+        self.encoder = ENCODERS[cfg.encoder.kind](cfg.encoder, cfg)
+        self.decoder = DECODERS[cfg.decoder.kind](cfg.decoder, cfg)
         self.quantizer = ResidualVectorQuantizer(
             dimension=cfg.dimension,
             n_q=cfg.n_q,

@@ -1,4 +1,4 @@
-"""Chroma encoder and tone-bank decoder (`CodecConfig` options encoder="chroma", decoder="tonal"):
+"""Chroma encoder and tone-bank decoder (the kinds "chroma" and "tonal" of `codec/kinds.py`):
 a parametric codec for polyphonic stems (chords, pads, leads) whose codes keep the harmony.
 
 - `ChromaEncoder` (no parameters): per frame, an 8192-point STFT (frames centred on (f + 1) * hop,
@@ -30,7 +30,6 @@ import math
 import torch
 from torch import nn
 
-from .config import CHROMA_DETAIL_DIM, CHROMA_DIM
 from .harmonic import (
     attack_db,
     band_noise,
@@ -43,6 +42,7 @@ from .harmonic import (
     short_level_db,
 )
 from .istft import FrameNet, StackDecoder
+from .kinds import CHROMA_DETAIL_DIM, CHROMA_DIM
 
 __all__ = [
     "CHROMA_DETAIL_DIM",

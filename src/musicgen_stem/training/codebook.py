@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..codec.config import PITCH_DIM
 from ..codec.harmonic import LOW_MIDI, SEMITONE, SILENT
+from ..codec.kinds import PITCH_DIM
 from ..codec.quantizer import kmeans
 from ..errors import MusicGenStemError
 from ..layout import MONOPHONIC_STEMS
@@ -157,9 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.stem not in layout.stems:
             raise MusicGenStemError(f"stem '{args.stem}' is not in the model's layout {list(layout.stems)}")
         codec = parts.codec.codecs[args.stem]
-        if codec.cfg.encoder != "pitch":
+        if codec.cfg.encoder.kind != "pitch":
             raise MusicGenStemError(
-                f"the {args.stem} codec has no pitch latent (encoder '{codec.cfg.encoder}')"
+                f"the {args.stem} codec has no pitch latent (encoder '{codec.cfg.encoder.kind}')"
             )
         stream = sum(layout.codebooks[: layout.stems.index(args.stem)])  # the stem's first stream
         book = codec.quantizer.vq.layers[0]._codebook

@@ -59,7 +59,7 @@ class CodecTrainConfig:
     data: list[str]  # roots holding song folders <root>/<song>/<stem>.wav
     stem: str  # stem to train on, e.g. "bass"
     out: str  # run folder: checkpoint.pt, log.jsonl, codec_<stem>.{safetensors,json}
-    codec: str | dict[str, Any] = "mini"  # preset name or CodecConfig.to_dict()
+    codec: str | dict[str, Any] = "mini"  # preset name, or a CodecConfig dict (nested or flat form)
     n_q: int | None = None  # codebooks; None: the 6cb layout's count for bass/drums/other, else the preset's
     segment: float = 1.0  # seconds per training crop
     batch_size: int = 8  # per rank
