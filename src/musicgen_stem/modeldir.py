@@ -41,10 +41,9 @@ from .lm.quantize import load_quantized, quantization_of
 from .safeio import io_reason, make_temp_sibling, replace_dir
 
 FORMAT = "musicgen-stem"
-#: The format version written for float folders, for quantized ones, and the newest read.
-FLOAT_FORMAT_VERSION = 1
-QUANTIZED_FORMAT_VERSION = 2
-FORMAT_VERSION = QUANTIZED_FORMAT_VERSION
+#: The format version written (2: codec configs nested by kind, LMs stored int8/int4), and the
+#: newest read: a version that cannot read a folder says so, where it would misread it.
+FORMAT_VERSION = 2
 CONFIG_FILE = "config.json"
 LM_FILE = "lm.safetensors"
 TEXT_FILE = "text_conditioner.safetensors"
@@ -102,8 +101,7 @@ class ModelConfig:
         quantized = {"quantization": self.quantization} if self.quantization else {}
         return {
             "format": FORMAT,
-            # a quantized folder is refused by the versions that could not read it
-            "format_version": QUANTIZED_FORMAT_VERSION if self.quantization else FLOAT_FORMAT_VERSION,
+            "format_version": FORMAT_VERSION,
             **quantized,
             "name": self.name,
             "layout": self.layout.to_dict(),

@@ -179,22 +179,41 @@ def load_quantized(lm: StemLM, state: dict[str, Any], fbgemm_min: int = FBGEMM_M
     of the same config (on the meta device, so that nothing float is allocated): each layer
     becomes the kind its stored tensors name (`weight_int4`: `Int4Linear` with the group their
     scales tell; `weight_int8`: int8 on the kernel `quantize_int8` would choose); the state's
-    int8/int4 tensors are used as they are, nothing is quantized again."""
+    int8/int4 tensors are used as they are, nothing is quantized again.
+
+    `state` is emptied as it loads: a layer's stored tensors are dropped as soon as its kernel
+    has its own copy (fbgemm, int4 repack), so the peak stays near the quantized weight bytes."""
     lm.split_projections()
     fbgemm = fbgemm_available()
+    errors: list[str] = []
+    loaded: list[str] = []
 
     def skeleton(lin: nn.Linear, prefix: str) -> nn.Module:
         N, K, bias = lin.out_features, lin.in_features, lin.bias is not None
         if prefix + "weight_int4" in state:
-            return Int4Linear(K, N, K // state[prefix + "scale_offset"].shape[0], bias, device="meta")
-        if prefix + "weight_int8" in state:
-            if fbgemm and K >= fbgemm_min:
-                return FbgemmInt8Linear(K, N, bias)
-            return Int8Linear(K, N, bias, device="meta")
-        return lin
+            layer: nn.Module = Int4Linear(K, N, K // state[prefix + "scale_offset"].shape[0], bias, "meta")
+        elif prefix + "weight_int8" in state:
+            layer = (
+                FbgemmInt8Linear(K, N, bias) if fbgemm and K >= fbgemm_min else Int8Linear(K, N, bias, "meta")
+            )
+        else:
+            return lin
+        own = {k: state.pop(k) for k in [k for k in state if k.startswith(prefix)]}
+        missing: list[str] = []
+        layer._load_from_state_dict(
+            own, prefix, {"assign_to_params_buffers": True}, True, missing, [], errors
+        )
+        errors.extend(f"missing {k}" for k in missing)
+        loaded.append(prefix)
+        return layer
 
     _replace(lm, skeleton)
-    lm.load_state_dict(state, strict=True, assign=True)
+    result = lm.load_state_dict(state, strict=False, assign=True)
+    missing = [k for k in result.missing_keys if not k.startswith(tuple(loaded))]
+    errors += [f"missing {k}" for k in missing] + [f"unexpected {k}" for k in result.unexpected_keys]
+    if errors:
+        raise RuntimeError(f"the quantized state does not fit the LM: {'; '.join(errors[:3])}")
+    state.clear()
     return lm.eval()
 
 
