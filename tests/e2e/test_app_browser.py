@@ -50,8 +50,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class Server(str):
+    """The app's URL, with the folder of its sessions (`--output-dir`/sessions) and its process."""
+
+    sessions: Path
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """CPU time the app's process has used (user + system, Linux /proc)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     from musicgen_stem.api import MusicGenStem
 
     root = tmp_path_factory.mktemp("app")
@@ -68,7 +80,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     cmd = [sys.executable, "-m", "musicgen_stem.app", "--model", str(model_dir), "--port", str(port)]
     cmd += ["--max-duration", "2", "--output-dir", str(root / "out"), "--queue", "4"]
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    url = Server(f"http://127.0.0.1:{port}/")
+    url.sessions, url.pid = root / "out" / "sessions", proc.pid
     try:
         deadline = time.time() + 300  # importing torch + gradio on a busy 2-core machine is slow
         while True:
@@ -295,6 +308,56 @@ def test_jam_plays_gaplessly_takes_commands_and_ends_in_a_result(
     assert len(driver.find_elements(By.CSS_SELECTOR, "#mgs-mixer audio")) == 3
     assert driver.find_elements(By.CSS_SELECTOR, "#mgs-mixer a.mgs-dl[data-kind='zip']")
     assert _external_requests(driver) == []
+
+
+def _open_jam_tab(driver: webdriver.Chrome, server: str) -> None:
+    driver.get(server)
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#mgs-generate"), "the page", 60)
+    tab = [b for b in driver.find_elements(By.CSS_SELECTOR, "button[role='tab']") if b.text.strip() == "Jam"]
+    assert tab, "no Jam tab"
+    tab[0].click()
+    _wait(driver, lambda d: d.find_element(By.ID, "mgs-jam-start").is_displayed(), "the Jam tab", 30)
+
+
+def test_a_page_closed_mid_jam_frees_its_session(
+    server: Server, browser: tuple[webdriver.Chrome, Path], tmp_path: Path, clicks
+):
+    """The page goes away while the jam plays: the server stops the jam, deletes the session's
+    folder (nothing written there afterwards) and the model is free for the next page's job."""
+    loop = clicks(tmp_path / "drums.wav", 32000, 1.0, 240.0)  # one bar at 240 bpm
+    driver, _ = browser
+    before = set(server.sessions.iterdir())
+    _open_jam_tab(driver, server)
+    driver.find_element(By.CSS_SELECTOR, "#mgs-jam-drums input[type='file']").send_keys(str(loop))
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#mgs-jam-drums audio"), "the upload", 60)
+    driver.find_element(By.CSS_SELECTOR, "#mgs-jam-bpm input").send_keys("240")
+    driver.find_element(By.ID, "mgs-jam-start").click()
+    _wait(driver, lambda d: d.execute_script("return window.__mgsJam.scheduled") >= 2, "two cycles")
+    ours = set(server.sessions.iterdir()) - before
+    assert len(ours) == 1, ours  # the jam's session folder
+
+    driver.get("about:blank")  # the page closes mid-jam
+    deadline = time.time() + 60
+    while any(p.exists() for p in ours) and time.time() < deadline:
+        time.sleep(0.25)
+    assert not any(p.exists() for p in ours), "the closed page's folder is still there"
+    time.sleep(1.0)  # the cycle under way ends
+    cpu = server.cpu_seconds()
+    time.sleep(3.0)  # a jam still playing would generate a take a second (bpm 240, one bar)
+    assert server.cpu_seconds() - cpu < 0.5, "the app kept working for a page that was closed"
+    assert set(server.sessions.iterdir()) <= before, "files written for a page that was closed"
+
+    # the model's queue slot is free: the next page's generation runs at once
+    driver.get(server)
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#mgs-generate"), "the page", 60)
+    driver.find_element(By.CSS_SELECTOR, "#mgs-prompt textarea").send_keys("drums")
+    driver.find_element(By.ID, "mgs-generate").click()
+    players = "#mgs-mixer audio"
+    _wait(
+        driver,
+        lambda d: [a for a in d.find_elements(By.CSS_SELECTOR, players) if a.get_attribute("src")],
+        "a job",
+    )
 
 
 def test_a_loop_recorded_in_the_browser_is_jammed_on(server: str, browser: tuple[webdriver.Chrome, Path]):
