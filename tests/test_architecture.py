@@ -18,6 +18,7 @@ LAYERS = {
     "devices": 0,
     "inputs": 0,
     "safeio": 0,
+    "memory": 0,
     "separation_options": 0,
     "audio": 1,
     "samples": 2,

@@ -24,13 +24,13 @@ from musicgen_stem.codec import (
 )
 from musicgen_stem.errors import ModelError, MusicGenStemError, OutputExistsError
 from musicgen_stem.layout import LAYOUT_6CB, LAYOUT_7CB
+from musicgen_stem.memory import fresh_tensor
 from musicgen_stem.modeldir import (
     CONFIG_FILE,
     LM_FILE,
     TEXT_FILE,
     ModelConfig,
     codec_file,
-    fresh_tensor,
     load_model,
     read_config,
     read_weights,

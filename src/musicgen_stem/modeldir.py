@@ -38,6 +38,7 @@ from .layout import StemLayout
 from .lm import LMConfig, StemLM
 from .lm.quantize import MODES as QUANTIZATION_MODES
 from .lm.quantize import load_quantized, quantization_of
+from .memory import OWN_MAPPING_BYTES, fresh_tensor
 from .safeio import io_reason, make_temp_sibling, replace_dir
 
 FORMAT = "musicgen-stem"
@@ -159,14 +160,17 @@ class ModelParts:
     steps: StepConditioner | None = None  # None: the LM reads no per-step conditions
 
 
-def build_parts(config: ModelConfig, device: str | torch.device = "cpu", empty: bool = False) -> ModelParts:
+def build_parts(
+    config: ModelConfig, device: str | torch.device = "cpu", empty: bool = False, lm: StemLM | None = None
+) -> ModelParts:
     """Build freshly initialised modules; with `empty`, the LM is allocated on the meta device so
-    that loading weights into it (with assign) keeps a single copy in memory. Codecs are small and
-    always built for real: their fixed tables (windows, noise, oscillator tables) are buffers
-    outside the weight files."""
+    that loading weights into it (with assign) keeps a single copy in memory; `lm`: one already
+    built (and loaded). Codecs are always built for real: their fixed tables (windows, noise,
+    oscillator tables) are buffers outside the weight files."""
     text = TextConditioner(config.text, config.lm.dim).to(device)
-    with torch.device("meta") if empty else torch.device(device):
-        lm = StemLM(config.layout, config.lm)
+    if lm is None:
+        with torch.device("meta") if empty else torch.device(device):
+            lm = StemLM(config.layout, config.lm)
     with torch.device(device):
         codec = MultiStemCodec(config.layout, config.codecs)
         steps = StepConditioner(config.steps, config.lm.dim).eval() if config.steps.any else None
@@ -279,24 +283,6 @@ _DTYPES = {
     "U8": torch.uint8,
     "BOOL": torch.bool,
 }
-#: Tensors of at least this many bytes get memory mappings of their own (`fresh_tensor`, `_map_tensor`).
-OWN_MAPPING_BYTES = 1 << 20
-
-
-def fresh_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialised CPU tensor; one of OWN_MAPPING_BYTES or more lives in an anonymous memory
-    mapping of its own, which goes back to the system as soon as the tensor is dropped.
-
-    Allocated by malloc, a tensor below glibc's mmap threshold (which rises up to 32 MiB once a
-    large block has been freed, e.g. by converting float16 weights one at a time) lands on the
-    heap, and when `pack_for_decoding` replaces the loaded weights by their packed copies, the
-    freed heap blocks stay resident: up to +1.6 GB (0.2x the weights) of peak memory for medium.
-    """
-    numel = math.prod(shape)
-    if numel * dtype.itemsize < OWN_MAPPING_BYTES or not hasattr(mmap, "MAP_PRIVATE"):
-        return torch.empty(shape, dtype=dtype)
-    buffer = mmap.mmap(-1, numel * dtype.itemsize, flags=mmap.MAP_PRIVATE)  # anonymous, private
-    return torch.frombuffer(buffer, dtype=dtype, count=numel).view(shape)
 
 
 def _map_tensor(f: BinaryIO, offset: int, dtype: torch.dtype, shape: list[int]) -> torch.Tensor:
@@ -455,24 +441,26 @@ def load_model(
         raise ModelError(
             f"'{path}' holds an {config.quantization} LM, which runs on CPU: load its float folder"
         )
-    parts = build_parts(config, device="cpu", empty=True)
+    with torch.device("meta"):
+        lm = StemLM(config.layout, config.lm)
     lm_state = _read_state(path / LM_FILE)
     legacy = {"beat.weight": lm_state.pop("beat.weight")} if "beat.weight" in lm_state else None
     if config.quantization:
         try:
-            load_quantized(parts.lm, lm_state)
+            load_quantized(lm, lm_state)
         except (RuntimeError, ValueError, KeyError) as e:
             first = " ".join(str(e).strip().splitlines()[:2])[:300]
             raise ModelError(
                 f"quantized weights in '{path / LM_FILE}' do not fit the config: {first}"
             ) from None
     else:
-        _load_into(parts.lm, path / LM_FILE, state=lm_state)
+        _load_into(lm, path / LM_FILE, state=lm_state)
+    parts = build_parts(config, device="cpu", lm=lm.eval())  # the codecs' initial weights after the LM
+    for stem in config.layout.stems:
+        _load_into(parts.codec.codecs[stem], path / codec_file(stem))
     _load_into(parts.text, path / TEXT_FILE)
     if parts.steps is not None:  # 0.1 folders: the beat grid's weight in the LM's file
         _load_into(parts.steps, path / (LM_FILE if legacy else STEPS_FILE), state=legacy)
-    for stem in config.layout.stems:
-        _load_into(parts.codec.codecs[stem], path / codec_file(stem))
     for module in (parts.lm, parts.text, parts.codec, parts.steps):
         if module is not None:
             module.to(device).eval()

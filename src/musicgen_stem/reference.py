@@ -28,7 +28,8 @@ from .conditioning import TextEncoderConfig
 from .errors import ModelError, load_failure
 from .layout import LAYOUT_6CB, StemLayout
 from .lm import LMConfig
-from .modeldir import Codecs, ModelConfig, ModelParts, build_parts, fresh_tensor
+from .memory import fresh_tensor
+from .modeldir import Codecs, ModelConfig, ModelParts, build_parts
 
 STEMS = LAYOUT_6CB.stems  # the released files' stems (7cb: the same three)
 LM_FILE = "state_dict.bin"

@@ -186,30 +186,34 @@ def load_quantized(lm: StemLM, state: dict[str, Any], fbgemm_min: int = FBGEMM_M
     lm.split_projections()
     fbgemm = fbgemm_available()
     errors: list[str] = []
-    loaded: list[str] = []
+    jobs: list[tuple[nn.Module, str, dict[str, torch.Tensor]]] = []  # (layer, prefix, its tensors)
 
     def skeleton(lin: nn.Linear, prefix: str) -> nn.Module:
         N, K, bias = lin.out_features, lin.in_features, lin.bias is not None
         if prefix + "weight_int4" in state:
             layer: nn.Module = Int4Linear(K, N, K // state[prefix + "scale_offset"].shape[0], bias, "meta")
         elif prefix + "weight_int8" in state:
-            layer = (
-                FbgemmInt8Linear(K, N, bias) if fbgemm and K >= fbgemm_min else Int8Linear(K, N, bias, "meta")
-            )
+            wide = fbgemm and K >= fbgemm_min
+            layer = FbgemmInt8Linear(K, N, bias) if wide else Int8Linear(K, N, bias, "meta")
         else:
             return lin
-        own = {k: state.pop(k) for k in [k for k in state if k.startswith(prefix)]}
+        jobs.append((layer, prefix, {k: state.pop(k) for k in [k for k in state if k.startswith(prefix)]}))
+        return layer
+
+    _replace(lm, skeleton)
+    loaded = tuple(prefix for _, prefix, _ in jobs)
+    # one layer at a time, on this thread (worker threads' allocations, in malloc arenas of their
+    # own, raised the peak of loading medium by 0.6-1.9 GB, for 20 % less time)
+    while jobs:
+        layer, prefix, own = jobs.pop()
         missing: list[str] = []
         layer._load_from_state_dict(
             own, prefix, {"assign_to_params_buffers": True}, True, missing, [], errors
         )
         errors.extend(f"missing {k}" for k in missing)
-        loaded.append(prefix)
-        return layer
-
-    _replace(lm, skeleton)
+        del own  # the stored copy goes as soon as the kernel has its own
     result = lm.load_state_dict(state, strict=False, assign=True)
-    missing = [k for k in result.missing_keys if not k.startswith(tuple(loaded))]
+    missing = [k for k in result.missing_keys if not k.startswith(loaded)]
     errors += [f"missing {k}" for k in missing] + [f"unexpected {k}" for k in result.unexpected_keys]
     if errors:
         raise RuntimeError(f"the quantized state does not fit the LM: {'; '.join(errors[:3])}")
