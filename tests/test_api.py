@@ -310,6 +310,12 @@ def test_set_dtype_and_compile(tiny_model_dir):
     ref = m.generate(["x"], seed=3, duration=0.3).codes
     m.lm.compile_decoding(backend="aot_eager")  # what compile() does, without code generation
     assert torch.equal(m.generate(["x"], seed=3, duration=0.3).codes, ref)
+    from musicgen_stem.lm.packing import PackedLinear, pack_for_decoding
+
+    pack_for_decoding(m.lm, "onednn")
+    m.compile()  # inductor cannot trace oneDNN-packed weights: compile() lays them back out first
+    assert m.lm.compiled_step is not None  # (compiled lazily, at the first step)
+    assert not any(isinstance(x, PackedLinear) for x in m.lm.modules())
 
 
 def test_keyword_options_are_checked_like_keyword_arguments(model):
@@ -393,3 +399,16 @@ def test_save_writes_a_result_as_the_command_line_does(model, tmp_path):
         "var_00",
         "var_01",
     ]
+
+
+def test_regenerate_from_low_rate_stems_keeps_new_stems_at_the_model_rate(model, tmp_path):
+    """Stems given at 8 kHz come back as given at 8 kHz; the new ones (and the mix) are at the
+    model's rate, and `save` writes each file at its rate."""
+    t = torch.arange(8000) / 8000
+    bass = (0.3 * torch.sin(2 * math.pi * 55 * t))[None]
+    out = model.regenerate_instruments_from_stems({"bass": bass}, 8000, ["drums", "other"], ["y"], seed=1)
+    assert out.sample_rate == model.sample_rate and out.rate("bass") == 8000 and out.rate("drums") == SR
+    assert torch.equal(out["bass"][0], bass)
+    assert out["drums"].shape[-1] == SR and out.mix.shape[-1] == SR and out.duration == 1.0
+    meta = json.loads((out.save(tmp_path / "res", bits="float") / "meta.json").read_text())
+    assert meta["sample_rates"] == {"bass": 8000, "drums": SR, "other": SR, "mix": SR}

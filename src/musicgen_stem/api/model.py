@@ -18,7 +18,7 @@ from ..errors import GenerationError, ModelError
 from ..generation import PREFIX_STRIDE, SamplingParams, Task, continuation_task, edit_task, text_task
 from ..inputs import stem_audio
 from ..layout import compose_order
-from ..lm.packing import pack_for_decoding
+from ..lm.packing import pack_for_decoding, unpack
 from ..lm.quantize import is_quantized
 from ..modeldir import ModelConfig, ModelParts, build_parts, save_model
 from ..presets import preset
@@ -163,6 +163,7 @@ class MusicGenStem:
         """Decode through `torch.compile` (on CUDA with CUDA graphs, mode "reduce-overhead");
         the first steps of each new batch size or text length compile first (seconds to minutes).
         Results equal the eager ones to float rounding. Returns self."""
+        unpack(self.lm)  # oneDNN-packed weights cannot be traced; inductor lays weights out itself
         self.lm.compile_decoding(mode)
         return self
 
