@@ -240,3 +240,57 @@ def test_cli_song_edit_returns_separated_stems_exactly(tiny_model_dir, tmp_path)
         got, sr = sf.read(str(out / f"{name}.wav"), dtype="float32", always_2d=True)
         assert sr == 48000 and sf.info(str(out / f"{name}.wav")).subtype == "FLOAT"
         np.testing.assert_array_equal(got.T, sources[name].numpy())
+
+
+# ------------------------------------------------------- new stems never below the model's rate
+
+
+def test_cli_low_rate_stem_edit_writes_new_stems_at_the_model_rate(tiny_model, tiny_model_dir, tmp_path):
+    """An 8 kHz bass kept: it comes back bit-exact at 8 kHz; the new stems and the mix are at the
+    model's rate (not 8 kHz), and meta.json gives each file's rate; `export` packs every file at
+    the highest rate."""
+    bass = make_input(tmp_path / "bass8k.wav", "PCM_16", 1, 8000, seconds=1.0)
+    out = tmp_path / "out"
+    assert _edit(tiny_model_dir, out, "--stem", f"bass={bass}", "--regenerate", "drums", "other") == 0
+    same_samples(bass, out / "bass.wav")
+    model_sr = tiny_model.sample_rate
+    for name in ("drums", "other", "mix"):
+        info = sf.info(str(out / f"{name}.wav"))
+        assert (info.samplerate, info.frames) == (model_sr, model_sr)  # 1 s at the model's rate
+    meta = json.loads((out / "meta.json").read_text())
+    rates = {"bass": 8000, "drums": model_sr, "other": model_sr, "mix": model_sr}
+    assert meta["sample_rates"] == rates and meta["sample_rate"] == model_sr
+    assert meta["num_samples"] == model_sr and meta["duration"] == 1.0
+    folder = read_stems_folder(out)
+    stems = folder.load_stems()  # each file at its own rate
+    assert stems["bass"].shape[-1] == 8000 and folder.rate_of("bass") == 8000
+    from musicgen_stem.audio import convert_audio
+
+    parts = convert_audio(stems["bass"], 8000, model_sr, 1) + stems["drums"] + stems["other"]
+    assert torch.allclose(folder.load_mix(), parts, atol=1e-6)  # the mix: the sum at the highest rate
+    pack = tmp_path / "pack"
+    assert main(["export", str(out), "--out", str(pack), "--format", "wav"]) == 0
+    assert {sf.info(str(pack / f"{n}.wav")).samplerate for n in rates} == {model_sr}
+
+
+def test_kept_pack_writes_each_file_at_its_rate(tmp_path: Path):
+    """The app's writer (a stem pack with kept stems): a kept 8 kHz stem exactly as read, the new
+    stems at theirs (32 kHz), the mix at the highest; the sidecar gives each file's rate."""
+    from musicgen_stem.export import export_stem_pack
+
+    kept = read_samples(make_input(tmp_path / "bass.wav", "PCM_16", 1, 8000, seconds=0.5))
+    drums = torch.from_numpy(np.random.default_rng(1).standard_normal((1, 16000)) * 0.1)
+    result = export_stem_pack(
+        tmp_path / "pack",
+        {"bass": torch.zeros(1, 4000), "drums": drums},
+        8000,
+        bit_depth="float",
+        kept={"bass": kept},
+        rates={"drums": 32000},
+    )
+    same_samples(tmp_path / "bass.wav", result.files["bass"])
+    assert sf.info(str(result.files["drums"])).samplerate == 32000
+    assert sf.info(str(result.files["mix"])).samplerate == 32000 and result.sample_rate == 32000
+    assert result.num_samples == 16000
+    rates = {f["name"]: f["sample_rate"] for f in result.sidecar_data["files"] if f.get("name")}
+    assert rates == {"bass": 8000, "drums": 32000, "mix": 32000}

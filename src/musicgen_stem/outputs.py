@@ -7,8 +7,9 @@ A stems folder holds::
     codes.npy        int64 tokens [K, T_frames]
     stems.mid        the notes of every stem (`notes.midi`: transcribed from the stems, at the
                      tempo the model read, with the chord chart it read)
-    meta.json        the caller's meta + sample_rate, duration, num_samples, channels, stems,
-                     gain, subtype (pretty-printed UTF-8)
+    meta.json        the caller's meta + sample_rate (the mix's), sample_rates (each file's),
+                     duration, num_samples (the mix's), channels, stems, gain, subtype
+                     (pretty-printed UTF-8)
 
 `--batch N` writes one such folder per variation: `out_dir/var_00`, `out_dir/var_01`, ...
 (two digits, more when N > 100), each with `variation` in its meta.
@@ -17,6 +18,10 @@ Nothing is normalised per stem and nothing is clipped: when integer PCM is writt
 or a stem peaks above `PEAK_LIMIT`, one shared gain scales all stems and the mix (recorded as
 `gain` in meta.json; divide by it to get the model's raw levels). Each stem is rounded to the
 PCM grid first and the mix is the sum of the rounded stems, so mix.wav == sum of the stem files.
+
+Each file has its own rate (`rates`; by default every stem at `sample_rate`): kept stems at
+theirs, new stems at the rate they were made at; the mix at the highest of them, the stems at
+other rates resampled to it (julius) before they are summed.
 
 Kept audio (`kept`: a user's stems, separated stems, vocals) is different: it is written back
 exactly as read (`samples.Samples`: same samples, rate, channels and sample format) and never
@@ -87,6 +92,7 @@ class StemsItem:
     codes: np.ndarray | torch.Tensor
     meta: Mapping[str, Any] = field(default_factory=dict)
     kept: Mapping[str, Samples] = field(default_factory=dict)
+    rates: Mapping[str, int] = field(default_factory=dict)  # stems not named: at the folder's rate
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,6 +105,7 @@ class _Prepared:
     codes: np.ndarray  # [K, T_frames] int64
     meta_json: str
     midi: mido.MidiFile
+    rates: dict[str, int]  # name -> sample rate of its file; stems then mix
 
 
 def _check_stem_name(name: Any) -> str:
@@ -140,8 +147,10 @@ def _prepare(
     subtype: str,
     extra_meta: Mapping[str, Any] | None = None,
     kept: Mapping[str, Samples] | None = None,
+    rates: Mapping[str, int] | None = None,
 ) -> _Prepared:
-    """Validate, pad to equal length, apply the gains, round to the grid, build meta."""
+    """Validate, pad to equal length, apply the gains, round to the grid, build meta. `rates`:
+    {stem: its file's rate} (default: `sample_rate`; a kept stem's: its own)."""
     if subtype not in audio.SUBTYPES:
         raise ValueError(f"unsupported subtype {subtype!r}; use one of {list(audio.SUBTYPES)}")
     if sample_rate <= 0:
@@ -149,14 +158,18 @@ def _prepare(
     if not stems:
         raise ValueError("no stems to write")
     kept = dict(kept or {})
-    unknown = [n for n in kept if n not in stems]
+    unknown = [n for n in [*kept, *(rates or {})] if n not in stems]
     if unknown:
-        raise ValueError(f"kept stem(s) {unknown} are not among the stems {list(stems)}")
+        raise ValueError(f"kept stem(s) or rate(s) {unknown} are not among the stems {list(stems)}")
+    own = {n: kept[n].sample_rate if n in kept else sample_rate for n in stems}
+    rate_of = {n: int((rates or {}).get(n, own[n])) for n in stems}
+    if any(r <= 0 for r in rate_of.values()):
+        raise ValueError(f"sample rates must be > 0, got {rate_of}")
     arrays: dict[str, np.ndarray] = {}
     for name, wav in stems.items():
         if name in kept:
-            if kept[name].sample_rate != sample_rate:
-                raise ValueError(f"kept stem {name!r} is at {kept[name].sample_rate} Hz, not {sample_rate}")
+            if kept[name].sample_rate != rate_of[name]:
+                raise ValueError(f"kept stem {name!r} is at {kept[name].sample_rate} Hz, not {rate_of[name]}")
             wav = kept[name].to_float64()
         x = wav.detach().to("cpu", torch.float64).numpy() if isinstance(wav, torch.Tensor) else wav
         x = np.asarray(x, dtype=np.float64)  # [C, T]
@@ -168,42 +181,50 @@ def _prepare(
     channels = {x.shape[0] for x in arrays.values()}
     if len(channels) != 1:
         raise ValueError(f"all stems need the same channel count, got {sorted(channels)}")
-    num_samples = max(x.shape[-1] for x in arrays.values())
+    mix_rate = max(rate_of.values())
+    seconds = max(x.shape[-1] / rate_of[n] for n, x in arrays.items())
+    frames = {n: round(seconds * rate_of[n]) for n in arrays}  # each stem's length at its rate
+    num_samples = round(seconds * mix_rate)
     if num_samples == 0:
         raise ValueError("stems have zero samples")
     # Pad shorter stems with zeros at the end (never crop).
-    arrays = {n: np.pad(x, ((0, 0), (0, num_samples - x.shape[-1]))) for n, x in arrays.items()}
+    arrays = {n: np.pad(x, ((0, 0), (0, frames[n] - x.shape[-1]))) for n, x in arrays.items()}
 
-    out, gain, mix_gain = _levels(arrays, kept, subtype, num_samples)
+    out, gain, mix_gain = _levels(arrays, kept, subtype, frames, rate_of)
     subtypes = {n: kept[n].subtype if n in kept else subtype for n in out}
+    rate_of[MIX_NAME] = mix_rate
 
     full_meta = dict(meta)
     full_meta.update(extra_meta or {})
     full_meta.update(
-        sample_rate=int(sample_rate),
-        duration=round(num_samples / sample_rate, 6),
+        sample_rate=int(mix_rate),
+        sample_rates=dict(rate_of),
+        duration=round(num_samples / mix_rate, 6),
         num_samples=int(num_samples),
         channels=int(next(iter(channels))),
         stems=list(arrays),
         gain=gain,
         subtype=subtype,
     )
+    if kept or len(set(rate_of.values())) > 1:
+        full_meta.update(mix_gain=mix_gain)
     if kept:
-        full_meta.update(mix_gain=mix_gain, kept=list(kept), subtypes=subtypes)
+        full_meta.update(kept=list(kept), subtypes=subtypes)
     try:
         meta_json = json.dumps(
             full_meta, indent=2, ensure_ascii=False, allow_nan=False, default=_json_default
         )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"meta cannot be written as JSON: {exc}") from exc
-    return _Prepared(
-        out, subtypes, _to_codes(codes), meta_json + "\n", result_midi(arrays, sample_rate, full_meta)
-    )
+    midi = result_midi(arrays, {n: rate_of[n] for n in arrays}, full_meta)
+    return _Prepared(out, subtypes, _to_codes(codes), meta_json + "\n", midi, rate_of)
 
 
-def result_midi(stems: Mapping[str, np.ndarray], sample_rate: int, meta: Mapping[str, Any]) -> mido.MidiFile:
-    """`stems.mid` of a result's stems {name: [C, T]}: at the tempo and with the chord chart its
-    meta says the model read."""
+def result_midi(
+    stems: Mapping[str, np.ndarray], sample_rate: int | Mapping[str, int], meta: Mapping[str, Any]
+) -> mido.MidiFile:
+    """`stems.mid` of a result's stems {name: [C, T]} at `sample_rate` (or {name: rate}): at the
+    tempo and with the chord chart its meta says the model read."""
     return midi_of_stems(stems, sample_rate, *tempo_and_chords(meta))
 
 
@@ -219,30 +240,40 @@ def tempo_and_chords(meta: Mapping[str, Any]) -> tuple[float | None, ChordChart 
 
 
 def _levels(
-    arrays: dict[str, np.ndarray], kept: dict[str, Samples], subtype: str, num_samples: int
+    arrays: dict[str, np.ndarray],
+    kept: dict[str, Samples],
+    subtype: str,
+    num_samples: int | Mapping[str, int],
+    rates: Mapping[str, int] | None = None,
 ) -> tuple[dict[str, np.ndarray | Samples], float, float]:
     """The files' content (stems then mix), the new stems' gain and the mix's own gain.
 
-    Without kept audio one shared gain keeps every file and the mix in range (mix = exact sum of
-    the files). Kept samples are never scaled: a gain applies to the new stems only if one of
-    them would clip, and to the mix file only if the mix would."""
+    `num_samples`: every stem's length, or {stem: its length}; `rates`: {stem: rate} when they
+    differ (the mix is then at the highest, see `mix_at`). Without kept audio at one rate one
+    shared gain keeps every file and the mix in range (mix = exact sum of the files). Kept samples
+    are never scaled: a gain applies to the new stems only if one of them would clip, and to the
+    mix file only if the mix would."""
     pcm = subtype in audio.PCM_SUBTYPES
+    one_rate = len(set((rates or {}).values())) <= 1
+    exact = one_rate and not kept  # the mix file is the exact sum of the stem files
     new = {n: x for n, x in arrays.items() if n not in kept}
-    loud = [*new.values()] + ([] if kept else [sum(arrays.values())])
+    loud = [*new.values()] + ([sum(arrays.values())] if exact else [])
     peak = max((float(np.abs(a).max()) for a in loud), default=0.0)
     gain = PEAK_LIMIT / peak if pcm and peak > PEAK_LIMIT else 1.0
     out: dict[str, np.ndarray | Samples] = {}
-    floats: list[np.ndarray] = []
+    floats: dict[str, np.ndarray] = {}
     for name, x in arrays.items():
         if name in kept:
-            out[name] = kept[name].padded(num_samples)
-            floats.append(x)
+            frames = num_samples if isinstance(num_samples, int) else num_samples[name]
+            out[name] = kept[name].padded(frames)
+            floats[name] = x
         else:
             out[name] = audio.pcm_round(x * gain, subtype)  # [C, T]
-            floats.append(out[name])
-    mix = sum(floats)  # exact sum of the grid values -> written exactly when nothing is kept
+            floats[name] = out[name]
+    # exact sum of the grid values -> written exactly when nothing is kept
+    mix = sum(floats.values()) if one_rate else mix_at(floats, rates or {})
     mix_gain = 1.0
-    if kept:
+    if not exact:
         mix_peak = float(np.abs(mix).max())
         mix_gain = PEAK_LIMIT / mix_peak if pcm and mix_peak > PEAK_LIMIT else 1.0
         mix = audio.pcm_round(mix * mix_gain, subtype)
@@ -250,14 +281,29 @@ def _levels(
     return out, gain, mix_gain
 
 
-def _write_prepared(folder: Path, prep: _Prepared, sample_rate: int, subtype: str) -> None:
+def mix_at(stems: Mapping[str, np.ndarray], rates: Mapping[str, int]) -> np.ndarray:
+    """The sum of stems {name: [C, T]} at rates {name: rate} that differ: at the highest rate, each
+    stem at another resampled to it (julius), all as long as the longest in seconds."""
+    rate = max(rates[n] for n in stems)
+    seconds = max(x.shape[-1] / rates[n] for n, x in stems.items())
+    length = round(seconds * rate)
+    mix = np.zeros((next(iter(stems.values())).shape[0], length))
+    for name, x in stems.items():
+        if rates[name] != rate:
+            x = audio.convert_audio(torch.from_numpy(x), rates[name], rate, x.shape[0]).numpy()
+        n = min(length, x.shape[-1])
+        mix[:, :n] += x[:, :n]
+    return mix
+
+
+def _write_prepared(folder: Path, prep: _Prepared, subtype: str) -> None:
     """Write one prepared stems folder's files into the (existing, empty) `folder`."""
     for name, wav in prep.audio.items():
         path = folder / f"{name}{AUDIO_EXT}"
         if isinstance(wav, Samples):
             write_samples(path, wav)
         else:
-            audio.save_audio(path, wav, sample_rate, prep.subtypes[name])
+            audio.save_audio(path, wav, prep.rates[name], prep.subtypes[name])
     np.save(folder / CODES_FILE, prep.codes, allow_pickle=False)
     prep.midi.save(folder / MIDI_FILE)
     (folder / META_FILE).write_text(prep.meta_json, encoding="utf-8")
@@ -313,21 +359,22 @@ def write_stems_folder(
     subtype: str = "PCM_16",
     kept: Mapping[str, Samples] | None = None,
     extra_files: Mapping[str, str] | None = None,
+    rates: Mapping[str, int] | None = None,
 ) -> Path:
     """Write one stems folder (see module docstring) atomically; returns `out_dir`.
 
-    `stems`: {name: [C, T]} in stem order; `codes`: integer [K, T_frames]; `kept`: {name:
-    samples} written exactly instead of `stems[name]`; `extra_files`: {file name: text} written
-    beside them (e.g. a jam's `jam.json`). Raises `OutputExistsError` if `out_dir` is non-empty and
-    `force` is False.
+    `stems`: {name: [C, T]} in stem order, at `sample_rate` or at their `rates` {name: rate};
+    `codes`: integer [K, T_frames]; `kept`: {name: samples} written exactly instead of
+    `stems[name]`, at their own rate; `extra_files`: {file name: text} written beside them (e.g. a
+    jam's `jam.json`). Raises `OutputExistsError` if `out_dir` is non-empty and `force` is False.
     """
-    prep = _prepare(stems, sample_rate, codes, meta, subtype, kept=kept)
+    prep = _prepare(stems, sample_rate, codes, meta, subtype, kept=kept, rates=rates)
     extra = dict(extra_files or {})
     for name in extra:
         _check_stem_name(name)
 
     def fill(tmp: Path) -> None:
-        _write_prepared(tmp, prep, sample_rate, subtype)
+        _write_prepared(tmp, prep, subtype)
         for name, text in extra.items():
             (tmp / name).write_text(text, encoding="utf-8")
 
@@ -360,7 +407,14 @@ def write_batch_folders(
     n = len(items)
     preps = [
         _prepare(
-            it.stems, sample_rate, it.codes, it.meta, subtype, {"variation": i, "batch_size": n}, it.kept
+            it.stems,
+            sample_rate,
+            it.codes,
+            it.meta,
+            subtype,
+            {"variation": i, "batch_size": n},
+            it.kept,
+            it.rates,
         )
         for i, it in enumerate(items)
     ]
@@ -369,7 +423,7 @@ def write_batch_folders(
     def fill(tmp: Path) -> None:
         for name, prep in zip(names, preps, strict=True):
             (tmp / name).mkdir()
-            _write_prepared(tmp / name, prep, sample_rate, subtype)
+            _write_prepared(tmp / name, prep, subtype)
 
     out = _write_atomic(out_dir, force, fill)
     return [out / name for name in names]
@@ -392,13 +446,22 @@ class StemsFolder:
 
     @property
     def sample_rate(self) -> int:
+        """The mix's rate, the highest of the files'."""
         return int(self.meta["sample_rate"])
+
+    def rate_of(self, name: str) -> int:
+        """The sample rate of one file (a stem or "mix"), from meta.json's `sample_rates`."""
+        rates = self.meta.get("sample_rates")
+        rate = rates.get(name) if isinstance(rates, dict) else None
+        good = isinstance(rate, int) and not isinstance(rate, bool) and rate > 0
+        return int(rate) if good else self.sample_rate
 
     def audio_path(self, name: str) -> Path:
         return self.path / f"{name}{AUDIO_EXT}"
 
     def load_stems(self, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-        """Load stems (default: all, in order; `"mix"` allowed) as {name: [C, T] float32}.
+        """Load stems (default: all, in order; `"mix"` allowed) as {name: [C, T] float32}, each at
+        its own rate (`rate_of`).
 
         Levels are as written, i.e. with `meta["gain"]` applied.
         """
@@ -410,9 +473,9 @@ class StemsFolder:
                     f"'{self.path}' has no stem {name!r}; choose among {self.stems + [MIX_NAME]}"
                 )
             wav, sr = audio.load_audio(self.audio_path(name))
-            if sr != self.sample_rate:
+            if sr != self.rate_of(name):
                 raise MusicGenStemError(
-                    f"'{self.audio_path(name)}' is at {sr} Hz but meta.json says {self.sample_rate} Hz; "
+                    f"'{self.audio_path(name)}' is at {sr} Hz but meta.json says {self.rate_of(name)} Hz; "
                     "regenerate the folder"
                 )
             out[name] = wav

@@ -1,10 +1,12 @@
 """Editing a real song: separate it, regenerate some stems, give every stem back.
 
-The regenerated stems come from the model (upsampled to the song's rate, dual-mono if the song is
-stereo); the kept stems are the separated audio, untouched (not a codec round trip); the vocals,
-which the model does not handle, come back as separated. All stems have the song's rate, channel
-count and length, and the mix is their sum. An edit limited to a time range keeps every stem
-sample for sample outside the range and crossfades the new part in at its borders.
+The regenerated stems come from the model (at the song's rate, or at the model's where the song's
+is lower: new stems are never below the model's rate; dual-mono if the song is stereo); the kept
+stems are the separated audio, untouched (not a codec round trip); the vocals, which the model does
+not handle, come back as separated. All stems have the song's channel count and length, each at
+its rate (`SongEdit.rates`), and the mix is their sum. An edit limited to a time range keeps every
+stem sample for sample outside the range (a regenerated stem with audio there stays at its rate)
+and crossfades the new part in at its borders.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ def check_song(wav: torch.Tensor, sample_rate: int) -> None:
 
 @dataclass
 class SongEdit:
-    """Every stem of the edited song: {stem: [C, T]} at the song's rate; `.mix` is their sum."""
+    """Every stem of the edited song: {stem: [C, T]} at its rate (`rates`; a stem not named there:
+    `sample_rate`, the song's); `.mix` is their sum at the highest."""
 
     stems: dict[str, torch.Tensor]
     sample_rate: int
@@ -63,10 +66,24 @@ class SongEdit:
     seed: int | None
     regenerated: list[str]
     info: dict[str, Any] = field(default_factory=dict)
+    rates: dict[str, int] = field(default_factory=dict)
+
+    def rate(self, stem: str) -> int:
+        """The sample rate of `stem`."""
+        return int(self.rates.get(stem, self.sample_rate))
 
     @property
     def mix(self) -> torch.Tensor:
-        return torch.stack(list(self.stems.values())).sum(0)
+        """[C, T] the sum of the stems at the highest of their rates (others resampled, julius)."""
+        if len({self.rate(s) for s in self.stems}) == 1:
+            return torch.stack(list(self.stems.values())).sum(0)
+        rate = max(self.rate(s) for s in self.stems)
+        length = max(round(w.shape[-1] * rate / self.rate(s)) for s, w in self.stems.items())
+        mix = torch.zeros(next(iter(self.stems.values())).shape[0], length)
+        for stem, w in self.stems.items():
+            w = convert_audio(w, self.rate(stem), rate, w.shape[0])[..., :length]
+            mix[..., : w.shape[-1]] += w
+        return mix
 
 
 def crossfade_into(original: torch.Tensor, new: torch.Tensor, a: int, b: int, fade: int) -> torch.Tensor:
@@ -124,24 +141,34 @@ def edit_stems(
         codes, regen, list(descriptions), progress, start=start, end=end, seed=seed, chords=chords
     )
     assert not isinstance(out, tuple)
-    a = 0 if start is None else round(float(start) * sample_rate)
-    b = length if end is None else min(length, round(float(end) * sample_rate))
-    fade = round(CROSSFADE * sample_rate)
+    whole = start is None and end is None
+    new_rate = max(model.sample_rate, int(sample_rate))  # new stems: never below the model's rate
     stems: dict[str, torch.Tensor] = {}
+    rates: dict[str, int] = {}
     for name in list(model.stems) + [n for n in sources if n not in model.stems]:
-        if name not in regen:
-            stems[name] = sources.get(name, torch.zeros(channels, length))
+        if name not in regen and name in sources:
+            stems[name], rates[name] = sources[name], int(sample_rate)
             continue
-        new = convert_audio(out[name][0], model.sample_rate, sample_rate, channels)  # [C, ~T]
-        new = torch.nn.functional.pad(new, (0, max(0, length - new.shape[-1])))[..., :length]
-        old = sources.get(name, torch.zeros(channels, length))
-        stems[name] = new if (a == 0 and b == length) else crossfade_into(old, new, a, b, fade)
+        # a stem regenerated over a range keeps its audio outside it, so stays at its rate
+        rate = int(sample_rate) if name in sources and not whole else new_rate
+        n = round(length * rate / sample_rate)
+        if name not in regen:  # neither given nor regenerated: silence
+            stems[name], rates[name] = torch.zeros(channels, n), rate
+            continue
+        new = convert_audio(out[name][0], model.sample_rate, rate, channels)  # [C, ~n]
+        new = torch.nn.functional.pad(new, (0, max(0, n - new.shape[-1])))[..., :n]
+        a = 0 if start is None else round(float(start) * rate)
+        b = n if end is None else min(n, round(float(end) * rate))
+        old = sources.get(name, torch.zeros(channels, n))
+        fade = round(CROSSFADE * rate)
+        stems[name] = new if (a == 0 and b == n) else crossfade_into(old, new, a, b, fade)
+        rates[name] = rate
     info: dict[str, Any] = {"range": [start, end]}
     if "model_descriptions" in out.params:  # the description as the model read it (an added tempo)
         info["model_prompt"] = out.params["model_descriptions"][0]
     if "step_conditions" in out.params:  # the chords and beat grid the model read
         info["step_conditions"] = out.params["step_conditions"][0]
-    return SongEdit(stems, sample_rate, out.codes[0], out.seed, regen, info)
+    return SongEdit(stems, sample_rate, out.codes[0], out.seed, regen, info, rates)
 
 
 def kept_chords(kept: Mapping[str, torch.Tensor], sample_rate: int, text: str | None) -> ChordChart | None:

@@ -448,9 +448,12 @@ class MusicGenStem:
         """Regenerate some stems under given stem audio {stem: [C, T]} at any sample rate.
 
         Stems neither given nor regenerated are kept as silence. output_format "input" (as the
-        command line): the result is at `stems_sample_rate` with the given stems' channels, the given
-        stems returned exactly as passed (as float32); "model": everything decoded at the model's
-        rate and channels. `on_audio` chunks are at the model's rate either way.
+        command line): the result has the given stems' channels, the given stems returned exactly
+        as passed (as float32) at `stems_sample_rate`, the others at it too, or at the model's
+        rate where `stems_sample_rate` is lower (new stems are never below the model's rate: the
+        result's `sample_rate` is then the model's, `rates` names the given stems' own);
+        "model": everything decoded at the model's rate and channels. `on_audio` chunks are at the
+        model's rate either way.
         """
         opts = options_of("regenerate_instruments_from_stems", options)
         if output_format not in ("input", "model"):

@@ -17,7 +17,8 @@ __all__ = ["AudioCallback", "AudioChunk", "StemAudio", "StreamJob", "in_input_fo
 
 @dataclass
 class StemAudio(Mapping[str, torch.Tensor]):
-    """Generated stems: `out[stem]` is [B, C, T] at `sample_rate`; `.mix` is their plain sum.
+    """Generated stems: `out[stem]` is [B, C, T] at `sample_rate`, or at `rates[stem]` for a stem
+    kept at a lower rate of its own (`rate(stem)`); `.mix` is their plain sum at `sample_rate`.
 
     `codes` [B, K, F] are the model's frame tokens of this audio, `seed` the seed that made them.
     """
@@ -27,6 +28,11 @@ class StemAudio(Mapping[str, torch.Tensor]):
     codes: torch.Tensor
     seed: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    rates: dict[str, int] = field(default_factory=dict)
+
+    def rate(self, stem: str) -> int:
+        """The sample rate of `stem`."""
+        return int(self.rates.get(stem, self.sample_rate))
 
     def __getitem__(self, stem: str) -> torch.Tensor:
         return self.stems[stem]
@@ -39,19 +45,31 @@ class StemAudio(Mapping[str, torch.Tensor]):
 
     @property
     def mix(self) -> torch.Tensor:
-        """[B, C, T] sum of the stems."""
-        return torch.stack(list(self.stems.values())).sum(0)
+        """[B, C, T] sum of the stems at `sample_rate` (a stem at another rate resampled, julius)."""
+        if all(self.rate(s) == self.sample_rate for s in self.stems):
+            return torch.stack(list(self.stems.values())).sum(0)
+        from ..audio import convert_audio
+
+        first = next(iter(self.stems.values()))
+        length = round(self.duration * self.sample_rate)
+        mix = torch.zeros(*first.shape[:-1], length)
+        for stem, wav in self.stems.items():
+            wav = convert_audio(wav, self.rate(stem), self.sample_rate, wav.shape[-2])[..., :length]
+            mix[..., : wav.shape[-1]] += wav
+        return mix
 
     @property
     def duration(self) -> float:
-        return next(iter(self.stems.values())).shape[-1] / self.sample_rate
+        stem, wav = next(iter(self.stems.items()))
+        return wav.shape[-1] / self.rate(stem)
 
     def save(self, folder: str | os.PathLike[str], force: bool = False, bits: str = "16") -> Path:
         """Write the result as the command line does: a WAV per stem and `mix.wav` (`bits` 16, 24
         or float, at `sample_rate`), `codes.npy`, `meta.json` (seed, the descriptions and
         conditions the model read, model and settings) and `stems.mid`; a batch gets a `var_NN`
-        subfolder per item. Written whole or not at all; a non-empty folder only with `force`."""
-        from ..outputs import write_batch_folders, write_stems_folder
+        subfolder per item. A stem at a rate of its own (`rates`) is written at it, the mix at
+        `sample_rate`. Written whole or not at all; a non-empty folder only with `force`."""
+        from ..outputs import StemsItem, write_batch_folders, write_stems_folder
 
         subtypes = {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT"}
         if str(bits) not in subtypes:
@@ -64,13 +82,22 @@ class StemAudio(Mapping[str, torch.Tensor]):
             meta |= (self.params.get("step_conditions") or [{}] * (i + 1))[i]
             if self.params.get("model_descriptions"):
                 meta["model_prompt"] = self.params["model_descriptions"][i]
-            items.append(({s: w[i] for s, w in self.stems.items()}, self.codes[i], meta))
+            items.append(StemsItem({s: w[i] for s, w in self.stems.items()}, self.codes[i], meta))
         subtype = subtypes[str(bits)]
+        rates = {s: self.rate(s) for s in self.stems}
         if len(items) == 1:
-            stems, codes, meta = items[0]
+            item = items[0]
             return write_stems_folder(
-                folder, stems, self.sample_rate, codes, meta, force=force, subtype=subtype
+                folder,
+                item.stems,
+                self.sample_rate,
+                item.codes,
+                item.meta,
+                force=force,
+                subtype=subtype,
+                rates=rates,
             )
+        items = [StemsItem(it.stems, it.codes, it.meta, rates=rates) for it in items]
         write_batch_folders(folder, items, self.sample_rate, force=force, subtype=subtype)
         return Path(folder)
 
@@ -78,21 +105,26 @@ class StemAudio(Mapping[str, torch.Tensor]):
 def in_input_format(audio: StemAudio, kept: Mapping[str, torch.Tensor], sample_rate: int) -> StemAudio:
     """`audio` in the format of the user's stems `kept` {stem: [B, C, T]} at `sample_rate`: the kept
     stems are returned as given (cut or padded with silence to the output's length), the others
-    resampled to `sample_rate` and converted to the most channels among the kept stems."""
+    converted to the most channels among the kept stems and resampled to `sample_rate`, or kept at
+    the model's rate where `sample_rate` is lower (new stems are never below the model's rate;
+    the kept stems' rate is then in `rates`)."""
     from ..audio import convert_audio, convert_audio_channels
 
     channels = max(w.shape[-2] for w in kept.values())
     batch = next(iter(audio.stems.values())).shape[0]
-    length = round(audio.duration * sample_rate)
+    new_rate = max(int(sample_rate), audio.sample_rate)
     stems = {}
     for stem, wav in audio.stems.items():
         if stem in kept:
+            length = round(audio.duration * sample_rate)
             w = convert_audio_channels(kept[stem], channels).expand(batch, -1, -1)[..., :length]
         else:
-            w = convert_audio(wav, audio.sample_rate, sample_rate, channels)[..., :length]
+            length = round(audio.duration * new_rate)
+            w = convert_audio(wav, audio.sample_rate, new_rate, channels)[..., :length]
         stems[stem] = torch.nn.functional.pad(w, (0, length - w.shape[-1]))
     params = {**audio.params, "output_format": "input"}
-    return StemAudio(stems, int(sample_rate), audio.codes, audio.seed, params)
+    rates = dict.fromkeys(kept, int(sample_rate)) if new_rate != sample_rate else {}
+    return StemAudio(stems, new_rate, audio.codes, audio.seed, params, rates)
 
 
 @dataclass

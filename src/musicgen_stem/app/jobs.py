@@ -139,6 +139,7 @@ class Edited:
     source: str
     kept: dict[str, Samples] = field(default_factory=dict)
     model_prompt: str | None = None
+    rates: dict[str, int] = field(default_factory=dict)  # stems at another rate than sample_rate
 
 
 def _owned(path: Any, workdir: Path, what: str) -> Path:
@@ -185,7 +186,7 @@ def _edit_stems(
     edited = edit_stems(model, sources, sr, form.regenerate, [form.text], progress=step, **form.where())
     kept = {n: x for n, x in given.items() if n not in form.regenerate}
     read = edited.info.get("model_prompt")
-    return Edited(edited.stems, sr, edited.codes, edited.seed, source, kept, read)
+    return Edited(edited.stems, sr, edited.codes, edited.seed, source, kept, read, edited.rates)
 
 
 def _edit_song(
@@ -201,7 +202,7 @@ def _edit_song(
     edited = edit_song(model, wav, sr, form.regenerate, texts, separator(), progress=step, **form.where())
     kept = {n: Samples.from_tensor(w, sr) for n, w in edited.stems.items() if n not in form.regenerate}
     read = edited.info.get("model_prompt")
-    return Edited(edited.stems, sr, edited.codes, edited.seed, f"song {song.name}", kept, read)
+    return Edited(edited.stems, sr, edited.codes, edited.seed, f"song {song.name}", kept, read, edited.rates)
 
 
 def edit_job(
@@ -263,7 +264,9 @@ def edit_job(
         meta["model_prompt"] = edited.model_prompt
     folder = new_job_dir(workdir) / "edit"
     name = f"musicgen-stem-edit-{edited.seed}"
-    return write_result(folder, edited.stems, edited.sample_rate, edited.codes, meta, name, edited.kept)
+    return write_result(
+        folder, edited.stems, edited.sample_rate, edited.codes, meta, name, edited.kept, edited.rates
+    )
 
 
 # ---------------------------------------------------------------------------------------- streaming

@@ -55,11 +55,13 @@ def write_result(
     meta: Mapping[str, Any],
     name: str,
     kept: Mapping[str, Samples] | None = None,
+    rates: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """Export one result (a stem pack with zip and .stem.mp4, plus codes.npy) into `folder`;
     returns the result dict the app works with (paths are strings). `kept` stems are written
     exactly as read, the others and the mix in a format that loses nothing of them (16-bit
-    when nothing is kept)."""
+    when nothing is kept); `rates`: {stem: rate} of stems at another rate than `sample_rate`
+    (new stems beside kept ones at a lower rate: the model's)."""
     from ..export import export_stem_pack
     from ..samples import lossless_subtype
 
@@ -74,6 +76,7 @@ def write_result(
         stem_mp4=stem_mp4_available(),
         meta=dict(meta),
         kept=kept,
+        rates=rates,
     )
     codes_path = folder / "codes.npy"
     np.save(codes_path, np.asarray(codes.cpu() if isinstance(codes, torch.Tensor) else codes, dtype=np.int64))

@@ -213,8 +213,9 @@ def _edit_audio(
     if "model_prompt" in edits[0].info:
         _say_tempo(edits[0].info["model_prompt"], args.quiet)
     items = [(e.stems, e.codes, {**common, **_read(e.info), "seed": e.seed}) for e in edits]
-    out = save_items(args, items, sr, kept)
-    length = next(iter(edits[0].stems.values())).shape[-1] / sr
+    out = save_items(args, items, sr, kept, edits[0].rates)  # new stems: at least the model's rate
+    first = next(iter(edits[0].stems))
+    length = edits[0].stems[first].shape[-1] / edits[0].rate(first)
     print(f"wrote {out} ({len(edits)} x {length:.2f} s, seed {edits[0].seed}, {time.time() - began:.1f} s)")
     return 0
 

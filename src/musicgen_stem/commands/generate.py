@@ -96,9 +96,11 @@ def save_items(
     items: list[tuple[Any, Any, dict[str, Any]]],
     sample_rate: int,
     kept: dict[str, Any] | None = None,
+    rates: dict[str, int] | None = None,
 ) -> Path:
     """One output folder, or one var_NN subfolder per item with --batch; (stems, codes, meta) items.
-    `kept`: {stem: samples.Samples} written exactly as read (the same in every item)."""
+    `kept`: {stem: samples.Samples} written exactly as read (the same in every item); `rates`:
+    {stem: its rate} where not `sample_rate` (a kept stem's: its own)."""
     from ..outputs import StemsItem, write_batch_folders, write_stems_folder
     from ..samples import lossless_subtype
 
@@ -110,9 +112,17 @@ def save_items(
     if len(items) == 1:
         stems, codes, meta = items[0]
         return write_stems_folder(
-            args.out, stems, sample_rate, codes, meta, force=args.force, subtype=subtype, kept=kept
+            args.out,
+            stems,
+            sample_rate,
+            codes,
+            meta,
+            force=args.force,
+            subtype=subtype,
+            kept=kept,
+            rates=rates,
         )
-    batch = [StemsItem(stems, codes, meta, kept) for stems, codes, meta in items]
+    batch = [StemsItem(stems, codes, meta, kept, rates or {}) for stems, codes, meta in items]
     write_batch_folders(args.out, batch, sample_rate, force=args.force, subtype=subtype)
     return Path(args.out)
 

@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         fmt=args.format,
         bit_depth=args.bits,
         out_rate=args.rate,
+        rates={n: src.rate_of(n) for n in stems},  # unset --rate: the pack at the highest
         channels=args.channels,
         meta=src.meta,
         zip=args.zip,

@@ -53,8 +53,9 @@ def _check_options(fmt: str, bit_depth: str | int | None, out_rate: int | None, 
     return bits
 
 
-def _check_stems(stems: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """{name: [C, T]} -> {name: float64 [C, T] tensor}, zero-padded at the end to equal length."""
+def _check_stems(stems: Mapping[str, Any], rates: Mapping[str, int] | None = None) -> dict[str, torch.Tensor]:
+    """{name: [C, T]} -> {name: float64 [C, T] tensor}, zero-padded at the end to equal length (in
+    seconds, at their `rates` {name: rate} where they differ)."""
     if not stems:
         raise MusicGenStemError("no stems to export; give at least one stem")
     out: dict[str, torch.Tensor] = {}
@@ -74,10 +75,14 @@ def _check_stems(stems: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     if len(counts) != 1:
         detail = ", ".join(f"{n}: {x.shape[0]}" for n, x in out.items())
         raise MusicGenStemError(f"all stems need the same channel count, got {detail}")
-    length = max(x.shape[-1] for x in out.values())
-    if length == 0:
+    if rates and len({rates[n] for n in out}) > 1:
+        seconds = max(x.shape[-1] / rates[n] for n, x in out.items())
+        lengths = {n: round(seconds * rates[n]) for n in out}
+    else:
+        lengths = dict.fromkeys(out, max(x.shape[-1] for x in out.values()))
+    if max(lengths.values()) == 0:
         raise MusicGenStemError("stems have zero samples; nothing to export")
-    return {n: torch.nn.functional.pad(x, (0, length - x.shape[-1])) for n, x in out.items()}
+    return {n: torch.nn.functional.pad(x, (0, lengths[n] - x.shape[-1])) for n, x in out.items()}
 
 
 # --------------------------------------------------------------------------------------------

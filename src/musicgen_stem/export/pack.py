@@ -113,6 +113,7 @@ def export_stem_pack(
     force: bool = False,
     source_song: PathLike | None = None,
     kept: Mapping[str, Samples] | None = None,
+    rates: Mapping[str, int] | None = None,
 ) -> ExportResult:
     """Write a stem pack (see the package docstring) atomically into `out_dir`.
 
@@ -120,8 +121,11 @@ def export_stem_pack(
     "float" (wav), "16"/"24" (flac), unset for mp3; None = 24 (wav/flac). `out_rate` / `channels`:
     None keeps the input's. `meta`: the generation's meta (prompt, seed, model, params, tempo...).
     `source_song`: the edited song's file, hashed into `source_sha256`. `kept`: {name: samples}
-    written exactly instead of `stems[name]` (see the package docstring). Raises `MusicGenStemError`
-    for bad options or stems and `OutputExistsError` if `out_dir` is non-empty and not `force`.
+    written exactly instead of `stems[name]` (see the package docstring). `rates`: {name: rate} of
+    stems at another rate than `sample_rate` (a kept stem's: its own): the pack is then at the
+    highest of them (or `out_rate`), or with kept stems each file at its own and the mix at the
+    highest. Raises `MusicGenStemError` for bad options or stems and `OutputExistsError` if
+    `out_dir` is non-empty and not `force`.
     """
     fmt = str(fmt).lower()
     bits = _check_options(fmt, bit_depth, out_rate, channels)
@@ -129,11 +133,14 @@ def export_stem_pack(
         raise MusicGenStemError(f"invalid input sample rate {sample_rate!r}; give a positive integer")
     kept = dict(kept or {})
     stems = {n: torch.from_numpy(kept[n].to_float64()) if n in kept else w for n, w in stems.items()}
-    inputs = _check_stems(stems)  # {name: [C, T] float64}
+    own = {n: kept[n].sample_rate if n in kept else int(sample_rate) for n in stems}
+    rate_of = {n: int((rates or {}).get(n, own[n])) for n in stems}  # each input's rate
+    inputs = _check_stems(stems, rate_of)  # {name: [C, T] float64}
     in_channels = next(iter(inputs.values())).shape[0]
-    rate = int(out_rate or sample_rate)
+    rate = int(out_rate or max(rate_of.values()))
     n_channels = int(channels or in_channels)
-    if kept and (fmt != "wav" or rate != sample_rate or n_channels != in_channels or set(kept) - set(inputs)):
+    wrong_rate = out_rate is not None and out_rate != sample_rate
+    if kept and (fmt != "wav" or wrong_rate or n_channels != in_channels or set(kept) - set(inputs)):
         raise MusicGenStemError(
             "kept stems are written untouched: export them as WAV at their own rate and channel count"
         )
@@ -159,23 +166,27 @@ def export_stem_pack(
         song_hash = file_sha256(song)
 
     # Render: one resample per stem (and one more, from the input, for a .stem.mp4 at another rate).
-    pack = {n: _render(x, int(sample_rate), rate, n_channels) for n, x in inputs.items()}  # [C', T']
+    # Kept stems stay at their own rate, and so does every file beside them.
+    file_rate = dict(rate_of) if kept else dict.fromkeys(inputs, rate)
+    pack = {n: _render(x, rate_of[n], file_rate[n], n_channels) for n, x in inputs.items()}  # [C', T']
     num_samples = next(iter(pack.values())).shape[-1]
-    if num_samples == 0:
+    if min(x.shape[-1] for x in pack.values()) == 0:
         raise MusicGenStemError(f"the stems are too short to export at {rate} Hz")
     ni: dict[str, np.ndarray] = {}
     mp4_rate = stem_mp4_rate(rate)
     if stem_mp4:
-        if rate == mp4_rate and n_channels == 2:
+        if set(file_rate.values()) == {mp4_rate} and n_channels == 2:
             ni = dict(pack)
         else:
-            ni = {n: _render(x, int(sample_rate), mp4_rate, 2) for n, x in inputs.items()}  # [2, T'']
+            ni = {n: _render(x, rate_of[n], mp4_rate, 2) for n, x in inputs.items()}  # [2, T'']
 
     subtype = _SUBTYPE.get(bits, "FLOAT")
     gain, mix_gain, mp4_gain = 1.0, 1.0, 1.0
     if kept:  # kept samples as read; the new stems, the mix and the .stem.mp4 scaled on their own
-        frames = next(iter(pack.values())).shape[-1]
-        pack, gain, mix_gain = outputs._levels(pack, kept, subtype, frames)
+        frames = {n: x.shape[-1] for n, x in pack.items()}
+        pack, gain, mix_gain = outputs._levels(pack, kept, subtype, frames, file_rate)
+        file_rate[outputs.MIX_NAME] = rate
+        num_samples = pack[outputs.MIX_NAME].shape[-1]
         if ni and _peak(ni) > outputs.PEAK_LIMIT:
             mp4_gain = outputs.PEAK_LIMIT / _peak(ni)
     else:  # one shared gain for every file, when something could clip
@@ -187,11 +198,14 @@ def export_stem_pack(
         if fmt != "mp3":
             pack = {n: audio.pcm_round(x, subtype) for n, x in pack.items()}
         pack[outputs.MIX_NAME] = sum(pack.values())  # exact sum of the grid values for PCM
+        file_rate[outputs.MIX_NAME] = rate
 
     ext = f".{fmt}"
     names = {n: f"{n}{ext}" for n in pack}
     mp4_name = f"{out_dir.name}{STEM_MP4_SUFFIX}" if stem_mp4 else None
     files = [{"file": names[n], "role": "mix" if n == outputs.MIX_NAME else "stem", "name": n} for n in pack]
+    if len(set(file_rate.values())) > 1:  # files at rates of their own: each says its rate
+        files = [{**f, "sample_rate": file_rate[f["name"]]} for f in files]
     if mp4_name:
         files.append(
             {
@@ -206,7 +220,7 @@ def export_stem_pack(
     files.append({"file": outputs.MIDI_FILE, "role": "midi"})
     if zip:
         files.append({"file": ZIP_FILE, "role": "archive"})
-    midi = outputs.result_midi(inputs, int(sample_rate), dict(meta or {}))
+    midi = outputs.result_midi(inputs, rate_of, dict(meta or {}))
     sidecar = _sidecar(
         dict(meta or {}),
         source_sha256=song_hash,
@@ -241,7 +255,7 @@ def export_stem_pack(
             elif fmt == "mp3":
                 _write_mp3(path, x, rate)
             else:
-                audio.save_audio(path, x, rate, subtype)
+                audio.save_audio(path, x, file_rate[n], subtype)
             written.append(path)
         (tmp / SIDECAR_FILE).write_text(sidecar_json + "\n", encoding="utf-8")
         written.append(tmp / SIDECAR_FILE)

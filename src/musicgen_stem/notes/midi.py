@@ -101,12 +101,14 @@ def stems_midi(
 
 def midi_of_stems(
     stems: Mapping[str, np.ndarray],
-    sample_rate: int,
+    sample_rate: int | Mapping[str, int],
     bpm: float | None = None,
     chart: ChordChart | None = None,
 ) -> mido.MidiFile:
-    """`stems_midi` of stems {name: [C, T]}, each transcribed by its kind (`transcribe`)."""
-    notes = {name: transcribe(name, x, sample_rate) for name, x in stems.items()}
+    """`stems_midi` of stems {name: [C, T]} at `sample_rate` (or {name: rate}), each transcribed by
+    its kind (`transcribe`)."""
+    rates = sample_rate if isinstance(sample_rate, Mapping) else dict.fromkeys(stems, sample_rate)
+    notes = {name: transcribe(name, x, int(rates[name])) for name, x in stems.items()}
     return stems_midi(notes, bpm or 120.0, chart)
 
 
