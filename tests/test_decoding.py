@@ -78,6 +78,29 @@ def test_compiled_step_compiles_once_for_every_call_and_window(model, allocation
     assert len(allocations) == 1 and allocations[0][3] == 256  # steps rounded up once for all calls
 
 
+def test_compiled_step_is_one_graph_with_and_without_step_conditions():
+    """A prompt naming a tempo gives the LM a beat grid, one that does not gives none: the
+    compiled step reads zeros then, so one capture serves both."""
+    from musicgen_stem.conditioning.steps import StepConfig
+
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    cfg = dataclasses.replace(presets.tiny(), max_duration=1.0, steps=StepConfig(beat=True))
+    eager = MusicGenStem.from_config(cfg, seed=0, device="cpu")
+    compiled = MusicGenStem.from_config(cfg, seed=0, device="cpu")
+    compiled.lm.compile_decoding(backend=backend)
+    for prompt in ("x", "x at 120 bpm"):
+        ref = eager.generate([prompt], seed=0, duration=0.4)
+        out = compiled.generate([prompt], seed=0, duration=0.4)
+        assert torch.equal(out.codes, ref.codes), prompt
+    assert compiled.generate(["x at 120 bpm"], seed=0, duration=0.4).params["step_conditions"][0]
+    assert len(graphs) == 1
+
+
 def _flat(args, kwargs) -> list:
     return tree_leaves((args, kwargs or {}))
 

@@ -308,6 +308,8 @@ class StemLM(nn.Module):
         cache.mem_len = L
         if compiled and device.type == "cuda":
             cache.mark_static()
+        if cond is None and compiled:  # one graph for steps with and without conditions
+            cond = torch.zeros(B, 1, self.cfg.dim, device=device, dtype=dtype)
         if cond is not None:  # [B, S_max, D], zeros past the steps given
             steps = cache.max_steps
             cond = cond[:, :steps].to(device, dtype)
