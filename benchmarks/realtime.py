@@ -220,12 +220,19 @@ def main() -> None:
         choices=["text", "stream", "edit", "codec"],
         default=["text", "stream", "edit", "codec"],
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="decode through torch.compile (MusicGenStem.compile); its compilation, in warm-up runs "
+        "of every timed part, is reported apart",
+    )
     parser.add_argument("--runs", type=int, default=3, help="runs of text, stream and edit (medians)")
     parser.add_argument("--out", default=None, help="write the medians here (JSON, per preset)")
     args = parser.parse_args()
     figures: dict[str, dict[str, float]] = {}
     torch.set_num_threads(args.threads)
     lm = f"{args.quantize} weights" if args.quantize != "none" else "fp32"
+    lm += ", compiled step" if args.compile else ""
     print(f"threads {args.threads}, LM {lm}, batch 1, CFG 3, top-k 250")
     for name in args.preset:
         t = time.perf_counter()
@@ -233,6 +240,15 @@ def main() -> None:
         print(f"{name}: {note} (ready in {time.perf_counter() - t:.1f} s)", flush=True)
         warm_up(model)
         text_s = text_seconds(model)
+        if args.compile:
+            t = time.perf_counter()
+            model.compile()
+            model.generate([DESCRIPTION], seed=0, duration=args.seconds)  # the shapes timed below
+            if "edit" in args.parts:
+                bench_edit(
+                    model, model.max_edit_duration if args.edit_seconds is None else args.edit_seconds, 0
+                )
+            print(f"  compiled in {time.perf_counter() - t:.1f} s (warm-up runs included)", flush=True)
         fig = figures.setdefault(name, {"threads": args.threads})
         if "text" in args.parts:
             fig["text_seconds"] = args.seconds
