@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -212,6 +214,33 @@ def test_drop_words() -> None:
     out = [drop_words(["w1 w2 w3 w4 w5 w6 w7 w8"], 0.5)[0] for _ in range(20)]
     assert any(o != "w1 w2 w3 w4 w5 w6 w7 w8" for o in out)
     assert all(set(o.split()) <= {f"w{i}" for i in range(1, 9)} for o in out)
+
+
+def test_minilm_matches_transformers_bert(minilm: MiniLMTextEncoder) -> None:
+    """Our BERT (torch's encoder layers, `tokenizers`) gives transformers' BertModel's token states."""
+    transformers = pytest.importorskip("transformers")
+    texts = ["funky drums with a slap bass line at 110 bpm", "", "80s pop in F# minor, synth pads " * 30]
+    folder = str(minilm.path)
+    tok = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    ref = transformers.AutoModel.from_pretrained(folder, local_files_only=True).eval()
+    inputs = tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=minilm.max_length)
+    with torch.no_grad():
+        want = ref(**inputs).last_hidden_state * inputs["attention_mask"][..., None]
+        got, mask = minilm.encode(texts)
+    assert inputs["input_ids"].shape[1] == minilm.max_length  # the long text is cut as transformers cuts it
+    assert torch.equal(mask[0], inputs["attention_mask"][0]) and mask[2].sum() == minilm.max_length
+    assert (got[[0, 2]] - want[[0, 2]]).abs().max() < 1e-4 * want.abs().max()
+    assert torch.all(got[1] == 0)  # the empty text: the null condition
+
+
+def test_the_default_text_encoder_does_not_import_transformers() -> None:
+    """transformers' import took 3.4 s of every command's start: the MiniLM path does without it."""
+    code = (
+        "import sys; from musicgen_stem.conditioning import MiniLMTextEncoder; "
+        "MiniLMTextEncoder().encode(['x']); print('transformers' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_word_dropout_only_in_training(minilm: MiniLMTextEncoder) -> None:

