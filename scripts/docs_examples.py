@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -159,6 +160,17 @@ def chords_example(model: MusicGenStem, folder: Path) -> list[str]:
     return md + save(stems, sr, folder, "chords", prompt[:70])
 
 
+def wrapped(md: list[str], width: int = 100) -> list[str]:
+    """Prose lines of `md` wrapped at `width` (headings and images stay whole)."""
+    out: list[str] = []
+    for line in md:
+        if line.startswith(("#", "!", "|")) or len(line) <= width:
+            out.append(line)
+        else:
+            out += textwrap.wrap(line, width, break_long_words=False, break_on_hyphens=False)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="model folder (default: the shipped model)")
@@ -225,7 +237,7 @@ def main() -> int:
             stems, sr, folder, f"edit_{stem}", f"{stem} regenerated under the kept stems", "song", [stem]
         )
         print(f"edit {stem}", flush=True)
-    (out / "examples.md").write_text("\n".join(md))
+    (out / "examples.md").write_text("\n".join(wrapped(md)))
     size = sum(f.stat().st_size for f in folder.iterdir())
     print(f"wrote {out / 'examples.md'} and {len(list(folder.iterdir()))} files ({size / 1e6:.1f} MB)")
     return 0
