@@ -25,8 +25,11 @@ from ..dsp import mono_at
 
 KICK, SNARE, HIHAT = 36, 38, 42  # General MIDI drum notes
 NOISE = 0  # key of the snare's noise band in the per-band dicts (not a drum note)
-BELOW = {KICK: 6.0, SNARE: 4.5, HIHAT: 18.0, NOISE: 12.0}  # dB under its band's loudest that a hit may sound
-RISE = {KICK: 4.0, SNARE: 3.0, HIHAT: 1.0, NOISE: 2.0}  # dB its band rises at a hit
+# dB under its band's loudest that a hit may sound, and dB its band rises at a hit: a kick is loud
+# (toms ring in its band, quieter) but may rise little (a double bass drum's next hit starts on the
+# last one's tail)
+BELOW = {KICK: 3.0, SNARE: 4.5, HIHAT: 18.0, NOISE: 9.0}
+RISE = {KICK: 2.0, SNARE: 3.0, HIHAT: 1.0, NOISE: 2.0}
 SNARE_NOISE = 3.0  # dB: a hi-hat onset with a snare's that rises by as much, less this, is the snare's
 DRUM_BANDS = {KICK: (30, 150), SNARE: (150, 400), HIHAT: (7000, 11000)}  # Hz: kick, snare head, hi-hat
 SNARE_NOISE_BAND = (1000, 5000)  # Hz: a snare's wires
