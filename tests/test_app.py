@@ -371,3 +371,75 @@ def test_jam_job_stops_when_asked_and_refuses_bad_loops(holder, tmp_path: Path, 
     ):
         with pytest.raises(MusicGenStemError, match=message):
             list(app.jam_job(holder, tmp_path / "w", loop=loops, **kw))
+
+
+def _chunk(start: object, pcm: np.ndarray | bytes, **extra: object) -> str:
+    import base64
+    import json
+
+    raw = pcm if isinstance(pcm, bytes) else (np.asarray(pcm) * 32768).round().astype("<i2").tobytes()
+    return json.dumps({"start": start, "pcm": base64.b64encode(raw).decode(), **extra})
+
+
+def test_microphone_chunks_land_where_they_were_played_and_bad_ones_are_counted():
+    import types
+
+    from musicgen_stem.app.jam_tab import JamHandlers
+    from musicgen_stem.app.jams import LiveInput
+    from musicgen_stem.jam.live import Recording
+
+    sr = 32000
+    live = LiveInput("other", Recording(2), sr)
+    handlers = JamHandlers(base=None, area_size=0, stems=["bass", "drums", "other"])
+    handlers.registry.set_live("s", live)
+    page = types.SimpleNamespace(session_hash="s")
+    wave = np.sin(np.arange(8000) / 10.0) * 0.5
+    handlers.on_jam_mic(_chunk(8000, wave, latency=21.5), page)  # the second quarter second
+    handlers.on_jam_mic(_chunk(0, wave[:4000]), page)  # an earlier one, come late
+    assert (live.chunks, live.ignored, live.latency_ms) == (2, 0, 21.5)
+    got = live.recording.segment(0, 16000)
+    assert got.shape == (2, 16000) and np.abs(got[1, 8000:] - wave).max() < 1 / 32768
+    assert np.abs(got[0, :4000] - wave[:4000]).max() < 1 / 32768 and not got[:, 4000:8000].any()
+    for bad in (
+        "not json",
+        '{"start": 0}',
+        '["start", 0]',
+        _chunk(0, b"\x00\x01\x02"),  # odd bytes
+        _chunk(0, np.zeros(sr + 2)),  # over a second: too long
+        _chunk(-5, np.zeros(10)),
+        _chunk(True, np.zeros(10)),
+        _chunk(0, np.zeros(10), latency=-3),
+        _chunk(60 * sr, np.zeros(10)),  # a minute on: beyond the jam's clock
+        '{"start": 0, "pcm": "@@@"}',
+        "x" * 1_000_000,
+    ):
+        handlers.on_jam_mic(bad, page)
+    assert (live.chunks, live.ignored) == (2, 11) and live.meta()["ignored"] == 11
+    handlers.on_close("s")
+    assert live.closed
+    handlers.registry.drop("s")  # the jam ended: later chunks go nowhere
+    handlers.on_jam_mic(_chunk(0, wave), page)
+    assert live.chunks == 2
+
+
+def test_jam_job_plays_along_live_and_keeps_the_live_stem_as_played(holder, tmp_path: Path, clicks):
+    from musicgen_stem.app.jams import LiveInput
+    from musicgen_stem.jam.live import Recording
+
+    loop = clicks(tmp_path / "drums.wav")  # one bar at 240 bpm: 1 s cycles
+    model = holder.get()
+    sr = model.sample_rate
+    played = 0.3 * np.sin(2 * np.pi * 220 * np.arange(3 * sr) / sr).astype(np.float32)
+    live = LiveInput("other", Recording(model.codec.channels), sr)
+    live.recording.write(0, played[None])  # as if the page had sent it all
+    job = app.jam_job(holder, tmp_path / "w", loop={"drums": str(loop)}, bpm=240, max_cycles=3, live=live)
+    result = list(job)[-1]
+    assert result["regenerated"] == ["bass"] and result["live"]["stem"] == "other"
+    assert result["live"]["answer_cycles"] == 2
+    other, rate = sf.read(result["stems"]["other"], dtype="float32", always_2d=True)
+    assert rate == sr and len(other) == 3 * sr
+    assert np.abs(other[:, 0] - played).max() < 1e-3  # the live stem as it was played
+    for stem, message in (("drums", "loop does not hold"), ("piano", "not piano")):
+        bad = LiveInput(stem, Recording(1), sr)
+        with pytest.raises(AudioError, match=message):
+            list(app.jam_job(holder, tmp_path / "w", loop={"drums": str(loop)}, bpm=240, live=bad))

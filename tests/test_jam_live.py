@@ -83,6 +83,24 @@ def test_the_recording_is_read_on_the_sessions_clock():
     assert big.length == 200_000 and big.segment(199_999, 200_001)[0].tolist() == [1, 0]
 
 
+def test_pieces_are_written_where_they_were_played():
+    rec = Recording(2)
+    rec.write(10, np.full((1, 5), 1.0, np.float32))  # mono: repeated to both channels
+    assert rec.length == 15 and not rec.segment(0, 10).any()  # the gap before it: silence
+    rec.write(3, np.full((2, 4), 2.0, np.float32))  # an earlier piece, come late
+    rec.write(13, np.full((1, 4), 3.0, np.float32))  # overlaps the first: written over it
+    assert rec.segment(0, 18)[1].tolist() == [0] * 3 + [2] * 4 + [0] * 3 + [1] * 3 + [3] * 4 + [0]
+    rec.write(-2, np.full((1, 3), 4.0, np.float32))  # before the session: only sample 0 is kept
+    assert rec.segment(0, 2)[0].tolist() == [4, 0]
+    rec.write(300_000, np.ones((1, 2), np.float32))  # far on: the buffer grows, the gap is silent
+    assert rec.length == 300_002 and not rec.segment(17, 300_000).any()
+    rec.push(np.full((1, 1), 5.0, np.float32))  # push appends after the furthest sample
+    assert rec.segment(300_000, 300_003)[0].tolist() == [1, 1, 5]
+    late = Recording(1, latency=2)  # session sample t is recorded t + 2
+    late.write(0, np.arange(1, 4, dtype=np.float32)[None])
+    assert late.segment(-2, 3)[0].tolist() == [0, 0, 1, 2, 3]
+
+
 def test_the_round_trip_is_found_in_what_came_back():
     sent = probe(SR)
     rng = np.random.default_rng(1)

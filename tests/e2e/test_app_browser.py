@@ -19,7 +19,7 @@ import urllib.request
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import pytest
 
@@ -275,18 +275,22 @@ def test_generate_play_edit_download(server: str, browser: tuple[webdriver.Chrom
     assert _external_requests(driver) == []
 
 
-def test_jam_plays_gaplessly_takes_commands_and_ends_in_a_result(
-    server: str, browser: tuple[webdriver.Chrome, Path], tmp_path: Path, clicks
-):
-    loop = clicks(tmp_path / "drums.wav", 32000, 1.0, 240.0)  # one bar at 240 bpm
-
-    driver, _ = browser
+def _open_jam_tab(driver: webdriver.Chrome, server: str) -> None:
     driver.get(server)
     _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#mgs-generate"), "the page", 60)
     tab = [b for b in driver.find_elements(By.CSS_SELECTOR, "button[role='tab']") if b.text.strip() == "Jam"]
     assert tab, "no Jam tab"
     tab[0].click()
     _wait(driver, lambda d: d.find_element(By.ID, "mgs-jam-start").is_displayed(), "the Jam tab", 30)
+
+
+def test_jam_plays_gaplessly_takes_commands_and_ends_in_a_result(
+    server: str, browser: tuple[webdriver.Chrome, Path], tmp_path: Path, clicks
+):
+    loop = clicks(tmp_path / "drums.wav", 32000, 1.0, 240.0)  # one bar at 240 bpm
+
+    driver, _ = browser
+    _open_jam_tab(driver, server)
     driver.find_element(By.CSS_SELECTOR, "#mgs-jam-drums input[type='file']").send_keys(str(loop))
     _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#mgs-jam-drums audio"), "the upload", 60)
     driver.find_element(By.CSS_SELECTOR, "#mgs-jam-bpm input").send_keys("240")
@@ -308,15 +312,6 @@ def test_jam_plays_gaplessly_takes_commands_and_ends_in_a_result(
     assert len(driver.find_elements(By.CSS_SELECTOR, "#mgs-mixer audio")) == 3
     assert driver.find_elements(By.CSS_SELECTOR, "#mgs-mixer a.mgs-dl[data-kind='zip']")
     assert _external_requests(driver) == []
-
-
-def _open_jam_tab(driver: webdriver.Chrome, server: str) -> None:
-    driver.get(server)
-    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#mgs-generate"), "the page", 60)
-    tab = [b for b in driver.find_elements(By.CSS_SELECTOR, "button[role='tab']") if b.text.strip() == "Jam"]
-    assert tab, "no Jam tab"
-    tab[0].click()
-    _wait(driver, lambda d: d.find_element(By.ID, "mgs-jam-start").is_displayed(), "the Jam tab", 30)
 
 
 def test_a_page_closed_mid_jam_frees_its_session(
@@ -392,3 +387,67 @@ def test_a_loop_recorded_in_the_browser_is_jammed_on(server: str, browser: tuple
     driver.find_element(By.ID, "mgs-jam-stop").click()
     _wait(driver, lambda d: "Jammed" in d.find_element(By.ID, "mgs-summary").text, "the session")
     assert "bpm" in driver.find_element(By.ID, "mgs-mixer").text
+
+
+def _onsets(x, sr: int) -> list[float]:  # noqa: ANN001
+    """Times (s) where the level first rises over a third of its peak after 0.2 s below it."""
+    import numpy as np
+
+    level = np.convolve(np.abs(x), np.ones(32) / 32, mode="same")
+    above = level > level.max() / 3
+    times, last = [], -1.0
+    for i in np.flatnonzero(above[1:] & ~above[:-1]) + 1:
+        if i / sr - last > 0.2:
+            times.append(i / sr)
+        last = i / sr
+    return times
+
+
+def test_playing_along_on_the_microphone_becomes_the_live_stem(
+    server: str, browser: tuple[webdriver.Chrome, Path], tmp_path: Path, clicks
+):
+    """Play along live on 'other': the fake capture device plays clicks at 120 bpm; the page
+    records them on the session's clock and sends them in chunks, and the session's `other` is what
+    it heard: clicks on their grid (a constant offset: where in the file the capture began), and the
+    page says how many chunks it sent and the latency it took off."""
+    import numpy as np
+    import soundfile as sf
+
+    loop = clicks(tmp_path / "drums.wav", 32000, 1.0, 240.0)  # one bar at 240 bpm: 1 s cycles
+    driver, _ = browser
+    _open_jam_tab(driver, server)
+    driver.find_element(By.CSS_SELECTOR, "#mgs-jam-drums input[type='file']").send_keys(str(loop))
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#mgs-jam-drums audio"), "the upload", 60)
+    driver.find_element(By.CSS_SELECTOR, "#mgs-jam-bpm input").send_keys("240")
+    driver.find_element(By.CSS_SELECTOR, "#mgs-jam-live input").click()
+    option = "li[data-testid='dropdown-option'][aria-label='other']"
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, option), "the live stems", 30)[0].click()
+    _wait(
+        driver,
+        lambda d: d.find_element(By.CSS_SELECTOR, "#mgs-jam-live input").get_attribute("value") == "other",
+        "'other' chosen",
+        30,
+    )
+    driver.find_element(By.ID, "mgs-jam-start").click()
+    _wait(driver, lambda d: d.execute_script("return window.__mgsJam.scheduled") >= 4, "four cycles")
+    _wait(driver, lambda d: "microphone (other)" in d.find_element(By.ID, "mgs-jam-status").text, "chunks")
+    driver.find_element(By.ID, "mgs-jam-stop").click()
+    _wait(driver, lambda d: "Jammed" in d.find_element(By.ID, "mgs-summary").text, "the session")
+    status = driver.find_element(By.ID, "mgs-jam-status").text
+    assert "ms latency compensated" in status and "ignored" not in status, status
+    mic = driver.execute_script("return window.__mgsJam.mic")
+    assert mic["sent"] >= 8 and mic["latency"] is not None and mic["latency"] >= 0, mic
+    src = driver.find_element(By.CSS_SELECTOR, "#mgs-mixer .mgs-track[data-stem='other'] audio")
+    x, sr = sf.read(unquote(src.get_attribute("src").split("file=", 1)[1]), always_2d=True)
+    x = x.mean(1)
+    assert np.abs(x).max() > 0.1, "the live stem is silent"
+    onsets = np.array(_onsets(x, sr))
+    seconds = len(x) / sr
+    assert len(onsets) >= 2 * seconds - 1, (onsets, seconds)  # every 0.5 s, to the last cycle's end
+    phase = np.angle(np.exp(2j * np.pi * onsets / 0.5).mean()) / (2 * np.pi) * 0.5  # the offset
+    off = (onsets - phase + 0.25) % 0.5 - 0.25  # each onset's distance to the grid
+    assert np.abs(off).max() < 0.03, (onsets, off)  # on the clicks' grid, within 30 ms
+    # and 0.5 s apart, chunk after chunk: exactly, but for the fake device's own slips (3 ms where
+    # its file loops, every 2 s; some ms when a busy machine starves its capture thread)
+    assert np.abs(np.diff(onsets) - 0.5).max() < 0.015, onsets
+    assert _external_requests(driver) == []

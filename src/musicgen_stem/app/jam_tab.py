@@ -1,6 +1,8 @@
 """The Jam tab: upload a loop, start, change the prompt or what is heard while it plays, stop; the
 cycles play in the browser gaplessly (`assets/jam.js` schedules each cycle's WAV on the Web Audio
 clock as `#mgs-jam-feed` lists it) and the session lands in the result area (stems, mix, zip).
+Playing along live, the page records the microphone on the same clock and sends it in chunks
+through `#mgs-jam-mic` (`jams.LiveInput`): the model answers it two cycles on.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from typing import Any
 
 import gradio as gr
 
+from ..jam.live import Recording
 from .events import gr_error, session_of
 from .forms import sampling_settings
-from .jams import Cycle, JamRegistry, jam_job
+from .jams import Cycle, JamRegistry, LiveInput, jam_job
 from .page import file_url
 
 __all__ = ["JamTab", "jam_tab", "wire_jam"]
@@ -30,12 +33,14 @@ class JamTab:
     regenerate: gr.CheckboxGroup
     vary: gr.Slider
     seed: gr.Textbox
+    live: gr.Dropdown  # "none" or the stem played along live on the microphone
     start: gr.Button
     stop: gr.Button
     command: gr.Textbox
     send: gr.Button
     status: gr.Markdown
     feed: gr.Textbox
+    mic: gr.Textbox  # the microphone's chunks, written by assets/jam.js
 
 
 def jam_tab(stems: list[str]) -> JamTab:
@@ -63,9 +68,13 @@ def jam_tab(stems: list[str]) -> JamTab:
         bars = gr.Number(value=None, label="Bars (0: from the tempo)", elem_id="mgs-jam-bars")
         vary = gr.Slider(0.0, 1.0, value=1.0, step=0.25, label="Vary (0: repeat the first take)")
         seed = gr.Textbox(value="random", label="Seed")
-    regenerate = gr.CheckboxGroup(
-        stems, value=[], label="Stems the model writes (none ticked: all not in the loop)"
-    )
+    with gr.Row():
+        regenerate = gr.CheckboxGroup(
+            stems, value=[], label="Stems the model writes (none ticked: all not in the loop)", scale=3
+        )
+        live = gr.Dropdown(
+            ["none", *stems], value="none", label="Play along live (microphone)", elem_id="mgs-jam-live"
+        )
     with gr.Row():
         start = gr.Button("Start", variant="primary", elem_id="mgs-jam-start")
         stop = gr.Button("Stop", variant="stop", elem_id="mgs-jam-stop")
@@ -80,7 +89,10 @@ def jam_tab(stems: list[str]) -> JamTab:
     feed = gr.Textbox(  # read by assets/jam.js, hidden by assets/mixer.css
         value="[]", label="cycles", interactive=False, elem_id="mgs-jam-feed", container=False
     )
-    return JamTab(loops, prompt, bpm, bars, regenerate, vary, seed, start, stop, command, send, status, feed)
+    mic = gr.Textbox(value="", label="microphone", elem_id="mgs-jam-mic", container=False)  # hidden too
+    return JamTab(
+        loops, prompt, bpm, bars, regenerate, vary, seed, live, start, stop, command, send, status, feed, mic
+    )
 
 
 @dataclass
@@ -95,16 +107,21 @@ class JamHandlers:
 
     def on_jam_start(self, request: gr.Request, *values: Any) -> Iterator[tuple[Any, ...]]:
         """Play until Stop: the feed of cycles as they are handed out, then the session's result.
-        values: one upload per stem (`stems` order), prompt, bpm, bars, regenerate, vary, seed and
-        the sampling settings (`forms.sampling_settings`' order)."""
+        values: one upload per stem (`stems` order), prompt, bpm, bars, regenerate, vary, seed, the
+        live stem and the sampling settings (`forms.sampling_settings`' order)."""
         n = len(self.stems)
         uploads = dict(zip(self.stems, values[:n], strict=True))
-        prompt_v, bpm_v, bars_v, regen_v, vary_v, seed_v, *sampling = values[n:]
+        prompt_v, bpm_v, bars_v, regen_v, vary_v, seed_v, live_v, *sampling = values[n:]
         session = session_of(request)
         stop = self._stops[session] = threading.Event()
         cycles: list[dict[str, Any]] = []
         skip = tuple(gr.skip() for _ in range(self.area_size))
+        live = None
         try:
+            if live_v and live_v != "none":
+                model = self.base.holder.get()
+                live = LiveInput(live_v, Recording(model.codec.channels), model.sample_rate)
+                self.registry.set_live(session, live)
             job = jam_job(
                 self.base.holder,
                 self.base.folder(request),
@@ -119,19 +136,21 @@ class JamHandlers:
                 limits=self.base.limits,
                 on_player=lambda player: self.registry.set(session, player),
                 stopped=stop.is_set,
+                live=live,
             )
             yield json.dumps([]), "Starting…", *skip
             for item in job:
                 if isinstance(item, Cycle):
-                    cycles.append({"i": item.index, "url": file_url(item.path), "s": round(item.seconds, 4)})
+                    cycle = {"i": item.index, "url": file_url(item.path), "s": round(item.seconds, 4)}
+                    cycles.append(cycle | ({"mic": live.sample_rate} if live else {}))
                     line = f"Playing: cycle {item.index + 1}" + (
                         " (the loop alone)" if item.index == 0 else ""
                     )
-                    yield json.dumps(cycles[-8:]), line, *skip
+                    yield json.dumps(cycles[-8:]), line + _mic_line(live), *skip
                 else:
                     late = sum(c["late"] for c in item["cycles"])
                     done = f"Stopped after {len(item['cycles'])} cycles ({late} late); the session is below."
-                    yield json.dumps(cycles[-8:]), done, *self.base.show([item])
+                    yield json.dumps(cycles[-8:]), done + _mic_line(live), *self.base.show([item])
         except Exception as exc:
             raise gr_error(exc) from None
         finally:
@@ -148,23 +167,43 @@ class JamHandlers:
     def on_jam_command(self, line: str, request: gr.Request) -> tuple[str, str]:
         return self.registry.command(session_of(request), line), ""
 
+    def on_jam_mic(self, chunk: str, request: gr.Request) -> None:
+        """A chunk of the microphone (`jams.parse_chunk`); one that does not parse is counted."""
+        self.registry.mic(session_of(request), chunk)
+
     def on_close(self, session: str) -> None:
-        """The page went away: its jam stops."""
+        """The page went away: its jam stops (not waiting for its microphone)."""
+        live = self.registry.live(session)
+        if live is not None:
+            live.closed = True
         event = self._stops.get(session)
         if event is not None:
             event.set()
 
 
+def _mic_line(live: LiveInput | None) -> str:
+    """The status of the microphone: chunks received and the latency the page took off."""
+    if live is None:
+        return ""
+    latency = "" if live.latency_ms is None else f", {live.latency_ms:.1f} ms latency compensated"
+    ignored = f", {live.ignored} ignored" if live.ignored else ""
+    return f" · microphone ({live.stem}): {live.chunks} chunks{latency}{ignored}"
+
+
 def wire_jam(
     tab: JamTab, handlers: JamHandlers, sampling: list[Any], outputs: list[Any]
 ) -> Callable[..., Any]:
-    """Connect the Jam tab; returns its start event. Stop and commands skip the queue (the jam
-    itself holds the one model slot while it plays)."""
-    inputs = [*tab.loops, tab.prompt, tab.bpm, tab.bars, tab.regenerate, tab.vary, tab.seed, *sampling]
+    """Connect the Jam tab; returns its start event. Stop, commands and the microphone's chunks
+    skip the queue (the jam itself holds the one model slot while it plays)."""
+    inputs = [*tab.loops, tab.prompt, tab.bpm, tab.bars, tab.regenerate, tab.vary, tab.seed, tab.live]
+    inputs += sampling
     started = tab.start.click(
         handlers.on_jam_start, inputs, [tab.feed, tab.status, *outputs], concurrency_id="model"
     )
     tab.stop.click(handlers.on_jam_stop, None, [tab.status], queue=False)
     tab.send.click(handlers.on_jam_command, [tab.command], [tab.status, tab.command], queue=False)
     tab.command.submit(handlers.on_jam_command, [tab.command], [tab.status, tab.command], queue=False)
+    tab.mic.change(  # every chunk, none dropped while one is on its way
+        handlers.on_jam_mic, [tab.mic], None, queue=False, trigger_mode="multiple", show_progress="hidden"
+    )
     return started

@@ -1,7 +1,8 @@
 """Jams in the app (no Gradio): an uploaded loop plays over and over, the model writes a new take of
 the other stems every cycle (`jam.Player`, on the clock), each cycle's mix is written as a small
 WAV for the page to schedule gaplessly (`assets/mixer.js`, Web Audio), commands change what comes
-next, and the session becomes a result (stems, mix, zip) when it stops.
+next, and the session becomes a result (stems, mix, zip) when it stops. With the browser's
+microphone (`LiveInput`), what the musician plays along is a kept stem, answered two cycles on.
 
 A jam holds the model while it plays (jobs run one at a time): it stops by itself after
 `MAX_JAM_SECONDS`, when its page closes, or when the user stops it.
@@ -9,11 +10,15 @@ A jam holds the model while it plays (jobs run one at a time): it stops by itsel
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +27,16 @@ import soundfile as sf
 
 from ..errors import AudioError, GenerationError
 from ..inputs import check_prompt
+from ..jam.live import ANSWER_CYCLES, Recording
 from .forms import Limits, parse_seed
 from .holder import ModelHolder
 from .results import new_job_dir, write_result
 
-__all__ = ["MAX_JAM_SECONDS", "Cycle", "JamRegistry", "jam_job"]
+__all__ = ["MAX_JAM_SECONDS", "Cycle", "JamRegistry", "LiveInput", "jam_job", "parse_chunk"]
 
 MAX_JAM_SECONDS = 600.0
+MAX_CHUNK_SECONDS = 1.0  # the longest microphone chunk taken from the page
+LIVE_TAIL_SECONDS = 2.0  # the page plays the last cycle after it was handed out: its chunks come later
 
 
 @dataclass(frozen=True)
@@ -58,20 +66,101 @@ class FileSink:
         self.queue.put(None)
 
 
+def parse_chunk(text: str, sample_rate: int) -> tuple[int, np.ndarray, float | None]:
+    """A microphone chunk from the page, JSON {"start": session sample, "pcm": base64 of
+    little-endian int16 at `sample_rate`, "latency": ms the page took off}: (start, [n] float32,
+    latency). ValueError when it does not parse or is out of bounds."""
+    limit = round(MAX_CHUNK_SECONDS * sample_rate)
+    if not isinstance(text, str) or len(text) > 4 * limit + 200:
+        raise ValueError("not a chunk, or too long")
+    try:
+        msg = json.loads(text)
+        start, pcm, latency = msg["start"], msg["pcm"], msg.get("latency")
+        raw = base64.b64decode(pcm, validate=True)
+    except (KeyError, TypeError, AttributeError, binascii.Error) as e:
+        raise ValueError(f"not a chunk: {e}") from None
+    if type(start) is not int or not 0 <= start <= MAX_JAM_SECONDS * sample_rate:
+        raise ValueError(f"start out of the session: {start!r}")
+    if len(raw) % 2 or len(raw) > 2 * limit:
+        raise ValueError(f"pcm of {len(raw)} bytes")
+    if latency is not None and (type(latency) not in (int, float) or not 0 <= latency <= 1000):
+        raise ValueError(f"latency out of range: {latency!r}")
+    return start, np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0, latency
+
+
+@dataclass
+class LiveInput:
+    """The browser's microphone in a jam: `stem` is played along live; each chunk the page sends
+    (`parse_chunk`) is written into `recording` where it was played on the session's clock (the
+    page took the latency off: the recording's is 0). Chunks that do not parse, or lie beyond the
+    time the jam has been running, are counted in `ignored`."""
+
+    stem: str
+    recording: Recording
+    sample_rate: int
+    chunks: int = 0
+    ignored: int = 0
+    latency_ms: float | None = None
+    closed: bool = False  # the page went away: its last chunks are not waited for
+    began: float = field(default_factory=time.monotonic)
+
+    def add(self, text: str) -> bool:
+        """Write one chunk; False (counted) when it is ignored."""
+        try:
+            start, pcm, latency = parse_chunk(text, self.sample_rate)
+            if start + len(pcm) > (time.monotonic() - self.began + 1.0) * self.sample_rate:
+                raise ValueError("ahead of the jam's clock")
+        except ValueError:
+            self.ignored += 1
+            return False
+        self.recording.write(start, pcm[None])
+        self.chunks += 1
+        self.latency_ms = latency if latency is not None else self.latency_ms
+        return True
+
+    def meta(self) -> dict[str, Any]:
+        """What the session's meta says of the live input."""
+        return {
+            "stem": self.stem,
+            "latency_ms": self.latency_ms,
+            "chunks": self.chunks,
+            "ignored": self.ignored,
+            "answer_cycles": ANSWER_CYCLES,
+        }
+
+
 class JamRegistry:
-    """The player of each browser session's jam, for the commands typed while it plays."""
+    """The player of each browser session's jam, for the commands typed while it plays, and its
+    live input (the microphone's chunks)."""
 
     def __init__(self) -> None:
         self._players: dict[str, Any] = {}
+        self._lives: dict[str, LiveInput] = {}
         self._lock = threading.Lock()
 
     def set(self, session: str, player: Any) -> None:
         with self._lock:
             self._players[session] = player
 
+    def set_live(self, session: str, live: LiveInput) -> None:
+        with self._lock:
+            self._lives[session] = live
+
+    def live(self, session: str) -> LiveInput | None:
+        with self._lock:
+            return self._lives.get(session)
+
     def drop(self, session: str) -> None:
+        """The jam ended: its player and its live input go (later chunks are dropped)."""
         with self._lock:
             self._players.pop(session, None)
+            self._lives.pop(session, None)
+
+    def mic(self, session: str, text: str) -> None:
+        """A microphone chunk from the session's page (nothing when no live jam plays)."""
+        live = self.live(session)
+        if live is not None:
+            live.add(text)
 
     def command(self, session: str, line: str) -> str:
         """Queue `line` for the session's jam; what the page shows."""
@@ -101,12 +190,14 @@ def jam_job(
     on_player: Callable[[Any], None] | None = None,
     stopped: Callable[[], bool] | None = None,
     max_cycles: int | None = None,
+    live: LiveInput | None = None,
 ) -> Iterator[Cycle | dict[str, Any]]:
     """Yield each `Cycle` as it is handed out on the clock, then the session's result dict.
 
     loop: {stem: uploaded file} (whole bars; `bpm`/`bars` as in `musicgen-stem jam`, 0 or None:
-    found); regenerate: the stems the model writes (default: those not in the loop). The jam stops
-    when `stopped()` says so, after `max_cycles` cycles, or at `MAX_JAM_SECONDS`.
+    found); regenerate: the stems the model writes (default: those not in the loop, nor live).
+    live: the browser's microphone (a stem of the model not in the loop), kept as played. The jam
+    stops when `stopped()` says so, after `max_cycles` cycles, or at `MAX_JAM_SECONDS`.
     """
     from ..api.checks import draw_seed
     from ..jam.loop import read_loop
@@ -131,8 +222,14 @@ def jam_job(
         if unknown:
             raise AudioError(f"the loop's {', '.join(unknown)} is not a stem of this model")
         free = [s for s in model.stems if s not in loop_.stems]
+        if live is not None and live.stem not in free:
+            raise AudioError(
+                f"play along live on a stem the loop does not hold ({', '.join(free)}), not {live.stem}"
+            )
+        free = [s for s in free if live is None or s != live.stem]
         regen = tuple(s for s in (regenerate or free) if s in free) or tuple(free)
-        jam = Jam(model, loop_, seed=draw_seed(parse_seed(seed)))
+        stem, recording = (live.stem, live.recording) if live is not None else (None, None)
+        jam = Jam(model, loop_, draw_seed(parse_seed(seed)), live=stem, recording=recording)
         sink = FileSink(folder / "cycles", model.sample_rate)
         player = Player(jam, JamSettings(text, regen, float(vary)), [sink], realtime=True)
         if on_player is not None:
@@ -159,6 +256,8 @@ def jam_job(
             thread.join()
         if errors:
             raise errors[0]
+        if live is not None:
+            _await_live(live, jam.timeline.sample(len(records)), loop_.seconds + LIVE_TAIL_SECONDS)
         parts = session_parts(jam, records)
     meta = {
         "kind": "jam",
@@ -171,8 +270,18 @@ def jam_job(
         "bars": loop_.bars,
         "cycles": parts.jam_json["cycles"],
     }
+    if live is not None:
+        meta["live"] = live.meta()
     name = f"musicgen-stem-jam-{jam.seed}"
     yield write_result(folder / "jam", parts.audio, parts.sample_rate, parts.codes, meta, name, parts.kept)
+
+
+def _await_live(live: LiveInput, end: int, seconds: float) -> None:
+    """Wait (up to `seconds`, not once the page is gone) until the page's chunks reach session
+    sample `end`: the page plays the last cycle after it was handed out."""
+    deadline = time.monotonic() + seconds
+    while live.recording.length < end and not live.closed and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _next(sink: FileSink, stopped: Callable[[], bool] | None, player: Any) -> Cycle | None:

@@ -1,8 +1,8 @@
 """The page's HTML (no Gradio): stem mixers, result summary, downloads, and the mixer's script.
 
 The mixer HTML is driven by `assets/mixer.js` (play/pause/stop all stems in sync, solo and mute),
-styled by `assets/mixer.css`; the Jam tab's cycles are played by `assets/jam.js`; all are inlined
-into the page's head (`head_html`).
+styled by `assets/mixer.css`; the Jam tab's cycles are played by `assets/jam.js`, its microphone
+recorded by `assets/jam_mic.js`; all are inlined into the page's head (`head_html`).
 """
 
 from __future__ import annotations
@@ -99,6 +99,8 @@ def result_summary(results: Sequence[Mapping[str, Any]]) -> str:
 
 def head_html() -> str:
     """The mixer's and the jam player's script and style, for the page's <head>."""
-    js = "\n".join((ASSETS / name).read_text(encoding="utf-8") for name in ("mixer.js", "jam.js"))
+    js = "\n".join(
+        (ASSETS / name).read_text(encoding="utf-8") for name in ("mixer.js", "jam.js", "jam_mic.js")
+    )
     css = (ASSETS / "mixer.css").read_text(encoding="utf-8")
     return f"<script>{js}</script>\n<style>{css}</style>"

@@ -30,7 +30,8 @@ class LatencyError(MusicGenStemError):
 
 class Recording:
     """Input audio at the model's rate on the session's clock: session sample t is recorded sample
-    t + `latency`. `push` is called from the sound card's thread, `segment` from any other."""
+    t + `latency`. `push` is called from the sound card's thread, `write` from the app's (the
+    browser's microphone), `segment` from any other."""
 
     def __init__(self, channels: int, latency: int = 0) -> None:
         self.channels, self.latency = channels, latency
@@ -40,17 +41,34 @@ class Recording:
 
     def push(self, audio: np.ndarray) -> None:
         """Append audio [C', n] (channels mixed down or repeated to `channels`)."""
+        audio = self._fit(audio)
+        with self._lock:
+            self._put(self._count, audio)
+
+    def write(self, start: int, audio: np.ndarray) -> None:
+        """Write audio [C', n] at session sample `start` over what was there (silence stays in a
+        gap before it): input that comes in stamped pieces, in any order (the browser's)."""
+        audio = self._fit(audio)[:, max(0, -(start + self.latency)) :]
+        if not audio.shape[1]:
+            return
+        with self._lock:
+            self._put(max(0, start + self.latency), audio)
+
+    def _fit(self, audio: np.ndarray) -> np.ndarray:
         audio = np.asarray(audio, np.float32)
         if audio.shape[0] != self.channels:
             audio = np.repeat(audio.mean(0, keepdims=True), self.channels, axis=0)
-        n = audio.shape[1]
-        with self._lock:
-            if self._count + n > self._buf.shape[1]:
-                grown = np.zeros((self.channels, max(2 * self._buf.shape[1], self._count + n)), np.float32)
-                grown[:, : self._count] = self._buf[:, : self._count]
-                self._buf = grown
-            self._buf[:, self._count : self._count + n] = audio
-            self._count += n
+        return audio
+
+    def _put(self, at: int, audio: np.ndarray) -> None:
+        """Recorded samples [at, at + n) = audio [C, n] (the lock held; the buffer grows)."""
+        end = at + audio.shape[1]
+        if end > self._buf.shape[1]:
+            grown = np.zeros((self.channels, max(2 * self._buf.shape[1], end)), np.float32)
+            grown[:, : self._count] = self._buf[:, : self._count]
+            self._buf = grown
+        self._buf[:, at:end] = audio
+        self._count = max(self._count, end)
 
     @property
     def length(self) -> int:
