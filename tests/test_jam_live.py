@@ -17,7 +17,7 @@ import torch
 
 from musicgen_stem.cli import main
 from musicgen_stem.jam.live import ANSWER_CYCLES, LatencyError, Recording, find_latency, probe
-from musicgen_stem.jam.loop import Loop
+from musicgen_stem.jam.loop import Loop, LoopError
 from musicgen_stem.jam.session import Jam
 from musicgen_stem.samples import Samples
 
@@ -138,6 +138,21 @@ def test_the_model_hears_what_was_played_two_cycles_before(jam_model):
     played = torch.from_numpy(rec.segment(tl.sample(0), tl.sample(2)))
     assert torch.equal(heard[:, SR:], played)  # cycles 2 and 3 hear cycles 0 and 1
     assert ANSWER_CYCLES == 2
+    later = Jam(jam_model, loop, seed=0, live="other", recording=rec, answer_cycles=3)  # the browser's
+    heard = later.kept_audio("other", tl.sample(1), tl.sample(4))
+    assert not heard[:, : 2 * SR].any() and torch.equal(heard[:, 2 * SR :], played[:, :SR])
+    with pytest.raises(LoopError, match="2 cycles on at the soonest"):
+        Jam(jam_model, loop, seed=0, live="other", recording=rec, answer_cycles=1)
+
+
+def test_the_browser_is_answered_once_its_cycle_has_arrived_whole():
+    from musicgen_stem.app.jams import BROWSER_DELAY_SECONDS, browser_answer_cycles
+
+    for seconds in (1.0, 1.5, 2.0, 4.0, 8.0):
+        n = browser_answer_cycles(seconds)
+        assert (n - ANSWER_CYCLES) * seconds >= BROWSER_DELAY_SECONDS  # arrived whole when read
+        assert (n - ANSWER_CYCLES - 1) * seconds < BROWSER_DELAY_SECONDS  # and no later than that
+    assert browser_answer_cycles(4.0) == 3 and browser_answer_cycles(1.0) == 4
 
 
 @pytest.fixture(scope="module")

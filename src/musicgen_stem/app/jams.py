@@ -2,7 +2,9 @@
 the other stems every cycle (`jam.Player`, on the clock), each cycle's mix is written as a small
 WAV for the page to schedule gaplessly (`assets/mixer.js`, Web Audio), commands change what comes
 next, and the session becomes a result (stems, mix, zip) when it stops. With the browser's
-microphone (`LiveInput`), what the musician plays along is a kept stem, answered two cycles on.
+microphone (`LiveInput`), what the musician plays along is a kept stem, answered once the cycle
+played has reached the server whole (`browser_answer_cycles`: 3 cycles on for cycles of 1.5 s or
+more).
 
 A jam holds the model while it plays (jobs run one at a time): it stops by itself after
 `MAX_JAM_SECONDS`, when its page closes, or when the user stops it.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import os
 import queue
 import threading
@@ -37,6 +40,17 @@ __all__ = ["MAX_JAM_SECONDS", "Cycle", "JamRegistry", "LiveInput", "jam_job", "p
 MAX_JAM_SECONDS = 600.0
 MAX_CHUNK_SECONDS = 1.0  # the longest microphone chunk taken from the page
 LIVE_TAIL_SECONDS = 2.0  # the page plays the last cycle after it was handed out: its chunks come later
+#: How far the page's microphone chunks arrive behind the server's clock: the page plays a cycle
+#: 0.5 s after it is handed out plus the player's lead, then a chunk (0.25 s), the latency and the
+#: round trip (20-180 ms measured) pass before it is written.
+BROWSER_DELAY_SECONDS = 1.5
+
+
+def browser_answer_cycles(cycle_seconds: float) -> int:
+    """Cycles after which a take reads what was played in the browser: one more per cycle's worth
+    of `BROWSER_DELAY_SECONDS` than the sound card's `ANSWER_CYCLES`, so that the cycle it reads
+    has arrived whole when its take is written."""
+    return ANSWER_CYCLES + math.ceil(BROWSER_DELAY_SECONDS / cycle_seconds)
 
 
 @dataclass(frozen=True)
@@ -102,6 +116,7 @@ class LiveInput:
     ignored: int = 0
     latency_ms: float | None = None
     closed: bool = False  # the page went away: its last chunks are not waited for
+    answer_cycles: int = ANSWER_CYCLES  # set by the jam (`browser_answer_cycles`)
     began: float = field(default_factory=time.monotonic)
 
     def add(self, text: str) -> bool:
@@ -125,7 +140,7 @@ class LiveInput:
             "latency_ms": self.latency_ms,
             "chunks": self.chunks,
             "ignored": self.ignored,
-            "answer_cycles": ANSWER_CYCLES,
+            "answer_cycles": self.answer_cycles,
         }
 
 
@@ -229,7 +244,12 @@ def jam_job(
         free = [s for s in free if live is None or s != live.stem]
         regen = tuple(s for s in (regenerate or free) if s in free) or tuple(free)
         stem, recording = (live.stem, live.recording) if live is not None else (None, None)
-        jam = Jam(model, loop_, draw_seed(parse_seed(seed)), live=stem, recording=recording)
+        if live is not None:
+            live.answer_cycles = browser_answer_cycles(loop_.seconds)
+        answer = ANSWER_CYCLES if live is None else live.answer_cycles
+        jam = Jam(
+            model, loop_, draw_seed(parse_seed(seed)), live=stem, recording=recording, answer_cycles=answer
+        )
         sink = FileSink(folder / "cycles", model.sample_rate)
         player = Player(jam, JamSettings(text, regen, float(vary)), [sink], realtime=True)
         if on_player is not None:

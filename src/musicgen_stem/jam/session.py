@@ -79,6 +79,7 @@ class Jam:
         chords: ChordChart | None = None,
         live: str | None = None,
         recording: Recording | None = None,
+        answer_cycles: int = ANSWER_CYCLES,
     ) -> None:
         unknown = [s for s in [*loop.stems, *([live] if live else [])] if s not in model.stems]
         if unknown:
@@ -86,7 +87,9 @@ class Jam:
         if live is not None and (live in loop.stems or recording is None):
             raise LoopError(f"the live stem '{live}' must not be in the loop, and needs a recording")
         self.model, self.loop, self.seed = model, loop, seed
-        self.live, self.recording = live, recording
+        if answer_cycles < ANSWER_CYCLES:
+            raise LoopError(f"the live input is answered {ANSWER_CYCLES} cycles on at the soonest")
+        self.live, self.recording, self.answer_cycles = live, recording, answer_cycles
         hop = round(model.sample_rate / model.frame_rate)
         self.timeline = Timeline(loop, model.sample_rate, hop, model.codec.channels)
         self.kept_stems = [*loop.stems, *([live] if live else [])]
@@ -126,7 +129,7 @@ class Jam:
 
     def kept_audio(self, stem: str, a: int, b: int) -> torch.Tensor:
         """[C, b - a]: model samples [a, b) of a kept stem as the model hears it: the loop
-        repeated, or the live input's cycle n - `ANSWER_CYCLES` in cycle n (silence before)."""
+        repeated, or the live input's cycle n - `answer_cycles` in cycle n (silence before)."""
         tl = self.timeline
         if stem != self.live:
             return tl.audio(stem, a, b)
@@ -135,8 +138,8 @@ class Jam:
         cycle = max(0, self.cycle_of(a))
         while tl.sample(cycle) < b:
             lo, hi = max(a, tl.sample(cycle)), min(b, tl.sample(cycle + 1))
-            if cycle >= ANSWER_CYCLES and hi > lo:
-                shift = tl.sample(cycle) - tl.sample(cycle - ANSWER_CYCLES)
+            if cycle >= self.answer_cycles and hi > lo:
+                shift = tl.sample(cycle) - tl.sample(cycle - self.answer_cycles)
                 played = self.recording.segment(lo - shift, hi - shift)  # [C', n]
                 out[:, lo - a : hi - a] = torch.from_numpy(played)  # [C, n]: recorded at C
             cycle += 1
