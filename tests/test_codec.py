@@ -22,7 +22,12 @@ from musicgen_stem.codec import (
     STFTEncoderConfig,
 )
 from musicgen_stem.codec.quantizer import EuclideanCodebook
-from musicgen_stem.codec.seanet import StreamableConv1d, StreamableConvTranspose1d, pad_1d
+from musicgen_stem.codec.seanet import (
+    StreamableConv1d,
+    StreamableConvTranspose1d,
+    conv_transpose_overlap_add,
+    pad_1d,
+)
 from musicgen_stem.layout import StemLayout
 
 FIXTURE_STEMS = {"bass": 1, "drums": 1, "other": 4}  # stem -> n_q, in stream order
@@ -60,6 +65,37 @@ def test_weight_norm_params() -> None:
     torch.testing.assert_close(p.weight(), p.weight_reference(), atol=1e-6, rtol=1e-6)
     p.weight().sum().backward()
     assert p.weight_g.grad is not None and p.weight_v.grad is not None
+
+
+@pytest.mark.parametrize("stride,n,bias", [(4, 2, True), (5, 2, False), (3, 3, True), (2, 1, True)])
+def test_conv_transpose_overlap_add_equals_conv_transpose(stride: int, n: int, bias: bool) -> None:
+    torch.manual_seed(0)
+    x, w = torch.randn(2, 6, 11), torch.randn(6, 3, n * stride)
+    b = torch.randn(3) if bias else None
+    ref = torch.nn.functional.conv_transpose1d(x, w, b, stride=stride)
+    torch.testing.assert_close(conv_transpose_overlap_add(x, w, b, stride), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_inference_weight_is_kept_until_the_parameters_change() -> None:
+    torch.manual_seed(0)
+    conv = StreamableConvTranspose1d(6, 3, kernel_size=8, stride=4)
+    x = torch.randn(1, 6, 5)
+    p = conv.convtr.convtr
+    with torch.inference_mode():
+        first = p.weight()
+        assert p.weight() is first and not first.is_inference()  # kept, usable outside inference
+        y = conv(x)
+    with torch.no_grad():
+        p.weight_g.mul_(2.0)  # an in-place update (an optimizer step, load_state_dict)
+        assert p.weight() is not first
+        torch.testing.assert_close(p.weight(), p.weight_reference())
+        torch.testing.assert_close(conv(x) - p.bias.view(1, 3, 1), 2 * (y - p.bias.view(1, 3, 1)))
+    p.weight_v = torch.nn.Parameter(torch.randn(6, 3, 8))  # a new tensor
+    with torch.no_grad():
+        torch.testing.assert_close(p.weight(), p.weight_reference())
+    out = conv(x)  # with autograd: the plain transposed convolution, gradients reach the weights
+    out.sum().backward()
+    assert p.weight_v.grad is not None and p.weight_g.grad is not None
 
 
 def test_released_module_tree_shapes() -> None:

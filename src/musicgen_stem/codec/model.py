@@ -22,10 +22,15 @@ from .istft import ISTFTDecoder, STFTEncoder
 from .kinds import SEANetConfig
 from .quantizer import ResidualVectorQuantizer
 from .seanet import SEANetDecoder, SEANetEncoder, SkipLSTM
-from .streaming import StreamingDecoder
+from .streaming import StreamingDecoder, context_frames
 from .tonal import ChromaEncoder, TonalDecoder
 
 __all__ = ["CodecConfig", "CodecOutput", "StemCodec", "MultiStemCodec"]
+
+#: SEANet decoding runs the upsampling stack on pieces of this length (seconds): its largest
+#: activations (n_filters x 64 k samples at 32 kHz, 16 MB for medium) then stay in the CPU's
+#: caches. Medium, 10 s x 3 stems, 2 threads: pieces of 0.5 s 2.81 s, 1 s 2.42, 2 s 2.22, 4 s 2.68.
+PIECE_SECONDS = 2.0
 
 
 def _describe(x: object) -> object:
@@ -249,13 +254,17 @@ class StemCodec(nn.Module):
     def decode(self, codes: torch.Tensor, chunk_seconds: float = CHUNK_SECONDS) -> torch.Tensor:
         """codes: [B, n_q, F] -> wav [B, C, F * hop_length].
 
-        Long inputs run the LSTM (and what precedes it) at once on the latent, then the upsampling
-        convolutions on chunks of `chunk_seconds` with margins wider than their receptive field:
-        the audio of decoding at once, in memory bounded by the chunk.
+        SEANet decoders run the LSTM (and what precedes it) at once on the latent, then the
+        upsampling convolutions on pieces of `PIECE_SECONDS` with the context they read
+        (`_decode_in_pieces`). Other decoders do the same for inputs longer than
+        `chunk_seconds`, with margins wider than their receptive field. Either way: the audio
+        of decoding at once (to float rounding), in memory bounded by the piece.
         """
         latent = self.decode_latent(codes)
         hop, frames = self.hop_length, latent.shape[-1]
         chunk = max(1, round(chunk_seconds * self.frame_rate))
+        if isinstance(self.decoder, SEANetDecoder):
+            return self._decode_in_pieces(latent)
         if frames <= chunk:
             return self.decoder(latent)
         if any(getattr(m, "stateful", False) for m in self.decoder.modules()):
@@ -272,6 +281,26 @@ class StemCodec(nn.Module):
             out = back(hidden[..., lo:hi])  # [B, C, (hi - lo) * hop]
             pieces.append(out[..., (start - lo) * hop : (end - lo) * hop])
         return torch.cat(pieces, dim=-1)
+
+    def _decode_in_pieces(self, latent: torch.Tensor) -> torch.Tensor:
+        """SEANet decode: the layers up to the LSTM at once, the upsampling stack after it on
+        pieces of `PIECE_SECONDS` with the exact context they read (`context_frames`: one frame
+        each side for SEANet). The same audio to float rounding; the activations stay in the CPU
+        caches (medium, 10 s: the upsampling stack about 1.7x faster than on the whole signal)."""
+        front, back = split_at_lstm(self.decoder, after=True)
+        hidden = front(latent)  # [B, W, F]
+        hop, frames = self.hop_length, hidden.shape[-1]
+        piece = max(1, round(PIECE_SECONDS * self.frame_rate))
+        if frames <= piece:
+            return back(hidden)
+        left, right = context_frames(back, hop)
+        out = hidden.new_empty(hidden.shape[0], self.channels, frames * hop)
+        for start in range(0, frames, piece):
+            end = min(frames, start + piece)
+            lo, hi = max(0, start - left), min(frames, end + right)
+            y = back(hidden[..., lo:hi])  # [B, C, (hi - lo) * hop]
+            out[..., start * hop : end * hop] = y[..., (start - lo) * hop : (end - lo) * hop]
+        return out
 
     # --- training --------------------------------------------------------------------------
     def forward(self, wav: torch.Tensor) -> CodecOutput:

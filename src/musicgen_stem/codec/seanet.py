@@ -17,6 +17,7 @@ the matching transposed convolution turns `L` frames back into exactly `L * r` s
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -112,8 +113,24 @@ class WeightNormParams(nn.Module):
 
         Computed by `torch._weight_norm`, the fused op behind PyTorch's weight-norm utilities:
         it is mathematically `weight_v * (weight_g / ||weight_v||)` but rounds exactly like the
-        reference, which keeps encoded codes identical at float-level near-ties.
+        reference, which keeps encoded codes identical at float-level near-ties. Where no
+        gradient is wanted (inference), the result is kept and reused until `weight_g` or
+        `weight_v` change (an in-place update, a new tensor, another device or dtype): a
+        streamed decode no longer recomputes every weight of the decoder at each push.
         """
+        if torch.is_grad_enabled() and (self.weight_g.requires_grad or self.weight_v.requires_grad):
+            return self._weight()
+        g, v = self.weight_g, self.weight_v
+        key = (g.data_ptr(), v.data_ptr(), g._version, v._version, g.device, g.dtype, v.dtype)
+        cached = self.__dict__.get("_cached_weight")
+        if cached is None or cached[0] != key or cached[1]() is not g or cached[2]() is not v:
+            # outside inference mode, so the kept tensor may be read by any later call
+            with torch.inference_mode(False), torch.no_grad():
+                cached = (key, weakref.ref(g), weakref.ref(v), self._weight())
+            self.__dict__["_cached_weight"] = cached
+        return cached[3]
+
+    def _weight(self) -> torch.Tensor:
         if hasattr(torch, "_weight_norm"):
             return torch._weight_norm(self.weight_v, self.weight_g, 0)
         return self.weight_reference()
@@ -137,8 +154,39 @@ class _WNConv1d(nn.Module):
             (out_ch, in_ch, kernel_size), out_ch if bias else None, in_ch * kernel_size
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv1d(x, self.conv.weight(), self.conv.bias, stride=self.stride, dilation=self.dilation)
+    def forward(self, x: torch.Tensor, padding: int = 0) -> torch.Tensor:
+        """x: [B, C_in, T] -> [B, C_out, T'], `padding` zeros on both sides."""
+        w = self.conv.weight()
+        return F.conv1d(x, w, self.conv.bias, stride=self.stride, padding=padding, dilation=self.dilation)
+
+
+def conv_transpose_overlap_add(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int
+) -> torch.Tensor:
+    """`F.conv_transpose1d(x, weight, bias, stride)` for a kernel that is a multiple `n` of the
+    stride, as one matrix product and an overlap-add of `n` blocks.
+
+    x: [B, C_in, T], weight: [C_in, C_out, n * stride] -> [B, C_out, (T + n - 1) * stride].
+    Output block `m` (samples `m * stride ...`) is the sum over `i` of kernel block `i` applied
+    to input frame `m - i`: the product `weight^T x` gives every (kernel block, frame) at once.
+    Equal to the convolution up to float rounding (another summation order); on the CPU here
+    it is faster than PyTorch's transposed convolution for the SEANet decoder's shapes.
+    """
+    c_in, c_out, k = weight.shape
+    n, B, T = k // stride, x.shape[0], x.shape[-1]
+    z = torch.matmul(weight.reshape(c_in, c_out * k).t(), x)  # [B, C_out * k, T]
+    z = z.view(B, c_out, n, stride, T).transpose(-1, -2)  # [B, C_out, n, T, stride]
+    out = x.new_empty(B, c_out, T + n - 1, stride)
+    b = None if bias is None else bias.view(1, c_out, 1, 1)
+    if b is None:
+        out[:, :, :T] = z[:, :, 0]
+        out[:, :, T:] = 0.0
+    else:
+        torch.add(z[:, :, 0], b, out=out[:, :, :T])
+        out[:, :, T:] = b
+    for i in range(1, n):
+        out[:, :, i : i + T] += z[:, :, i]
+    return out.view(B, c_out, (T + n - 1) * stride)
 
 
 class _WNConvTranspose1d(nn.Module):
@@ -153,7 +201,13 @@ class _WNConvTranspose1d(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv_transpose1d(x, self.convtr.weight(), self.convtr.bias, stride=self.stride)
+        p = self.convtr
+        grad = torch.is_grad_enabled() and (
+            x.requires_grad or p.weight_v.requires_grad or p.weight_g.requires_grad
+        )
+        if not grad and self.kernel_size % self.stride == 0 and x.device.type == "cpu" and x.dim() == 3:
+            return conv_transpose_overlap_add(x, p.weight(), p.bias, self.stride)  # inference on CPU
+        return F.conv_transpose1d(x, p.weight(), p.bias, stride=self.stride)
 
 
 class StreamableConv1d(nn.Module):
@@ -191,6 +245,8 @@ class StreamableConv1d(nn.Module):
         else:
             right = total // 2
             left, right = total - right, right + extra
+        if left == right and self.pad_mode == "constant":  # zeros padded by the convolution: no copy
+            return self.conv(x, padding=left)
         return self.conv(pad_1d(x, left, right, self.pad_mode))
 
 

@@ -25,7 +25,7 @@ from ..layout import StemLayout
 from .context import CHUNK_SECONDS, receptive_field
 from .seanet import ResidualUnit, SkipLSTM, StreamableConv1d, StreamableConvTranspose1d
 
-__all__ = ["StreamingDecoder", "MultiStemStreamingDecoder"]
+__all__ = ["StreamingDecoder", "MultiStemStreamingDecoder", "context_frames"]
 
 
 class StemCodec(Protocol):
@@ -80,6 +80,12 @@ def _needs(m: nn.Module, a: int, b: int) -> tuple[int, int] | None:
             return None
         return min(block[0], short[0]), max(block[1], short[1])
     return None
+
+
+def context_frames(net: nn.Module, up: int) -> tuple[int, int]:
+    """Input frames (left, right) beyond its own that one output frame of the stateless stack
+    `net` (`up` output steps per input frame) reads: exact for SEANet decoder layers."""
+    return _context(net, up)
 
 
 def _context(net: nn.Module, up: int) -> tuple[int, int]:
