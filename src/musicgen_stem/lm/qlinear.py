@@ -97,10 +97,6 @@ def _bias(linear: nn.Linear) -> torch.Tensor | None:
     return None if linear.bias is None else linear.bias.detach().float().clone()
 
 
-def _bias_bytes(bias: torch.Tensor | None) -> int:
-    return 0 if bias is None else 4 * bias.numel()
-
-
 class Int8Linear(nn.Module):
     """`nn.Linear` (inference, CPU) with int8 weights; the product runs in bf16
     (`torch._weight_int8pack_mm`). Built by `from_linear`, or empty to load a state into."""
