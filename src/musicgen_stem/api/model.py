@@ -162,7 +162,8 @@ class MusicGenStem:
     def compile(self, mode: str | None = None) -> MusicGenStem:
         """Decode through `torch.compile` (on CUDA with CUDA graphs, mode "reduce-overhead");
         the first steps of each new batch size or text length compile first (seconds to minutes).
-        Results equal the eager ones to float rounding. Returns self."""
+        Results equal the eager ones to float rounding. For GPUs: on the CPUs measured the compiled
+        step was 2.5x slower than the eager one (docs/experiments.md). Returns self."""
         unpack(self.lm)  # oneDNN-packed weights cannot be traced; inductor lays weights out itself
         self.lm.compile_decoding(mode)
         return self

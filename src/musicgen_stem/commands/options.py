@@ -89,7 +89,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--compile",
         action="store_true",
-        help="decode through torch.compile (CUDA graphs on GPU; compiles first, pays off on long runs)",
+        help="decode through torch.compile (for GPUs: CUDA graphs; compiles first, pays off on long "
+        "runs; on the CPUs measured, slower than the default)",
     )
     p.add_argument(
         "--text-encoder",
