@@ -278,63 +278,61 @@ class ISTFTDecoderConfig(KindConfig):
         )
 
 
-def _synth_sizes(kind: KindConfig, *sizes: int, layers: int) -> None:
-    name = type(kind).__name__
-    _require(min(sizes) >= 1 and layers >= 0, f"{name} sizes (width, bands...) must be >= 1, layers >= 0")
+@dataclass
+class _SynthDecoderConfig(KindConfig):
+    """What the synthesising decoders share: oscillators plus `noise_bands` noise bands, their
+    amplitudes from `layers` ConvNeXt blocks of `width` at the frame rate, from the latent of
+    the encoder they `read`."""
 
+    reads: ClassVar[str]
+    flat_names: ClassVar[dict[str, str]] = {
+        "synth_width": "width",
+        "synth_layers": "layers",
+        "synth_noise_bands": "noise_bands",
+    }
+    width: int = 128
+    layers: int = 3
+    noise_bands: int = 16
 
-def _reads(kind: KindConfig, codec: Codec, encoder: str) -> None:
-    _require(
-        codec.encoder.kind == encoder,
-        f"the {kind.kind} decoder reads the {encoder} latent: use the {encoder} encoder, "
-        f"not {codec.encoder.kind}",
-    )
+    def _sizes(self) -> tuple[int, ...]:
+        return (self.width, self.noise_bands)
+
+    def __post_init__(self) -> None:
+        _require(
+            min(self._sizes()) >= 1 and self.layers >= 0,
+            f"{type(self).__name__} sizes (width, bands...) must be >= 1, layers >= 0",
+        )
+
+    def check(self, codec: Codec) -> None:
+        _require(
+            codec.encoder.kind == self.reads,
+            f"the {self.kind} decoder reads the {self.reads} latent: use the {self.reads} encoder, "
+            f"not {codec.encoder.kind}",
+        )
 
 
 @dataclass
-class HarmonicDecoderConfig(KindConfig):
-    """Harmonics of the pitch latent's f0 plus noise bands, their amplitudes from ConvNeXt blocks at
-    the frame rate (`codec/harmonic.py`); reads the pitch encoder's latent."""
+class HarmonicDecoderConfig(_SynthDecoderConfig):
+    """Harmonics of the pitch latent's f0 plus noise bands (`codec/harmonic.py`)."""
 
     kind: ClassVar[str] = "harmonic"
+    reads: ClassVar[str] = "pitch"
     flat_names: ClassVar[dict[str, str]] = {
-        "synth_width": "width",
-        "synth_layers": "layers",
+        **_SynthDecoderConfig.flat_names,
         "synth_harmonics": "harmonics",
-        "synth_noise_bands": "noise_bands",
     }
-    width: int = 128
-    layers: int = 3
     harmonics: int = 32
-    noise_bands: int = 16
 
-    def __post_init__(self) -> None:
-        _synth_sizes(self, self.width, self.harmonics, self.noise_bands, layers=self.layers)
-
-    def check(self, codec: Codec) -> None:
-        _reads(self, codec, "pitch")
+    def _sizes(self) -> tuple[int, ...]:
+        return (self.width, self.harmonics, self.noise_bands)
 
 
 @dataclass
-class TonalDecoderConfig(KindConfig):
-    """Equal-tempered oscillators C2..C7 plus noise bands, their amplitudes from ConvNeXt blocks at
-    the frame rate (`codec/tonal.py`); reads the chroma encoder's latent."""
+class TonalDecoderConfig(_SynthDecoderConfig):
+    """Equal-tempered oscillators C2..C7 plus noise bands (`codec/tonal.py`)."""
 
     kind: ClassVar[str] = "tonal"
-    flat_names: ClassVar[dict[str, str]] = {
-        "synth_width": "width",
-        "synth_layers": "layers",
-        "synth_noise_bands": "noise_bands",
-    }
-    width: int = 128
-    layers: int = 3
-    noise_bands: int = 16
-
-    def __post_init__(self) -> None:
-        _synth_sizes(self, self.width, self.noise_bands, layers=self.layers)
-
-    def check(self, codec: Codec) -> None:
-        _reads(self, codec, "chroma")
+    reads: ClassVar[str] = "chroma"
 
 
 #: encoder kind -> its config (waveform -> latent [B, dimension, F]).
