@@ -78,6 +78,12 @@ def chroma_matches(mix: np.ndarray, sr: int, chart: ChordChart) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--quantize",
+        choices=["auto", "none", "int8", "int4"],
+        default="auto",
+        help="the LM's weights (auto: the model's own, int8 for mini)",
+    )
     ap.add_argument("--model", default=None, help="model folder (default: the shipped mini)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--duration", type=float, default=8.0)
@@ -86,6 +92,8 @@ def main() -> None:
     ap.add_argument("--given-only", action="store_true", help="skip the baseline without --chords")
     args = ap.parse_args()
     model = MusicGenStem.default() if args.model is None else MusicGenStem.from_pretrained(args.model)
+    if args.quantize != "none":
+        model.quantize(args.quantize)
     model.set_generation_params(chord_guide=args.chord_guide)
     sr = model.sample_rate
     rows = []

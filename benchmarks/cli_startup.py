@@ -61,7 +61,7 @@ PHASES = (
     ("    text encoder (transformers)", "musicgen_stem.conditioning.text", "_load_hf"),
     ("kept stems read", "musicgen_stem.samples", "read_kept"),
     ("kept stems encoded", "musicgen_stem.api.model", "MusicGenStem.encode_stems"),
-    ("kept stems' chords", "musicgen_stem.song", "kept_chords"),
+    ("tempo and chords read (step_conditions)", "musicgen_stem.api.decoding", "step_conditions"),
     ("LM decoding (fill)", "musicgen_stem.api.decoding", "fill"),
     ("codec decoding", "musicgen_stem.api.model", "MusicGenStem.decode"),
     ("stems.mid (transcription)", "musicgen_stem.notes.midi", "midi_of_stems"),

@@ -39,6 +39,7 @@ from musicgen_stem.jam.loop import read_loop
 from musicgen_stem.jam.output import write_session
 from musicgen_stem.jam.player import Player
 from musicgen_stem.jam.session import Jam, JamSettings
+from musicgen_stem.lm.quantize import quantization_of
 from musicgen_stem.notes.transcribe import bass_notes
 
 
@@ -84,6 +85,12 @@ def main() -> None:
     ap.add_argument("--num-songs", type=int, default=6)
     ap.add_argument("--cycles", type=int, default=4)
     ap.add_argument("--bars", type=int, default=4)
+    ap.add_argument(
+        "--quantize",
+        choices=["auto", "none", "int8", "int4"],
+        default="auto",
+        help="the LM's weights (auto: the model's own, int8 for mini)",
+    )
     ap.add_argument("--model", default=None)
     ap.add_argument("--busy", action="store_true", help="keep one core busy with another process")
     ap.add_argument("--realtime", type=int, default=0, metavar="N", help="also N cycles on the clock")
@@ -91,6 +98,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1 if args.busy else 2)
     model = MusicGenStem.default() if args.model is None else MusicGenStem.from_pretrained(args.model)
+    if args.quantize != "none":
+        model.quantize(args.quantize)
+    weights = quantization_of(model.lm) or "float32"
     sr = model.sample_rate
     stop = multiprocessing.Event()
     busy = multiprocessing.Process(target=_busy, args=(stop,), daemon=True) if args.busy else None
@@ -185,7 +195,8 @@ def main() -> None:
         busy.join()
     print(json.dumps(summary, indent=1))
     if args.out:
-        Path(args.out).write_text(json.dumps({"summary": summary, "songs": rows}, indent=1))
+        figures = {"summary": summary, "lm_weights": weights, "songs": rows}
+        Path(args.out).write_text(json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
     python benchmarks/realtime.py --preset medium-6cb --quantize int8
 
 RTF = seconds of compute per second of audio (< 1: faster than real time); "x real time" is its
-inverse. Batch 1, CFG 3, top-k 250, fp32 on CPU (or int8/int4 LM weights with --quantize).
+inverse. Batch 1, CFG 3, top-k 250, the LM's weights as the CLI runs them (`--quantize auto`: int8
+for mini, float32 for the random presets; `--quantize none|int8|int4` to choose).
 
 - text -> stems: `--seconds` (default 10) of all stems from a description: text encoding, LM
   decoding, codec decode of every stem;
@@ -40,6 +41,7 @@ import torch
 from common import bench_config, random_parts
 
 from musicgen_stem import MusicGenStem
+from musicgen_stem.lm.quantize import quantization_of
 
 DESCRIPTION = "funky drums with a slap bass line and warm electric piano chords at 110 bpm"
 
@@ -213,7 +215,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="text -> stems duration")
     parser.add_argument("--edit-seconds", type=float, default=None, help="edit length (default: edit window)")
     parser.add_argument("--codec-seconds", type=float, default=10.0, help="audio per codec encode/decode")
-    parser.add_argument("--quantize", choices=["none", "int8", "int4"], default="none", help="LM weights")
+    parser.add_argument(
+        "--quantize",
+        choices=["auto", "none", "int8", "int4"],
+        default="auto",
+        help="LM weights (auto: the model's own, int8 for mini and float32 for random presets)",
+    )
     parser.add_argument(
         "--parts",
         nargs="+",
@@ -231,13 +238,13 @@ def main() -> None:
     args = parser.parse_args()
     figures: dict[str, dict[str, float]] = {}
     torch.set_num_threads(args.threads)
-    lm = f"{args.quantize} weights" if args.quantize != "none" else "fp32"
-    lm += ", compiled step" if args.compile else ""
-    print(f"threads {args.threads}, LM {lm}, batch 1, CFG 3, top-k 250")
+    lm = f"LM weights {args.quantize}" + (", compiled step" if args.compile else "")
+    print(f"threads {args.threads}, {lm}, batch 1, CFG 3, top-k 250")
     for name in args.preset:
         t = time.perf_counter()
         model, note = load(name, args.quantize)
-        print(f"{name}: {note} (ready in {time.perf_counter() - t:.1f} s)", flush=True)
+        weights = quantization_of(model.lm) or "float32"
+        print(f"{name}: {note}, {weights} LM (ready in {time.perf_counter() - t:.1f} s)", flush=True)
         warm_up(model)
         text_s = text_seconds(model)
         if args.compile:
@@ -249,7 +256,7 @@ def main() -> None:
                     model, model.max_edit_duration if args.edit_seconds is None else args.edit_seconds, 0
                 )
             print(f"  compiled in {time.perf_counter() - t:.1f} s (warm-up runs included)", flush=True)
-        fig = figures.setdefault(name, {"threads": args.threads})
+        fig = figures.setdefault(name, {"threads": args.threads, "lm_weights": weights})
         if "text" in args.parts:
             fig["text_seconds"] = args.seconds
             fig["text_rtf"] = statistics.median(

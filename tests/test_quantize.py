@@ -23,6 +23,7 @@ from torch import nn
 
 from musicgen_stem import MusicGenStem
 from musicgen_stem.cli import main
+from musicgen_stem.commands.options import prepare_model
 from musicgen_stem.errors import ModelError
 from musicgen_stem.layout import LAYOUT_6CB
 from musicgen_stem.lm import LMConfig, StemLM
@@ -123,7 +124,7 @@ def test_bad_modes_are_refused(tiny_model_dir):
     with pytest.raises(ValueError, match="choose one of 32, 64, 128"):
         quantize_int4(_tiny_lm(), group_size=48)
     model = MusicGenStem.from_pretrained(tiny_model_dir, device="cpu")
-    with pytest.raises(ModelError, match="unknown quantization 'fp8': choose one of int8, int4") as err:
+    with pytest.raises(ModelError, match="unknown quantization 'fp8': choose one of auto, int8, int4") as err:
         model.quantize("fp8")
     assert "\n" not in str(err.value)
 
@@ -171,6 +172,40 @@ def test_cli_generate_int8(tiny_model_dir, tmp_path):
     m = MusicGenStem.from_pretrained(tiny_model_dir, device="cpu").quantize()  # int8 by default
     assert isinstance(m.lm.linears[0], Int8Linear)
     assert m.generate(["y"], seed=0, duration=0.2).codes.shape == (1, 6, 10)
+
+
+def test_auto_is_the_model_s_own_choice(tiny_model_dir, tmp_path):
+    """`quantize("auto")` (the CLI's default) applies the config's `cpu_quantization` to a float32
+    LM on CPU and nothing else: released-style folders without it, LMs loaded quantized and
+    models a user asked to compile stay as they are."""
+    plain = MusicGenStem.from_pretrained(tiny_model_dir, device="cpu").quantize("auto")
+    assert quantization_of(plain.lm) is None
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    assert "cpu_quantization" not in config
+    chosen = tmp_path / "chosen"
+    MusicGenStem.from_pretrained(tiny_model_dir, device="cpu").save(chosen)
+    config["cpu_quantization"] = "int8"
+    (chosen / "config.json").write_text(json.dumps(config))
+    model = MusicGenStem.from_pretrained(chosen, device="cpu")
+    assert model.config.cpu_quantization == "int8"
+    assert quantization_of(model.quantize("auto").lm) == "int8"
+    stored = tmp_path / "stored4"
+    MusicGenStem.from_pretrained(chosen, device="cpu").quantize("int4").save(stored)
+    assert quantization_of(MusicGenStem.from_pretrained(stored, device="cpu").quantize("auto").lm) == "int4"
+    assert prepare_model(MusicGenStem.from_pretrained(chosen, device="cpu")).lm_precision == "int8"
+    compiled = prepare_model(MusicGenStem.from_pretrained(chosen, device="cpu"), compile=True)
+    assert compiled.lm_precision == "float32"
+    asked_float = prepare_model(MusicGenStem.from_pretrained(chosen, device="cpu"), quantize="none")
+    assert asked_float.lm_precision == "float32"
+    for flags, precision in (([], "int8"), (["--quantize", "none"], "float32")):
+        out = tmp_path / f"o{precision}"
+        args = ["generate", "x", "--model", str(chosen), "--duration", "0.3", "--seed", "1", "-q"]
+        assert main(args + flags + ["--out", str(out)]) == 0
+        assert json.loads((out / "meta.json").read_text())["lm"] == precision
+    config["cpu_quantization"] = "fp8"
+    (chosen / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="cpu_quantization must be int8 or int4, got 'fp8'"):
+        MusicGenStem.from_pretrained(chosen, device="cpu")
 
 
 def test_api_generate_int4(tiny_model_dir):

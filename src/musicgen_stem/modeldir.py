@@ -79,6 +79,9 @@ class ModelConfig:
     info: dict[str, Any] = field(default_factory=dict)
     #: "int8" / "int4" where the LM's projections are stored quantized (`lm.quantize`), else None.
     quantization: str | None = None
+    #: The quantization this model keeps its music in, measured (`docs/experiments.md`): what
+    #: `MusicGenStem.quantize("auto")` (the CLI's and app's default) applies on CPU. None: float32.
+    cpu_quantization: str | None = None
 
     def __post_init__(self) -> None:
         missing = [s for s in self.layout.stems if s not in self.codecs]
@@ -90,8 +93,9 @@ class ModelConfig:
             )
         if not isinstance(self.sampling, dict):
             raise ModelError(f"sampling must be a mapping of sampling settings, got {self.sampling!r}")
-        if self.quantization not in (None, *QUANTIZATION_MODES):
-            raise ModelError(f"quantization must be int8 or int4, got {self.quantization!r}")
+        for key in ("quantization", "cpu_quantization"):
+            if getattr(self, key) not in (None, *QUANTIZATION_MODES):
+                raise ModelError(f"{key} must be int8 or int4, got {getattr(self, key)!r}")
 
     @property
     def file_names(self) -> list[str]:
@@ -100,6 +104,7 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         quantized = {"quantization": self.quantization} if self.quantization else {}
+        on_cpu = {"cpu_quantization": self.cpu_quantization} if self.cpu_quantization else {}
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -115,6 +120,7 @@ class ModelConfig:
             "silence_tokens": self.silence_tokens,
             "sampling": self.sampling,
             "info": self.info,
+            **on_cpu,
         }
 
     @classmethod
@@ -144,6 +150,7 @@ class ModelConfig:
                 sampling=d.get("sampling") or {},
                 info=dict(d.get("info", {})),
                 quantization=d.get("quantization"),
+                cpu_quantization=d.get("cpu_quantization"),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ModelError(f"config.json is malformed: {type(e).__name__}: {e}") from None

@@ -20,7 +20,6 @@ import torch
 from .audio import convert_audio
 from .conditioning.chords import ChordChart
 from .errors import AudioError, GenerationError
-from .layout import PERCUSSIVE_STEMS
 
 if TYPE_CHECKING:
     from .api import MusicGenStem
@@ -132,13 +131,18 @@ def edit_stems(
     channels, length = next(iter(shapes))
     check_audio(sample_rate, length, "the stem audio")
     kept_audio = {s: sources[s] for s in model.stems if s in sources and s not in regen}
-    codes = model.encode_stems(
-        kept_audio or {regen[0]: torch.zeros(channels, length)}, sample_rate
-    )  # [1, K, F]
-    if chords is None and model.steps is not None and model.steps.chord is not None:
-        chords = kept_chords(kept_audio, sample_rate, descriptions[0])  # from the audio, not its codes
+    heard = model.at_model_rate(kept_audio or {regen[0]: torch.zeros(channels, length)}, sample_rate)
+    codes = model.encode_stems(heard, model.sample_rate)  # [1, K, F]
     out = model.regenerate_range(
-        codes, regen, list(descriptions), progress, start=start, end=end, seed=seed, chords=chords
+        codes,
+        regen,
+        list(descriptions),
+        progress,
+        start=start,
+        end=end,
+        seed=seed,
+        chords=chords,
+        heard={s: heard[s] for s in kept_audio},  # tempo, beat and chords read from the audio given
     )
     assert not isinstance(out, tuple)
     whole = start is None and end is None
@@ -169,24 +173,6 @@ def edit_stems(
     if "step_conditions" in out.params:  # the chords and beat grid the model read
         info["step_conditions"] = out.params["step_conditions"][0]
     return SongEdit(stems, sample_rate, out.codes[0], out.seed, regen, info, rates)
-
-
-def kept_chords(kept: Mapping[str, torch.Tensor], sample_rate: int, text: str | None) -> ChordChart | None:
-    """The chords of the pitched kept stems {name: [C, T]} as given (their full quality, not the
-    codec's), beat by beat at the tempo the text names, else the one found; None if none is pitched."""
-    from .conditioning.attributes import parse_attributes
-    from .conditioning.chord_estimate import estimate_chords
-    from .dsp import beat_phase, estimate_tempo, onset_strength
-
-    pitched = [w for name, w in kept.items() if name not in PERCUSSIVE_STEMS]
-    if not pitched:
-        return None
-    n = min(w.shape[-1] for w in kept.values())
-    envelope = onset_strength(sum(w[..., :n] for w in kept.values()).float().numpy(), sample_rate)
-    tempo = parse_attributes(text).tempo or round(estimate_tempo(envelope))
-    first = beat_phase(envelope, tempo) if tempo else 0.0
-    harmony = sum(w[..., :n] for w in pitched).float().numpy()
-    return estimate_chords(harmony, sample_rate, float(tempo or 0.0), first)
 
 
 def edit_song(

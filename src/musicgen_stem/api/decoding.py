@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -136,6 +136,18 @@ def kept_mix(
     return torch.stack(audio).sum(0).float().cpu()
 
 
+def heard_mix(
+    heard: Mapping[str, torch.Tensor], stems: Sequence[str], batch: int, samples: int | None = None
+) -> torch.Tensor | None:
+    """The sum [B, C, T] of the `stems` of `heard` {stem: [B or 1, C, T]} (first `samples`), None
+    if none of them is there."""
+    wavs = [heard[s][..., :samples].float() for s in stems if s in heard]
+    if not wavs:
+        return None
+    n = min(w.shape[-1] for w in wavs)
+    return sum(w[..., :n] for w in wavs).expand(batch, -1, -1)
+
+
 def kept_rhythm(mix: torch.Tensor, sample_rate: int, tempos: Sequence[float | None]) -> list[Rhythm]:
     """Per item of the kept stems' mix [B, C, T]: the tempo named, else estimated
     (`dsp.estimate_tempo`), the beat (`dsp.beat_phase` at that tempo, moved onto the beat by
@@ -169,6 +181,7 @@ def step_conditions(
     downbeat: bool,
     chords: str | ChordChart | None = None,
     seed: int = 0,
+    heard: Mapping[str, torch.Tensor] | None = None,
 ) -> Conditions:
     """The texts the model reads and the per-step conditions of a task.
 
@@ -180,7 +193,9 @@ def step_conditions(
     Chords (models that read them): `chords` given, looped over the output at that tempo; else in
     an edit, the chords of the kept stems (`estimate_chords`) if one of them is pitched; else in
     text -> stems, a progression of the style for the key the text names (`choose_progression`,
-    drawn from `seed`).
+    drawn from `seed`). An edit's kept stems are read from `heard` {stem: [B or 1, C, T]}, their
+    audio as given at the model's rate, where it is given (only the stems in it: the others are
+    silence), else from their codes decoded.
     """
     beat = model.steps is not None and model.steps.beat is not None
     reads_chords = model.steps is not None and model.steps.chord is not None
@@ -194,9 +209,12 @@ def step_conditions(
         return Conditions(texts)
     named = [parse_attributes(t) for t in texts]
     rhythm = [Rhythm(a.tempo or 0.0, 0.0, a.swing) for a in named]
+    B, kept = codes.shape[0], [s for s in model.stems if s not in regenerate]
+    pitched = [s for s in kept if s not in PERCUSSIVE_STEMS]
     if edit:
-        mix = kept_mix(model, codes, regenerate, KEPT_SECONDS)
-        rhythm = kept_rhythm(mix, model.sample_rate, [a.tempo for a in named])
+        first = round(KEPT_SECONDS * model.sample_rate)
+        mix = heard_mix(heard, kept, B, first) if heard else kept_mix(model, codes, regenerate, KEPT_SECONDS)
+        rhythm = kept_rhythm(mix, model.sample_rate, [a.tempo for a in named]) if mix is not None else rhythm
         texts = [with_tempo(t, r.tempo or None) for t, r in zip(texts, rhythm, strict=True)]
     grids: tuple[BeatGrid | None, ...] = ()
     if beat:
@@ -215,12 +233,18 @@ def step_conditions(
                 _chart(c, r.tempo, seconds) if c and r.tempo else None
                 for c, r in zip(chosen, rhythm, strict=True)
             )
-        unpitched = [s for s in model.stems if s in PERCUSSIVE_STEMS or s in regenerate]
-        if chords is None and edit and len(unpitched) < model.layout.num_stems:
-            harmony = kept_mix(model, codes, unpitched, KEPT_SECONDS)  # the kept pitched stems alone
-            charts = tuple(
-                estimate_chords(harmony[b].numpy(), model.sample_rate, r.tempo, r.beat)
-                for b, r in enumerate(rhythm)
+        if chords is None and edit and pitched:  # the kept pitched stems alone
+            unpitched = [s for s in model.stems if s not in pitched]
+            harmony = (
+                heard_mix(heard, pitched, B) if heard else kept_mix(model, codes, unpitched, KEPT_SECONDS)
+            )
+            charts = (
+                tuple(
+                    estimate_chords(harmony[b].numpy(), model.sample_rate, r.tempo, r.beat)
+                    for b, r in enumerate(rhythm)
+                )
+                if harmony is not None
+                else charts
             )
     if all(g is None for g in grids) and all(c is None for c in charts):
         return Conditions(texts)
@@ -256,13 +280,15 @@ def fill(
     stop: Callable[[], bool] | None = None,
     downbeat: bool = False,
     conditions: Conditions | None = None,
+    heard: Mapping[str, torch.Tensor] | None = None,
 ) -> Filled:
     """Generate the free positions of `task`, window by window (`options`: seed, on_audio,
     stream_seconds and chords are read here).
 
     stop: checked after every step, generation raises `StreamStopped` once it returns True.
     downbeat: frame 0 is a downbeat (text -> stems). conditions: what the model reads, made by
-    `step_conditions` when not given (then `texts` are ignored).
+    `step_conditions` when not given (then `texts` are ignored), from `heard` where given (the
+    kept stems' audio).
     """
     codes, regenerate = task.codes, task.regenerate
     if len(texts) != codes.shape[0]:
@@ -279,7 +305,7 @@ def fill(
     silence = model.silence_tokens() if task.is_edit(model.layout) else None
     if conditions is None:
         chords = options.get("chords")
-        conditions = step_conditions(model, codes, regenerate, list(texts), downbeat, chords, seed)
+        conditions = step_conditions(model, codes, regenerate, list(texts), downbeat, chords, seed, heard)
     texts, conds = conditions.texts, conditions.steps
     mem, null = text_memories(model.text, texts)
     guided = model.codec.code_chroma(regenerate) if conds is not None and model.params.chord_guide else {}

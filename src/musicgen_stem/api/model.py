@@ -19,7 +19,7 @@ from ..generation import PREFIX_STRIDE, SamplingParams, Task, continuation_task,
 from ..inputs import stem_audio
 from ..layout import compose_order
 from ..lm.packing import pack_for_decoding, unpack
-from ..lm.quantize import is_quantized
+from ..lm.quantize import is_quantized, quantization_of
 from ..modeldir import ModelConfig, ModelParts, build_parts, save_model
 from ..presets import preset
 from .checks import (
@@ -116,16 +116,22 @@ class MusicGenStem:
 
     def quantize(self, mode: str = "int8") -> MusicGenStem:
         """Quantize the LM's projections for CPU decoding, in place (inference only; embeddings and
-        norms stay float32). `mode`: "int8" (the default: int8 weights, one scale per output
-        channel) or "int4" (groups of 32 inputs share a scale and offset: half of int8's weight
-        bytes, less accurate). Both are weight-only and compute in bf16: fast where the CPU has a
-        bf16 path (AVX-512 BF16 here); elsewhere int4 may save memory rather than time. See
-        `lm.quantize`, `benchmarks/decode.py --quantize` (speed) and
-        `benchmarks/quantize_quality.py` (agreement with float32)."""
-        from ..lm.quantize import MODES, quantization_of, quantize
+        norms stay float32). `mode`: "int8" (int8 weights, one scale per output channel), "int4"
+        (groups of 32 inputs share a scale and offset: half of int8's weight bytes, less accurate)
+        or "auto": the model's `cpu_quantization` (the shipped `mini`: int8, its figures measured
+        so) when its float32 LM runs on CPU, else nothing (released models stay float32, as the
+        reference runs them; an LM loaded quantized stays as it is). See `lm.quantize` (kernels),
+        `benchmarks/decode.py --quantize` (speed), `benchmarks/quantize_quality.py` (agreement)."""
+        from ..lm.quantize import MODES, quantize
 
+        if mode == "auto":
+            chosen = self.config.cpu_quantization
+            on_cpu_fp32 = self.device.type == "cpu" and self.lm.dtype == torch.float32
+            if chosen is None or not on_cpu_fp32 or quantization_of(self.lm) is not None:
+                return self
+            mode = chosen
         if mode not in MODES:
-            raise ModelError(f"unknown quantization '{mode}': choose one of {', '.join(MODES)}")
+            raise ModelError(f"unknown quantization '{mode}': choose one of auto, {', '.join(MODES)}")
         if (held := quantization_of(self.lm)) is not None:
             if held == mode:
                 return self
@@ -180,6 +186,11 @@ class MusicGenStem:
     @property
     def max_duration(self) -> float:
         return float(self.config.max_duration)
+
+    @property
+    def lm_precision(self) -> str:
+        """How the LM's projections compute: "int8"/"int4" when quantized, else the dtype's name."""
+        return quantization_of(self.lm) or str(self.lm.dtype).removeprefix("torch.")
 
     @property
     def edit_window_frames(self) -> int:
@@ -270,17 +281,7 @@ class MusicGenStem:
 
         Stems not given are digital silence. All stems are padded to the longest.
         """
-        unknown = [s for s in stems if s not in self.layout.stems]
-        if unknown:
-            raise GenerationError(
-                f"unknown stem(s) {unknown}: this model's stems are {', '.join(self.stems)}"
-            )
-        if not stems:
-            raise GenerationError("no stems given to encode")
-        wavs = {s: stem_audio(s, w) for s, w in stems.items()}
-        wavs = {
-            s: convert_audio(w, sample_rate, self.sample_rate, self.codec.channels) for s, w in wavs.items()
-        }
+        wavs = self.at_model_rate(stems, sample_rate)
         B = max(w.shape[0] for w in wavs.values())
         T = num_samples or max(w.shape[-1] for w in wavs.values())
         C = self.codec.channels
@@ -290,6 +291,21 @@ class MusicGenStem:
             batch[:, self.layout.stem_index(s), :, :n] = w[..., :n]
         with torch.inference_mode():
             return self.codec.encode(batch.to(self.device)).cpu()
+
+    def at_model_rate(self, stems: Mapping[str, torch.Tensor], sample_rate: int) -> dict[str, torch.Tensor]:
+        """Stem audio {stem: [C, T] or [B, C, T]} at `sample_rate` -> {stem: [B, C, T]} float32 at
+        the model's rate and channels (julius; unchanged where they already are)."""
+        unknown = [s for s in stems if s not in self.layout.stems]
+        if unknown:
+            raise GenerationError(
+                f"unknown stem(s) {unknown}: this model's stems are {', '.join(self.stems)}"
+            )
+        if not stems:
+            raise GenerationError("no stems given to encode")
+        C = self.codec.channels
+        return {
+            s: convert_audio(stem_audio(s, w), sample_rate, self.sample_rate, C) for s, w in stems.items()
+        }
 
     def compute_logits(self, codes: torch.Tensor, descriptions: Texts) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced logits [B, K, T, card] for codes [B, K, T] (NaN where the delay pattern
@@ -413,10 +429,16 @@ class MusicGenStem:
         *,
         start: float | None = None,
         end: float | None = None,
+        heard: Mapping[str, torch.Tensor] | None = None,
         **options: Unpack[Options],
     ) -> StemAudio | tuple[StemAudio, torch.Tensor]:
         """Regenerate stems only between `start` and `end` seconds (default: everywhere); every
-        token outside that range, and of every other stem, is kept bit-exact."""
+        token outside that range, and of every other stem, is kept bit-exact.
+
+        heard: the kept stems' audio as given, {stem: [C, T] or [B, C, T]} at the model's rate
+        (`at_model_rate`): their tempo, beat and chords are read from it, not from their codes
+        decoded (the codec blurs the onsets a tempo is read from); stems given neither here nor
+        to regenerate are silence and read as nothing."""
         opts = options_of("regenerate_range", options)
         codes = check_codes(codes, self.layout)
         descriptions = texts_of(descriptions, len(codes))
@@ -431,7 +453,7 @@ class MusicGenStem:
         a, b = time_range(start, end, frames, self.frame_rate)
         regen = which_instruments_regenerate
         task = edit_task(codes, self.layout, regen, frames, self.silence_tokens(), a, b)
-        done = fill(self, task, descriptions, progress, opts)
+        done = fill(self, task, descriptions, progress, opts, heard=heard)
         return self._result(done, return_tokens, done.texts != list(descriptions))
 
     def regenerate_instruments_from_stems(
@@ -462,8 +484,10 @@ class MusicGenStem:
         both = sorted(set(stems) & set(which_instruments_regenerate))
         if both:
             raise GenerationError(f"stem(s) {both} are both given to keep and asked to be regenerated")
-        codes = self.encode_stems(stems, stems_sample_rate)
-        out = self.regenerate_from_codes(codes, which_instruments_regenerate, descriptions, progress, **opts)
+        heard = self.at_model_rate(stems, stems_sample_rate)
+        codes = self.encode_stems(heard, self.sample_rate)
+        regen = which_instruments_regenerate
+        out = self.regenerate_range(codes, regen, descriptions, progress, heard=heard, **opts)
         assert isinstance(out, StemAudio)
         if output_format == "input":
             given = {s: stem_audio(s, w) for s, w in stems.items()}

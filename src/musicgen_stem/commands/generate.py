@@ -88,7 +88,8 @@ def check_out(out_dir: str, force: bool, need_bytes: int) -> None:
 
 def run_meta(model: Any, meta: dict[str, Any]) -> dict[str, Any]:
     """What every output folder records about the run: the task's facts plus model and settings."""
-    return {**meta, "model": model.name, "params": model.params.to_dict(), "version": __version__}
+    params = model.params.to_dict()
+    return {**meta, "model": model.name, "lm": model.lm_precision, "params": params, "version": __version__}
 
 
 def save_items(

@@ -74,10 +74,11 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument(
         "--quantize",
-        choices=["none", "int8", "int4"],
-        default="none",
-        help="int8 / int4: quantized LM weights for faster CPU decoding (int4: half of int8's memory, "
-        "less accurate; inference only)",
+        choices=["auto", "none", "int8", "int4"],
+        default="auto",
+        help="LM weights for CPU decoding: int8 / int4 quantized (faster; int4 half of int8's "
+        "memory, less accurate), none (float32), auto (the model's own choice: int8 for the shipped "
+        "mini, float32 for released models)",
     )
     p.add_argument(
         "--dtype",
@@ -119,8 +120,11 @@ def load_model_from_args(name: str | None, args: argparse.Namespace) -> Any:
     return prepare_model(model, args.dtype, args.quantize, args.compile)
 
 
-def prepare_model(model: Any, dtype: str = "auto", quantize: str = "none", compile: bool = False) -> Any:
-    """Apply the model options of `add_model_options` to a loaded model."""
+def prepare_model(model: Any, dtype: str = "auto", quantize: str = "auto", compile: bool = False) -> Any:
+    """Apply the model options of `add_model_options` to a loaded model ("auto" quantization gives
+    way to a --dtype or --compile asked for)."""
+    if quantize == "auto":
+        quantize = "none" if dtype not in ("auto", "float32") or compile else "auto"
     if quantize != "none":
         if dtype not in ("auto", "float32") or compile:
             raise UsageError(f"--quantize {quantize} runs on its own: drop --dtype {dtype} / --compile")

@@ -67,7 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each song to use")
     parser.add_argument("--device", default=None, help="cpu, cuda... (default: cuda when available)")
     parser.add_argument(
-        "--quantize", choices=["none", "int8", "int4"], default="none", help="the LM's weights (CPU)"
+        "--quantize",
+        choices=["auto", "none", "int8", "int4"],
+        default="auto",
+        help="the LM's weights on CPU (auto: the model's own choice, int8 for mini)",
     )
     parser.add_argument("--force", action="store_true", help="write into an existing report folder")
 
@@ -75,6 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the chosen tasks and write the report; returns the exit code."""
     from ..api import MusicGenStem
+    from ..lm.quantize import quantization_of
     from .report import write_report
     from .runner import evaluate_codec, evaluate_editing, evaluate_generation
     from .songs import find_songs
@@ -97,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.quantize != "none":
         model.quantize(args.quantize)
+    quantized = quantization_of(model.lm) or "none"
     model.set_generation_params(
         top_k=args.top_k,
         top_p=args.top_p,
@@ -137,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         "regenerate": list(args.regenerate),
         "seed": args.seed,
         "sampling": model.params.to_dict(),  # what was used: the options over the model's defaults
-        "quantize": args.quantize,
+        "quantize": quantized,
         "prompts": args.prompts,
         "edit_chords": args.edit_chords,
         "duration": args.duration,
