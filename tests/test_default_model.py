@@ -91,3 +91,17 @@ def test_cli_without_model_uses_the_default(tmp_path, monkeypatch_module):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["model"] == "mini"
     assert np.load(out / "codes.npy").shape == (6, 50)  # bass 2, drums 1, other 3 codebooks
+
+
+def test_loading_the_default_model_does_not_import_torch_dynamo() -> None:
+    """Building the LM on the meta device ran nn.Embedding's own init, which imported torch._dynamo
+    (1.5 s or more of every command's start); loading must stay clear of it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from musicgen_stem import MusicGenStem; m = MusicGenStem.default('cpu'); "
+        "m.quantize('auto'); print(m.lm_precision, 'torch._dynamo' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["int8", "False"]

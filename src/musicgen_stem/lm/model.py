@@ -209,6 +209,14 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
 
 
+class TokenEmbedding(nn.Embedding):
+    """`nn.Embedding` initialised by `StemLM.reset_parameters` only: its own Gaussian init, on the
+    meta device where weights are loaded into, would import torch._dynamo (seconds at startup)."""
+
+    def reset_parameters(self) -> None:
+        pass
+
+
 class StemLM(nn.Module):
     """Decoder-only LM over the K parallel streams of a `StemLayout`."""
 
@@ -217,7 +225,7 @@ class StemLM(nn.Module):
         self.layout = layout
         self.cfg = cfg
         K, card = layout.num_streams, layout.card
-        self.emb = nn.ModuleList(nn.Embedding(card + 1, cfg.dim) for _ in range(K))
+        self.emb = nn.ModuleList(TokenEmbedding(card + 1, cfg.dim) for _ in range(K))
         self.transformer = Transformer(cfg)
         self.out_norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
         self.linears = nn.ModuleList(nn.Linear(cfg.dim, card, bias=cfg.bias_proj) for _ in range(K))
