@@ -10,6 +10,7 @@ import soundfile as sf
 
 from musicgen_stem.cli import main
 from musicgen_stem.conditioning.chords import parse_progression
+from musicgen_stem.notes import polyphonic
 from musicgen_stem.notes.midi import DRUM_CHANNEL, read_notes, stems_midi
 from musicgen_stem.notes.quantize import quantize
 from musicgen_stem.notes.transcribe import (
@@ -133,6 +134,23 @@ def test_pitch_activity_ends_with_the_note_not_its_tail():
     frame = lambda s: int(s * 22050 / 256)  # noqa: E731
     assert set(36 + np.nonzero(active[:, frame(0.3)])[0]) == set(chord)
     assert not active[:, frame(1.0) :].any()
+
+
+def test_basic_pitch_posteriors_lie_on_the_frame_grid_across_window_borders():
+    """Frame i of `posteriors` is at i * 256 / 22050 s, also past the first window's 142 frames: an
+    organ-like tone held from 0.5 to 4.5 s sounds in every frame of it and starts where it starts."""
+    sr = polyphonic.SAMPLE_RATE
+    t = np.arange(5 * sr) / sr
+    gate = (t >= 0.5) & (t < 4.5)
+    x = (0.2 * gate * sum(np.sin(2 * np.pi * _hz(60) * h * t) / h for h in (1, 2, 3))).astype(np.float32)
+    note, onset = polyphonic.posteriors(x)
+    assert note.shape == onset.shape == (1 + len(x) // 256, 88)
+    key = 60 - polyphonic.LOWEST_MIDI
+    frame = lambda s: round(s * sr / 256)  # noqa: E731
+    held = note[frame(0.6) : frame(4.4), key]
+    assert held.min() > 0.35, np.nonzero(held <= 0.35)[0][:10] + frame(0.6)  # no dip at window borders
+    assert abs(int(np.argmax(onset[:, key])) - frame(0.5)) <= 2
+    assert note[frame(4.7) :, key].max() < 0.35 and note[: frame(0.4), key].max() < 0.35
 
 
 def test_pitched_notes_of_a_chord():
