@@ -182,7 +182,13 @@ def test_cli_chords_in_meta_and_bad_chords_refused_before_loading(chord_model, t
 
 
 def test_a_progression_is_chosen_for_the_key_and_style_a_prompt_names():
-    from musicgen_stem.conditioning.progressions import STYLES, choose_progression, parse_roman
+    from musicgen_stem.conditioning.progressions import (
+        STYLES,
+        choose_progression,
+        from_the_tonic,
+        parse_roman,
+        sounds_in_its_key,
+    )
 
     rng = np.random.default_rng(0)
     assert choose_progression("funk groove at 100 bpm", rng) is None  # no key: the model chooses
@@ -195,6 +201,18 @@ def test_a_progression_is_chosen_for_the_key_and_style_a_prompt_names():
     for seed in range(6):
         chosen = choose_progression("a funky groove in A minor", np.random.default_rng(seed))
         assert chosen in funk
+    for seed in range(20):  # every chart starts on the named key's tonic triad
+        for text, tonic in (("pop in D major", "D"), ("a ballad in F# minor", "F#m"), ("jazz in Bb", "Bb")):
+            first = parse_chord(choose_progression(text, np.random.default_rng(seed)).split()[0])
+            assert first.root == parse_chord(tonic).root and set(parse_chord(tonic).tones) <= set(first.tones)
+    assert from_the_tonic("vi IV I V") == "I V vi IV" and from_the_tonic("IV V iii vi") is None
+    assert from_the_tonic("iim7b5 V7 i7 i7", "minor") == "i7 i7 iim7b5 V7"
+    assert not sounds_in_its_key("i bVI bIII bVII", "minor")  # heard in the relative major
+    assert sounds_in_its_key("i iv bVII i", "minor") and sounds_in_its_key("I V vi IV")
+    rock = {choose_progression("rock in B minor", np.random.default_rng(seed)) for seed in range(30)}
+    assert rock == {"Bm G A Bm", "Bm Em A Bm"}  # the rock progressions heard in B minor
+    pop = {choose_progression("pop in B minor", np.random.default_rng(seed)) for seed in range(30)}
+    assert len(pop) == 3  # none of pop's minor progressions is: all of them stay
     assert choose_progression("x in A minor", np.random.default_rng(3)) == choose_progression(
         "x in A minor", np.random.default_rng(3)
     )
@@ -238,3 +256,27 @@ def test_an_audio_edit_reads_the_chords_of_the_given_stems(chord_model):
     out = edit_stems(model, sources, sr, ["bass"], ["funk at 100 bpm"], seed=0)
     chart = ChordChart.from_json(out.info["step_conditions"]["chords"])
     assert chart.at(1.0).root == 9 and chart.at(3.5).root == 5  # Am, then F
+
+
+def test_an_api_edit_reads_tempo_and_chords_from_the_audio_given(chord_model, monkeypatch, tmp_path, clicks):
+    """`regenerate_instruments_from_stems`: the tempo, beat and chords come from the stems as given,
+    not from their codes decoded (which blur a real mix's onsets), and stems left silent add nothing."""
+    import soundfile as sf
+
+    from musicgen_stem.api import decoding
+
+    model, _ = chord_model
+    sr = model.sample_rate
+    other = torch.from_numpy(sf.read(clicks(tmp_path / "c.wav", sr, 4.0, 120.0))[0][None]).float()
+    heard, harmonies = [], []
+    real_rhythm = decoding.kept_rhythm
+    monkeypatch.setattr(decoding, "kept_mix", lambda *a: pytest.fail("read the codes, not the audio"))
+    monkeypatch.setattr(decoding, "kept_rhythm", lambda mix, *a: heard.append(mix) or real_rhythm(mix, *a))
+    monkeypatch.setattr(decoding, "estimate_chords", lambda audio, *a: harmonies.append(audio))
+    out = model.regenerate_instruments_from_stems({"other": other}, sr, ["bass"], ["funk"], seed=0)
+    assert torch.equal(heard[0][0], other)  # the mix read is the audio given, the silent drums left out
+    assert out.params["model_descriptions"] == ["funk at 120 bpm"]
+    assert np.array_equal(harmonies[0], other.numpy())
+    heard.clear()
+    model.regenerate_instruments_from_stems({"drums": other}, sr, ["bass"], ["funk"], seed=0)
+    assert len(heard) == 1 and len(harmonies) == 1  # drums only: a tempo, no chords to read

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .attributes import parse_attributes
-from .chords import Chord
+from .chords import QUALITIES, Chord
+from .keys import estimate_key
 
 ROMAN_DEGREES = {"I": 0, "II": 2, "III": 4, "IV": 5, "V": 7, "VI": 9, "VII": 11}
 BLUES_MAJOR = "I7 I7 I7 I7 IV7 IV7 I7 I7 V7 IV7 I7 V7"
@@ -122,16 +123,45 @@ def style_of(text: str | None) -> str | None:
     return None
 
 
+def from_the_tonic(progression: str, mode: str = "major") -> str | None:
+    """The loop `progression` heard from its first tonic chord ("vi IV I V" -> "I V vi IV"), so that
+    a chart made for a named key establishes it; None when no chord of it is the tonic triad."""
+    numerals = progression.split()
+    triad = (0, 3, 7) if mode == "minor" else (0, 4, 7)  # the tonic chord holds the key's triad
+    chords = [parse_roman(n, mode) for n in numerals]
+    tonics = [i for i, (root, q) in enumerate(chords) if root == 0 and set(triad) <= set(QUALITIES[q][0])]
+    if not tonics:
+        return None
+    return " ".join(numerals[tonics[0] :] + numerals[: tonics[0]])
+
+
+def sounds_in_its_key(progression: str, mode: str = "major") -> bool:
+    """Whether the tones of `progression` (roman numerals; each chord's root counted twice, as a
+    bass plays it) are heard in its own key: the Krumhansl-Schmuckler estimate (`keys`) names the
+    tonic and mode. "i bVI bIII bVII" does not (it is heard in the relative major)."""
+    profile = np.zeros(12)
+    for numeral in progression.split():
+        root, quality = parse_roman(numeral, mode)
+        for i, interval in enumerate(QUALITIES[quality][0]):
+            profile[(root + interval) % 12] += 2.0 if i == 0 else 1.0
+    key = estimate_key(profile)
+    return key.tonic == 0 and key.mode == mode
+
+
 def choose_progression(text: str | None, rng: np.random.Generator) -> str | None:
-    """A progression for the key (and style) a description names, as chord symbols, one a bar; None
-    when it names no key. Styles it does not name draw from every style's progressions."""
+    """A progression for the key (and style) a description names, as chord symbols, one a bar,
+    starting on the tonic (`from_the_tonic`) and heard in that key (`sounds_in_its_key`) where the
+    style has such progressions; None when it names no key. Styles it does not name draw from
+    every style's progressions."""
     key = parse_attributes(text).key
     if key is None:
         return None
     tonic, mode = key
     style = style_of(text)
     pool = [STYLES[style]] if style else list(STYLES.values())
-    options = sorted({p for s in pool for p in (s.minor if mode == "minor" else s.major)})
+    looped = {from_the_tonic(p, mode) for s in pool for p in (s.minor if mode == "minor" else s.major)}
+    options = sorted(p for p in looped if p is not None)
+    options = [p for p in options if sounds_in_its_key(p, mode)] or options
     numerals = options[int(rng.integers(len(options)))].split()
     chords = []
     for numeral in numerals:

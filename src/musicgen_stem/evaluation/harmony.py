@@ -1,4 +1,5 @@
-"""Harmony analysis: STFT chroma, chroma correlation, chord templates, Krumhansl-Schmuckler key estimate.
+"""Harmony analysis: STFT chroma, chroma correlation, chord templates, how keys relate (the
+Krumhansl-Schmuckler estimate itself: `conditioning.keys`).
 
 Audio is [T] or [C, T] (numpy or torch; channels averaged). Chroma is [12, N] (pitch class 0 = C),
 each frame L2-normalised; silent frames are all zero and ignored by the correlations.
@@ -7,13 +8,13 @@ each frame L2-normalised; silent frames are all zero and ignored by the correlat
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..conditioning.chords import NOTE_NAMES, QUALITIES
+from ..conditioning.chords import QUALITIES
+from ..conditioning.keys import Key, estimate_key
 from ..dsp import to_mono
 
 __all__ = [
@@ -31,27 +32,8 @@ __all__ = [
 
 #: Chord qualities (`conditioning.chords.QUALITIES`, which the synthetic songs use): intervals above the root.
 CHORD_INTERVALS: dict[str, tuple[int, ...]] = {q: intervals for q, (intervals, _) in QUALITIES.items()}
-# Krumhansl-Kessler key profiles (tonic first).
-MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 #: MIREX-style credit per key relation.
 KEY_SCORES: dict[str, float] = {"same": 1.0, "fifth": 0.5, "relative": 0.3, "parallel": 0.2, "other": 0.0}
-
-
-@dataclass(frozen=True)
-class Key:
-    """A key: tonic pitch class (0 = C) and mode ("major" / "minor"); `score` is the profile correlation."""
-
-    tonic: int
-    mode: str
-    score: float = float("nan")
-
-    @property
-    def name(self) -> str:
-        return f"{NOTE_NAMES[self.tonic % 12]} {self.mode}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"tonic": self.tonic, "mode": self.mode, "name": self.name, "score": self.score}
 
 
 def _chroma_matrix(sample_rate: int, n_fft: int, f_min: float, f_max: float) -> np.ndarray:
@@ -159,20 +141,6 @@ def chord_tone_ratio(
         return float("nan")
     pc = np.round(69 + 12 * np.log2(f0[keep] / 440.0)).astype(int) % 12
     return float((chords[pc, idx[keep]] > 0).mean())
-
-
-def estimate_key(chromagram: np.ndarray) -> Key:
-    """Krumhansl-Schmuckler: correlate the mean chroma [12] with the 24 rotated key profiles."""
-    profile = chromagram.mean(axis=1) if chromagram.ndim == 2 else np.asarray(chromagram, float)
-    if not np.any(profile) or np.allclose(profile, profile[0]):
-        return Key(0, "major", float("nan"))
-    best = Key(0, "major", -np.inf)
-    for mode, ref in (("major", MAJOR_PROFILE), ("minor", MINOR_PROFILE)):
-        for tonic in range(12):
-            r = float(np.corrcoef(profile, np.roll(ref, tonic))[0, 1])
-            if r > best.score:
-                best = Key(tonic, mode, r)
-    return best
 
 
 def key_relation(estimated: Key, reference: Key) -> str:

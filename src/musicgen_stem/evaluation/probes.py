@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..conditioning.chords import NOTE_NAMES
 from .codec_metrics import NAN, _cents, pitch_metrics, pitch_track
-from .harmony import NOTE_NAMES
 
 __all__ = [
     "BASS_LINE",

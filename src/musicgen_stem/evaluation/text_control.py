@@ -30,10 +30,11 @@ import numpy as np
 import torch
 
 from ..conditioning.attributes import parse_attributes
+from ..conditioning.chords import NOTE_NAMES
 from ..errors import MusicGenStemError
 from .codec_metrics import pitch_track
 from .distribution import logmel_embedding
-from .harmony import NOTE_NAMES, Key, chroma, estimate_key
+from .harmony import Key, chroma, estimate_key
 from .rhythm import track_beats
 from .runner import EvaluationResult, PathLike, aggregate, load_songs
 from .songs import Song
