@@ -17,7 +17,7 @@ Per excerpt, the mix is handed to the package as a user of `edit --stem other=mi
 - tempo, no tempo named: `api.decoding.kept_rhythm` (what `fill` reads when a description names no
   tempo) on the mix as given ("audio"; `song.kept_chords` reads the chords' beats at this tempo), on
   the mix through the codec as `edit --stem other=mix.wav --regenerate bass drums` reads it
-  (`kept_mix` of the kept `other`: "codec"), and the tempo the bass edit below read, from its
+  (`kept_audio` of the kept `other`: "codec"), and the tempo the bass edit below read, from its
   `model_descriptions` ("edit"; its kept mix also holds the drums' silence as the codec decodes it);
   librosa's `feature.tempo` on the mix is a reference ("librosa"). Each is "exact" (within 4 % of the
   true tempo), "octave" (of its double or half) or "miss" (`evaluation.text_control.tempo_match`);
@@ -437,7 +437,8 @@ def describe(model: MusicGenStem, x: Excerpt) -> tuple[dict[str, Any], Key, Chor
     chords = chords_at(mix, sr, x.bpm)
     tempo = {"audio": tempo_row(x, *read_tempo(mix, sr))}
     codes = model.encode_stems({"other": mix}, sr)
-    kept = decoding.kept_mix(model, codes, ["bass", "drums"], decoding.KEPT_SECONDS)[0]
+    decoded = decoding.kept_audio(model, codes, ["other"], decoding.KEPT_SECONDS)
+    kept = decoding.mix_of(decoded, ["other"], 1)[0]
     tempo["codec"] = tempo_row(x, *read_tempo(kept, model.sample_rate))
     tempo["librosa"] = tempo_row(x, round(float(librosa.feature.tempo(y=to_mono(x.mix), sr=sr)[0]), 1))
     row = {

@@ -341,3 +341,21 @@ def test_cli_edit_says_which_tempo_it_read(tmp_path, monkeypatch, capsys):
     assert "was read" not in capsys.readouterr().out
     meta = json.loads((tmp_path / "e2" / "meta.json").read_text())
     assert meta["model_prompt"] == "new drums at 120 bpm"
+
+
+def test_the_beat_is_read_from_the_kept_drums_not_the_off_beat_stabs(tmp_path, clicks):
+    """House and funk stems stab the off-beats louder than the drums strike the beats: the mix alone
+    puts the beat on the off-beat; with the kept drums as the pulse it lands on the beat."""
+    import soundfile as sf
+
+    from musicgen_stem.api.decoding import kept_rhythm
+
+    sr, bpm = 32000, 120.0
+    drums = sf.read(clicks(tmp_path / "d.wav", sr, 8.0, bpm))[0] * 0.3
+    stabs = np.roll(sf.read(clicks(tmp_path / "s.wav", sr, 8.0, bpm))[0], sr // 4)  # half a beat late
+    mix = torch.from_numpy(drums + stabs).float()[None, None]  # [B, C, T]
+    pulse = torch.from_numpy(drums).float()[None, None]
+    off = lambda beat: min(beat % 0.5, 0.5 - beat % 0.5)  # noqa: E731  # s from the nearest beat
+    assert off(kept_rhythm(mix, sr, [bpm])[0].beat) > 0.2  # the stabs win
+    with_drums = kept_rhythm(mix, sr, [bpm], pulse)[0]
+    assert off(with_drums.beat) < 0.03 and with_drums.tempo == bpm

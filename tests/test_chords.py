@@ -270,7 +270,7 @@ def test_an_api_edit_reads_tempo_and_chords_from_the_audio_given(chord_model, mo
     other = torch.from_numpy(sf.read(clicks(tmp_path / "c.wav", sr, 4.0, 120.0))[0][None]).float()
     heard, harmonies = [], []
     real_rhythm = decoding.kept_rhythm
-    monkeypatch.setattr(decoding, "kept_mix", lambda *a: pytest.fail("read the codes, not the audio"))
+    monkeypatch.setattr(decoding, "kept_audio", lambda *a: pytest.fail("read the codes, not the audio"))
     monkeypatch.setattr(decoding, "kept_rhythm", lambda mix, *a: heard.append(mix) or real_rhythm(mix, *a))
     monkeypatch.setattr(decoding, "estimate_chords", lambda audio, *a: harmonies.append(audio))
     out = model.regenerate_instruments_from_stems({"other": other}, sr, ["bass"], ["funk"], seed=0)

@@ -121,37 +121,39 @@ class Rhythm:
     swing: float = 0.0
 
 
-def kept_mix(
-    model: TaskModel, codes: torch.Tensor, regenerate: Sequence[str], seconds: float
-) -> torch.Tensor:
-    """The decoded mix [B, C, T] of the stems of codes [B, K, T] not in `regenerate` (first `seconds`)."""
+def kept_audio(
+    model: TaskModel, codes: torch.Tensor, stems: Sequence[str], seconds: float
+) -> dict[str, torch.Tensor]:
+    """The `stems` of codes [B, K, T] decoded (first `seconds`): {stem: [B, C, T]}."""
     n = min(codes.shape[-1], max(1, round(seconds * model.frame_rate)))
     slices = model.layout.stream_slices()
     with torch.inference_mode():
-        audio = [
-            model.codec.codec(stem).decode(codes[:, slices[stem], :n].to(model.device))  # [B, C, T]
-            for stem in model.stems
-            if stem not in regenerate
-        ]
-    return torch.stack(audio).sum(0).float().cpu()
+        return {
+            stem: model.codec.codec(stem).decode(codes[:, slices[stem], :n].to(model.device)).float().cpu()
+            for stem in stems
+        }
 
 
-def heard_mix(
-    heard: Mapping[str, torch.Tensor], stems: Sequence[str], batch: int, samples: int | None = None
+def mix_of(
+    audio: Mapping[str, torch.Tensor], stems: Sequence[str], batch: int, samples: int | None = None
 ) -> torch.Tensor | None:
-    """The sum [B, C, T] of the `stems` of `heard` {stem: [B or 1, C, T]} (first `samples`), None
+    """The sum [B, C, T] of the `stems` of `audio` {stem: [B or 1, C, T]} (first `samples`), None
     if none of them is there."""
-    wavs = [heard[s][..., :samples].float() for s in stems if s in heard]
+    wavs = [audio[s][..., :samples].float() for s in stems if s in audio]
     if not wavs:
         return None
     n = min(w.shape[-1] for w in wavs)
     return sum(w[..., :n] for w in wavs).expand(batch, -1, -1)
 
 
-def kept_rhythm(mix: torch.Tensor, sample_rate: int, tempos: Sequence[float | None]) -> list[Rhythm]:
+def kept_rhythm(
+    mix: torch.Tensor, sample_rate: int, tempos: Sequence[float | None], pulse: torch.Tensor | None = None
+) -> list[Rhythm]:
     """Per item of the kept stems' mix [B, C, T]: the tempo named, else estimated
     (`dsp.estimate_tempo`), the beat (`dsp.beat_phase` at that tempo, moved onto the beat by
-    `dsp.estimate_swing` where the 8ths swing) and the swing."""
+    `dsp.estimate_swing` where the 8ths swing) and the swing. The beat and swing are read from
+    `pulse` [B, C, T] where given (the kept drums: in a mix, off-beat bass, skanks and stabs of
+    house, funk and reggae outweigh the beat; docs/experiments.md)."""
     out = []
     for b, named in enumerate(tempos):
         envelope = onset_strength(mix[b], sample_rate)
@@ -159,7 +161,8 @@ def kept_rhythm(mix: torch.Tensor, sample_rate: int, tempos: Sequence[float | No
         if not tempo:
             out.append(Rhythm())
             continue
-        swing, beat = estimate_swing(envelope, tempo, beat_phase(envelope, tempo))
+        beats = envelope if pulse is None else onset_strength(pulse[b], sample_rate)
+        swing, beat = estimate_swing(beats, tempo, beat_phase(beats, tempo))
         out.append(Rhythm(tempo, beat, swing))
     return out
 
@@ -195,7 +198,8 @@ def step_conditions(
     text -> stems, a progression of the style for the key the text names (`choose_progression`,
     drawn from `seed`). An edit's kept stems are read from `heard` {stem: [B or 1, C, T]}, their
     audio as given at the model's rate, where it is given (only the stems in it: the others are
-    silence), else from their codes decoded.
+    silence), else from their codes decoded (the first `KEPT_SECONDS`); the beat from the kept
+    drums where they are kept.
     """
     beat = model.steps is not None and model.steps.beat is not None
     reads_chords = model.steps is not None and model.steps.chord is not None
@@ -211,10 +215,14 @@ def step_conditions(
     rhythm = [Rhythm(a.tempo or 0.0, 0.0, a.swing) for a in named]
     B, kept = codes.shape[0], [s for s in model.stems if s not in regenerate]
     pitched = [s for s in kept if s not in PERCUSSIVE_STEMS]
+    audio = dict(heard) if heard else {}
     if edit:
+        audio = audio or kept_audio(model, codes, kept, KEPT_SECONDS)
         first = round(KEPT_SECONDS * model.sample_rate)
-        mix = heard_mix(heard, kept, B, first) if heard else kept_mix(model, codes, regenerate, KEPT_SECONDS)
-        rhythm = kept_rhythm(mix, model.sample_rate, [a.tempo for a in named]) if mix is not None else rhythm
+        mix = mix_of(audio, kept, B, first)
+        pulse = mix_of(audio, [s for s in kept if s in PERCUSSIVE_STEMS], B, first)
+        if mix is not None:
+            rhythm = kept_rhythm(mix, model.sample_rate, [a.tempo for a in named], pulse)
         texts = [with_tempo(t, r.tempo or None) for t, r in zip(texts, rhythm, strict=True)]
     grids: tuple[BeatGrid | None, ...] = ()
     if beat:
@@ -234,10 +242,7 @@ def step_conditions(
                 for c, r in zip(chosen, rhythm, strict=True)
             )
         if chords is None and edit and pitched:  # the kept pitched stems alone
-            unpitched = [s for s in model.stems if s not in pitched]
-            harmony = (
-                heard_mix(heard, pitched, B) if heard else kept_mix(model, codes, unpitched, KEPT_SECONDS)
-            )
+            harmony = mix_of(audio, pitched, B)
             charts = (
                 tuple(
                     estimate_chords(harmony[b].numpy(), model.sample_rate, r.tempo, r.beat)
