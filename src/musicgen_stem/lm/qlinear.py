@@ -157,8 +157,16 @@ class FbgemmInt8Linear(nn.Module):
 
     def set_weights(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> None:
         """Pack int8 weights q [out, in] with their scales [out] (and the bias) for fbgemm."""
+        self.pack(self.quantized(q, scale), bias)
+
+    def quantized(self, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """q [out, in] int8 and its scales [out] as the quantized tensor fbgemm packs from."""
         zero = torch.zeros(self.out_features, dtype=torch.int64)
-        qw = torch._make_per_channel_quantized_tensor(q.contiguous(), scale.double(), zero, 0)
+        return torch._make_per_channel_quantized_tensor(q.contiguous(), scale.double(), zero, 0)
+
+    def pack(self, qw: torch.Tensor, bias: torch.Tensor | None) -> None:
+        """fbgemm's packing of a `quantized` weight (it releases the GIL: `load_quantized` runs it on
+        a second thread while the next layer is read)."""
         self.packed = torch.ops.quantized.linear_prepack(qw, None if bias is None else bias.float())
 
     def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
@@ -168,18 +176,26 @@ class FbgemmInt8Linear(nn.Module):
         if bias is not None:
             destination[prefix + "bias"] = bias.detach()
 
-    def _load_from_state_dict(self, state: dict[str, Any], prefix: str, *args: Any) -> None:
-        missing, errors = args[-3], args[-1]
+    def stored(
+        self, state: dict[str, Any], prefix: str, missing: list[str], errors: list[str]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+        """This layer's stored (int8 weights, scales, bias) in `state`, checked; None (and the
+        reason in `missing` / `errors`) when they are not there or do not fit."""
         names = ["weight_int8", "scale"] + (["bias"] if self.has_bias else [])
         if any(prefix + n not in state for n in names):
             missing.extend(prefix + n for n in names if prefix + n not in state)
-            return
+            return None
         q, scale = state[prefix + "weight_int8"], state[prefix + "scale"]
         if tuple(q.shape) != (self.out_features, self.in_features) or q.dtype != torch.int8:
             want = (self.out_features, self.in_features)
             errors.append(f"{prefix}weight_int8: {tuple(q.shape)} {q.dtype}, not int8 {want}")
-            return
-        self.set_weights(q, scale, state.get(prefix + "bias"))
+            return None
+        return q, scale, state.get(prefix + "bias")
+
+    def _load_from_state_dict(self, state: dict[str, Any], prefix: str, *args: Any) -> None:
+        weights = self.stored(state, prefix, args[-3], args[-1])
+        if weights is not None:
+            self.set_weights(*weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in] -> [..., out]
         return torch.ops.quantized.linear_dynamic(x, self.packed, reduce_range=True)
