@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..memory import fresh_tensor
+
 #: Group sizes the int4 kernel takes (inputs sharing one scale and offset).
 INT4_GROUP_SIZES = (32, 64, 128)
 
@@ -58,6 +60,16 @@ def from_nibbles(b: torch.Tensor) -> torch.Tensor:
 def int4_pack(q: torch.Tensor) -> torch.Tensor:
     """q [N, K] in [0, 15] -> the CPU kernel's packed layout [N, K / 2] uint8 (for this CPU)."""
     return torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32).contiguous(), 1)
+
+
+def int4_pack_nibbles(b: torch.Tensor) -> torch.Tensor:
+    """`int4_pack(from_nibbles(b))` for b [N, K / 2] uint8 as stored, its int32 [N, K] input (8x
+    the stored bytes) in a memory mapping of its own (`memory.fresh_tensor`): on the malloc heap
+    the freed inputs of a medium LM's layers stayed resident, 4.1 GB of peak instead of 2.4."""
+    N, half = b.shape
+    q = fresh_tensor((N, half, 2), torch.int32)
+    q[..., 0], q[..., 1] = b & 15, b >> 4
+    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.view(N, 2 * half), 1)
 
 
 def int4_unpack(packed: torch.Tensor, N: int, K: int) -> torch.Tensor:
@@ -262,7 +274,7 @@ class Int4Linear(nn.Module):
             if tuple(b.shape) != (N, K // 2) or b.dtype != torch.uint8:
                 args[-1].append(f"{key}: {tuple(b.shape)} {b.dtype}, not uint8 {(N, K // 2)}")
             else:
-                self.packed = int4_pack(from_nibbles(b))
+                self.packed = int4_pack_nibbles(b)
         else:
             args[-3].append(key)  # missing
         if prefix + "scale_offset" in state:
