@@ -215,9 +215,9 @@ def step_conditions(
     rhythm = [Rhythm(a.tempo or 0.0, 0.0, a.swing) for a in named]
     B, kept = codes.shape[0], [s for s in model.stems if s not in regenerate]
     pitched = [s for s in kept if s not in PERCUSSIVE_STEMS]
-    audio = dict(heard) if heard else {}
+    audio: Mapping[str, torch.Tensor] = {}  # the kept stems' audio, read in an edit
     if edit:
-        audio = audio or kept_audio(model, codes, kept, KEPT_SECONDS)
+        audio = heard or kept_audio(model, codes, kept, KEPT_SECONDS)
         first = round(KEPT_SECONDS * model.sample_rate)
         mix = mix_of(audio, kept, B, first)
         pulse = mix_of(audio, [s for s in kept if s in PERCUSSIVE_STEMS], B, first)
